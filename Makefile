@@ -1,0 +1,44 @@
+# campaign-service — every command sets up what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run demo test lint format bench clean help
+
+help:
+	@echo "make run    local stack + API + worker + demo campaign, serving until Ctrl-C"
+	@echo "make demo   the same, exits once the demo campaign is sent"
+	@echo "make test   the whole test suite (real PostgreSQL and Kafka broker)"
+	@echo "make lint   ruff + mypy --strict"
+	@echo "make bench  benchmarks; results in BENCHMARKS.md and bench-results.json"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/campaignctl demo --serve
+
+demo: $(STAMP)
+	$(BIN)/campaignctl demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Alembic migrations; ``campaignctl migrate`` runs them."""

@@ -1,0 +1,1 @@
+"""Contracts shared with other teams: HTTP bodies and Kafka events."""

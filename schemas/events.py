@@ -1,0 +1,64 @@
+"""Kafka event contracts for the campaign pipeline (``campaigns.v1``, ``campaign-batches.v1``).
+
+Every event carries a ``type`` discriminator; a change that breaks old readers
+gets a new topic version. Events carry ids, never objects: consumers read the
+current state from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+TOPIC_CAMPAIGNS = "campaigns.v1"
+TOPIC_CAMPAIGN_BATCHES = "campaign-batches.v1"
+TOPIC_CAMPAIGN_BATCHES_RETRY = "campaign-batches-retry.v1"
+TOPIC_CAMPAIGN_BATCHES_DLQ = "campaign-batches-dlq.v1"
+TOPIC_TRACKING_EVENTS = "tracking-events.v1"
+TOPIC_PROVIDER_EVENTS = "provider-events.v1"
+TOPIC_DELIVERY_EVENTS = "delivery-events.v1"
+TOPIC_LEADS = "leads.v1"
+
+ALL_TOPICS = (
+    TOPIC_CAMPAIGNS,
+    TOPIC_CAMPAIGN_BATCHES,
+    TOPIC_CAMPAIGN_BATCHES_RETRY,
+    TOPIC_CAMPAIGN_BATCHES_DLQ,
+    TOPIC_TRACKING_EVENTS,
+    TOPIC_PROVIDER_EVENTS,
+    TOPIC_DELIVERY_EVENTS,
+    TOPIC_LEADS,
+)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+class CampaignQueued(_Event):
+    """A campaign is ready to be planned (``campaigns.v1``, key: campaign id)."""
+
+    type: Literal["campaign.queued"] = "campaign.queued"
+    campaign_id: uuid.UUID
+    sponsor_id: str
+
+
+class CampaignBatch(_Event):
+    """One batch of a campaign's recipients to send (``campaign-batches.v1``).
+
+    Keyed ``{campaign_id}:{batch_no}`` so a campaign's batches spread over every
+    partition. ``send_round`` changes when failed recipients are re-driven, so
+    the provider's idempotency keys of the new round are new.
+    """
+
+    type: Literal["campaign.batch"] = "campaign.batch"
+    campaign_id: uuid.UUID
+    batch_no: int = Field(ge=0)
+    send_round: int = Field(default=0, ge=0)
+    attempt: int = Field(default=0, ge=0)

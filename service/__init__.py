@@ -1,0 +1,1 @@
+"""campaign-service: the HTTP API, domain logic and persistence."""

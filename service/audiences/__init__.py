@@ -1,0 +1,1 @@
+"""Audiences: which of a sponsor's leads a campaign goes to."""

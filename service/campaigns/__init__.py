@@ -1,0 +1,1 @@
+"""Campaigns: content, audience, lifecycle, deliveries and counters."""

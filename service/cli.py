@@ -1,0 +1,144 @@
+"""``campaignctl``: the one command to serve, work, migrate and run locally."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from service.settings import Settings, get_settings
+
+
+def migrate(settings: Settings) -> None:
+    """Upgrade the database to the newest migration."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(Path(__file__).resolve().parent.parent / "migrations" / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", settings.database_url)
+    command.upgrade(config, "head")
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from worker.main import ROLES, main
+
+    main(get_settings(), [args.role] if args.role else list(ROLES))
+
+
+def _migrate(_args: argparse.Namespace) -> None:
+    migrate(get_settings())
+    print("database is at the newest migration")
+
+
+def _kafka_init(_args: argparse.Namespace) -> None:
+    from service.kafka import create_topics
+
+    created = create_topics(get_settings())
+    print(f"created {len(created)} topic(s): {', '.join(created) or 'none needed'}")
+
+
+def _devstack(args: argparse.Namespace) -> None:
+    from service.devstack import DevStack
+
+    stack = DevStack(Path(args.dir))
+    stack.start()
+    for key, value in stack.env().items():
+        print(f"export {key}={value}")
+    sys.stdout.flush()
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    finally:
+        stack.stop()
+
+
+def _token(args: argparse.Namespace) -> None:
+    from service.auth import mint_token
+
+    print(
+        mint_token(
+            get_settings(),
+            subject=args.subject,
+            scopes=args.scope.split(),
+            sponsor_ids=args.sponsor or [],
+            ttl_seconds=args.ttl,
+        )
+    )
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from service.demo import run_demo
+
+    sys.exit(run_demo(Path(args.dir), serve=args.serve, port=args.port, leads=args.leads))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="campaignctl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="API processes")
+    api.set_defaults(func=_api)
+
+    worker = commands.add_parser("worker", help="run the Kafka consumer roles")
+    worker.add_argument("--role", choices=["planner", "sender", "relay"], default=None)
+    worker.set_defaults(func=_worker)
+
+    commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_migrate)
+    commands.add_parser("kafka-init", help="create the topics (idempotent)").set_defaults(
+        func=_kafka_init
+    )
+
+    devstack = commands.add_parser("devstack", help="start local PostgreSQL + Kafka broker")
+    devstack.add_argument("--dir", default="var/devstack")
+    devstack.set_defaults(func=_devstack)
+
+    token = commands.add_parser("token", help="mint a JWT for local use")
+    token.add_argument("--sponsor", action="append", help="sponsor id (repeatable)")
+    token.add_argument("--scope", default="campaigns:read campaigns:write leads:write stats:read")
+    token.add_argument("--subject", default="local-user")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds")
+    token.set_defaults(func=_token)
+
+    demo = commands.add_parser("demo", help="local stack + API + worker + a demo campaign")
+    demo.add_argument("--dir", default="var/demo")
+    demo.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--leads", type=int, default=300)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

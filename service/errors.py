@@ -1,0 +1,99 @@
+"""Every error the service raises on purpose, in one hierarchy.
+
+    ServiceError
+    ├── ClientError            the caller's mistake: rendered as JSON 4xx
+    │   ├── BadRequest           400
+    │   ├── Unauthorized         401
+    │   ├── Forbidden            403
+    │   ├── NotFound             404
+    │   ├── Conflict             409
+    │   ├── PayloadTooLarge      413
+    │   └── Unprocessable        422 (validation of content: templates, filters)
+    └── ProviderError          the email provider refused or failed a request
+        ├── TransientProviderError   retry later with the same idempotency key
+        │   └── RateLimited            429; carries the provider's retry-after
+        └── PermanentProviderError   retrying cannot help
+            └── QuotaExceeded          daily/monthly quota: pause the campaign
+
+Client errors carry a stable machine-readable ``code``, a human ``message``
+and, where one field is at fault, its dotted path in ``field``.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error raised on purpose by campaign-service."""
+
+
+class ClientError(ServiceError):
+    """The request cannot be served as sent; the caller must change it."""
+
+    status_code = 400
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+class BadRequest(ClientError):
+    status_code = 400
+
+
+class Unauthorized(ClientError):
+    status_code = 401
+
+
+class Forbidden(ClientError):
+    status_code = 403
+
+
+class NotFound(ClientError):
+    status_code = 404
+
+
+class Conflict(ClientError):
+    status_code = 409
+
+
+class PayloadTooLarge(ClientError):
+    status_code = 413
+
+
+class Unprocessable(ClientError):
+    status_code = 422
+
+
+class ProviderError(ServiceError):
+    """The email provider did not accept a request."""
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class TransientProviderError(ProviderError):
+    """Timeouts, 5xx, 409 concurrent_idempotent_requests: retry with the same key."""
+
+
+class RateLimited(TransientProviderError):
+    """429 from the provider; ``retry_after`` seconds come from its headers."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(code, message, status=429)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """Validation errors and other 4xx: the same request will fail again."""
+
+
+class QuotaExceeded(PermanentProviderError):
+    """``daily_quota_exceeded`` / ``monthly_quota_exceeded``: sending must pause."""

@@ -1,0 +1,80 @@
+"""Small helpers every API module shares: the transaction, cursors, error handlers."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException
+
+from service.errors import BadRequest, ClientError
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commits on success, before the answer is sent."""
+    async with request.app.state.sessions.begin() as session:
+        yield session
+
+
+def encode_cursor(*values: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[object]:
+    """Parse an opaque cursor; a tampered one is a 400 on the ``cursor`` field."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadRequest(
+            "invalid_cursor", "the cursor is not one this API gave", "cursor"
+        ) from None
+    if not isinstance(values, list) or len(values) != arity:
+        raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
+    return values
+
+
+def _field(loc: tuple[object, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every client error as ``{"error": {"code", "message", "field"}}``."""
+
+    @app.exception_handler(ClientError)
+    async def client_error(_request: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        body = {
+            "error": {
+                "code": "validation_error",
+                "message": str(first.get("msg", "invalid request")),
+                "field": _field(tuple(first.get("loc", ()))),
+                "details": [
+                    {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg"))}
+                    for e in errors[:20]
+                ],
+            }
+        }
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        code = codes.get(exc.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(exc.detail), "field": None}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,147 @@
+"""Kafka plumbing shared by the API and the workers: producer, consumers, topics.
+
+The producer is idempotent (``acks=all``); ``send`` resolves only when the
+broker has acknowledged every message, so callers can delete outbox rows or
+answer 2xx afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.events import ALL_TOPICS, TOPIC_CAMPAIGN_BATCHES
+from service.settings import Settings
+
+Outgoing = tuple[str, str, bytes]  # (topic without prefix, key, value)
+
+
+class KafkaUnavailable(Exception):
+    """The broker did not acknowledge a message in time."""
+
+
+class Producer:
+    """An asyncio face on confluent-kafka's producer; a thread serves its callbacks."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._settings = settings
+        config: dict[str, Any] = {
+            **settings.kafka_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": 30_000,
+            **overrides,
+        }
+        self._producer = confluent_kafka.Producer(config)
+        self._running = True
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while self._running:
+            self._producer.poll(0.1)
+
+    async def send(self, messages: Iterable[Outgoing]) -> None:
+        """Produce every message and wait until the broker has acknowledged all of them."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+
+        def on_delivery(fut: asyncio.Future[None]) -> Any:
+            def callback(err: Any, _msg: Any) -> None:
+                if err is None:
+                    loop.call_soon_threadsafe(_resolve, fut, None)
+                else:
+                    loop.call_soon_threadsafe(_resolve, fut, KafkaUnavailable(str(err)))
+
+            return callback
+
+        for topic, key, value in messages:
+            fut: asyncio.Future[None] = loop.create_future()
+            futures.append(fut)
+            while True:
+                try:
+                    self._producer.produce(
+                        self._settings.topic(topic),
+                        value=value,
+                        key=key,
+                        on_delivery=on_delivery(fut),
+                    )
+                    break
+                except BufferError:
+                    # The local queue is full: let the poll thread drain it.
+                    await asyncio.sleep(0.01)
+        if futures:
+            await asyncio.gather(*futures)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+        self._running = False
+        self._thread.join(timeout=1)
+
+
+def _resolve(fut: asyncio.Future[None], error: Exception | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+def make_consumer(settings: Settings, group: str, **overrides: Any) -> confluent_kafka.Consumer:
+    """An at-least-once consumer: offsets are stored by hand after the work is committed."""
+    session_ms = settings.kafka_session_timeout_ms
+    config: dict[str, Any] = {
+        **settings.kafka_config(),
+        "group.id": settings.topic(group),
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_ms,
+        "heartbeat.interval.ms": max(session_ms // 6, 100),
+        "max.poll.interval.ms": max(300_000, session_ms),
+        **overrides,
+    }
+    return confluent_kafka.Consumer(config)
+
+
+def create_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create every topic that does not exist yet; returns the names created."""
+    admin = AdminClient(settings.kafka_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(
+            settings.topic(name),
+            num_partitions=(
+                settings.kafka_batch_partitions
+                if name == TOPIC_CAMPAIGN_BATCHES
+                else settings.kafka_partitions
+            ),
+            replication_factor=settings.kafka_replication_factor,
+        )
+        for name in ALL_TOPICS
+        if settings.topic(name) not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result()
+            created.append(name)
+        except confluent_kafka.KafkaException as exc:
+            if exc.args[0].code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def ping(settings: Settings, timeout: float = 2.0) -> None:
+    """Raise unless the cluster answers a metadata request."""
+    AdminClient(settings.kafka_config()).list_topics(timeout=timeout)

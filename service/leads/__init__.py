@@ -1,0 +1,1 @@
+"""Leads: the people sponsors write to."""

@@ -1,0 +1,1 @@
+"""Sponsors: tenants and their sending identity."""

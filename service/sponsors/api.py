@@ -1,0 +1,33 @@
+"""HTTP routes for sponsors (admin only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+
+from schemas.http import ID_PATTERN, SponsorIn, SponsorOut
+from service.auth import require
+from service.http import transaction
+from service.sponsors import repository
+
+router = APIRouter(prefix="/api/v1/sponsors", tags=["sponsors"])
+SponsorPath = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+@router.put("/{sponsor_id}", response_model=SponsorOut, dependencies=[require("admin")])
+async def put_sponsor(
+    sponsor_id: SponsorPath, body: SponsorIn, request: Request, response: Response
+) -> SponsorOut:
+    """Create or update a sponsor: 201 when created, 200 when updated."""
+    async with transaction(request) as session:
+        sponsor, created = await repository.upsert(session, sponsor_id, body)
+    response.status_code = 201 if created else 200
+    return SponsorOut.model_validate(sponsor, from_attributes=True)
+
+
+@router.get("/{sponsor_id}", response_model=SponsorOut, dependencies=[require("campaigns:read")])
+async def get_sponsor(sponsor_id: SponsorPath, request: Request) -> SponsorOut:
+    async with transaction(request) as session:
+        sponsor = await repository.get(session, sponsor_id)
+    return SponsorOut.model_validate(sponsor, from_attributes=True)

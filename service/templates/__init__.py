@@ -1,0 +1,1 @@
+"""Message templates: sandboxed compilation and per-recipient rendering."""

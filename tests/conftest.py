@@ -1,0 +1,155 @@
+"""The test session's real stack: PostgreSQL, the Kafka broker, the API and workers.
+
+Started once per session: embedded PostgreSQL (durability off: it is a throwaway
+database), the Tansu broker, a fake Resend that follows ``tests/specs``. Tests
+isolate themselves by using fresh sponsor ids; topics carry a per-session prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.app import create_app
+from service.auth import mint_token
+from service.cli import migrate
+from service.db import create_engine, session_factory
+from service.devstack import DevStack
+from service.kafka import create_topics
+from service.settings import Settings
+from tests.fakes.resend_server import FakeResend
+from worker.main import ROLES, run_worker
+
+RESEND_KEY = "re_test_key"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    devstack = DevStack(tmp_path_factory.mktemp("stack"), fast=True)
+    devstack.start()
+    yield devstack
+    devstack.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_resend() -> Iterator[FakeResend]:
+    fake = FakeResend(api_key=RESEND_KEY).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack: DevStack, fake_resend: FakeResend, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=stack.postgres.url,
+        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+        kafka_topic_prefix=f"test-{uuid.uuid4().hex[:8]}-",
+        kafka_session_timeout_ms=6000,
+        email_provider="resend",
+        resend_api_key=RESEND_KEY,
+        resend_api_url=fake_resend.url,
+        provider_rate_per_second=1000,
+        outbox_dir=str(tmp_path_factory.mktemp("outbox")),
+        auth_jwt_secret="test-secret-for-the-suite-0123456789",
+        relay_interval_seconds=0.2,
+    )
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings) -> Settings:
+    await asyncio.to_thread(migrate, settings)
+    await asyncio.to_thread(create_topics, settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def engine(migrated: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+@pytest.fixture(scope="session")
+async def app(migrated: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(migrated)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def workers(migrated: Settings) -> AsyncIterator[None]:
+    """Every worker role, running in the test loop against the real broker."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(migrated, ROLES, stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def token(migrated: Settings):  # type: ignore[no-untyped-def]
+    """``token(sponsor, scopes)`` → an Authorization header."""
+
+    def make(*sponsor_ids: str, scopes: str = "campaigns:read campaigns:write leads:write stats:read") -> dict[str, str]:
+        jwt = mint_token(migrated, subject="test", scopes=scopes.split(), sponsor_ids=list(sponsor_ids))
+        return {"Authorization": f"Bearer {jwt}"}
+
+    return make
+
+
+@pytest.fixture
+def admin(migrated: Settings) -> dict[str, str]:
+    jwt = mint_token(migrated, subject="test-admin", scopes=["admin"], sponsor_ids=[])
+    return {"Authorization": f"Bearer {jwt}"}
+
+
+@pytest.fixture
+async def sponsor(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
+    """A fresh sponsor, so each test sees only its own data."""
+    sponsor_id = f"sp-{uuid.uuid4().hex[:10]}"
+    response = await client.put(
+        f"/api/v1/sponsors/{sponsor_id}",
+        headers=admin,
+        json={
+            "name": "Test Sponsor",
+            "from_email": "news@sponsor.example",
+            "from_name": "Test Sponsor",
+            "postal_address": "1 Test Street, Berlin",
+        },
+    )
+    assert response.status_code == 201, response.text
+    return sponsor_id
+
+
+async def eventually(check, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Await ``check()`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+SPEC_DIR = Path(__file__).parent / "specs"

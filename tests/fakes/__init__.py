@@ -1,0 +1,1 @@
+"""Fakes for the outside world (the email provider), built from tests/specs."""

@@ -1,0 +1,886 @@
+"""A fake Resend HTTP API (``POST /emails``, ``POST /emails/batch``) that follows the spec.
+
+Built from ``tests/specs/resend``: request bodies are validated against the
+OpenAPI schemas in ``resend.yaml``, error bodies use the ``{statusCode, name,
+message}`` shape and the names and messages of ``errors.json``, idempotency and
+rate-limit behaviour follow ``api-facts.json``.
+
+In a test::
+
+    with FakeResend() as fake:              # starts uvicorn in a thread
+        provider = ResendProvider("re_test", fake.url)
+        ...
+        assert len(fake.messages_to("a@example.com")) == 1
+
+As a process, for benchmarks (prints ``listening on http://...`` once ready)::
+
+    python -m tests.fakes.resend_server --port 8025 [--no-validate] [--rate-limit 10]
+
+and read the counts from ``GET /_fake/stats``; ``POST /_fake/reset`` clears them.
+
+Behaviour worth knowing:
+
+* Auth: ``Authorization: Bearer re_...`` (or exactly ``api_key`` when one is
+  given). No header: 401 ``missing_api_key``; anything else: 403 ``invalid_api_key``.
+* Validation: schema errors and the fake's own checks (an address without ``@``
+  in ``from``/``to``, no ``html``/``text``/``template``, tag names or values
+  outside ``[A-Za-z0-9_-]{1,256}``, attachments in a batch, more than 100
+  emails) answer 422. ``x-batch-validation: permissive`` sends the valid emails
+  and lists the others in ``errors: [{index, message}]``; ``data`` then holds
+  the ids of the created emails only, in request order (as Resend documents).
+  ``validate=False`` skips only the (slower) schema check.
+* Idempotency (``Idempotency-Key``, 1-256 chars, scoped to method + path, kept
+  ``idempotency_ttl`` seconds): same key and body replays the stored answer and
+  records no message; a different body is 409 ``invalid_idempotent_request``;
+  a key whose first request is still running is 409
+  ``concurrent_idempotent_requests``. Only 2xx answers are stored, so a request
+  refused with 4xx/5xx can be retried with its key.
+* Rate limit: ``rate_limit`` requests/second as a token bucket holding one
+  second's worth (so a burst of ``rate_limit`` passes); over it, 429
+  ``rate_limit_exceeded`` with ``retry-after``. Refused requests use no token.
+  Every answer carries ``ratelimit-limit``/``-remaining``/``-reset``; with no
+  limit they advertise ``UNLIMITED_ADVERTISED`` requests per second.
+* Faults, checked in this order after the rate limit: ``set_hang(True)`` stalls
+  every request until ``set_hang(False)`` (then it is served normally, like a
+  slow server) or ``stop()`` (503); ``fail_for(seconds, status)`` answers
+  ``status`` to everything for a while; ``fail_next(n, status)`` answers the
+  next ``n`` requests with ``status``; ``set_latency(s)`` delays every request
+  that gets past those, while its idempotency key is held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jsonschema
+import orjson
+import uvicorn
+import yaml
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+__all__ = [
+    "MAX_BATCH",
+    "UNLIMITED_ADVERTISED",
+    "FakeResend",
+    "RecordedMessage",
+    "RecordedRequest",
+    "load_spec",
+    "request_schema",
+]
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "specs" / "resend"
+MAX_BATCH = 100
+MAX_IDEMPOTENCY_KEY = 256
+UNLIMITED_ADVERTISED = 1000
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
+
+_TAG_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_ADDRESS_HINT = (
+    "The email address needs to follow the `email@example.com` "
+    "or `Name <email@example.com>` format."
+)
+_JSON = "application/json; charset=utf-8"
+# The status each injected fault uses when no error name is given.
+_DEFAULT_ERROR_NAMES = {
+    400: "validation_error",
+    401: "missing_api_key",
+    403: "invalid_api_key",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "concurrent_idempotent_requests",
+    422: "validation_error",
+    429: "rate_limit_exceeded",
+    500: "application_error",
+    503: "service_unavailable",
+}
+# Schema keywords whose outcome depends on a string's value: the shape cache
+# (see _EmailValidator) is only correct when the schema uses none of them.
+_VALUE_KEYWORDS = frozenset(
+    {"enum", "const", "pattern", "minLength", "maxLength", "uniqueItems", "contains"}
+)
+
+
+# --------------------------------------------------------------------------- spec
+
+
+@functools.cache
+def load_spec() -> dict[str, Any]:
+    """``resend.yaml`` parsed once per process."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with (SPEC_DIR / "resend.yaml").open(encoding="utf-8") as fh:
+        spec: dict[str, Any] = yaml.load(fh, Loader=loader)  # noqa: S506 - a safe loader
+    return spec
+
+
+@functools.cache
+def _error_messages() -> dict[str, str]:
+    with (SPEC_DIR / "errors.json").open(encoding="utf-8") as fh:
+        doc = json.load(fh)
+    messages: dict[str, str] = {"invalid_api_key": "API key is invalid."}
+    for entry in doc["error_codes_current"]:
+        messages.setdefault(entry["name"], entry["message"])
+    return messages
+
+
+def _inline_refs(node: Any, spec: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """``node`` with every local ``$ref`` replaced by its target (no cycles allowed)."""
+    if isinstance(node, list):
+        return [_inline_refs(item, spec, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if not ref.startswith("#/") or ref in seen:
+            raise ValueError(f"cannot inline $ref {ref!r}")
+        target: Any = spec
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        resolved = _inline_refs(target, spec, (*seen, ref))
+        siblings = {k: _inline_refs(v, spec, seen) for k, v in node.items() if k != "$ref"}
+        return {"allOf": [resolved, siblings]} if siblings else resolved
+    return {key: _inline_refs(value, spec, seen) for key, value in node.items()}
+
+
+@functools.cache
+def request_schema(path: str) -> dict[str, Any]:
+    """The spec's JSON request schema for ``POST path``, ``#/components`` refs inlined."""
+    spec = load_spec()
+    body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    schema: dict[str, Any] = _inline_refs(body["schema"], spec)
+    return schema
+
+
+def _uses_value_keywords(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(k in _VALUE_KEYWORDS for k in node) or any(
+            _uses_value_keywords(v) for v in node.values()
+        )
+    if isinstance(node, list):
+        return any(_uses_value_keywords(v) for v in node)
+    return False
+
+
+def _shape(value: Any) -> Any:
+    """``value`` with every string blanked: what the schema can see of it."""
+    # Exact type checks: bodies come from orjson, and this runs per email.
+    kind = type(value)
+    if kind is str:
+        return ""
+    if kind is dict:
+        return tuple([(k, _shape(v)) for k, v in value.items()])
+    if kind is list:
+        return ("[]", *[_shape(v) for v in value])
+    if kind is bool:
+        # True == 1 for hashing; keep booleans apart from numbers.
+        return ("bool", value)
+    return value
+
+
+class _EmailValidator:
+    """Validates one email against ``SendEmailRequest`` (the batch schema's items).
+
+    jsonschema costs ~0.3 ms per email, too slow for 100-email batches at
+    150 requests/s. The schema constrains types, keys and array lengths but no
+    string values, so validity is cached per shape (see ``_shape``); the real
+    validator runs on a cache miss and to word the message of an invalid email.
+    """
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self) -> None:
+        batch = request_schema("/emails/batch")
+        self.schema: dict[str, Any] = batch["items"]
+        cls = jsonschema.validators.validator_for(self.schema, jsonschema.Draft202012Validator)
+        self._validator = cls(self.schema)
+        self._cacheable = not _uses_value_keywords(self.schema)
+        self._cache: dict[Any, bool] = {}
+
+    def error(self, email: Any) -> tuple[str, str] | None:
+        """``(error name, message)`` for an invalid email, else None."""
+        key: Any = None
+        if self._cacheable:
+            try:
+                key = _shape(email)
+                if self._cache.get(key) is True:
+                    return None
+            except TypeError:  # an unhashable shape: validate without the cache
+                key = None
+        best = jsonschema.exceptions.best_match(self._validator.iter_errors(email))
+        if key is not None:
+            if len(self._cache) >= self._CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = best is None
+        if best is None:
+            return None
+        if best.validator == "required":
+            missing = [p for p in best.validator_value if p not in best.instance]
+            return "missing_required_field", f"Missing `{missing[0] if missing else '?'}` field."
+        where = ".".join(str(p) for p in best.absolute_path) or "body"
+        return "validation_error", f"Invalid `{where}` field: {best.message}"
+
+
+@functools.cache
+def _email_validator() -> _EmailValidator:
+    return _EmailValidator()
+
+
+def _bare_address(value: str) -> str:
+    value = value.strip()
+    if value.endswith(">") and "<" in value:
+        value = value[value.rindex("<") + 1 : -1]
+    return value.strip().lower()
+
+
+def _addresses(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | None:
+    """What the real API checks beyond the schema (cheap, so always on)."""
+    sender = email.get("from")
+    if not isinstance(sender, str):
+        return "missing_required_field", "Missing `from` field."
+    if "@" not in sender:
+        return "validation_error", f"Invalid `from` field. {_ADDRESS_HINT}"
+    if "to" not in email:
+        return "missing_required_field", "Missing `to` field."
+    to = _addresses(email.get("to"))
+    if not to:
+        return "validation_error", "Invalid `to` field."
+    if len(to) > 50:
+        return "validation_error", "Invalid `to` field: at most 50 recipients."
+    for address in to:
+        if "@" not in address:
+            return "validation_error", f"Invalid `to` field. {_ADDRESS_HINT}"
+    if not isinstance(email.get("subject"), str):
+        return "missing_required_field", "Missing `subject` field."
+    if not any(k in email for k in ("html", "text", "template")):
+        return "validation_error", "Missing `html` or `text` field."
+    tags = email.get("tags")
+    if tags is not None:
+        if not isinstance(tags, list):
+            return "validation_error", "Invalid `tags` field."
+        for tag in tags:
+            name = tag.get("name") if isinstance(tag, dict) else None
+            value = tag.get("value", "") if isinstance(tag, dict) else None
+            if not isinstance(name, str) or not _TAG_RE.fullmatch(name):
+                return "validation_error", "Invalid `tags` field: names use only A-Z a-z 0-9 _ -."
+            if not isinstance(value, str) or (value and not _TAG_RE.fullmatch(value)):
+                return "validation_error", "Invalid `tags` field: values use only A-Z a-z 0-9 _ -."
+    if batch and "attachments" in email:
+        return "validation_error", "The `attachments` field is not supported yet."
+    return None
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class RecordedMessage:
+    """An email the fake accepted. ``html``/``text``/``headers`` are empty without
+    ``record_content``."""
+
+    id: str
+    sender: str
+    to: list[str]
+    subject: str
+    html: str | None
+    text: str | None
+    reply_to: str | list[str] | None
+    headers: dict[str, str]
+    tags: list[dict[str, str]]
+    idempotency_key: str | None
+    path: str
+    created_at: float
+
+    def tag(self, name: str) -> str | None:
+        """The value of tag ``name``, if the email carried it."""
+        for tag in self.tags:
+            if tag.get("name") == name:
+                return tag.get("value")
+        return None
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """One answered API request. ``timestamp`` is ``time.monotonic()`` at arrival;
+    ``body`` is the parsed JSON (None without ``record_content``)."""
+
+    timestamp: float
+    method: str
+    path: str
+    status: int
+    idempotency_key: str | None
+    batch_validation: str | None
+    replayed: bool = False
+    body: Any = None
+
+
+@dataclass(slots=True)
+class _Fault:
+    status: int
+    retry_after: float | None
+    error_name: str | None
+
+
+@dataclass(slots=True)
+class _IdempotencyEntry:
+    fingerprint: bytes
+    created_at: float
+    done: bool = False
+    status: int = 0
+    body: bytes = b""
+
+
+@dataclass(slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+
+def _error(
+    status: int, name: str | None = None, message: str | None = None, **headers: str
+) -> _Answer:
+    name = name or _DEFAULT_ERROR_NAMES.get(status, "application_error")
+    message = message or _error_messages().get(name, "An unexpected error occurred.")
+    body = orjson.dumps({"statusCode": status, "message": message, "name": name})
+    return _Answer(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def _new_ids(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs like Resend's ids, 10x cheaper than ``uuid.uuid4``."""
+    raw = bytearray(os.urandom(16 * count))
+    ids = []
+    for start in range(0, len(raw), 16):
+        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40
+        raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80
+        h = raw[start : start + 16].hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return str(max(0, math.ceil(seconds)))
+
+
+# --------------------------------------------------------------------------- fake
+
+
+class FakeResend:
+    """State and ASGI app of the fake; thread-safe, so tests can poke it while it serves.
+
+    Args:
+        host, port: where ``start()`` listens; port 0 picks a free one.
+        api_key: the only accepted key; None accepts any ``re_...`` key.
+        validate: check bodies against the spec's schema (the cheap checks of
+            ``_semantic_error`` always run).
+        rate_limit: requests per second, None for no limit.
+        record_content: keep html/text/headers of messages and request bodies;
+            turn off for long benchmarks.
+        idempotency_ttl: seconds an idempotency key is remembered.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        validate: bool = True,
+        rate_limit: float | None = None,
+        record_content: bool = True,
+        idempotency_ttl: float = IDEMPOTENCY_TTL_SECONDS,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.validate = validate
+        self.record_content = record_content
+        self.idempotency_ttl = idempotency_ttl
+        self._lock = threading.Lock()
+        self._rate_limit = rate_limit
+        self._tokens = float(rate_limit or 0)
+        self._refilled_at = time.monotonic()
+        self._latency = 0.0
+        self._hang = False
+        self._stopping = False
+        self._faults: deque[_Fault] = deque()
+        self._fail_until = 0.0
+        self._window_fault: _Fault | None = None
+        self._messages: list[RecordedMessage] = []
+        self._requests: list[RecordedRequest] = []
+        self._replays = 0
+        self._idempotency: dict[tuple[str, str, str], _IdempotencyEntry] = {}
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        if validate:
+            _email_validator()  # compile now, not on the first request
+        self.app = Starlette(
+            routes=[
+                Route("/emails", self._handle, methods=["POST"]),
+                Route("/emails/batch", self._handle, methods=["POST"]),
+                Route("/_fake/stats", self._stats_endpoint, methods=["GET"]),
+                Route("/_fake/messages", self._messages_endpoint, methods=["GET"]),
+                Route("/_fake/reset", self._reset_endpoint, methods=["POST"]),
+            ],
+            exception_handlers={HTTPException: self._http_exception},
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the SDK as ``api_url`` (valid once started)."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> FakeResend:
+        """Serve in a daemon thread; returns once the port accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        self._stopping = False
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=2,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-resend", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("fake Resend server did not start")
+            time.sleep(0.01)
+        with socket.create_connection((self.host, self.port), timeout=timeout):
+            pass
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hung requests are released with a 503."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeResend:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- faults
+
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 500,
+        retry_after: float | None = None,
+        error_name: str | None = None,
+    ) -> None:
+        """Answer the next ``n`` API requests with ``status`` (queued after earlier calls).
+
+        ``error_name`` defaults to the usual name for the status (429:
+        ``rate_limit_exceeded``; use ``daily_quota_exceeded`` for quota). A
+        ``retry-after`` header is sent only when ``retry_after`` is given.
+        """
+        with self._lock:
+            self._faults.extend(_Fault(status, retry_after, error_name) for _ in range(n))
+
+    def fail_for(
+        self,
+        seconds: float,
+        status: int = 503,
+        retry_after: float | None = None,
+        error_name: str | None = None,
+    ) -> None:
+        """Answer every API request with ``status`` for the next ``seconds``.
+
+        A 429 without ``retry_after`` says the time left in the window.
+        """
+        with self._lock:
+            self._fail_until = time.monotonic() + seconds
+            self._window_fault = _Fault(status, retry_after, error_name)
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every request that gets past the faults by ``seconds``."""
+        with self._lock:
+            self._latency = max(0.0, seconds)
+
+    def set_hang(self, enabled: bool = True) -> None:
+        """Stall requests (never answer) until disabled or stopped."""
+        with self._lock:
+            self._hang = enabled
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Allow ``per_second`` requests per second (None: no limit); refills the bucket."""
+        with self._lock:
+            self._rate_limit = per_second
+            self._tokens = float(per_second or 0)
+            self._refilled_at = time.monotonic()
+
+    def reset(self) -> None:
+        """Forget messages, requests, replays, idempotency keys and every fault."""
+        with self._lock:
+            self._messages.clear()
+            self._requests.clear()
+            self._replays = 0
+            self._idempotency.clear()
+            self._faults.clear()
+            self._fail_until = 0.0
+            self._window_fault = None
+            self._latency = 0.0
+            self._hang = False
+            self._tokens = float(self._rate_limit or 0)
+            self._refilled_at = time.monotonic()
+
+    # ----------------------------------------------------------------- records
+
+    @property
+    def messages(self) -> list[RecordedMessage]:
+        """Accepted emails, oldest first (a copy)."""
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Answered API requests, in the order they were answered (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def replays(self) -> int:
+        """How many requests were answered from the idempotency store."""
+        with self._lock:
+            return self._replays
+
+    def messages_to(self, address: str) -> list[RecordedMessage]:
+        """Accepted emails with ``address`` among their ``to`` (case-insensitive)."""
+        wanted = _bare_address(address)
+        with self._lock:
+            return [m for m in self._messages if wanted in (_bare_address(a) for a in m.to)]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, as served by ``GET /_fake/stats``."""
+        with self._lock:
+            statuses: dict[str, int] = {}
+            for r in self._requests:
+                statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
+            return {
+                "messages": len(self._messages),
+                "requests": len(self._requests),
+                "replays": self._replays,
+                "statuses": statuses,
+            }
+
+    # ----------------------------------------------------------------- HTTP
+
+    async def _handle(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        path = request.url.path
+        key = request.headers.get("idempotency-key")
+        mode = request.headers.get("x-batch-validation")
+        body: Any = None
+        rate_headers, retry_after = self._take_token(arrived)
+        if retry_after is not None:
+            answer = _error(429, "rate_limit_exceeded", retry_after=_fmt_seconds(retry_after))
+        else:
+            answer, body = await self._serve(request, path, key, mode)
+        with self._lock:
+            self._requests.append(
+                RecordedRequest(
+                    timestamp=arrived,
+                    method=request.method,
+                    path=path,
+                    status=answer.status,
+                    idempotency_key=key,
+                    batch_validation=mode,
+                    replayed=answer.replayed,
+                    body=body if self.record_content else None,
+                )
+            )
+        headers = {"content-type": _JSON, **rate_headers, **answer.headers}
+        return Response(answer.body, status_code=answer.status, headers=headers)
+
+    async def _serve(
+        self, request: Request, path: str, key: str | None, mode: str | None
+    ) -> tuple[_Answer, Any]:
+        auth = self._auth_error(request.headers.get("authorization"))
+        if auth is not None:
+            return auth, None
+        # Polled, not an asyncio.Event: tests flip the flag from their own thread.
+        while self._hang and not self._stopping:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if self._stopping:
+            return _error(503), None
+        fault = self._next_fault()
+        if fault is not None:
+            return fault, None
+
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _error(400, "validation_error", "The request body is not valid JSON."), None
+        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            return _error(400, "invalid_idempotency_key"), body
+        if mode is not None and mode not in ("strict", "permissive"):
+            return _error(422, "validation_error", "Invalid `x-batch-validation` header."), body
+
+        scope = (request.method, path, key) if key is not None else None
+        if scope is not None:
+            canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+            # md5 as a fast checksum, not for security (sha256 is 3x slower here).
+            fingerprint = hashlib.md5(canonical, usedforsecurity=False).digest()
+            claimed = self._claim(scope, fingerprint, arrived=time.monotonic())
+            if claimed is not None:
+                return claimed, body
+        answer = _error(500)
+        try:
+            if self._latency:
+                await asyncio.sleep(self._latency)
+            answer = self._accept(path, body, key, permissive=mode == "permissive")
+        finally:
+            if scope is not None:
+                self._settle(scope, answer)
+        return answer, body
+
+    def _auth_error(self, header: str | None) -> _Answer | None:
+        if not header:
+            return _error(401, "missing_api_key")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith("re_"):
+            return _error(403, "invalid_api_key")
+        if self.api_key is not None and token != self.api_key:
+            return _error(403, "invalid_api_key")
+        return None
+
+    def _take_token(self, now: float) -> tuple[dict[str, str], float | None]:
+        """Rate-limit headers, and the seconds to wait if this request is refused."""
+        with self._lock:
+            rate = self._rate_limit
+            if rate is None or rate <= 0:
+                limit = str(UNLIMITED_ADVERTISED)
+                return {"ratelimit-limit": limit, "ratelimit-remaining": limit,
+                        "ratelimit-reset": "1"}, None  # fmt: skip
+            capacity = max(1.0, rate)
+            self._tokens = min(capacity, self._tokens + (now - self._refilled_at) * rate)
+            self._refilled_at = now
+            wait: float | None = None
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+            else:
+                wait = max(1.0, (1.0 - self._tokens) / rate)
+            headers = {
+                "ratelimit-limit": _fmt_seconds(capacity),
+                "ratelimit-remaining": str(int(self._tokens)),
+                "ratelimit-reset": _fmt_seconds((capacity - self._tokens) / rate),
+                "ratelimit-policy": f"{_fmt_seconds(capacity)};w=1",
+            }
+            return headers, wait
+
+    def _next_fault(self) -> _Answer | None:
+        with self._lock:
+            now = time.monotonic()
+            if self._window_fault is not None and now < self._fail_until:
+                fault = self._window_fault
+                retry_after = fault.retry_after
+                if retry_after is None and fault.status == 429:
+                    retry_after = self._fail_until - now
+            elif self._faults:
+                fault = self._faults.popleft()
+                retry_after = fault.retry_after
+            else:
+                return None
+        extra = {} if retry_after is None else {"retry_after": _fmt_seconds(retry_after)}
+        return _error(fault.status, fault.error_name, **extra)
+
+    def _claim(
+        self, scope: tuple[str, str, str], fingerprint: bytes, arrived: float
+    ) -> _Answer | None:
+        """Take the key for this request, or the answer it gets instead."""
+        with self._lock:
+            entry = self._idempotency.get(scope)
+            if entry is not None and arrived - entry.created_at > self.idempotency_ttl:
+                entry = None
+            if entry is None:
+                self._idempotency[scope] = _IdempotencyEntry(fingerprint, arrived)
+                return None
+            if not entry.done:
+                return _error(409, "concurrent_idempotent_requests")
+            if entry.fingerprint != fingerprint:
+                return _error(409, "invalid_idempotent_request")
+            self._replays += 1
+            return _Answer(entry.status, entry.body, replayed=True)
+
+    def _settle(self, scope: tuple[str, str, str], answer: _Answer) -> None:
+        with self._lock:
+            if 200 <= answer.status < 300:
+                entry = self._idempotency[scope]
+                entry.done, entry.status, entry.body = True, answer.status, answer.body
+            else:
+                self._idempotency.pop(scope, None)
+
+    def _email_error(self, email: Any, batch: bool) -> tuple[str, str] | None:
+        if not isinstance(email, dict):
+            return "validation_error", "Each email must be a JSON object."
+        if self.validate:
+            found = _email_validator().error(email)
+            if found is not None:
+                return found
+        return _semantic_error(email, batch)
+
+    def _accept(self, path: str, body: Any, key: str | None, permissive: bool) -> _Answer:
+        """Validate and record; the answer for a request past every fault."""
+        if path == "/emails":
+            found = self._email_error(body, batch=False)
+            if found is not None:
+                return _error(422, *found)
+            (message_id,) = self._record([body], key, path)
+            return _Answer(200, orjson.dumps({"id": message_id}))
+
+        if not isinstance(body, list):
+            return _error(422, "validation_error", "The request body must be an array of emails.")
+        if len(body) > MAX_BATCH:
+            return _error(422, "validation_error", f"Too many emails: at most {MAX_BATCH}.")
+        errors: list[dict[str, Any]] = []
+        for index, email in enumerate(body):
+            found = self._email_error(email, batch=True)
+            if found is None:
+                continue
+            if not permissive:
+                name, message = found
+                return _error(422, name, f"emails[{index}]: {message}")
+            errors.append({"index": index, "message": found[1]})
+        failed = {e["index"] for e in errors}
+        ids = self._record([e for i, e in enumerate(body) if i not in failed], key, path)
+        answer: dict[str, Any] = {"data": [{"id": i} for i in ids]}
+        if permissive:
+            answer["errors"] = errors
+        return _Answer(200, orjson.dumps(answer))
+
+    def _record(self, emails: list[dict[str, Any]], key: str | None, path: str) -> list[str]:
+        now = time.time()
+        content = self.record_content
+        records = [
+            RecordedMessage(
+                id=message_id,
+                sender=email["from"],
+                to=_addresses(email["to"]) or [],
+                subject=email["subject"],
+                html=email.get("html") if content else None,
+                text=email.get("text") if content else None,
+                reply_to=email.get("reply_to"),
+                headers=dict(email.get("headers") or {}) if content else {},
+                tags=list(email.get("tags") or []),
+                idempotency_key=key,
+                path=path,
+                created_at=now,
+            )
+            for email, message_id in zip(emails, _new_ids(len(emails)), strict=True)
+        ]
+        with self._lock:
+            self._messages.extend(records)
+        return [r.id for r in records]
+
+    async def _stats_endpoint(self, request: Request) -> Response:
+        return Response(orjson.dumps(self.stats()), media_type="application/json")
+
+    async def _messages_endpoint(self, request: Request) -> Response:
+        to = request.query_params.get("to")
+        found = self.messages_to(to) if to else self.messages
+        rows = [
+            {"id": m.id, "to": m.to, "subject": m.subject, "tags": m.tags,
+             "idempotency_key": m.idempotency_key}
+            for m in found
+        ]  # fmt: skip
+        return Response(orjson.dumps(rows), media_type="application/json")
+
+    async def _reset_endpoint(self, request: Request) -> Response:
+        self.reset()
+        return Response(orjson.dumps({"ok": True}), media_type="application/json")
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        answer = _error(status)
+        return Response(answer.body, status_code=status, headers={"content-type": _JSON})
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    # Listening before uvicorn runs lets clients connect (and queue) at once.
+    sock.listen(2048)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake in the foreground (``python -m tests.fakes.resend_server``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--api-key", default=None, help="only accept this key")
+    parser.add_argument("--no-validate", action="store_true", help="skip schema validation")
+    parser.add_argument("--rate-limit", type=float, default=None, help="requests per second")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    parser.add_argument(
+        "--record-content", action="store_true", help="keep html/text/headers and request bodies"
+    )
+    args = parser.parse_args(argv)
+    fake = FakeResend(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        validate=not args.no_validate,
+        rate_limit=args.rate_limit,
+        record_content=args.record_content,
+    )
+    fake.set_latency(args.latency)
+    sock = _bind(args.host, args.port)
+    fake.port = sock.getsockname()[1]
+    config = uvicorn.Config(fake.app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    print(f"listening on {fake.url}", flush=True)  # the harness waits for this line
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""A campaign travels API → Kafka → planner → sender → Resend (fake) → delivery rows."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.events import CampaignBatch
+from service.campaigns import logic, repository
+from service.kafka import Producer
+from service.models import Campaign, CampaignDelivery
+from service.settings import Settings
+from service.sponsors import repository as sponsors
+from tests import factories
+from tests.conftest import eventually
+from tests.fakes.resend_server import FakeResend
+from worker.planner import Planner
+from worker.sender import Sender
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+
+async def _wait_sent(client: httpx.AsyncClient, sponsor: str, campaign_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        stats = (
+            await client.get(f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats", headers=headers)
+        ).json()
+        return stats if stats["status"] == "sent" else None
+
+    result: dict[str, Any] = await eventually(done, timeout=90)
+    return result
+
+
+async def test_every_lead_gets_exactly_one_personalized_message(
+    client: httpx.AsyncClient, sponsor: str, token: Any, fake_resend: FakeResend,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    headers = token(sponsor)
+    domain = f"{sponsor}.example"
+    await factories.add_leads(client, sponsor, headers, factories.leads(1000, domain=domain))
+
+    response = await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign())
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["status"] == "queued"
+    assert created["total_recipients"] == 1000
+
+    stats = await _wait_sent(client, sponsor, created["id"], headers)
+    assert stats["sent"] == 1000
+    assert stats["pending"] == 0
+    assert stats["failed"] == 0
+
+    messages = [m for m in fake_resend.messages if m.to[0].endswith("@" + domain)]
+    per_recipient = Counter(m.to[0] for m in messages)
+    assert len(per_recipient) == 1000
+    assert set(per_recipient.values()) == {1}
+    by_address = {m.to[0]: m for m in messages}
+    assert by_address[f"lead1@{domain}"].subject == "Hello Lead 1"
+    assert by_address[f"lead0@{domain}"].subject == "Hello there"
+    assert "welcome from Company 1" in (by_address[f"lead1@{domain}"].text or "")
+    assert by_address[f"lead1@{domain}"].tag("campaign_id") == created["id"]
+
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(CampaignDelivery.status, CampaignDelivery.provider_message_id, CampaignDelivery.recipient_email)
+                .where(CampaignDelivery.campaign_id == uuid.UUID(created["id"]))
+            )
+        ).all()
+    assert len(rows) == 1000
+    assert {row.status for row in rows} == {"sent"}
+    assert {row.provider_message_id for row in rows} == {by_address[row.recipient_email].id for row in rows}
+
+
+async def test_deliveries_list_pages_through_every_row(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    headers = token(sponsor)
+    await factories.add_leads(client, sponsor, headers, factories.leads(25, domain=f"{sponsor}.example"))
+    created = (await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign())).json()
+    await _wait_sent(client, sponsor, created["id"], headers)
+
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 10, "status": "sent"}
+        if cursor:
+            params["cursor"] = cursor
+        page = (
+            await client.get(f"/api/v1/sponsors/{sponsor}/campaigns/{created['id']}/deliveries", headers=headers, params=params)
+        ).json()
+        seen.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 25
+    assert len({row["id"] for row in seen}) == 25
+    assert all(row["provider_message_id"] and row["sent_at"] for row in seen)
+
+
+async def test_a_batch_handled_twice_sends_each_recipient_once(
+    client: httpx.AsyncClient, sponsor: str, token: Any, fake_resend: FakeResend,
+    sessions: async_sessionmaker[AsyncSession], migrated: Settings,
+) -> None:
+    """The same batch message delivered twice, even concurrently, sends once per recipient."""
+    headers = token(sponsor)
+    domain = f"{sponsor}.example"
+    await factories.add_leads(client, sponsor, headers, factories.leads(150, domain=domain))
+    draft = (
+        await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign(draft=True))
+    ).json()
+    campaign_id = uuid.UUID(draft["id"])
+    # Plan it here, publishing to a throwaway topic, so only this test's sender sees the batches.
+    async with sessions.begin() as session:
+        await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(status="queued"))
+    isolated = migrated.model_copy(update={"kafka_topic_prefix": f"isolated-{uuid.uuid4().hex[:8]}-"})
+    producer = Producer(isolated)
+    try:
+        await Planner(sessions, producer, batch_size=100).plan(campaign_id)
+    finally:
+        producer.close()
+
+    from aiolimiter import AsyncLimiter
+
+    from worker.providers.resend import ResendProvider
+
+    assert migrated.resend_api_key is not None
+    provider = ResendProvider(migrated.resend_api_key.get_secret_value(), fake_resend.url)
+    sender = Sender(sessions, provider, AsyncLimiter(1000, 1))
+    batches = [CampaignBatch(campaign_id=campaign_id, batch_no=n) for n in (0, 1)]
+    replays_before = fake_resend.replays
+    await asyncio.gather(*(sender.send_batch(b) for b in batches + batches))
+    await sender.send_batch(batches[0])
+    await provider.aclose()
+
+    per_recipient = Counter(m.to[0] for m in fake_resend.messages if m.to[0].endswith("@" + domain))
+    assert len(per_recipient) == 150
+    assert set(per_recipient.values()) == {1}
+    assert fake_resend.replays >= replays_before
+    async with sessions() as session:
+        counts = await repository.counters(session, campaign_id)
+        status = await session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    assert counts["sent"] == 150
+    assert counts["pending"] == 0
+    assert status == "sent"
+
+
+async def test_a_campaign_left_in_the_outbox_is_published_by_the_relay(
+    client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A crash between commit and publish (or a broker outage) loses nothing."""
+    headers = token(sponsor)
+    await factories.add_leads(client, sponsor, headers, factories.leads(5, domain=f"{sponsor}.example"))
+    from schemas.http import CampaignIn
+
+    async with sessions.begin() as session:
+        owner = await sponsors.get(session, sponsor)
+        campaign, outbox_id = await logic.create(session, owner, CampaignIn(**factories.campaign()))
+    assert outbox_id is not None  # committed, never published by the writer
+
+    await _wait_sent(client, sponsor, str(campaign.id), headers)

@@ -1,0 +1,1 @@
+"""Kafka consumer roles: planner, sender, relay."""

@@ -1,0 +1,66 @@
+"""The planner role: turns a queued campaign into delivery rows and batch messages."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+import confluent_kafka
+from pydantic import ValidationError
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.events import CampaignQueued
+from service import outbox
+from service.campaigns import repository
+from service.kafka import Producer
+
+log = logging.getLogger(__name__)
+
+
+class Planner:
+    """Idempotent on the campaign's status: only a ``queued`` campaign is planned."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], producer: Producer, batch_size: int
+    ) -> None:
+        self.sessions = sessions
+        self.producer = producer
+        self.batch_size = batch_size
+
+    async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
+        for message in messages:
+            try:
+                event = CampaignQueued.model_validate_json(message.value())
+            except ValidationError as exc:
+                log.error("planner: dropping an unreadable message: %s", exc)
+                continue
+            await self.plan(event.campaign_id)
+
+    async def plan(self, campaign_id: uuid.UUID) -> None:
+        async with self.sessions.begin() as session:
+            campaign = await repository.get_for_update(session, campaign_id)
+            if campaign is None or campaign.status != "queued":
+                return
+            plan = await repository.plan_deliveries(session, campaign, self.batch_size)
+            campaign.total_recipients = plan.recipients
+            campaign.batch_count = plan.batches
+            campaign.planned_at = func.now()
+            campaign.updated_at = func.now()
+            if plan.recipients:
+                campaign.status = "sending"
+            else:
+                campaign.status = "sent"
+                campaign.completed_at = func.now()
+            outbox_ids = await repository.queue_batches(
+                session, campaign.id, plan.batches, campaign.send_round
+            )
+        log.info(
+            "planned campaign %s: %d recipients in %d batches, %d suppressed",
+            campaign_id,
+            plan.recipients,
+            plan.batches,
+            plan.suppressed,
+        )
+        await outbox.publish(self.sessions, self.producer, outbox_ids)

@@ -1,0 +1,53 @@
+"""The one interface every email provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    """One rendered message for one recipient."""
+
+    delivery_id: int
+    campaign_id: str
+    sender: str  # "Name <address>" or a bare address
+    to: str
+    subject: str
+    html: str
+    text: str
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What the provider said about one message of a batch.
+
+    Exactly one of ``provider_message_id`` and ``error`` is set: an error means
+    the provider rejected that recipient for good (the batch itself went through).
+    """
+
+    delivery_id: int
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+class EmailProvider(Protocol):
+    """Sends batches of up to ``PROVIDER_BATCH_SIZE`` messages.
+
+    ``send_batch`` raises ``service.errors.TransientProviderError`` (retry the
+    same batch with the same key), ``PermanentProviderError`` (the whole batch
+    is refused) or returns one ``SendResult`` per email, in order. Sending the
+    same emails with the same ``idempotency_key`` twice must not send twice.
+    """
+
+    name: str
+
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], idempotency_key: str
+    ) -> list[SendResult]: ...
+
+    async def aclose(self) -> None: ...

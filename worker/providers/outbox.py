@@ -1,0 +1,56 @@
+"""The local provider: each message becomes an ``.eml`` file under ``OUTBOX_DIR``.
+
+Files are named by delivery id, so writing a batch twice leaves one file per
+recipient (idempotent by construction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from email.message import EmailMessage
+from pathlib import Path
+
+from worker.providers.base import OutgoingEmail, SendResult
+
+
+class OutboxProvider:
+    name = "outbox"
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], idempotency_key: str
+    ) -> list[SendResult]:
+        return await asyncio.to_thread(self._write, emails, idempotency_key)
+
+    def _write(self, emails: Sequence[OutgoingEmail], idempotency_key: str) -> list[SendResult]:
+        results = []
+        for email in emails:
+            folder = self.directory / email.campaign_id
+            folder.mkdir(parents=True, exist_ok=True)
+            message = EmailMessage()
+            message["From"] = email.sender
+            message["To"] = email.to
+            message["Subject"] = email.subject
+            if email.reply_to:
+                message["Reply-To"] = email.reply_to
+            message["X-Idempotency-Key"] = idempotency_key
+            for name, value in email.headers.items():
+                message[name] = value
+            message.set_content(email.text)
+            message.add_alternative(email.html, subtype="html")
+            path = folder / f"{email.delivery_id}.eml"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(bytes(message))
+            tmp.replace(path)
+            results.append(
+                SendResult(
+                    delivery_id=email.delivery_id, provider_message_id=f"outbox-{email.delivery_id}"
+                )
+            )
+        return results
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,71 @@
+"""The consume loop every role shares: at-least-once, offsets stored after commit.
+
+``run_consumer`` polls a batch, hands it to the role's ``handle``, and stores
+the offsets only when ``handle`` returned (its database work committed). When
+``handle`` raises, the same messages are retried with backoff, so a database
+or provider outage delays work but never skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+import confluent_kafka
+
+from service.kafka import make_consumer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[confluent_kafka.Message]], Awaitable[None]]
+
+
+async def run_consumer(
+    settings: Settings,
+    *,
+    group: str,
+    topics: Sequence[str],
+    handle: Handler,
+    stop: asyncio.Event,
+    max_messages: int = 100,
+    poll_seconds: float = 0.5,
+) -> None:
+    """Consume ``topics`` as consumer group ``group`` until ``stop`` is set."""
+    consumer = make_consumer(settings, group)
+    consumer.subscribe([settings.topic(t) for t in topics])
+    try:
+        while not stop.is_set():
+            messages = await asyncio.to_thread(consumer.consume, max_messages, poll_seconds)
+            usable = []
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    usable.append(message)
+                elif error.code() != confluent_kafka.KafkaError._PARTITION_EOF:
+                    log.warning("consumer %s: %s", group, error)
+            if not usable:
+                continue
+            await _handle_until_done(handle, usable, stop, group)
+            for message in usable:
+                consumer.store_offsets(message=message)
+    finally:
+        await asyncio.to_thread(consumer.close)
+
+
+async def _handle_until_done(
+    handle: Handler, messages: Sequence[confluent_kafka.Message], stop: asyncio.Event, group: str
+) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await handle(messages)
+            return
+        except Exception:
+            if stop.is_set():
+                raise
+            log.exception("consumer %s: handling failed; retrying in %.1fs", group, delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 10.0)
