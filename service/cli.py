@@ -20,7 +20,7 @@ def migrate(settings: Settings) -> None:
 
     config = Config(str(Path(__file__).resolve().parent.parent / "migrations" / "alembic.ini"))
     config.set_main_option("sqlalchemy.url", settings.database_url)
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
 
 
 def _api(args: argparse.Namespace) -> None:

@@ -68,6 +68,7 @@ def run_demo(root: Path, *, serve: bool, port: int, leads: int) -> int:
             **os.environ,
             **stack.env(),
             "AUTH_JWT_SECRET": os.environ.get("AUTH_JWT_SECRET") or secrets.token_urlsafe(32),
+            "TRACKING_SECRET": os.environ.get("TRACKING_SECRET") or secrets.token_urlsafe(32),
             "EMAIL_PROVIDER": os.environ.get("EMAIL_PROVIDER", "outbox"),
             "OUTBOX_DIR": os.environ.get("OUTBOX_DIR", str(root / "outbox")),
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",

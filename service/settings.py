@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.tracking.tokens import TokenSigner
+
 
 class Settings(BaseSettings):
     """Typed settings; secrets are ``SecretStr`` so they never print."""
@@ -42,6 +44,8 @@ class Settings(BaseSettings):
     outbox_dir: str = "var/outbox"
 
     public_base_url: str = "http://127.0.0.1:8000"
+    tracking_secret: SecretStr | None = None
+    tracking_secret_previous: SecretStr | None = None
 
     auth_jwt_secret: SecretStr | None = None
     auth_jwt_issuer: str | None = None
@@ -52,6 +56,16 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""
         return f"{self.kafka_topic_prefix}{name}"
+
+    def tracking_signer(self) -> TokenSigner:
+        """Signs and checks pixel, click and unsubscribe tokens (``TRACKING_SECRET``)."""
+        if self.tracking_secret is None:
+            raise RuntimeError("TRACKING_SECRET is not set")
+        previous = self.tracking_secret_previous
+        return TokenSigner(
+            self.tracking_secret.get_secret_value().encode(),
+            previous.get_secret_value().encode() if previous else None,
+        )
 
     def kafka_config(self) -> dict[str, str]:
         """librdkafka settings shared by producers, consumers and the admin client."""

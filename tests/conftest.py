@@ -58,6 +58,7 @@ def settings(stack: DevStack, fake_resend: FakeResend, tmp_path_factory: pytest.
         provider_rate_per_second=1000,
         outbox_dir=str(tmp_path_factory.mktemp("outbox")),
         auth_jwt_secret="test-secret-for-the-suite-0123456789",
+        tracking_secret="tracking-secret-for-the-suite-0123",
         relay_interval_seconds=0.2,
     )
 

@@ -373,7 +373,7 @@ def _error(
 
 
 def _new_ids(count: int) -> list[str]:
-    """``count`` random (version 4) UUIDs like Resend's ids, 10x cheaper than ``uuid.uuid4``."""
+    """``count`` random (version 4) UUIDs like Resend's ids, in one ``urandom`` call."""
     raw = bytearray(os.urandom(16 * count))
     ids = []
     for start in range(0, len(raw), 16):

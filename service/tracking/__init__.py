@@ -1,0 +1,1 @@
+"""Tracking: signed tokens for the open pixel, click redirects and unsubscribe links."""
