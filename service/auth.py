@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
@@ -102,7 +102,7 @@ def current_principal(request: Request) -> Principal:
     return decode_token(token.strip(), settings)
 
 
-def require(scope: str) -> object:
+def require(scope: str) -> Any:
     """A dependency: the caller must hold ``scope`` for the path's ``sponsor_id``."""
 
     def check(

@@ -21,7 +21,7 @@ import httpx
 
 from service.auth import mint_token
 from service.devstack import DevStack, free_port
-from service.settings import Settings
+from service.settings import Settings, settings_from_env
 
 FIRST_NAMES = [
     "Ada",
@@ -74,9 +74,7 @@ def run_demo(root: Path, *, serve: bool, port: int, leads: int) -> int:
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "PROVIDER_RATE_PER_SECOND": os.environ.get("PROVIDER_RATE_PER_SECOND", "10"),
         }
-        settings = Settings(
-            **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
-        )
+        settings = settings_from_env(env)
         ctl = [sys.executable, "-m", "service.cli"]
         subprocess.run([*ctl, "migrate"], env=env, check=True)
         subprocess.run([*ctl, "kafka-init"], env=env, check=True)
@@ -181,7 +179,8 @@ def _send_demo_campaign(
         "\n=== demo campaign ===\n"
         f"status:     {stats['status']}\n"
         f"recipients: {stats['total_recipients']}  sent: {stats['sent']}  "
-        f"failed: {stats['failed']}  pending: {stats['pending']}  suppressed: {stats['suppressed']}\n"
+        f"failed: {stats['failed']}  pending: {stats['pending']}  "
+        f"suppressed: {stats['suppressed']}\n"
         f"messages:   {where}\n"
         f"API docs:   {base}/docs\n"
         f"token:      {token}\n"

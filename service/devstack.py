@@ -146,7 +146,8 @@ class Postgres:
                 "-U",
                 "postgres",
                 "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+                # The name is ours (a dataclass field), never user input.
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",  # noqa: S608
             ],
             check=True,
             capture_output=True,

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import confluent_kafka
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from schemas.events import ALL_TOPICS, TOPIC_CAMPAIGN_BATCHES
-from service.settings import Settings
+from service.settings import KafkaConfig, Settings
 
 Outgoing = tuple[str, str, bytes]  # (topic without prefix, key, value)
 
@@ -30,7 +31,7 @@ class Producer:
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._settings = settings
-        config: dict[str, Any] = {
+        config: KafkaConfig = {
             **settings.kafka_config(),
             "enable.idempotence": True,
             "acks": "all",
@@ -98,7 +99,7 @@ def _resolve(fut: asyncio.Future[None], error: Exception | None) -> None:
 def make_consumer(settings: Settings, group: str, **overrides: Any) -> confluent_kafka.Consumer:
     """An at-least-once consumer: offsets are stored by hand after the work is committed."""
     session_ms = settings.kafka_session_timeout_ms
-    config: dict[str, Any] = {
+    config: KafkaConfig = {
         **settings.kafka_config(),
         "group.id": settings.topic(group),
         "enable.auto.commit": True,

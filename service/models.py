@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -33,6 +34,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 class Base(DeclarativeBase):
     """Declarative base for every table."""
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, typed as such (for set-based statements)."""
+    return cast(Table, model.__table__)
 
 
 def _now() -> Mapped[datetime]:

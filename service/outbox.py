@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.kafka import Producer
-from service.models import OutboxMessage
+from service.models import OutboxMessage, table_of
 
 log = logging.getLogger(__name__)
 
-outbox = OutboxMessage.__table__
+outbox = table_of(OutboxMessage)
 
 
 def _ids(ids: Sequence[int]) -> ColumnElement[bool]:

@@ -6,6 +6,7 @@ Every field maps to an upper-case environment variable of the same name
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
@@ -13,6 +14,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.tracking.tokens import TokenSigner
+
+KafkaConfig = dict[str, str | int | float | bool]
 
 
 class Settings(BaseSettings):
@@ -67,9 +70,9 @@ class Settings(BaseSettings):
             previous.get_secret_value().encode() if previous else None,
         )
 
-    def kafka_config(self) -> dict[str, str]:
+    def kafka_config(self) -> KafkaConfig:
         """librdkafka settings shared by producers, consumers and the admin client."""
-        config = {
+        config: KafkaConfig = {
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "allow.auto.create.topics": "false",
         }
@@ -84,6 +87,12 @@ class Settings(BaseSettings):
         }
         config.update({key: value for key, value in optional.items() if value})
         return config
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Settings from an explicit environment mapping (for child processes we start)."""
+    fields = Settings.model_fields
+    return Settings.model_validate({k.lower(): v for k, v in env.items() if k.lower() in fields})
 
 
 @lru_cache

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import httpx
 import pytest
@@ -28,6 +29,13 @@ from tests.fakes.resend_server import FakeResend
 from worker.main import ROLES, run_worker
 
 RESEND_KEY = "re_test_key"
+T = TypeVar("T")
+
+
+class TokenFactory(Protocol):
+    """``token(sponsor, …, scopes=…)`` → an Authorization header."""
+
+    def __call__(self, *sponsor_ids: str, scopes: str = ...) -> dict[str, str]: ...
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +54,9 @@ def fake_resend() -> Iterator[FakeResend]:
 
 
 @pytest.fixture(scope="session")
-def settings(stack: DevStack, fake_resend: FakeResend, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(
+    stack: DevStack, fake_resend: FakeResend, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     return Settings(
         database_url=stack.postgres.url,
         kafka_bootstrap_servers=stack.broker.bootstrap_servers,
@@ -110,8 +120,12 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def token(migrated: Settings):  # type: ignore[no-untyped-def]
     """``token(sponsor, scopes)`` → an Authorization header."""
 
-    def make(*sponsor_ids: str, scopes: str = "campaigns:read campaigns:write leads:write stats:read") -> dict[str, str]:
-        jwt = mint_token(migrated, subject="test", scopes=scopes.split(), sponsor_ids=list(sponsor_ids))
+    def make(
+        *sponsor_ids: str, scopes: str = "campaigns:read campaigns:write leads:write stats:read"
+    ) -> dict[str, str]:
+        jwt = mint_token(
+            migrated, subject="test", scopes=scopes.split(), sponsor_ids=list(sponsor_ids)
+        )
         return {"Authorization": f"Bearer {jwt}"}
 
     return make
@@ -141,15 +155,17 @@ async def sponsor(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
     return sponsor_id
 
 
-async def eventually(check, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    """Await ``check()`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], within: float = 30.0, interval: float = 0.1
+) -> T:
+    """Await ``check()`` until it returns a truthy value; fail after ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = await check()
         if result:
             return result
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
         await asyncio.sleep(interval)
 
 

@@ -23,15 +23,21 @@ async def test_no_token_is_401(client: httpx.AsyncClient, sponsor: str) -> None:
     assert response.json()["error"]["code"] == "missing_token"
 
 
-async def test_a_token_for_another_sponsor_is_403(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
-    response = await client.get(f"/api/v1/sponsors/{sponsor}/campaigns", headers=token("someone-else"))
+async def test_a_token_for_another_sponsor_is_403(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    response = await client.get(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token("someone-else")
+    )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "sponsor_forbidden"
 
 
 async def test_a_missing_scope_is_403(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
     response = await client.post(
-        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor, scopes="campaigns:read"), json=factories.campaign()
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers=token(sponsor, scopes="campaigns:read"),
+        json=factories.campaign(),
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "insufficient_scope"
@@ -43,25 +49,33 @@ async def test_an_expired_token_is_401(client: httpx.AsyncClient, sponsor: str) 
         "test-secret-for-the-suite-0123456789",
         algorithm="HS256",
     )
-    response = await client.get(f"/api/v1/sponsors/{sponsor}/campaigns", headers={"Authorization": f"Bearer {expired}"})
+    response = await client.get(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers={"Authorization": f"Bearer {expired}"}
+    )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "token_expired"
 
 
-async def test_a_token_signed_with_another_key_is_401(client: httpx.AsyncClient, sponsor: str) -> None:
+async def test_a_token_signed_with_another_key_is_401(
+    client: httpx.AsyncClient, sponsor: str
+) -> None:
     forged = jwt.encode(
         {"sub": "x", "scope": "admin", "sponsor_ids": [sponsor], "exp": int(time.time()) + 60},
         "not-the-secret-at-all-not-the-secret",
         algorithm="HS256",
     )
-    response = await client.get(f"/api/v1/sponsors/{sponsor}/campaigns", headers={"Authorization": f"Bearer {forged}"})
+    response = await client.get(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers={"Authorization": f"Bearer {forged}"}
+    )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_token"
 
 
 async def test_only_admins_create_sponsors(client: httpx.AsyncClient, token: Any) -> None:
     response = await client.put(
-        "/api/v1/sponsors/new-one", headers=token("new-one"), json={"name": "N", "from_email": "a@b.example"}
+        "/api/v1/sponsors/new-one",
+        headers=token("new-one"),
+        json={"name": "N", "from_email": "a@b.example"},
     )
     assert response.status_code == 403
 
@@ -74,7 +88,9 @@ async def test_a_sponsor_that_may_not_send_gets_messaging_disabled(
         headers=admin,
         json={"name": "Muted", "from_email": "a@b.example", "can_send_messages": False},
     )
-    response = await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=factories.campaign())
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=factories.campaign()
+    )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "messaging_disabled"
 
@@ -82,9 +98,13 @@ async def test_a_sponsor_that_may_not_send_gets_messaging_disabled(
 # ---------------------------------------------------------------- bad input
 
 
-async def _campaign_count(sessions: async_sessionmaker[AsyncSession], sponsor: str) -> tuple[int, int]:
+async def _campaign_count(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> tuple[int, int]:
     async with sessions() as session:
-        campaigns = await session.scalar(select(func.count()).select_from(Campaign).where(Campaign.sponsor_id == sponsor))
+        campaigns = await session.scalar(
+            select(func.count()).select_from(Campaign).where(Campaign.sponsor_id == sponsor)
+        )
         outbox = await session.scalar(select(func.count()).select_from(OutboxMessage))
     return int(campaigns or 0), int(outbox or 0)
 
@@ -94,7 +114,9 @@ async def test_a_missing_subject_is_422_naming_the_field_and_writes_nothing(
 ) -> None:
     body = factories.campaign()
     del body["subject"]
-    response = await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=body)
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=body
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "validation_error"
@@ -106,7 +128,9 @@ async def test_an_unknown_audience_type_is_422_naming_the_field(
     client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     response = await client.post(
-        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=factories.campaign(audience_type="vip")
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers=token(sponsor),
+        json=factories.campaign(audience_type="vip"),
     )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "audience_type"
@@ -156,16 +180,29 @@ async def test_a_subject_with_a_line_break_is_rejected(
 async def test_an_invalid_email_in_a_bulk_upsert_rejects_only_that_row(
     client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    rows = [{"email": "good@example.com"}, {"email": "not-an-address"}, {"email": "Also.Good@Example.com"}]
-    response = await client.post(f"/api/v1/sponsors/{sponsor}/leads/bulk", headers=token(sponsor), json={"leads": rows})
+    rows = [
+        {"email": "good@example.com"},
+        {"email": "not-an-address"},
+        {"email": "Also.Good@Example.com"},
+    ]
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/leads/bulk", headers=token(sponsor), json={"leads": rows}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["inserted"] == 2
     assert body["rejected"] == [
-        {"index": 1, "code": "invalid_email", "field": "email", "message": body["rejected"][0]["message"]}
+        {
+            "index": 1,
+            "code": "invalid_email",
+            "field": "email",
+            "message": body["rejected"][0]["message"],
+        }
     ]
     async with sessions() as session:
-        emails = set((await session.scalars(select(Lead.email).where(Lead.sponsor_id == sponsor))).all())
+        emails = set(
+            (await session.scalars(select(Lead.email).where(Lead.sponsor_id == sponsor))).all()
+        )
     assert emails == {"good@example.com", "also.good@example.com"}
 
 
@@ -173,7 +210,11 @@ async def test_duplicates_inside_one_upload_are_reported(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:
     rows = [{"email": "a@example.com"}, {"email": "A@example.com"}]
-    body = (await client.post(f"/api/v1/sponsors/{sponsor}/leads/bulk", headers=token(sponsor), json={"leads": rows})).json()
+    body = (
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/leads/bulk", headers=token(sponsor), json={"leads": rows}
+        )
+    ).json()
     assert body["inserted"] == 1
     assert body["rejected"][0]["index"] == 1
     assert body["rejected"][0]["code"] == "duplicate_in_upload"
@@ -183,9 +224,17 @@ async def test_an_upsert_updates_only_the_fields_sent(
     client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     url = f"/api/v1/sponsors/{sponsor}/leads/bulk"
-    await client.post(url, headers=token(sponsor), json={"leads": [{"email": "x@example.com", "name": "X", "company": "C"}]})
+    await client.post(
+        url,
+        headers=token(sponsor),
+        json={"leads": [{"email": "x@example.com", "name": "X", "company": "C"}]},
+    )
     body = (
-        await client.post(url, headers=token(sponsor), json={"leads": [{"email": "x@example.com", "company": "D"}]})
+        await client.post(
+            url,
+            headers=token(sponsor),
+            json={"leads": [{"email": "x@example.com", "company": "D"}]},
+        )
     ).json()
     assert (body["inserted"], body["updated"]) == (0, 1)
     async with sessions() as session:
@@ -194,9 +243,15 @@ async def test_an_upsert_updates_only_the_fields_sent(
     assert (lead.name, lead.company, lead.follow_up_status) == ("X", "D", "new")
 
 
-async def test_a_row_with_a_bad_field_names_it(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
+async def test_a_row_with_a_bad_field_names_it(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
     rows = [{"email": "a@example.com", "intent_level": "lukewarm"}]
-    body = (await client.post(f"/api/v1/sponsors/{sponsor}/leads/bulk", headers=token(sponsor), json={"leads": rows})).json()
+    body = (
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/leads/bulk", headers=token(sponsor), json={"leads": rows}
+        )
+    ).json()
     assert body["inserted"] == 0
     assert body["rejected"][0]["field"] == "intent_level"
 
@@ -207,8 +262,12 @@ async def test_an_unknown_sponsor_is_404(client: httpx.AsyncClient, admin: dict[
     assert response.json()["error"]["code"] == "sponsor_not_found"
 
 
-async def test_a_tampered_cursor_is_400(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
-    response = await client.get(f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), params={"cursor": "!!nope"})
+async def test_a_tampered_cursor_is_400(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    response = await client.get(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), params={"cursor": "!!nope"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "cursor"
 
@@ -220,51 +279,97 @@ async def test_a_draft_can_be_sent_later_and_then_not_deleted(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:
     headers = token(sponsor)
-    draft = (await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign(draft=True))).json()
+    draft = (
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/campaigns",
+            headers=headers,
+            json=factories.campaign(draft=True),
+        )
+    ).json()
     assert draft["status"] == "draft"
-    sent = await client.post(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/send", headers=headers)
+    sent = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/send", headers=headers
+    )
     assert sent.status_code == 202
     assert sent.json()["status"] == "queued"
-    again = await client.post(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/send", headers=headers)
+    again = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/send", headers=headers
+    )
     assert again.status_code == 409
-    delete = await client.delete(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers)
+    delete = await client.delete(
+        f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers
+    )
     assert delete.status_code == 409
 
 
 async def test_a_draft_can_be_deleted(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
     headers = token(sponsor)
-    draft = (await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign(draft=True))).json()
-    assert (await client.delete(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers)).status_code == 204
-    assert (await client.get(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers)).status_code == 404
+    draft = (
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/campaigns",
+            headers=headers,
+            json=factories.campaign(draft=True),
+        )
+    ).json()
+    assert (
+        await client.delete(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers)
+    ).status_code == 204
+    assert (
+        await client.get(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers)
+    ).status_code == 404
 
 
 async def test_another_sponsors_campaign_is_404(
     client: httpx.AsyncClient, sponsor: str, token: Any, admin: dict[str, str]
 ) -> None:
     draft = (
-        await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=factories.campaign(draft=True))
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/campaigns",
+            headers=token(sponsor),
+            json=factories.campaign(draft=True),
+        )
     ).json()
-    await client.put("/api/v1/sponsors/intruder", headers=admin, json={"name": "I", "from_email": "i@i.example"})
-    response = await client.get(f"/api/v1/sponsors/intruder/campaigns/{draft['id']}", headers=token("intruder"))
+    await client.put(
+        "/api/v1/sponsors/intruder", headers=admin, json={"name": "I", "from_email": "i@i.example"}
+    )
+    response = await client.get(
+        f"/api/v1/sponsors/intruder/campaigns/{draft['id']}", headers=token("intruder")
+    )
     assert response.status_code == 404
 
 
-async def test_campaigns_list_pages_newest_first(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
+async def test_campaigns_list_pages_newest_first(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
     headers = token(sponsor)
     ids = []
     for i in range(5):
         body = factories.campaign(name=f"c{i}", draft=True)
-        ids.append((await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=body)).json()["id"])
-    first = (await client.get(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, params={"limit": 3})).json()
+        ids.append(
+            (
+                await client.post(
+                    f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=body
+                )
+            ).json()["id"]
+        )
+    first = (
+        await client.get(
+            f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, params={"limit": 3}
+        )
+    ).json()
     second = (
         await client.get(
-            f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, params={"limit": 3, "cursor": first["next_cursor"]}
+            f"/api/v1/sponsors/{sponsor}/campaigns",
+            headers=headers,
+            params={"limit": 3, "cursor": first["next_cursor"]},
         )
     ).json()
     assert [c["id"] for c in first["items"] + second["items"]] == list(reversed(ids))
     assert second["next_cursor"] is None
     filtered = (
-        await client.get(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, params={"status": "sent"})
+        await client.get(
+            f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, params={"status": "sent"}
+        )
     ).json()
     assert filtered["items"] == []
 
@@ -282,7 +387,9 @@ async def test_total_recipients_follow_the_audience_preset(
         row["follow_up_status"] = "new" if i < 3 else "contacted"
     await factories.add_leads(client, sponsor, headers, rows)
     body = factories.campaign(audience_type=audience, draft=True)
-    created = (await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=body)).json()
+    created = (
+        await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=body)
+    ).json()
     assert created["total_recipients"] == expected
 
 

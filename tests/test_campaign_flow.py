@@ -27,26 +27,35 @@ from worker.sender import Sender
 pytestmark = pytest.mark.usefixtures("workers")
 
 
-async def _wait_sent(client: httpx.AsyncClient, sponsor: str, campaign_id: str, headers: dict[str, str]) -> dict[str, Any]:
+async def _wait_sent(
+    client: httpx.AsyncClient, sponsor: str, campaign_id: str, headers: dict[str, str]
+) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         stats = (
-            await client.get(f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats", headers=headers)
+            await client.get(
+                f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats", headers=headers
+            )
         ).json()
         return stats if stats["status"] == "sent" else None
 
-    result: dict[str, Any] = await eventually(done, timeout=90)
+    result: dict[str, Any] = await eventually(done, within=90)
     return result
 
 
 async def test_every_lead_gets_exactly_one_personalized_message(
-    client: httpx.AsyncClient, sponsor: str, token: Any, fake_resend: FakeResend,
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    fake_resend: FakeResend,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     headers = token(sponsor)
     domain = f"{sponsor}.example"
     await factories.add_leads(client, sponsor, headers, factories.leads(1000, domain=domain))
 
-    response = await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign())
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign()
+    )
     assert response.status_code == 202, response.text
     created = response.json()
     assert created["status"] == "queued"
@@ -70,21 +79,32 @@ async def test_every_lead_gets_exactly_one_personalized_message(
     async with sessions() as session:
         rows = (
             await session.execute(
-                select(CampaignDelivery.status, CampaignDelivery.provider_message_id, CampaignDelivery.recipient_email)
-                .where(CampaignDelivery.campaign_id == uuid.UUID(created["id"]))
+                select(
+                    CampaignDelivery.status,
+                    CampaignDelivery.provider_message_id,
+                    CampaignDelivery.recipient_email,
+                ).where(CampaignDelivery.campaign_id == uuid.UUID(created["id"]))
             )
         ).all()
     assert len(rows) == 1000
     assert {row.status for row in rows} == {"sent"}
-    assert {row.provider_message_id for row in rows} == {by_address[row.recipient_email].id for row in rows}
+    assert {row.provider_message_id for row in rows} == {
+        by_address[row.recipient_email].id for row in rows
+    }
 
 
 async def test_deliveries_list_pages_through_every_row(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:
     headers = token(sponsor)
-    await factories.add_leads(client, sponsor, headers, factories.leads(25, domain=f"{sponsor}.example"))
-    created = (await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign())).json()
+    await factories.add_leads(
+        client, sponsor, headers, factories.leads(25, domain=f"{sponsor}.example")
+    )
+    created = (
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign()
+        )
+    ).json()
     await _wait_sent(client, sponsor, created["id"], headers)
 
     seen: list[dict[str, Any]] = []
@@ -94,7 +114,11 @@ async def test_deliveries_list_pages_through_every_row(
         if cursor:
             params["cursor"] = cursor
         page = (
-            await client.get(f"/api/v1/sponsors/{sponsor}/campaigns/{created['id']}/deliveries", headers=headers, params=params)
+            await client.get(
+                f"/api/v1/sponsors/{sponsor}/campaigns/{created['id']}/deliveries",
+                headers=headers,
+                params=params,
+            )
         ).json()
         seen.extend(page["items"])
         cursor = page["next_cursor"]
@@ -106,21 +130,33 @@ async def test_deliveries_list_pages_through_every_row(
 
 
 async def test_a_batch_handled_twice_sends_each_recipient_once(
-    client: httpx.AsyncClient, sponsor: str, token: Any, fake_resend: FakeResend,
-    sessions: async_sessionmaker[AsyncSession], migrated: Settings,
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    fake_resend: FakeResend,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
 ) -> None:
     """The same batch message delivered twice, even concurrently, sends once per recipient."""
     headers = token(sponsor)
     domain = f"{sponsor}.example"
     await factories.add_leads(client, sponsor, headers, factories.leads(150, domain=domain))
     draft = (
-        await client.post(f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign(draft=True))
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/campaigns",
+            headers=headers,
+            json=factories.campaign(draft=True),
+        )
     ).json()
     campaign_id = uuid.UUID(draft["id"])
     # Plan it here, publishing to a throwaway topic, so only this test's sender sees the batches.
     async with sessions.begin() as session:
-        await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(status="queued"))
-    isolated = migrated.model_copy(update={"kafka_topic_prefix": f"isolated-{uuid.uuid4().hex[:8]}-"})
+        await session.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(status="queued")
+        )
+    isolated = migrated.model_copy(
+        update={"kafka_topic_prefix": f"isolated-{uuid.uuid4().hex[:8]}-"}
+    )
     producer = Producer(isolated)
     try:
         await Planner(sessions, producer, batch_size=100).plan(campaign_id)
@@ -157,7 +193,9 @@ async def test_a_campaign_left_in_the_outbox_is_published_by_the_relay(
 ) -> None:
     """A crash between commit and publish (or a broker outage) loses nothing."""
     headers = token(sponsor)
-    await factories.add_leads(client, sponsor, headers, factories.leads(5, domain=f"{sponsor}.example"))
+    await factories.add_leads(
+        client, sponsor, headers, factories.leads(5, domain=f"{sponsor}.example")
+    )
     from schemas.http import CampaignIn
 
     async with sessions.begin() as session:

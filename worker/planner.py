@@ -32,7 +32,7 @@ class Planner:
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
         for message in messages:
             try:
-                event = CampaignQueued.model_validate_json(message.value())
+                event = CampaignQueued.model_validate_json(message.value() or b"")
             except ValidationError as exc:
                 log.error("planner: dropping an unreadable message: %s", exc)
                 continue

@@ -77,7 +77,7 @@ class Sender:
         events = []
         for message in messages:
             try:
-                events.append(CampaignBatch.model_validate_json(message.value()))
+                events.append(CampaignBatch.model_validate_json(message.value() or b""))
             except ValidationError as exc:
                 log.error("sender: dropping an unreadable message: %s", exc)
         await asyncio.gather(*(self._bounded(event) for event in events))

@@ -6,10 +6,10 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.errors import Unprocessable
-from service.models import Lead, Suppression
+from service.models import Lead, Suppression, table_of
 
-leads = Lead.__table__
-suppressions = Suppression.__table__
+leads = table_of(Lead)
+suppressions = table_of(Suppression)
 
 PRESETS: dict[str, ColumnElement[bool] | None] = {
     "all": None,

@@ -40,7 +40,7 @@ def _out(campaign: Campaign) -> CampaignOut:
         audience_type=campaign.audience_type,
         event_id=campaign.event_id,
         metadata=campaign.metadata_,
-        status=campaign.status,  # type: ignore[arg-type]
+        status=campaign.status,
         status_reason=campaign.status_reason,
         total_recipients=campaign.total_recipients,
         created_at=campaign.created_at,
@@ -171,7 +171,7 @@ async def campaign_stats(
         counts = await repository.counters(session, campaign_id)
     return CampaignStatsOut(
         campaign_id=campaign.id,
-        status=campaign.status,  # type: ignore[arg-type]
+        status=campaign.status,
         total_recipients=campaign.total_recipients,
         **counts,
     )

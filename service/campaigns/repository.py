@@ -21,14 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
 from service.audiences.filters import audience_clause, leads, suppressed_clause
 from service.errors import NotFound
-from service.models import Campaign, CampaignDelivery, CampaignStats, OutboxMessage
+from service.models import Campaign, CampaignDelivery, CampaignStats, OutboxMessage, table_of
 
 STATS_SHARDS = 16
 COUNTERS = ("pending", "sent", "failed", "suppressed", "cancelled")
 
-deliveries = CampaignDelivery.__table__
-stats = CampaignStats.__table__
-outbox_table = OutboxMessage.__table__
+deliveries = table_of(CampaignDelivery)
+stats = table_of(CampaignStats)
+outbox_table = table_of(OutboxMessage)
 
 
 async def get(session: AsyncSession, sponsor_id: str, campaign_id: uuid.UUID) -> Campaign:

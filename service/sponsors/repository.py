@@ -14,10 +14,14 @@ from service.models import Sponsor
 async def upsert(session: AsyncSession, sponsor_id: str, body: SponsorIn) -> tuple[Sponsor, bool]:
     """Create or replace a sponsor; returns it and whether it was created."""
     values = body.model_dump()
-    stmt = insert(Sponsor).values(id=sponsor_id, **values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Sponsor.id], set_={**values, "updated_at": func.now()}
-    ).returning(Sponsor, (Sponsor.created_at == Sponsor.updated_at).label("created"))
+    stmt = (
+        insert(Sponsor)
+        .values(id=sponsor_id, **values)
+        .on_conflict_do_update(
+            index_elements=[Sponsor.id], set_={**values, "updated_at": func.now()}
+        )
+        .returning(Sponsor, (Sponsor.created_at == Sponsor.updated_at).label("created"))
+    )
     row = (await session.execute(stmt)).one()
     return row[0], bool(row[1])
 

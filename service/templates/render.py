@@ -52,7 +52,8 @@ def _check(env: SandboxedEnvironment, source: str, field: str) -> nodes.Template
     if unknown:
         raise Unprocessable(
             "unknown_template_variable",
-            f"unknown variable(s): {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_VARIABLES))}",
+            f"unknown variable(s): {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(KNOWN_VARIABLES))}",
             field,
         )
     return ast

@@ -60,7 +60,8 @@ class TokenSigner:
         inner.update(body)
         outer = outer.copy()
         outer.update(inner.digest())
-        return outer.digest()[:_TAG_BYTES]
+        tag: bytes = outer.digest()[:_TAG_BYTES]
+        return tag
 
     def sign(self, kind: Kind, delivery_id: int, position: int = 0) -> str:
         body = _BODY.pack(kind.value, delivery_id, position)

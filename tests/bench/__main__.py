@@ -27,7 +27,13 @@ def _modules() -> list[str]:
 def _section(name: str, figures: dict[str, Any]) -> str:
     lines = [f"<!-- bench:{name} -->", f"### {name}", "", "| figure | value |", "|---|---|"]
     for key, value in figures.items():
-        shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        shown = (
+            f"{value:,.2f}"
+            if isinstance(value, float)
+            else f"{value:,}"
+            if isinstance(value, int)
+            else str(value)
+        )
         lines.append(f"| {key} | {shown} |")
     lines.append(f"<!-- /bench:{name} -->")
     return "\n".join(lines)

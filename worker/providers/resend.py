@@ -147,7 +147,11 @@ class ResendProvider:
             "strict" if batch_validation == "strict" else "permissive"
         )
         self._http = PooledHTTPXClient(timeout=timeout)
-        self._previous_client: AsyncHTTPClient | None = resend.default_async_http_client
+        previous: AsyncHTTPClient | None = resend.default_async_http_client
+        if isinstance(previous, PooledHTTPXClient):
+            # Another provider's pool, maybe closed by the time this one closes.
+            previous = getattr(resend, "_auto_async_http_client", None)
+        self._previous_client = previous
         self._install()
 
     def _install(self) -> None:

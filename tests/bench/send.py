@@ -1,0 +1,184 @@
+"""End-to-end send throughput: planner + senders + fake Resend, all local.
+
+Loads N leads with one SQL statement, queues one campaign, and times it from
+``queued`` to ``sent`` with worker processes as in production (one planner +
+relay process, ``BENCH_SENDERS`` sender processes). The fake Resend runs in
+its own process with validation and content recording off and no rate limit.
+Figures: recipients/s, planner seconds, and the senders' peak RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy import text
+
+from schemas.http import CampaignIn
+from service import outbox
+from service.campaigns import logic
+from service.cli import migrate
+from service.db import create_engine, session_factory
+from service.devstack import DevStack, free_port, wait_for_port
+from service.kafka import Producer, create_topics
+from service.settings import Settings, settings_from_env
+from service.sponsors import repository as sponsors
+
+RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "100000"))
+SENDERS = int(os.environ.get("BENCH_SENDERS", "2"))
+BODY_KB = int(os.environ.get("BENCH_BODY_KB", "2"))
+
+
+def _body(kilobytes: int) -> str:
+    paragraph = (
+        "Hi {{ name }}, thanks for visiting our booth at the expo. Here is what we "
+        "talked about and what {{ company | default('your team') }} could do next.\n\n"
+    )
+    return paragraph * max(1, kilobytes * 1024 // len(paragraph))
+
+
+async def _load_leads(settings: Settings, sponsor_id: str, recipients: int) -> None:
+    engine = create_engine(settings)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO sponsors (id, name, from_email, postal_address) "
+                "VALUES (:s, 'Bench', 'bench@sponsor.example', '1 Bench Road')"
+            ),
+            {"s": sponsor_id},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO leads (sponsor_id, email, name, company, intent_level) "
+                "SELECT :s, 'lead' || n || '@bench.example', 'Lead ' || n, "
+                "'Company ' || (n % 100), 'hot' FROM generate_series(1, :n) AS n"
+            ),
+            {"n": recipients, "s": sponsor_id},
+        )
+    await engine.dispose()
+
+
+async def _queue(settings: Settings, sponsor_id: str) -> uuid.UUID:
+    engine = create_engine(settings)
+    sessions = session_factory(engine)
+    async with sessions.begin() as session:
+        sponsor = await sponsors.get(session, sponsor_id)
+        body = CampaignIn(name="bench", subject="Hello {{ name }}", message_body=_body(BODY_KB))
+        campaign, outbox_id = await logic.create(session, sponsor, body)
+    producer = Producer(settings)
+    assert outbox_id is not None
+    await outbox.publish(sessions, producer, [outbox_id])
+    producer.close()
+    await engine.dispose()
+    return campaign.id
+
+
+async def _status(settings: Settings, campaign_id: uuid.UUID) -> tuple[str, Any]:
+    engine = create_engine(settings)
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT status, planned_at - queued_at, completed_at - planned_at, "
+                    "completed_at - queued_at FROM campaigns WHERE id = :id"
+                ),
+                {"id": campaign_id},
+            )
+        ).one()
+    await engine.dispose()
+    return str(row[0]), row
+
+
+def main() -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    stack = DevStack(workdir, fast=True)
+    stack.start()
+    fake_port = free_port()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        fake = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.resend_server",
+                "--port",
+                str(fake_port),
+                "--no-validate",
+            ],
+        )
+        children.append(fake)
+        wait_for_port(fake_port)
+        env = {
+            **os.environ,
+            **stack.env(),
+            "EMAIL_PROVIDER": "resend",
+            "RESEND_API_KEY": "re_bench",
+            "RESEND_API_URL": f"http://127.0.0.1:{fake_port}",
+            "PROVIDER_RATE_PER_SECOND": "100000",
+            "TRACKING_SECRET": "bench-tracking-secret-0123456789",
+            "LOG_LEVEL": "WARNING",
+        }
+        settings = settings_from_env(env)
+        migrate(settings)
+        create_topics(settings)
+        asyncio.run(_load_leads(settings, "warmup", 10))
+        asyncio.run(_load_leads(settings, "bench", RECIPIENTS))
+        ctl = [sys.executable, "-m", "service.cli", "worker"]
+        children.append(subprocess.Popen([*ctl, "--role", "planner"], env=env))
+        children.append(subprocess.Popen([*ctl, "--role", "relay"], env=env))
+        senders = [subprocess.Popen([*ctl, "--role", "sender"], env=env) for _ in range(SENDERS)]
+        children.extend(senders)
+        # A tiny campaign first, so every consumer group has joined before the clock starts.
+        _wait_sent(settings, asyncio.run(_queue(settings, "warmup")), senders)
+        campaign_id = asyncio.run(_queue(settings, "bench"))
+        started = time.monotonic()
+        row, peak_rss = _wait_sent(settings, campaign_id, senders)
+        elapsed = time.monotonic() - started
+        sent = httpx.get(f"http://127.0.0.1:{fake_port}/_fake/stats").json()
+        return {
+            "recipients": RECIPIENTS,
+            "body_kb": BODY_KB,
+            "sender_processes": SENDERS,
+            "messages_at_fake": sent.get("messages"),
+            "planner_seconds": round(row[1].total_seconds(), 2),
+            "send_seconds": round(row[2].total_seconds(), 2),
+            "recipients_per_second_sending": round(RECIPIENTS / row[2].total_seconds(), 1),
+            "recipients_per_second_end_to_end": round(RECIPIENTS / row[3].total_seconds(), 1),
+            "wall_seconds": round(elapsed, 1),
+            "sender_peak_rss_mb": round(peak_rss / 2**20, 1),
+        }
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stack.stop()
+
+
+def _wait_sent(
+    settings: Settings, campaign_id: uuid.UUID, senders: list[subprocess.Popen[bytes]]
+) -> tuple[Any, int]:
+    peak_rss = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 1800:
+        for proc in senders:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                peak_rss = max(peak_rss, psutil.Process(proc.pid).memory_info().rss)
+        status, row = asyncio.run(_status(settings, campaign_id))
+        if status == "sent":
+            return row, peak_rss
+        time.sleep(0.5)
+    raise TimeoutError(f"campaign {campaign_id} was not sent in time")
