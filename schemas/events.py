@@ -8,6 +8,7 @@ current state from PostgreSQL.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Literal
 
 import orjson
@@ -62,3 +63,7 @@ class CampaignBatch(_Event):
     batch_no: int = Field(ge=0)
     send_round: int = Field(default=0, ge=0)
     attempt: int = Field(default=0, ge=0)
+    # Set on the retry topic: do not send before this time.
+    not_before: datetime | None = None
+    # Set on the retry and dead-letter topics: why the last attempt failed.
+    last_error: str | None = None

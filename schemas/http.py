@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -112,6 +112,13 @@ class CampaignIn(_Body):
     event_id: str | None = Field(default=None, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)
     draft: bool = False
+    send_at: AwareDatetime | None = Field(
+        default=None, description="schedule for later (timezone required; stored as UTC)"
+    )
+
+
+class ScheduleIn(_Body):
+    send_at: AwareDatetime
 
 
 class CampaignOut(BaseModel):
@@ -127,10 +134,17 @@ class CampaignOut(BaseModel):
     status: CampaignStatus
     status_reason: str | None
     total_recipients: int
+    send_at: datetime | None
+    send_round: int
     created_at: datetime
     updated_at: datetime
     queued_at: datetime | None
     completed_at: datetime | None
+
+
+class RetryFailedOut(BaseModel):
+    retried: int
+    campaign: CampaignOut
 
 
 class DeliveryOut(BaseModel):

@@ -154,6 +154,9 @@ class Campaign(Base):
     total_recipients: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     batch_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     send_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The highest batch number handed to Kafka in the current window (see worker/sender.py).
+    enqueue_cursor: Mapped[int] = mapped_column(Integer, server_default=text("-1"))
+    last_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -294,3 +297,15 @@ class OutboxMessage(Base):
     key: Mapped[str] = mapped_column(String(200))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _now()
+
+
+class SponsorHourlySends(Base):
+    """Messages a sponsor sent per clock hour, reserved before sending (hourly cap)."""
+
+    __tablename__ = "sponsor_hourly_sends"
+
+    sponsor_id: Mapped[str] = mapped_column(
+        ForeignKey("sponsors.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))

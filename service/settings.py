@@ -56,6 +56,18 @@ class Settings(BaseSettings):
 
     relay_interval_seconds: float = Field(default=1.0, gt=0)
 
+    # Sending at scale: windows, retries, auto-pause, recovery, shutdown.
+    send_window_batches: int = Field(default=24, ge=1)
+    send_max_in_flight: int = Field(default=8, ge=1)
+    send_max_tries: int = Field(default=5, ge=1)
+    send_retry_topic_attempts: int = Field(default=3, ge=0)
+    send_retry_base_seconds: float = Field(default=5.0, ge=0)
+    send_failure_pause_ratio: float = Field(default=0.5, ge=0, le=1)
+    send_failure_pause_min: int = Field(default=200, ge=1)
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    reconcile_stall_seconds: float = Field(default=60.0, gt=0)
+    worker_shutdown_grace_seconds: float = Field(default=30.0, gt=0)
+
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""
         return f"{self.kafka_topic_prefix}{name}"

@@ -159,22 +159,23 @@ async def test_a_batch_handled_twice_sends_each_recipient_once(
     )
     producer = Producer(isolated)
     try:
-        await Planner(sessions, producer, batch_size=100).plan(campaign_id)
+        await Planner(sessions, producer, batch_size=100, window=24).plan(campaign_id)
     finally:
         producer.close()
 
-    from aiolimiter import AsyncLimiter
-
     from worker.providers.resend import ResendProvider
+    from worker.ratelimit import Pacer
 
     assert migrated.resend_api_key is not None
     provider = ResendProvider(migrated.resend_api_key.get_secret_value(), fake_resend.url)
-    sender = Sender(sessions, provider, AsyncLimiter(1000, 1))
+    producer = Producer(isolated)
+    sender = Sender(sessions, provider, Pacer(1000), producer, isolated)
     batches = [CampaignBatch(campaign_id=campaign_id, batch_no=n) for n in (0, 1)]
     replays_before = fake_resend.replays
     await asyncio.gather(*(sender.send_batch(b) for b in batches + batches))
     await sender.send_batch(batches[0])
     await provider.aclose()
+    producer.close()
 
     per_recipient = Counter(m.to[0] for m in fake_resend.messages if m.to[0].endswith("@" + domain))
     assert len(per_recipient) == 150

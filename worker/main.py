@@ -7,20 +7,22 @@ as separate processes (``--role``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
 
-from aiolimiter import AsyncLimiter
+import confluent_kafka
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS
+from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGN_BATCHES_RETRY, TOPIC_CAMPAIGNS
 from service.db import create_engine, session_factory
 from service.kafka import Producer
 from service.settings import Settings
 from worker.planner import Planner
 from worker.providers import build_provider
-from worker.relay import run_relay
-from worker.runner import run_consumer
+from worker.ratelimit import Pacer
+from worker.relay import Relay
+from worker.runner import OnAssign, run_consumer
 from worker.sender import Sender
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,9 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
     provider = build_provider(settings)
     tasks = []
     if "planner" in roles:
-        planner = Planner(sessions, producer, settings.provider_batch_size)
+        planner = Planner(
+            sessions, producer, settings.provider_batch_size, settings.send_window_batches
+        )
         tasks.append(
             run_consumer(
                 settings,
@@ -48,8 +52,8 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
             )
         )
     if "sender" in roles:
-        limiter = AsyncLimiter(settings.provider_rate_per_second, 1.0)
-        sender = Sender(sessions, provider, limiter)
+        pacer = Pacer(settings.provider_rate_per_second)
+        sender = Sender(sessions, provider, pacer, producer, settings)
         tasks.append(
             run_consumer(
                 settings,
@@ -57,11 +61,22 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
                 topics=[TOPIC_CAMPAIGN_BATCHES],
                 handle=sender.handle,
                 stop=stop,
-                max_messages=32,
+                max_messages=settings.send_max_in_flight * 2,
+                on_assign=_share_rate(settings, pacer),
+            )
+        )
+        tasks.append(
+            run_consumer(
+                settings,
+                group="sender-retry",
+                topics=[TOPIC_CAMPAIGN_BATCHES_RETRY],
+                handle=sender.handle,
+                stop=stop,
+                max_messages=settings.send_max_in_flight,
             )
         )
     if "relay" in roles:
-        tasks.append(run_relay(sessions, producer, stop, settings.relay_interval_seconds))
+        tasks.append(Relay(engine, sessions, producer, settings).run(stop))
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -70,13 +85,44 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
         await engine.dispose()
 
 
+def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
+    """On every rebalance, pace at the global rate × our share of the batch partitions."""
+    loop = asyncio.get_running_loop()
+    topic = settings.topic(TOPIC_CAMPAIGN_BATCHES)
+
+    def on_assign(
+        consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
+        try:
+            total = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
+        except Exception:
+            total = settings.kafka_batch_partitions
+        loop.call_soon_threadsafe(pacer.set_share, len(partitions), total)
+        log.info("sender: %d of %d partitions", len(partitions), total)
+
+    return on_assign
+
+
 def main(settings: Settings, roles: Sequence[str]) -> None:
+    """Run until SIGTERM/SIGINT; then drain for at most ``WORKER_SHUTDOWN_GRACE_SECONDS``."""
+
     async def _run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        work = asyncio.create_task(run_worker(settings, roles, stop))
+
+        def shutdown() -> None:
+            if not stop.is_set():
+                log.info("worker stopping: finishing batches in hand")
+                stop.set()
+                # Past the grace period, in-flight work is abandoned: its offsets were
+                # never stored, so another worker redoes it (idempotently).
+                loop.call_later(settings.worker_shutdown_grace_seconds, work.cancel)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, shutdown)
         log.info("worker starting: %s", ", ".join(roles))
-        await run_worker(settings, roles, stop)
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
 
     asyncio.run(_run())

@@ -23,11 +23,16 @@ class Planner:
     """Idempotent on the campaign's status: only a ``queued`` campaign is planned."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], producer: Producer, batch_size: int
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: Producer,
+        batch_size: int,
+        window: int,
     ) -> None:
         self.sessions = sessions
         self.producer = producer
         self.batch_size = batch_size
+        self.window = window
 
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
         for message in messages:
@@ -53,9 +58,7 @@ class Planner:
             else:
                 campaign.status = "sent"
                 campaign.completed_at = func.now()
-            outbox_ids = await repository.queue_batches(
-                session, campaign.id, plan.batches, campaign.send_round
-            )
+            outbox_ids = await repository.open_window(session, campaign, self.window)
         log.info(
             "planned campaign %s: %d recipients in %d batches, %d suppressed",
             campaign_id,

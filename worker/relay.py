@@ -1,36 +1,123 @@
-"""The relay role: publishes outbox rows that the writers' fast path left behind."""
+"""The relay role: outbox publishing, due schedules and the reconciler.
+
+One relay leads at a time (a PostgreSQL advisory lock held on a dedicated
+connection); the others wait to take over. Every cycle the leader publishes
+outbox rows the writers' fast path left behind and queues scheduled campaigns
+whose time has come; every ``RECONCILE_INTERVAL_SECONDS`` it re-creates
+missing topics and re-drives campaigns that stopped moving, so a broker that
+lost its data, a lost message or a poison batch never strands a campaign.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import outbox
-from service.kafka import Producer
+from service.campaigns import logic, repository
+from service.kafka import Producer, create_topics
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Rows younger than this are probably being published by their writer right now.
 STALE_AFTER_SECONDS = 2.0
+LEADER_LOCK_KEY = 0x63616D70  # "camp"
 
 
-async def run_relay(
-    sessions: async_sessionmaker[AsyncSession],
-    producer: Producer,
-    stop: asyncio.Event,
-    interval: float,
-) -> None:
-    while not stop.is_set():
-        published = 0
+class Relay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: Producer,
+        settings: Settings,
+    ) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.producer = producer
+        self.settings = settings
+        self._leader: AsyncConnection | None = None
+        self._reconciled_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
         try:
-            published = await outbox.publish_stale(sessions, producer, STALE_AFTER_SECONDS)
-            if published:
-                log.info("relay published %d outbox rows", published)
-        except Exception as exc:
-            log.warning("relay: %s", exc)
-        if not published:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            while not stop.is_set():
+                busy = False
+                try:
+                    if await self._lead():
+                        busy = await self.cycle()
+                except Exception as exc:
+                    log.warning("relay: %s", exc)
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.settings.relay_interval_seconds)
+        finally:
+            await self._resign()
+
+    async def _lead(self) -> bool:
+        """True while this process holds the leader lock (re-taken after a lost connection)."""
+        if self._leader is not None:
+            try:
+                await self._leader.execute(text("SELECT 1"))
+                return True
+            except Exception:
+                await self._resign()
+        connection = await self.engine.connect()
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        locked = await connection.scalar(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
+        )
+        if not locked:
+            await connection.close()
+            return False
+        self._leader = connection
+        log.info("relay: leading")
+        return True
+
+    async def _resign(self) -> None:
+        if self._leader is not None:
+            with contextlib.suppress(Exception):
+                await self._leader.close()
+            self._leader = None
+
+    async def cycle(self) -> bool:
+        """One round of the leader's duties; True if there was work (go again at once)."""
+        published = await outbox.publish_stale(self.sessions, self.producer, STALE_AFTER_SECONDS)
+        queued = await self.queue_due()
+        if time.monotonic() - self._reconciled_at >= self.settings.reconcile_interval_seconds:
+            self._reconciled_at = time.monotonic()
+            await self.reconcile()
+        if published or queued:
+            log.info("relay: published %d outbox rows, queued %d scheduled", published, queued)
+        return bool(published or queued)
+
+    async def queue_due(self) -> int:
+        async with self.sessions.begin() as session:
+            due = await repository.due_scheduled(session)
+            outbox_ids = [await logic.enqueue_planning(session, campaign) for campaign in due]
+        await outbox.publish(self.sessions, self.producer, outbox_ids)
+        return len(due)
+
+    async def reconcile(self) -> int:
+        """Re-create lost topics; re-drive every campaign that stopped moving."""
+        await asyncio.to_thread(create_topics, self.settings)
+        outbox_ids: list[int] = []
+        async with self.sessions.begin() as session:
+            campaigns = await repository.stalled(session, self.settings.reconcile_stall_seconds)
+            for campaign in campaigns:
+                log.warning("reconciler: re-driving %s campaign %s", campaign.status, campaign.id)
+                if campaign.status == "queued":
+                    outbox_ids.append(await logic.enqueue_planning(session, campaign))
+                    continue
+                window = self.settings.send_window_batches
+                outbox_ids += await repository.open_window(session, campaign, window)
+                await session.flush()
+                await repository.finish_if_done(session, campaign.id)
+        await outbox.publish(self.sessions, self.producer, outbox_ids)
+        return len(campaigns)

@@ -21,6 +21,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[confluent_kafka.Message]], Awaitable[None]]
+# Called from the consume thread with the consumer and its new assignment.
+OnAssign = Callable[[confluent_kafka.Consumer, list[confluent_kafka.TopicPartition]], None]
 
 
 async def run_consumer(
@@ -32,10 +34,19 @@ async def run_consumer(
     stop: asyncio.Event,
     max_messages: int = 100,
     poll_seconds: float = 0.5,
+    on_assign: OnAssign | None = None,
 ) -> None:
-    """Consume ``topics`` as consumer group ``group`` until ``stop`` is set."""
+    """Consume ``topics`` as consumer group ``group`` until ``stop`` is set.
+
+    On stop, the batch in hand is finished and its offsets stored before the
+    consumer leaves the group (closing commits the stored offsets).
+    """
     consumer = make_consumer(settings, group)
-    consumer.subscribe([settings.topic(t) for t in topics])
+    topic_names = [settings.topic(t) for t in topics]
+    if on_assign is None:
+        consumer.subscribe(topic_names)
+    else:
+        consumer.subscribe(topic_names, on_assign=on_assign)
     try:
         while not stop.is_set():
             messages = await asyncio.to_thread(consumer.consume, max_messages, poll_seconds)

@@ -17,25 +17,30 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import formataddr
 
 import confluent_kafka
-from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import CampaignBatch
+from schemas.events import TOPIC_CAMPAIGN_BATCHES_DLQ, TOPIC_CAMPAIGN_BATCHES_RETRY, CampaignBatch
+from service import outbox
 from service.campaigns import repository
+from service.campaigns.repository import Recipient
 from service.errors import (
     PermanentProviderError,
     QuotaExceeded,
     RateLimited,
     TransientProviderError,
 )
+from service.kafka import Producer
 from service.models import Campaign, Sponsor
+from service.settings import Settings
 from service.templates.render import CompiledMessage, RenderError, compile_message
 from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
+from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +57,28 @@ class CampaignContext:
     status: str
     sender: str
     reply_to: str | None
+    hourly_cap: int | None
     message: CompiledMessage
     checked_at: float
 
 
 class Sender:
+    """Handles ``campaign-batches.v1`` and its retry topic (see the module docstring)."""
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         provider: EmailProvider,
-        limiter: AsyncLimiter,
-        *,
-        max_in_flight: int = 8,
-        max_tries: int = 5,
+        pacer: Pacer,
+        producer: Producer,
+        settings: Settings,
     ) -> None:
         self.sessions = sessions
         self.provider = provider
-        self.limiter = limiter
-        self.max_tries = max_tries
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.pacer = pacer
+        self.producer = producer
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.send_max_in_flight)
         self._campaigns: dict[uuid.UUID, CampaignContext] = {}
 
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
@@ -116,6 +124,7 @@ class Sender:
             status=campaign.status,
             sender=formataddr((sponsor.from_name or "", sponsor.from_email)),
             reply_to=sponsor.reply_to,
+            hourly_cap=sponsor.hourly_send_cap,
             message=compile_message(
                 campaign.subject, campaign.message_body or "", campaign.html_body
             ),
@@ -125,17 +134,58 @@ class Sender:
         return context
 
     async def send_batch(self, event: CampaignBatch) -> None:
+        """Send one batch's pending rows once, record the outcome, release the next batch."""
+        if event.not_before is not None:
+            await asyncio.sleep(max(0.0, (event.not_before - datetime.now(UTC)).total_seconds()))
         context = await self._context(event.campaign_id)
         if context is None or context.status != "sending":
-            return
+            return  # paused or cancelled: resume/retry re-open the window
         async with self.sessions() as session:
             recipients = await repository.load_pending_batch(
                 session, event.campaign_id, event.batch_no
             )
-        if not recipients:
-            await self._finish(event.campaign_id)
-            return
+        emails, failed = self._render(context, event, recipients)
+        if emails and context.hourly_cap is not None:
+            async with self.sessions.begin() as session:
+                allowed = await repository.reserve_hourly_sends(
+                    session, context.sponsor_id, len(emails), context.hourly_cap
+                )
+            if not allowed:
+                # No release: the campaign idles until the reconciler re-opens its window.
+                log.info("sponsor %s reached its hourly cap", context.sponsor_id)
+                return
 
+        results: list[SendResult] = []
+        if emails:
+            key = idempotency_key(event, [email.delivery_id for email in emails])
+            try:
+                results = await self._send(emails, key)
+            except QuotaExceeded as exc:
+                await self._pause(context, exc.code)
+                return
+            except PermanentProviderError as exc:
+                failed.extend((email.delivery_id, f"{exc.code}: {exc.message}") for email in emails)
+            except TransientProviderError as exc:
+                if await self._retry_later(event, exc):
+                    return
+                failed.extend((email.delivery_id, f"{exc.code}: {exc.message}") for email in emails)
+
+        sent = [(r.delivery_id, r.provider_message_id) for r in results if r.provider_message_id]
+        failed.extend((r.delivery_id, r.error) for r in results if r.error)
+        async with self.sessions.begin() as session:
+            _, n_failed = await repository.record_batch_outcome(
+                session, event.campaign_id, event.batch_no, sent, failed
+            )
+            outbox_ids = await repository.release_next_batch(session, event.campaign_id)
+        await outbox.publish(self.sessions, self.producer, outbox_ids)
+        await self._finish(event.campaign_id)
+        if n_failed:
+            await self._pause_if_failing(context)
+
+    def _render(
+        self, context: CampaignContext, event: CampaignBatch, recipients: list[Recipient]
+    ) -> tuple[list[OutgoingEmail], list[tuple[int, str]]]:
+        """Render every recipient; one that fails to render fails alone."""
         emails: list[OutgoingEmail] = []
         failed: list[tuple[int, str]] = []
         for recipient in recipients:
@@ -156,53 +206,83 @@ class Sender:
                     reply_to=context.reply_to,
                 )
             )
-
-        results: list[SendResult] = []
-        if emails:
-            key = idempotency_key(event, [email.delivery_id for email in emails])
-            try:
-                results = await self._send(emails, key)
-            except QuotaExceeded as exc:
-                async with self.sessions.begin() as session:
-                    await repository.set_status(session, event.campaign_id, "paused", exc.code)
-                context.status = "paused"
-                log.warning("campaign %s paused: %s", event.campaign_id, exc.code)
-                return
-            except PermanentProviderError as exc:
-                failed.extend((email.delivery_id, f"{exc.code}: {exc.message}") for email in emails)
-
-        sent = [(r.delivery_id, r.provider_message_id) for r in results if r.provider_message_id]
-        failed.extend((r.delivery_id, r.error) for r in results if r.error)
-        async with self.sessions.begin() as session:
-            await repository.record_batch_outcome(
-                session, event.campaign_id, event.batch_no, sent, failed
-            )
-        await self._finish(event.campaign_id)
+        return emails, failed
 
     async def _send(self, emails: list[OutgoingEmail], key: str) -> list[SendResult]:
         """Send with the same key until it goes through; transient errors back off."""
         delay = 0.5
-        for attempt in range(1, self.max_tries + 1):
-            await self.limiter.acquire()
+        for attempt in range(1, self.settings.send_max_tries + 1):
+            await self.pacer.acquire()
             try:
-                return await self.provider.send_batch(emails, key)
+                results = await self.provider.send_batch(emails, key)
             except RateLimited as exc:
-                if attempt == self.max_tries:
+                self.pacer.throttled(exc.retry_after)
+                if attempt == self.settings.send_max_tries:
                     raise
-                await asyncio.sleep(exc.retry_after if exc.retry_after else delay)
             except TransientProviderError as exc:
-                if attempt == self.max_tries:
+                if attempt == self.settings.send_max_tries:
                     raise
                 log.warning("provider error (try %d): %s", attempt, exc)
                 await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 30.0)
+            else:
+                self.pacer.succeeded()
+                return results
         raise AssertionError("unreachable")
+
+    async def _retry_later(self, event: CampaignBatch, error: TransientProviderError) -> bool:
+        """Park the batch on the retry topic; False once its retries are used up (→ DLQ)."""
+        reason = f"{error.code}: {error.message}"
+        if event.attempt < self.settings.send_retry_topic_attempts:
+            delay = min(self.settings.send_retry_base_seconds * 2**event.attempt, 60.0)
+            retry = event.model_copy(
+                update={
+                    "attempt": event.attempt + 1,
+                    "not_before": datetime.now(UTC) + timedelta(seconds=delay),
+                    "last_error": reason,
+                }
+            )
+            await self.producer.send(
+                [(TOPIC_CAMPAIGN_BATCHES_RETRY, _key(event), retry.to_bytes())]
+            )
+            log.warning(
+                "batch %s/%d parked for %.0fs: %s", event.campaign_id, event.batch_no, delay, reason
+            )
+            return True
+        dead = event.model_copy(update={"last_error": reason})
+        await self.producer.send([(TOPIC_CAMPAIGN_BATCHES_DLQ, _key(event), dead.to_bytes())])
+        log.error("batch %s/%d dead-lettered: %s", event.campaign_id, event.batch_no, reason)
+        return False
+
+    async def _pause(self, context: CampaignContext, reason: str) -> None:
+        async with self.sessions.begin() as session:
+            await repository.set_status(session, context.campaign_id, "paused", reason)
+        context.status = "paused"
+        log.warning("campaign %s paused: %s", context.campaign_id, reason)
+
+    async def _pause_if_failing(self, context: CampaignContext) -> None:
+        """Auto-pause a campaign whose failure ratio passes ``SEND_FAILURE_PAUSE_RATIO``."""
+        ratio = self.settings.send_failure_pause_ratio
+        if ratio <= 0:
+            return
+        async with self.sessions() as session:
+            counts = await repository.counters(session, context.campaign_id)
+        attempted = counts["sent"] + counts["failed"]
+        if (
+            attempted >= self.settings.send_failure_pause_min
+            and counts["failed"] >= ratio * attempted
+        ):
+            await self._pause(context, f"failure_rate: {counts['failed']} of {attempted} failed")
 
     async def _finish(self, campaign_id: uuid.UUID) -> None:
         async with self.sessions.begin() as session:
             if await repository.finish_if_done(session, campaign_id):
                 log.info("campaign %s sent", campaign_id)
                 self._campaigns.pop(campaign_id, None)
+
+
+def _key(event: CampaignBatch) -> str:
+    return f"{event.campaign_id}:{event.batch_no}"
 
 
 def idempotency_key(event: CampaignBatch, delivery_ids: Sequence[int]) -> str:

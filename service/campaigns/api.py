@@ -16,12 +16,15 @@ from schemas.http import (
     DeliveryOut,
     DeliveryStatus,
     Page,
+    RetryFailedOut,
+    ScheduleIn,
 )
 from service import outbox
 from service.auth import require
 from service.campaigns import logic, repository
 from service.http import decode_cursor, encode_cursor, transaction
 from service.models import Campaign
+from service.settings import Settings
 from service.sponsors import repository as sponsors
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
@@ -43,6 +46,8 @@ def _out(campaign: Campaign) -> CampaignOut:
         status=campaign.status,
         status_reason=campaign.status_reason,
         total_recipients=campaign.total_recipients,
+        send_at=campaign.send_at,
+        send_round=campaign.send_round,
         created_at=campaign.created_at,
         updated_at=campaign.updated_at,
         queued_at=campaign.queued_at,
@@ -50,9 +55,17 @@ def _out(campaign: Campaign) -> CampaignOut:
     )
 
 
-async def _publish(request: Request, outbox_id: int | None) -> None:
-    if outbox_id is not None:
-        await outbox.publish(request.app.state.sessions, request.app.state.producer, [outbox_id])
+def _window(request: Request) -> int:
+    settings: Settings = request.app.state.settings
+    return settings.send_window_batches
+
+
+async def _publish(request: Request, outbox_ids: int | list[int] | None) -> None:
+    """Publish committed outbox rows now; the relay retries whatever this misses."""
+    if outbox_ids is None:
+        return
+    ids = [outbox_ids] if isinstance(outbox_ids, int) else outbox_ids
+    await outbox.publish(request.app.state.sessions, request.app.state.producer, ids)
 
 
 @router.post(
@@ -116,6 +129,84 @@ async def send_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Reques
         await session.refresh(campaign)
     await _publish(request, outbox_id)
     return _out(campaign)
+
+
+@router.post(
+    "/{campaign_id}/schedule",
+    response_model=CampaignOut,
+    dependencies=[require("campaigns:write")],
+)
+async def schedule_campaign(
+    sponsor_id: str, campaign_id: uuid.UUID, body: ScheduleIn, request: Request
+) -> CampaignOut:
+    """Schedule a draft (or move a scheduled campaign) to ``send_at``."""
+    async with transaction(request) as session:
+        sponsor = await sponsors.get(session, sponsor_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        logic.schedule(sponsor, campaign, body.send_at)
+        await session.flush()
+        await session.refresh(campaign)
+    return _out(campaign)
+
+
+@router.post(
+    "/{campaign_id}/pause", response_model=CampaignOut, dependencies=[require("campaigns:write")]
+)
+async def pause_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
+    """Stop sending after the batches in flight; ``resume`` continues where it stopped."""
+    async with transaction(request) as session:
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        logic.pause(campaign)
+        await session.flush()
+        await session.refresh(campaign)
+    return _out(campaign)
+
+
+@router.post(
+    "/{campaign_id}/resume",
+    status_code=202,
+    response_model=CampaignOut,
+    dependencies=[require("campaigns:write")],
+)
+async def resume_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
+    async with transaction(request) as session:
+        sponsor = await sponsors.get(session, sponsor_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        outbox_ids = await logic.resume(session, sponsor, campaign, _window(request))
+        await session.flush()
+        await session.refresh(campaign)
+    await _publish(request, outbox_ids)
+    return _out(campaign)
+
+
+@router.post(
+    "/{campaign_id}/cancel", response_model=CampaignOut, dependencies=[require("campaigns:write")]
+)
+async def cancel_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
+    """Cancel for good: sent rows stay as they are, pending ones become ``cancelled``."""
+    async with transaction(request) as session:
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        await logic.cancel(session, campaign)
+        await session.refresh(campaign)
+    return _out(campaign)
+
+
+@router.post(
+    "/{campaign_id}/retry-failed",
+    status_code=202,
+    response_model=RetryFailedOut,
+    dependencies=[require("campaigns:write")],
+)
+async def retry_failed(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> RetryFailedOut:
+    """Re-drive only the failed recipients that are not suppressed (new idempotency keys)."""
+    async with transaction(request) as session:
+        sponsor = await sponsors.get(session, sponsor_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        retried, outbox_ids = await logic.retry_failed(session, sponsor, campaign, _window(request))
+        await session.flush()
+        await session.refresh(campaign)
+    await _publish(request, outbox_ids)
+    return RetryFailedOut(retried=retried, campaign=_out(campaign))
 
 
 @router.delete("/{campaign_id}", status_code=204, dependencies=[require("campaigns:write")])

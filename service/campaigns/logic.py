@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +34,8 @@ async def create(
     compile_message(body.subject, body.message_body, body.html_body)
     if not body.draft:
         ensure_can_send(sponsor)
+    if body.send_at is not None and not body.draft:
+        ensure_can_send(sponsor)
     campaign = Campaign(
         id=uuid.uuid4(),
         sponsor_id=sponsor.id,
@@ -44,27 +47,109 @@ async def create(
         event_id=body.event_id,
         metadata_=body.metadata,
         status="draft",
+        send_at=body.send_at,
         total_recipients=await repository.count_audience(session, sponsor.id, body.audience_type),
     )
     session.add(campaign)
     await session.flush()
-    outbox_id = None if body.draft else await queue(session, sponsor, campaign)
-    return campaign, outbox_id
+    if body.draft:
+        return campaign, None
+    if body.send_at is not None and body.send_at > datetime.now(UTC):
+        campaign.status = "scheduled"
+        return campaign, None
+    return campaign, await queue(session, sponsor, campaign)
+
+
+def _require_status(campaign: Campaign, action: str, *allowed: str) -> None:
+    if campaign.status not in allowed:
+        raise Conflict(
+            "invalid_status",
+            f"cannot {action} a campaign that is {campaign.status} (only {', '.join(allowed)})",
+            "status",
+        )
 
 
 async def queue(session: AsyncSession, sponsor: Sponsor, campaign: Campaign) -> int:
-    """draft → queued, and the event the planner waits for, in the same transaction."""
-    if campaign.status != "draft":
-        raise Conflict(
-            "invalid_status", f"only a draft can be sent; this campaign is {campaign.status}"
-        )
+    """draft/scheduled → queued, and the event the planner waits for, in one transaction."""
+    _require_status(campaign, "send", "draft", "scheduled")
     ensure_can_send(sponsor)
+    return await enqueue_planning(session, campaign)
+
+
+async def enqueue_planning(session: AsyncSession, campaign: Campaign) -> int:
+    """Mark the campaign queued and add the planner's event to the outbox."""
     campaign.status = "queued"
     campaign.queued_at = func.now()
     campaign.updated_at = func.now()
     await session.flush()
-    event = CampaignQueued(campaign_id=campaign.id, sponsor_id=sponsor.id)
+    event = CampaignQueued(campaign_id=campaign.id, sponsor_id=campaign.sponsor_id)
     return await outbox.add(session, TOPIC_CAMPAIGNS, str(campaign.id), event.to_bytes())
+
+
+def schedule(sponsor: Sponsor, campaign: Campaign, send_at: datetime) -> None:
+    """draft → scheduled; the relay queues it when ``send_at`` comes."""
+    _require_status(campaign, "schedule", "draft", "scheduled")
+    ensure_can_send(sponsor)
+    campaign.send_at = send_at
+    campaign.status = "scheduled"
+    campaign.updated_at = func.now()
+
+
+def pause(campaign: Campaign, reason: str = "paused by user") -> None:
+    """Senders skip a paused campaign's batches (they check at most a second late)."""
+    _require_status(campaign, "pause", "scheduled", "queued", "sending")
+    campaign.status = "paused"
+    campaign.status_reason = reason
+    campaign.updated_at = func.now()
+
+
+async def resume(
+    session: AsyncSession, sponsor: Sponsor, campaign: Campaign, window: int
+) -> list[int]:
+    """paused → where it stopped; returns outbox ids to publish after the commit."""
+    _require_status(campaign, "resume", "paused")
+    ensure_can_send(sponsor)
+    campaign.status_reason = None
+    if campaign.planned_at is None:
+        if campaign.queued_at is None and campaign.send_at is not None:
+            campaign.status = "scheduled"  # paused before its time: wait for it again
+            return []
+        return [await enqueue_planning(session, campaign)]
+    campaign.status = "sending"
+    campaign.updated_at = func.now()
+    return await repository.open_window(session, campaign, window)
+
+
+async def cancel(session: AsyncSession, campaign: Campaign) -> int:
+    """Stop for good: rows already sent stay; every pending row becomes ``cancelled``."""
+    _require_status(campaign, "cancel", "draft", "scheduled", "queued", "sending", "paused")
+    campaign.status = "cancelled"
+    campaign.completed_at = func.now()
+    campaign.updated_at = func.now()
+    await session.flush()
+    return await repository.move_rows(session, campaign.id, "pending", "cancelled")
+
+
+async def retry_failed(
+    session: AsyncSession, sponsor: Sponsor, campaign: Campaign, window: int
+) -> tuple[int, list[int]]:
+    """Re-drive the failed recipients that are not suppressed, with new idempotency keys.
+
+    Returns how many rows were re-driven and the outbox ids to publish.
+    """
+    _require_status(campaign, "retry", "sending", "paused", "sent")
+    ensure_can_send(sponsor)
+    moved = await repository.move_rows(
+        session, campaign.id, "failed", "pending", skip_suppressed=True
+    )
+    if not moved:
+        return 0, []
+    campaign.send_round += 1  # a new round: new idempotency keys for the same batches
+    campaign.status = "sending"
+    campaign.status_reason = None
+    campaign.completed_at = None
+    campaign.updated_at = func.now()
+    return moved, await repository.open_window(session, campaign, window)
 
 
 async def delete_draft(session: AsyncSession, campaign: Campaign) -> None:

@@ -301,10 +301,10 @@ async def deliveries_page(
 
 
 async def queue_batches(
-    session: AsyncSession, campaign_id: uuid.UUID, batches: int, send_round: int
+    session: AsyncSession, campaign_id: uuid.UUID, batch_nos: Sequence[int], send_round: int
 ) -> list[int]:
     """One ``campaign-batches.v1`` outbox row per batch; returns their outbox ids."""
-    if batches == 0:
+    if not batch_nos:
         return []
     rows = [
         {
@@ -314,10 +314,171 @@ async def queue_batches(
                 campaign_id=campaign_id, batch_no=batch_no, send_round=send_round
             ).to_bytes(),
         }
-        for batch_no in range(batches)
+        for batch_no in batch_nos
     ]
     result = await session.execute(insert(outbox_table).returning(outbox_table.c.id), rows)
     return [int(row_id) for row_id in result.scalars()]
+
+
+# Batches of a campaign that still have pending rows, from a batch number up, in order.
+# One index probe per batch number (the partial index on pending rows), so it stops early.
+_PENDING_BATCHES = text("""
+SELECT n FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS n
+WHERE EXISTS (
+    SELECT 1 FROM campaign_deliveries
+    WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
+)
+ORDER BY n
+LIMIT :limit
+""")
+
+
+async def _pending_batches(
+    session: AsyncSession, campaign_id: uuid.UUID, first: int, last: int, limit: int
+) -> list[int]:
+    if first > last:
+        return []
+    rows = await session.execute(
+        _PENDING_BATCHES,
+        {"campaign_id": campaign_id, "first": first, "last": last, "limit": limit},
+    )
+    return [int(n) for n in rows.scalars()]
+
+
+async def open_window(session: AsyncSession, campaign: Campaign, size: int) -> list[int]:
+    """(Re)start sending: the first ``size`` batches with pending rows go to Kafka.
+
+    Used by the planner, resume, retry-failed and the reconciler. Batches that
+    may already be in flight are harmless to send again (idempotent sender).
+    Returns the outbox ids to publish after the commit.
+    """
+    batch_nos = await _pending_batches(session, campaign.id, 0, campaign.batch_count - 1, size)
+    campaign.enqueue_cursor = batch_nos[-1] if batch_nos else campaign.batch_count - 1
+    campaign.last_progress_at = func.now()
+    return await queue_batches(session, campaign.id, batch_nos, campaign.send_round)
+
+
+async def release_next_batch(session: AsyncSession, campaign_id: uuid.UUID) -> list[int]:
+    """A batch was handled: hand the next pending batch past the window to Kafka.
+
+    This keeps at most a window of each campaign's batches in the topic, so
+    campaigns interleave fairly, and pause/cancel take effect within a window.
+    Locks the campaign row until the caller commits.
+    """
+    row = (
+        await session.execute(
+            select(Campaign.enqueue_cursor, Campaign.batch_count, Campaign.send_round)
+            .where(Campaign.id == campaign_id, Campaign.status == "sending")
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        return []
+    cursor, batch_count, send_round = row
+    batch_nos = await _pending_batches(session, campaign_id, cursor + 1, batch_count - 1, 1)
+    values: dict[str, Any] = {"last_progress_at": func.now()}
+    if batch_nos:
+        values["enqueue_cursor"] = batch_nos[0]
+    await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
+    return await queue_batches(session, campaign_id, batch_nos, send_round)
+
+
+_COUNTER_COLUMNS = frozenset(COUNTERS)
+
+
+async def move_rows(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    from_status: str,
+    to_status: str,
+    *,
+    skip_suppressed: bool = False,
+) -> int:
+    """Move every row of one status to another and keep the counters in step."""
+    assert from_status in _COUNTER_COLUMNS and to_status in _COUNTER_COLUMNS
+    suppressed = (
+        """AND NOT EXISTS (
+            SELECT 1 FROM suppressions s JOIN campaigns c ON c.id = d.campaign_id
+            WHERE s.email = d.recipient_email
+              AND (s.sponsor_id = c.sponsor_id OR s.sponsor_id IS NULL))"""
+        if skip_suppressed
+        else ""
+    )
+    # Column names come from the assert above, never from input.
+    statement = text(f"""
+WITH moved AS (
+    UPDATE campaign_deliveries d SET status = :to_status, last_error = NULL
+    WHERE d.campaign_id = :campaign_id AND d.status = :from_status {suppressed}
+    RETURNING d.batch_no % {STATS_SHARDS} AS shard
+), counted AS (
+    INSERT INTO campaign_stats (campaign_id, shard, {from_status}, {to_status})
+    SELECT :campaign_id, shard, -count(*), count(*) FROM moved GROUP BY shard
+    ON CONFLICT (campaign_id, shard) DO UPDATE SET
+        {from_status} = campaign_stats.{from_status} + EXCLUDED.{from_status},
+        {to_status} = campaign_stats.{to_status} + EXCLUDED.{to_status}
+    RETURNING 1
+)
+SELECT count(*) FROM moved
+""")  # noqa: S608
+    moved = await session.scalar(
+        statement,
+        {"campaign_id": campaign_id, "from_status": from_status, "to_status": to_status},
+    )
+    return int(moved or 0)
+
+
+async def reserve_hourly_sends(
+    session: AsyncSession, sponsor_id: str, count: int, cap: int
+) -> bool:
+    """Take ``count`` sends from the sponsor's hourly cap; False when the hour is full."""
+    reserved = await session.scalar(
+        text("""
+INSERT INTO sponsor_hourly_sends (sponsor_id, hour_start, sent)
+VALUES (:sponsor_id, date_trunc('hour', now()), :count)
+ON CONFLICT (sponsor_id, hour_start) DO UPDATE
+    SET sent = sponsor_hourly_sends.sent + EXCLUDED.sent
+    WHERE sponsor_hourly_sends.sent + EXCLUDED.sent <= :cap
+RETURNING sent
+"""),
+        {"sponsor_id": sponsor_id, "count": count, "cap": cap},
+    )
+    return reserved is not None
+
+
+async def due_scheduled(session: AsyncSession, limit: int = 100) -> list[Campaign]:
+    """Scheduled campaigns whose time has come, locked for the caller."""
+    query = (
+        select(Campaign)
+        .where(Campaign.status == "scheduled", Campaign.send_at <= func.now())
+        .order_by(Campaign.send_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def stalled(session: AsyncSession, stall_seconds: float, limit: int = 100) -> list[Campaign]:
+    """Campaigns that should be moving but have not for ``stall_seconds``, locked.
+
+    ``sending`` without progress (lost batch messages, a poison message, a broker
+    that lost its data) or ``queued`` and never planned (a lost campaign event).
+    """
+    horizon = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, stall_seconds)
+    query = (
+        select(Campaign)
+        .where(
+            or_(
+                and_(
+                    Campaign.status == "sending",
+                    func.coalesce(Campaign.last_progress_at, Campaign.planned_at) < horizon,
+                ),
+                and_(Campaign.status == "queued", Campaign.queued_at < horizon),
+            )
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(query)).all())
 
 
 async def set_status(
