@@ -53,6 +53,16 @@ def fake_resend() -> Iterator[FakeResend]:
     fake.stop()
 
 
+@pytest.fixture
+def fake(fake_resend: FakeResend) -> Iterator[FakeResend]:
+    """The session's fake Resend, back to normal behaviour after the test."""
+    yield fake_resend
+    fake_resend.set_latency(0)
+    fake_resend.set_hang(False)
+    fake_resend.set_rate_limit(None)
+    fake_resend.reset()
+
+
 @pytest.fixture(scope="session")
 def settings(
     stack: DevStack, fake_resend: FakeResend, tmp_path_factory: pytest.TempPathFactory
@@ -70,6 +80,11 @@ def settings(
         auth_jwt_secret="test-secret-for-the-suite-0123456789",
         tracking_secret="tracking-secret-for-the-suite-0123",
         relay_interval_seconds=0.2,
+        send_max_tries=2,
+        send_retry_topic_attempts=2,
+        send_retry_base_seconds=0.2,
+        reconcile_interval_seconds=1.0,
+        reconcile_stall_seconds=5.0,
     )
 
 

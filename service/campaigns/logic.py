@@ -34,8 +34,7 @@ async def create(
     compile_message(body.subject, body.message_body, body.html_body)
     if not body.draft:
         ensure_can_send(sponsor)
-    if body.send_at is not None and not body.draft:
-        ensure_can_send(sponsor)
+    scheduled = not body.draft and body.send_at is not None and body.send_at > datetime.now(UTC)
     campaign = Campaign(
         id=uuid.uuid4(),
         sponsor_id=sponsor.id,
@@ -46,16 +45,13 @@ async def create(
         audience_type=body.audience_type,
         event_id=body.event_id,
         metadata_=body.metadata,
-        status="draft",
+        status="scheduled" if scheduled else "draft",
         send_at=body.send_at,
         total_recipients=await repository.count_audience(session, sponsor.id, body.audience_type),
     )
     session.add(campaign)
     await session.flush()
-    if body.draft:
-        return campaign, None
-    if body.send_at is not None and body.send_at > datetime.now(UTC):
-        campaign.status = "scheduled"
+    if body.draft or scheduled:
         return campaign, None
     return campaign, await queue(session, sponsor, campaign)
 

@@ -185,13 +185,23 @@ async def load_pending_batch(
     ]
 
 
+# A row cancelled while its batch was already with the provider was sent all the
+# same: it becomes ``sent`` too, and the statement reports what each row was before.
 _MARK_SENT = text("""
-UPDATE campaign_deliveries d
-SET status = 'sent', provider_message_id = v.message_id, sent_at = now(),
-    attempts = d.attempts + 1, last_error = NULL
-FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[])) AS v(id, message_id)
-WHERE d.id = v.id AND d.status = 'pending'
-RETURNING d.id
+WITH old AS (
+    SELECT id, status FROM campaign_deliveries
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND status IN ('pending', 'cancelled')
+    FOR UPDATE
+), moved AS (
+    UPDATE campaign_deliveries d
+    SET status = 'sent', provider_message_id = v.message_id, sent_at = now(),
+        attempts = d.attempts + 1, last_error = NULL
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[])) AS v(id, message_id), old
+    WHERE d.id = v.id AND old.id = d.id
+    RETURNING old.status AS was
+)
+SELECT count(*) FILTER (WHERE was = 'pending'), count(*) FILTER (WHERE was = 'cancelled')
+FROM moved
 """)
 
 _MARK_FAILED = text("""
@@ -214,26 +224,27 @@ async def record_batch_outcome(
 
     A batch handled twice moves nothing the second time, so counters stay right.
     """
-    n_sent = n_failed = 0
+    n_sent = n_failed = was_cancelled = 0
     if sent:
         ids, message_ids = zip(*sent, strict=True)
         result = await session.execute(
             _MARK_SENT, {"ids": list(ids), "message_ids": list(message_ids)}
         )
-        n_sent = len(result.all())
+        was_pending, was_cancelled = result.one()
+        n_sent = was_pending + was_cancelled
     if failed:
         ids, errors = zip(*failed, strict=True)
         result = await session.execute(_MARK_FAILED, {"ids": list(ids), "errors": list(errors)})
         n_failed = len(result.all())
-    if n_sent or n_failed:
-        await bump_counters(
-            session,
-            campaign_id,
-            batch_no,
-            pending=-(n_sent + n_failed),
-            sent=n_sent,
-            failed=n_failed,
-        )
+    await bump_counters(
+        session,
+        campaign_id,
+        batch_no,
+        pending=-(n_sent - was_cancelled + n_failed),
+        cancelled=-was_cancelled,
+        sent=n_sent,
+        failed=n_failed,
+    )
     return n_sent, n_failed
 
 

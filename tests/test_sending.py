@@ -1,0 +1,346 @@
+"""Sending lifecycle on the real stack: schedules, pause/resume/cancel, failures, caps, fairness."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import confluent_kafka
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.events import TOPIC_CAMPAIGN_BATCHES_DLQ, CampaignBatch
+from service.kafka import make_consumer
+from service.models import CampaignDelivery, Suppression
+from service.settings import Settings
+from tests import factories
+from tests.conftest import TokenFactory, eventually
+from tests.fakes.resend_server import FakeResend
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+
+class Api:
+    """The sponsor's view of one test: create, act, read stats."""
+
+    def __init__(self, client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> None:
+        self.client = client
+        self.sponsor = sponsor
+        self.headers = token(sponsor)
+        self.domain = f"{sponsor}.example"
+
+    def url(self, path: str = "") -> str:
+        return f"/api/v1/sponsors/{self.sponsor}/campaigns{path}"
+
+    async def leads(self, count: int, **fields: Any) -> None:
+        await factories.add_leads(
+            self.client,
+            self.sponsor,
+            self.headers,
+            factories.leads(count, domain=self.domain, **fields),
+        )
+
+    async def create(self, **overrides: Any) -> dict[str, Any]:
+        response = await self.client.post(
+            self.url(), headers=self.headers, json=factories.campaign(**overrides)
+        )
+        assert response.status_code == 202, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def post(self, campaign_id: str, action: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.post(
+            self.url(f"/{campaign_id}/{action}"), headers=self.headers, **kwargs
+        )
+
+    async def stats(self, campaign_id: str) -> dict[str, Any]:
+        response = await self.client.get(self.url(f"/{campaign_id}/stats"), headers=self.headers)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def campaign(self, campaign_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = (
+            await self.client.get(self.url(f"/{campaign_id}"), headers=self.headers)
+        ).json()
+        return result
+
+    async def wait_status(
+        self, campaign_id: str, status: str, within: float = 60
+    ) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            stats = await self.stats(campaign_id)
+            return stats if stats["status"] == status else None
+
+        return await eventually(reached, within=within)
+
+    def per_recipient(self, fake: FakeResend) -> Counter[str]:
+        return Counter(m.to[0] for m in fake.messages if m.to[0].endswith("@" + self.domain))
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> Api:
+    return Api(client, sponsor, token)
+
+
+async def test_a_scheduled_campaign_waits_then_sends(api: Api, fake: FakeResend) -> None:
+    await api.leads(20)
+    send_at = datetime.now(UTC) + timedelta(seconds=3)
+    created = await api.create(send_at=send_at.isoformat())
+    assert created["status"] == "scheduled"
+    assert datetime.fromisoformat(created["send_at"]) == send_at.replace(
+        microsecond=send_at.microsecond
+    )
+    await asyncio.sleep(1)
+    assert (await api.stats(created["id"]))["status"] == "scheduled"
+    assert not api.per_recipient(fake)
+    stats = await api.wait_status(created["id"], "sent", within=30)
+    assert stats["sent"] == 20
+    assert set(api.per_recipient(fake).values()) == {1}
+
+
+async def test_a_schedule_without_a_timezone_is_422(api: Api) -> None:
+    response = await api.client.post(
+        api.url(), headers=api.headers, json=factories.campaign(send_at="2030-01-01T10:00:00")
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "send_at"
+
+
+async def test_a_draft_can_be_scheduled(api: Api) -> None:
+    draft = await api.create(draft=True)
+    send_at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    response = await api.post(draft["id"], "schedule", json={"send_at": send_at})
+    assert response.status_code == 200
+    assert response.json()["status"] == "scheduled"
+
+
+async def test_pause_stops_sending_and_resume_finishes_exactly_once(
+    api: Api, fake: FakeResend
+) -> None:
+    await api.leads(2000)
+    fake.set_latency(1.0)
+    created = await api.create()
+    await api.wait_status(created["id"], "sending")
+    paused = await api.post(created["id"], "pause")
+    assert paused.status_code == 200
+    assert paused.json()["status"] == "paused"
+
+    async def settled() -> list[int] | None:
+        before = (await api.stats(created["id"]))["sent"]
+        await asyncio.sleep(2.5)  # batches in flight finish, nothing new starts
+        after = (await api.stats(created["id"]))["sent"]
+        return [after] if after == before else None
+
+    (sent_while_paused,) = await eventually(settled, within=30)
+    assert sent_while_paused < 2000
+    fake.set_latency(0)
+    assert (await api.post(created["id"], "resume")).status_code == 202
+    stats = await api.wait_status(created["id"], "sent")
+    assert stats["sent"] == 2000
+    assert stats["pending"] == 0
+    per_recipient = api.per_recipient(fake)
+    assert len(per_recipient) == 2000
+    assert set(per_recipient.values()) == {1}
+
+
+async def test_cancel_keeps_sent_rows_and_cancels_the_rest(api: Api, fake: FakeResend) -> None:
+    await api.leads(2000)
+    fake.set_latency(1.0)
+    created = await api.create()
+    await api.wait_status(created["id"], "sending")
+    cancelled = await api.post(created["id"], "cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    fake.set_latency(0)
+    await asyncio.sleep(3)
+    stats = await api.stats(created["id"])
+    assert stats["pending"] == 0
+    assert stats["cancelled"] > 0
+    assert stats["sent"] + stats["cancelled"] == 2000
+    assert sum(api.per_recipient(fake).values()) == stats["sent"]
+    again = await api.post(created["id"], "cancel")
+    assert again.status_code == 409
+
+
+async def test_transient_errors_are_retried_with_the_same_idempotency_key(
+    api: Api, fake: FakeResend
+) -> None:
+    await api.leads(50)
+    fake.fail_next(1, status=500)
+    created = await api.create()
+    stats = await api.wait_status(created["id"], "sent")
+    assert stats["sent"] == 50
+    assert set(api.per_recipient(fake).values()) == {1}
+    keys = [
+        r.idempotency_key
+        for r in fake.requests
+        if r.idempotency_key and r.idempotency_key.startswith(created["id"])
+    ]
+    assert len(keys) == 2
+    assert len(set(keys)) == 1
+
+
+async def test_a_rejected_batch_fails_its_rows_and_retry_failed_redrives_them(
+    api: Api, fake: FakeResend, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.leads(30)
+    fake.fail_next(1, status=422)
+    created = await api.create()
+    stats = await api.wait_status(created["id"], "sent")
+    assert (stats["sent"], stats["failed"]) == (0, 30)
+    rows = (
+        await api.client.get(
+            api.url(f"/{created['id']}/deliveries"),
+            headers=api.headers,
+            params={"status": "failed"},
+        )
+    ).json()["items"]
+    assert len(rows) == 30
+    assert all(row["last_error"] for row in rows)
+
+    async with sessions.begin() as session:
+        session.add(
+            Suppression(sponsor_id=api.sponsor, email=f"lead0@{api.domain}", reason="manual")
+        )
+    response = await api.post(created["id"], "retry-failed")
+    assert response.status_code == 202
+    assert response.json()["retried"] == 29
+    assert response.json()["campaign"]["send_round"] == 1
+    stats = await api.wait_status(created["id"], "sent")
+    assert (stats["sent"], stats["failed"]) == (29, 1)
+    assert f"lead0@{api.domain}" not in api.per_recipient(fake)
+    assert set(api.per_recipient(fake).values()) == {1}
+
+
+async def test_a_quota_error_pauses_the_campaign_and_resume_continues(
+    api: Api, fake: FakeResend
+) -> None:
+    await api.leads(40)
+    fake.fail_next(1, status=429, error_name="daily_quota_exceeded")
+    created = await api.create()
+    paused = await api.wait_status(created["id"], "paused")
+    assert paused["sent"] == 0
+    assert (await api.campaign(created["id"]))["status_reason"] == "daily_quota_exceeded"
+    assert (await api.post(created["id"], "resume")).status_code == 202
+    stats = await api.wait_status(created["id"], "sent")
+    assert stats["sent"] == 40
+
+
+async def test_a_campaign_that_keeps_failing_pauses_itself(
+    api: Api, fake: FakeResend, migrated: Settings
+) -> None:
+    await api.leads(migrated.send_failure_pause_min + 100)
+    fake.fail_for(60, status=422)
+    created = await api.create()
+    await api.wait_status(created["id"], "paused")
+    campaign = await api.campaign(created["id"])
+    assert campaign["status_reason"].startswith("failure_rate")
+
+
+async def test_a_batch_that_keeps_failing_goes_to_the_dead_letter_topic(
+    api: Api, fake: FakeResend, migrated: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.leads(10)
+    fake.fail_for(60, status=503)
+    created = await api.create()
+    stats = await api.wait_status(created["id"], "sent", within=60)
+    assert stats["failed"] == 10
+    async with sessions() as session:
+        errors = set(
+            (
+                await session.scalars(
+                    select(CampaignDelivery.last_error).where(
+                        CampaignDelivery.campaign_id == uuid.UUID(created["id"])
+                    )
+                )
+            ).all()
+        )
+    assert len(errors) == 1
+    assert "503" in str(errors) or "unavailable" in str(errors).lower()
+
+    consumer = make_consumer(migrated, f"dlq-reader-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([migrated.topic(TOPIC_CAMPAIGN_BATCHES_DLQ)])
+
+    def dead_letters() -> list[CampaignBatch]:
+        found: list[CampaignBatch] = []
+        for _ in range(20):
+            for message in consumer.consume(100, 0.5):
+                if message.error() is None:
+                    event = CampaignBatch.model_validate_json(message.value() or b"")
+                    if str(event.campaign_id) == created["id"]:
+                        found.append(event)
+            if found:
+                return found
+        return found
+
+    try:
+        letters = await asyncio.to_thread(dead_letters)
+    finally:
+        consumer.close()
+    assert letters
+    assert letters[0].attempt == migrated.send_retry_topic_attempts
+    assert letters[0].last_error
+
+
+async def test_the_hourly_cap_holds_a_sponsor_back(
+    api: Api, fake: FakeResend, admin: dict[str, str]
+) -> None:
+    await api.client.put(
+        f"/api/v1/sponsors/{api.sponsor}",
+        headers=admin,
+        json={
+            "name": "Capped",
+            "from_email": "a@capped.example",
+            "postal_address": "1 Road",
+            "hourly_send_cap": 150,
+        },
+    )
+    await api.leads(300)
+    created = await api.create()
+    await eventually(lambda: _sent_at_least(api, created["id"], 100), within=30)
+    await asyncio.sleep(2)
+    stats = await api.stats(created["id"])
+    assert stats["status"] == "sending"
+    assert stats["sent"] == 100
+    assert stats["pending"] == 200
+
+
+async def _sent_at_least(api: Api, campaign_id: str, count: int) -> bool:
+    return bool((await api.stats(campaign_id))["sent"] >= count)
+
+
+async def test_a_small_campaign_is_not_starved_by_a_huge_one(
+    client: httpx.AsyncClient, token: TokenFactory, admin: dict[str, str], fake: FakeResend
+) -> None:
+    apis = []
+    for name in ("huge", "small"):
+        sponsor = f"{name}-{uuid.uuid4().hex[:8]}"
+        await client.put(
+            f"/api/v1/sponsors/{sponsor}",
+            headers=admin,
+            json={"name": name, "from_email": f"x@{name}.example"},
+        )
+        apis.append(Api(client, sponsor, token))
+    huge, small = apis
+    await huge.leads(20_000)
+    await small.leads(50)
+    fake.set_latency(0.3)
+    big = await huge.create()
+    await huge.wait_status(big["id"], "sending")
+    little = await small.create()
+    await small.wait_status(little["id"], "sent", within=60)
+    huge_stats = await huge.stats(big["id"])
+    assert huge_stats["status"] == "sending"
+    assert huge_stats["sent"] < 20_000 * 0.6
+
+
+def test_consumers_use_the_classic_group_protocol(migrated: Settings) -> None:
+    """The local broker ignores KIP-848; production clusters must not be switched to it silently."""
+    consumer = make_consumer(migrated, "probe")
+    assert isinstance(consumer, confluent_kafka.Consumer)
+    consumer.close()
