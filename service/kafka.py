@@ -8,6 +8,7 @@ answer 2xx afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -18,6 +19,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from schemas.events import ALL_TOPICS, TOPIC_CAMPAIGN_BATCHES
 from service.settings import KafkaConfig, Settings
+
+log = logging.getLogger(__name__)
 
 Outgoing = tuple[str, str, bytes]  # (topic without prefix, key, value)
 
@@ -40,14 +43,22 @@ class Producer:
             "message.timeout.ms": 30_000,
             **overrides,
         }
+        self._config = config
         self._producer = confluent_kafka.Producer(config)
         self._running = True
+        self._stuck = False
+        self._retired: list[confluent_kafka.Producer] = []
         self._thread = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
         self._thread.start()
 
     def _poll_loop(self) -> None:
         while self._running:
             self._producer.poll(0.1)
+            # Replaced producers still owe callbacks for what they hold: serve them until empty.
+            for old in list(self._retired):
+                old.poll(0)
+                if len(old) == 0:
+                    self._retired.remove(old)
 
     async def send(self, messages: Iterable[Outgoing]) -> None:
         """Produce every message and wait until the broker has acknowledged all of them."""
@@ -59,9 +70,14 @@ class Producer:
                 if err is None:
                     loop.call_soon_threadsafe(_resolve, fut, None)
                 else:
+                    if err.fatal() or err.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT:
+                        self._stuck = True
                     loop.call_soon_threadsafe(_resolve, fut, KafkaUnavailable(str(err)))
 
             return callback
+
+        if self._stuck:
+            self._renew()
 
         for topic, key, value in messages:
             fut: asyncio.Future[None] = loop.create_future()
@@ -80,6 +96,19 @@ class Producer:
                     await asyncio.sleep(0.01)
         if futures:
             await asyncio.gather(*futures)
+
+    def _renew(self) -> None:
+        """Replace a producer that is stuck or failed for good.
+
+        An idempotent producer whose broker lost its state (a restarted broker
+        without storage, a new cluster) keeps retrying with a producer id the
+        broker no longer knows, and every message times out; a new producer
+        gets a new id and works at once.
+        """
+        log.warning("kafka producer timed out or failed; starting a new one")
+        self._retired.append(self._producer)
+        self._producer = confluent_kafka.Producer(self._config)
+        self._stuck = False
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -87,15 +88,29 @@ class Relay:
             self._leader = None
 
     async def cycle(self) -> bool:
-        """One round of the leader's duties; True if there was work (go again at once)."""
-        published = await outbox.publish_stale(self.sessions, self.producer, STALE_AFTER_SECONDS)
-        queued = await self.queue_due()
+        """One round of the leader's duties; True if there was work (go again at once).
+
+        Each duty fails on its own: a broker that cannot take messages must not
+        stop the reconciler, which is what re-creates its topics.
+        """
         if time.monotonic() - self._reconciled_at >= self.settings.reconcile_interval_seconds:
             self._reconciled_at = time.monotonic()
-            await self.reconcile()
+            await self._duty("reconcile", self.reconcile)
+        published = await self._duty("outbox", self.publish_stale)
+        queued = await self._duty("scheduler", self.queue_due)
         if published or queued:
             log.info("relay: published %d outbox rows, queued %d scheduled", published, queued)
         return bool(published or queued)
+
+    async def _duty(self, name: str, duty: Callable[[], Awaitable[int]]) -> int:
+        try:
+            return await duty()
+        except Exception as exc:
+            log.warning("relay %s: %s", name, exc)
+            return 0
+
+    async def publish_stale(self) -> int:
+        return await outbox.publish_stale(self.sessions, self.producer, STALE_AFTER_SECONDS)
 
     async def queue_due(self) -> int:
         async with self.sessions.begin() as session:
