@@ -166,11 +166,42 @@ async def test_headers_pass_through_and_a_text_less_message_is_html_only(
     finally:
         await provider.aclose()
     message = parse(server.messages[0].data)
-    # Folded at 78 characters; the parser keeps the fold's leading space.
-    assert message["List-Unsubscribe"].strip() == UNSUBSCRIBE["List-Unsubscribe"]
+    assert message["List-Unsubscribe"] == UNSUBSCRIBE["List-Unsubscribe"]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Reply-To"] == "desk@sponsor.example"
     assert message.get_content_type() == "text/html"
+
+
+async def test_unicode_is_encoded_and_line_breaks_cannot_inject_headers(
+    server: FakeSMTP,
+) -> None:
+    provider = plain_provider(server)
+    try:
+        await provider.send_batch(
+            [
+                outgoing(
+                    1,
+                    sender="Jürgen Müller <news@sponsor.example>",
+                    subject="Grüße, Zoë\r\nBcc: victim@example.org",
+                    text="Hallo Zoë,\nschöne Grüße.\n",
+                    html="<p>Hallo Zoë</p>",
+                    headers={"X-Note": "a\nBcc: other@example.org"},
+                )
+            ],
+            "key-unicode",
+        )
+    finally:
+        await provider.aclose()
+    (received,) = server.messages
+    assert received.rcpt_tos == ["reader1@example.org"]
+    message = parse(received.data)
+    assert message["Subject"] == "Grüße, Zoë Bcc: victim@example.org"
+    assert message["From"].addresses[0].display_name == "Jürgen Müller"
+    assert message["X-Note"] == "a Bcc: other@example.org"
+    assert "Bcc" not in message
+    parts = {part.get_content_type(): part.get_content() for part in message.iter_parts()}
+    assert parts["text/plain"].replace("\r\n", "\n").rstrip() == "Hallo Zoë,\nschöne Grüße."
+    assert parts["text/html"].strip() == "<p>Hallo Zoë</p>"
 
 
 async def test_starttls_with_auth(server_tls: ssl.SSLContext, ca_file: str) -> None:

@@ -32,16 +32,18 @@ the pool opens a fresh one for the next batch.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
+import re
 import ssl
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from email import policy
-from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
 from typing import Literal
 
 import aiosmtplib
@@ -73,7 +75,6 @@ DKIM_HEADERS = (
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
 )
-_POLICY = policy.SMTP  # CRLF line endings: the bytes signed are the bytes sent
 
 
 def message_id(email: OutgoingEmail, domain: str) -> str:
@@ -189,28 +190,50 @@ class SMTPProvider:
                 await _close(connection.smtp, quit=True)
 
     def build(self, email: OutgoingEmail) -> tuple[str, bytes]:
-        """The message id (without brackets) and the bytes to send, signed when DKIM is on."""
+        """The message id (without brackets) and the bytes to send, signed when DKIM is on.
+
+        Written by hand rather than with ``email.message.EmailMessage``, whose
+        header objects cost ~4 ms a message; the structure is always the same
+        (one part, or ``multipart/alternative`` of text and HTML, both
+        quoted-printable UTF-8).
+        """
         mid = message_id(email, self.message_id_domain)
-        message = EmailMessage(policy=_POLICY)
-        message["From"] = email.sender
-        message["To"] = email.to
-        message["Subject"] = email.subject
-        message["Date"] = formatdate(localtime=False, usegmt=True)
-        message["Message-ID"] = mid
+        headers: dict[str, str] = {
+            "From": _address_header(email.sender),
+            "To": _address_header(email.to),
+            "Subject": _header_value(email.subject),
+            "Date": formatdate(localtime=False, usegmt=True),
+            "Message-ID": mid,
+        }
         if email.reply_to:
-            message["Reply-To"] = email.reply_to
+            headers["Reply-To"] = _address_header(email.reply_to)
+        canonical = {name.lower(): name for name in headers}
         for name, value in email.headers.items():
-            if name in message:
-                del message[name]
-            message[name] = value
+            clean = _header_name(name)
+            headers.pop(canonical.get(clean.lower(), clean), None)
+            headers[clean] = _header_value(value)
+            canonical[clean.lower()] = clean
+        headers["MIME-Version"] = "1.0"
+        lines = [f"{name}: {value}" for name, value in headers.items()]
         if email.text:
-            message.set_content(email.text, cte="quoted-printable")
-            message.add_alternative(email.html, subtype="html", cte="quoted-printable")
+            boundary = f"=_{email.delivery_id}_{uuid.uuid4().hex}"  # "=_" never occurs in QP
+            lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+            head = "\r\n".join(lines).encode() + b"\r\n\r\n"
+            dash = b"--" + boundary.encode()
+            body = b"".join(
+                (
+                    dash + b"\r\n" + _TEXT_PART + _qp(email.text) + b"\r\n",
+                    dash + b"\r\n" + _HTML_PART + _qp(email.html) + b"\r\n",
+                    dash + b"--\r\n",
+                )
+            )
         else:
-            message.set_content(email.html, subtype="html", cte="quoted-printable")
-        raw = message.as_bytes(policy=_POLICY)
+            head = "\r\n".join(lines).encode() + b"\r\n" + _HTML_PART
+            body = _qp(email.html) + b"\r\n"
+        raw = head + body
         if self.dkim_signer is not None:
-            raw = self.dkim_signer.sign(raw, [name for name in DKIM_HEADERS if name in message])
+            present = {name.lower() for name in headers}
+            raw = self.dkim_signer.sign(raw, [h for h in DKIM_HEADERS if h.lower() in present])
         # The stored id is this Message-ID; the deliveries column holds 100 characters.
         return mid.strip("<>")[:100], raw
 
@@ -275,6 +298,55 @@ class SMTPProvider:
         await smtp.connect()
         self.connections_opened += 1
         return _Connection(smtp=smtp, used_at=time.monotonic())
+
+
+_TEXT_PART = (
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+)
+_HTML_PART = (
+    b'Content-Type: text/html; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+)
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_NOT_A_HEADER_NAME = re.compile(r"[^!-9;-~]")  # RFC 5322: printable ASCII except ":"
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable UTF-8 with CRLF line ends and lines of at most 76 characters."""
+    data = _LINE_BREAKS.sub("\r\n", text).encode()
+    return binascii.b2a_qp(data, istext=True, header=False)
+
+
+def _header_name(name: str) -> str:
+    clean = _NOT_A_HEADER_NAME.sub("", name)
+    if not clean:
+        raise ValueError(f"not a header name: {name!r}")
+    return clean
+
+
+def _header_value(value: str) -> str:
+    """One header's value, safe to put on the wire.
+
+    Line breaks become spaces (a subject rendered from a lead's data must not
+    inject a header); non-ASCII text becomes RFC 2047 encoded words; a long
+    value is folded.
+    """
+    value = _LINE_BREAKS.sub(" ", value)
+    if value.isascii() and len(value) <= 900:
+        return value
+    return Header(value, "utf-8" if not value.isascii() else "us-ascii").encode(
+        linesep="\r\n", maxlinelen=76
+    )
+
+
+def _address_header(value: str) -> str:
+    """``Name <address>`` with the name encoded when it is not ASCII."""
+    value = _LINE_BREAKS.sub(" ", value)
+    if value.isascii():
+        return value
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8")
 
 
 def _row_error_or_raise(code: int, message: str) -> str:
