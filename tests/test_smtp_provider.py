@@ -239,6 +239,17 @@ async def test_a_wrong_password_is_a_permanent_error(
         assert not srv.messages
 
 
+async def test_starttls_is_required_never_skipped(server: FakeSMTP) -> None:
+    provider = SMTPProvider("127.0.0.1", server.port, tls="starttls")  # server has no TLS
+    try:
+        with pytest.raises(PermanentProviderError) as raised:
+            await provider.send_batch([outgoing(1)], "key-no-starttls")
+    finally:
+        await provider.aclose()
+    assert raised.value.code == "smtp_not_supported"
+    assert not server.messages
+
+
 async def test_implicit_tls(server_tls: ssl.SSLContext, ca_file: str) -> None:
     with FakeSMTP(tls="tls", tls_context=server_tls, credentials={"app": "pw"}) as srv:
         provider = SMTPProvider(
@@ -365,6 +376,19 @@ async def test_a_4xx_is_transient_and_the_retry_sends_only_what_was_not_accepted
     assert all(r.provider_message_id for r in results)
     assert Counter(m.rcpt_tos[0] for m in server.messages) == Counter(e.to for e in emails)
     assert provider.connections_opened == 2  # the failed connection was dropped
+
+
+async def test_the_same_batch_sent_twice_at_once_goes_out_once(server: FakeSMTP) -> None:
+    emails = [outgoing(i) for i in range(5)]
+    provider = plain_provider(server)
+    try:
+        first, second = await asyncio.gather(
+            provider.send_batch(emails, "key-twice"), provider.send_batch(emails, "key-twice")
+        )
+    finally:
+        await provider.aclose()
+    assert first == second
+    assert server.accepted == 5
 
 
 async def test_a_421_to_mail_is_transient(server: FakeSMTP) -> None:

@@ -9,7 +9,8 @@ worker dies after the server accepted a message but before the row was
 recorded as sent, the message is sent again. Two things narrow that gap:
 
 * within one process, a retry of a batch with the same idempotency key skips
-  the messages the server already accepted (they are remembered by key);
+  the messages the server already accepted (they are remembered by key), and
+  two copies of a batch sent at once run one after the other;
 * every message carries a ``Message-ID`` derived from its delivery row, so a
   copy sent again after a crash has the same ``Message-ID`` as the first one
   and receivers that deduplicate on it show one message.
@@ -41,7 +42,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Literal
@@ -106,6 +107,14 @@ class DKIMSigner:
 
 
 @dataclass(slots=True)
+class _Batch:
+    """What the server accepted of one batch (by idempotency key): delivery id → id."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(slots=True)
 class _Connection:
     smtp: aiosmtplib.SMTP
     used_at: float
@@ -146,7 +155,7 @@ class SMTPProvider:
         self._idle: asyncio.LifoQueue[_Connection | None] = asyncio.LifoQueue()
         for _ in range(pool_size):
             self._idle.put_nowait(None)
-        self._accepted: OrderedDict[str, dict[int, str]] = OrderedDict()
+        self._batches: OrderedDict[str, _Batch] = OrderedDict()
         self.connections_opened = 0
 
     async def send_batch(
@@ -155,10 +164,20 @@ class SMTPProvider:
         """Send every message of the batch; see the module docstring for errors."""
         if not emails:
             return []
-        accepted = self._accepted.setdefault(idempotency_key, {})
-        self._accepted.move_to_end(idempotency_key)
-        while len(self._accepted) > REMEMBERED_BATCHES:
-            self._accepted.popitem(last=False)
+        batch = self._batches.get(idempotency_key)
+        if batch is None:
+            batch = self._batches[idempotency_key] = _Batch()
+        self._batches.move_to_end(idempotency_key)
+        while len(self._batches) > REMEMBERED_BATCHES:
+            self._batches.popitem(last=False)
+        # The same batch twice at once (a rebalance, a replay) runs one copy at a
+        # time, so the second sends only what the first did not.
+        async with batch.lock:
+            return await self._send(emails, batch.accepted)
+
+    async def _send(
+        self, emails: Sequence[OutgoingEmail], accepted: dict[int, str]
+    ) -> list[SendResult]:
         todo = [email for email in emails if email.delivery_id not in accepted]
         if self.dkim_signer is not None:
             # RSA signing in pure Python takes milliseconds a message: off the loop.
@@ -363,7 +382,8 @@ def _map_error(exc: Exception) -> ProviderError:
         return PermanentProviderError(f"smtp_{exc.code}", exc.message, status=exc.code)
     if _caused_by(exc, ssl.SSLCertVerificationError):
         return PermanentProviderError("smtp_tls_untrusted", str(exc))
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+    if isinstance(exc, aiosmtplib.SMTPNotSupported) or type(exc) is aiosmtplib.SMTPException:
+        # No STARTTLS offered, no AUTH mechanism in common: the server's set-up.
         return PermanentProviderError("smtp_not_supported", str(exc))
     # Timeouts, refused, reset or dropped connections.
     return TransientProviderError("smtp_connection", f"{type(exc).__name__}: {exc}")
