@@ -20,6 +20,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from service.app import create_app
@@ -325,6 +326,30 @@ async def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(
     # A relay that rewrote the unsubscribe link would break the signature.
     tampered = with_unsubscribe.replace(b"https://t.example/u/abc", b"https://evil.example/u")
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_dkim_settings_are_checked_at_start_up(tmp_path: Path) -> None:
+    private, _ = _dkim_key()
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(private)
+    settings = Settings(
+        email_provider="smtp",
+        dkim_selector="s1",
+        dkim_domain="sponsor.example",
+        dkim_private_key_path=str(key_file),
+    )
+    provider = build_provider(settings)
+    assert isinstance(provider, SMTPProvider)
+    assert provider.dkim_signer is not None
+    assert provider.dkim_signer.private_key == private
+    with pytest.raises(RuntimeError, match="DKIM needs"):
+        build_provider(settings.model_copy(update={"dkim_private_key_path": None}))
+    with pytest.raises(RuntimeError, match="not a PEM RSA key"):
+        build_provider(
+            settings.model_copy(
+                update={"dkim_private_key_path": None, "dkim_private_key": SecretStr("not a key")}
+            )
+        )
 
 
 async def test_a_5xx_for_one_recipient_fails_only_that_row(server: FakeSMTP) -> None:

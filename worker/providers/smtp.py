@@ -49,6 +49,7 @@ from typing import Literal
 
 import aiosmtplib
 import dkim
+import dkim.crypto
 
 from service.errors import PermanentProviderError, ProviderError, TransientProviderError
 from worker.providers.base import OutgoingEmail, SendResult
@@ -434,4 +435,8 @@ def dkim_signer_from(
         assert key_path is not None
         with open(key_path, "rb") as handle:
             key = handle.read()
+    try:
+        dkim.crypto.parse_pem_private_key(key)
+    except Exception as exc:  # dkimpy raises several kinds for a bad key
+        raise RuntimeError(f"the DKIM private key is not a PEM RSA key: {exc}") from exc
     return DKIMSigner(selector=selector, domain=domain, private_key=key)
