@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
 
-    email_provider: Literal["resend", "outbox"] = "outbox"
+    email_provider: Literal["resend", "outbox", "smtp"] = "outbox"
     resend_api_key: SecretStr | None = None
     resend_api_url: str = "https://api.resend.com"
     provider_rate_per_second: float = Field(default=2.0, gt=0)
@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     reconcile_stall_seconds: float = Field(default=60.0, gt=0)
     worker_shutdown_grace_seconds: float = Field(default=30.0, gt=0)
+
+    # SMTP provider (EMAIL_PROVIDER=smtp): pooled connections, TLS, Message-ID, DKIM.
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    smtp_pool_size: int = Field(default=4, ge=1)
+    message_id_domain: str | None = None  # default: the host of PUBLIC_BASE_URL
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key: SecretStr | None = None  # PEM; or DKIM_PRIVATE_KEY_PATH
+    dkim_private_key_path: str | None = None
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from service.settings import Settings
 from worker.providers.base import EmailProvider
 
@@ -17,6 +19,30 @@ def build_provider(settings: Settings) -> EmailProvider:
             api_key=settings.resend_api_key.get_secret_value(),
             api_url=settings.resend_api_url,
             timeout=settings.provider_timeout_seconds,
+        )
+    if settings.email_provider == "smtp":
+        from worker.providers.smtp import SMTPProvider, dkim_signer_from
+
+        password = settings.smtp_password
+        dkim_key = settings.dkim_private_key
+        return SMTPProvider(
+            settings.smtp_host,
+            settings.smtp_port,
+            tls=settings.smtp_tls,
+            username=settings.smtp_username,
+            password=password.get_secret_value() if password else None,
+            ca_file=settings.smtp_ca_file,
+            timeout=settings.smtp_timeout_seconds,
+            pool_size=settings.smtp_pool_size,
+            message_id_domain=settings.message_id_domain
+            or urlsplit(settings.public_base_url).hostname
+            or "localhost",
+            dkim_signer=dkim_signer_from(
+                settings.dkim_selector,
+                settings.dkim_domain,
+                dkim_key.get_secret_value() if dkim_key else None,
+                settings.dkim_private_key_path,
+            ),
         )
     from worker.providers.outbox import OutboxProvider
 
