@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     reconcile_stall_seconds: float = Field(default=60.0, gt=0)
     worker_shutdown_grace_seconds: float = Field(default=30.0, gt=0)
 
+    # Rendering and compliance headers (List-Id, List-Unsubscribe mailto).
+    list_id_domain: str | None = None  # default: the host of PUBLIC_BASE_URL
+    unsubscribe_mailto: str | None = None  # e.g. unsubscribe@example.com
+
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""
         return f"{self.kafka_topic_prefix}{name}"

@@ -323,7 +323,7 @@ async def test_a_small_campaign_is_not_starved_by_a_huge_one(
         await client.put(
             f"/api/v1/sponsors/{sponsor}",
             headers=admin,
-            json={"name": name, "from_email": f"x@{name}.example"},
+            json={"name": name, "from_email": f"x@{name}.example", "postal_address": "1 Road"},
         )
         apis.append(Api(client, sponsor, token))
     huge, small = apis
