@@ -7,6 +7,8 @@ media queries (small screens, dark mode), which only work from a ``<style>``.
 
 from __future__ import annotations
 
+FONTS = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+
 # Inlined into style attributes by css-inline (what every mail client reads).
 INLINE_CSS = """
 body { margin: 0; padding: 0; background-color: #f4f5f7; color: #1f2328;
@@ -14,8 +16,8 @@ body { margin: 0; padding: 0; background-color: #f4f5f7; color: #1f2328;
 .wrapper { width: 100%; background-color: #f4f5f7; }
 .outer { padding: 24px 12px; }
 .container { width: 600px; max-width: 600px; background-color: #ffffff; border-radius: 6px; }
-.content { padding: 32px 32px 16px 32px; font-family: -apple-system, 'Segoe UI', Roboto,
-           Helvetica, Arial, sans-serif; font-size: 16px; line-height: 1.6; color: #1f2328;
+.content { padding: 32px 32px 16px 32px; font-family: {fonts}; font-size: 16px;
+           line-height: 1.6; color: #1f2328;
            text-align: start; }
 .content p { margin: 0 0 16px 0; }
 .content a { color: #0b5cad; text-decoration: underline; }
@@ -23,12 +25,12 @@ body { margin: 0; padding: 0; background-color: #f4f5f7; color: #1f2328;
 .content li { margin: 0 0 6px 0; }
 .content h1, .content h2, .content h3 { margin: 0 0 12px 0; line-height: 1.3; color: #111418; }
 .content img { max-width: 100%; height: auto; border: 0; }
-.footer { padding: 16px 32px 32px 32px; font-family: -apple-system, 'Segoe UI', Roboto,
-          Helvetica, Arial, sans-serif; font-size: 12px; line-height: 1.5; color: #57606a;
+.footer { padding: 16px 32px 32px 32px; font-family: {fonts}; font-size: 12px;
+          line-height: 1.5; color: #57606a;
           border-top: 1px solid #e5e7eb; }
 .footer p { margin: 0 0 8px 0; }
 .footer a { color: #57606a; text-decoration: underline; }
-"""
+""".replace("{fonts}", FONTS)
 
 # Kept in a <style> block: media queries cannot be inlined.
 MEDIA_CSS = """

@@ -23,6 +23,7 @@ regular expression or HTML parsing runs per message.
 from __future__ import annotations
 
 import html
+import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -86,8 +87,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         if op == "**":
-            if isinstance(right, int | float) and abs(right) > 100:
-                raise SecurityError("exponent too large")
+            numbers = isinstance(left, int | float) and isinstance(right, int | float)
+            if numbers and abs(left) > 1 and right * math.log2(abs(left)) > 1024:
+                raise SecurityError("the power is too large")
             return operator.pow(left, right)
         if op == "*":
             for seq, n in ((left, right), (right, left)):
@@ -179,9 +181,15 @@ def _column(source: str, lineno: int | None) -> int:
     return max(starts) + 1 if starts else 1
 
 
+# Format strings reach attributes by name ('{0.__class__}'): refused outright.
+_FORBIDDEN_ATTRIBUTES = frozenset(("format", "format_map", "mro"))
+
+
 def _sandbox_violation(ast: nodes.Template) -> str | None:
     for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Include, nodes.Import)):
-        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+        if isinstance(node, nodes.Getattr) and (
+            node.attr.startswith("_") or node.attr in _FORBIDDEN_ATTRIBUTES
+        ):
             return f"access to '{node.attr}' is not allowed"
         if isinstance(node, nodes.Getitem):
             arg = node.arg
@@ -207,7 +215,15 @@ def _check(env: _Sandbox, source: str, field: str) -> None:
     violation = _sandbox_violation(ast)
     if violation:
         raise Unprocessable("template_sandbox_violation", violation, field)
-    unknown = sorted(meta.find_undeclared_variables(ast) - KNOWN_VARIABLES)
+    try:
+        undeclared = meta.find_undeclared_variables(ast)
+    except TemplateSyntaxError as exc:  # e.g. a filter not on the whitelist
+        raise Unprocessable(
+            "template_syntax_error",
+            f"line {exc.lineno}, column {_column(source, exc.lineno)}: {exc.message}",
+            field,
+        ) from None
+    unknown = sorted(undeclared - KNOWN_VARIABLES)
     if unknown:
         raise Unprocessable(
             "unknown_template_variable",
@@ -533,7 +549,8 @@ def compile_message(content: Content, brand: Brand, *, tracking: bool = True) ->
         converter.feed(body)
         converter.close()
         text_source = converter.text()
-    text_source += tags.protect(layout.FOOTER_TEXT)
+    # The empty expression keeps trim_blocks from eating the footer's first line break.
+    text_source += tags.add('{{ "" }}') + tags.protect(layout.FOOTER_TEXT)
 
     constants = {"sponsor": dict(brand.sponsor), "event": dict(brand.event)}
     return CompiledMessage(
