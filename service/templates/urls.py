@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.tracking.tokens import Kind, TokenSigner
+from service.tracking.tokens import Kind, PreparedTokens, TokenSigner
 
 # A delivery id no delivery row has: previews and test sends carry it, so their
 # pixel, links and unsubscribe resolve to nothing and are never counted.
@@ -42,19 +42,19 @@ class UrlBuilder:
         self._click = f"{base}/c/"
         self._unsubscribe = f"{base}/u/"
         self._view = f"{base}/v/"
-        self._requests: dict[int, list[tuple[Kind, int]]] = {}
+        self._plans: dict[int, PreparedTokens] = {}
 
-    def _plan(self, n_links: int) -> list[tuple[Kind, int]]:
-        plan = self._requests.get(n_links)
+    def _plan(self, n_links: int) -> PreparedTokens:
+        plan = self._plans.get(n_links)
         if plan is None:
-            plan = [(Kind.OPEN, 0), (Kind.UNSUBSCRIBE, 0), (Kind.VIEW, 0)]
-            plan += [(Kind.CLICK, position) for position in range(n_links)]
-            self._requests[n_links] = plan
+            requests = [(Kind.OPEN, 0), (Kind.UNSUBSCRIBE, 0), (Kind.VIEW, 0)]
+            requests += [(Kind.CLICK, position) for position in range(n_links)]
+            plan = self._plans[n_links] = self.signer.prepare(requests)
         return plan
 
     def for_delivery(self, delivery_id: int, n_links: int) -> DeliveryUrls:
         """The pixel, unsubscribe, view and ``n_links`` click URLs of ``delivery_id``."""
-        tokens = self.signer.sign_many(delivery_id, self._plan(n_links))
+        tokens = self.signer.sign_prepared(delivery_id, self._plan(n_links))
         click = self._click
         return DeliveryUrls(
             open_pixel=self._open + tokens[0],
