@@ -412,3 +412,38 @@ def test_the_mailto_unsubscribe_is_added_when_configured(migrated: Settings) -> 
         f"<{urls.unsubscribe}>, <mailto:unsub@lists.example?subject=unsubscribe%20{token}>"
     )
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+async def test_compliance_headers_reach_the_outbox_eml_and_the_resend_request(
+    tmp_path: Path,
+) -> None:
+    from email import message_from_bytes, policy
+
+    from worker.providers.base import OutgoingEmail
+    from worker.providers.outbox import OutboxProvider
+    from worker.providers.resend import _to_params
+
+    message = compiled("Hi {{ name }}")
+    urls = URLS.for_delivery(11, len(message.links))
+    rendered = render(message, delivery=11)
+    headers = {
+        "List-Unsubscribe": f"<{urls.unsubscribe}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": "<acme.mail.example.org>",
+    }
+    email = OutgoingEmail(
+        delivery_id=11,
+        campaign_id="c1",
+        sender="ACME <news@acme.example>",
+        to="ada@example.com",
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        headers=headers,
+    )
+    await OutboxProvider(tmp_path).send_batch([email], "key")
+    eml = message_from_bytes((tmp_path / "c1" / "11.eml").read_bytes(), policy=policy.default)
+    for name, value in headers.items():
+        assert str(eml[name]) == value
+    assert eml.get_body(("plain",)) is not None and eml.get_body(("html",)) is not None
+    assert _to_params(email)["headers"] == headers
