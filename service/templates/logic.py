@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import meta, nodes
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +20,7 @@ from service.templates.render import (
     CompiledMessage,
     Content,
     compile_message,
+    used_variables,
     validate,
 )
 from service.templates.urls import UrlBuilder
@@ -93,29 +93,13 @@ async def campaign_content(
     return content, template.id, version.version
 
 
-def _used_variables(content: Content) -> set[str]:
-    """Variables the content uses: names, and ``attributes.x`` for each attribute read."""
-    from service.templates.render import _html_env
-
-    used: set[str] = set()
-    for source in (content.subject, content.message_body, content.html_body, content.text_body):
-        if not source:
-            continue
-        ast = _html_env.parse(source)
-        used |= meta.find_undeclared_variables(ast)
-        for node in ast.find_all(nodes.Getattr):
-            if isinstance(node.node, nodes.Name) and node.node.name == "attributes":
-                used.add(f"attributes.{node.attr}")
-    return used
-
-
 # Set by the service, not the lead: never need declaring.
 _SYSTEM_VARIABLES = frozenset(("sponsor", "event", "unsubscribe_url", "view_in_browser_url"))
 
 
 def declared_variables(body: TemplateContentIn, content: Content) -> list[str]:
     """The version's variables: declared ones must be known and cover what is used."""
-    used = _used_variables(content)
+    used = used_variables(content)
     if body.variables is None:
         return sorted(v for v in used if v != "attributes" and v not in _SYSTEM_VARIABLES)
     declared = {v.strip() for v in body.variables if v.strip()}

@@ -271,6 +271,20 @@ def validate(content: Content) -> None:
         _check(_text_env, content.text_body, "text_body")
 
 
+def used_variables(content: Content) -> set[str]:
+    """Variables valid content uses: names, and ``attributes.x`` for each attribute read."""
+    used: set[str] = set()
+    for source in (content.subject, content.message_body, content.html_body, content.text_body):
+        if not source:
+            continue
+        ast = _html_env.parse(source)
+        used |= meta.find_undeclared_variables(ast)
+        for node in ast.find_all(nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name == "attributes":
+                used.add(f"attributes.{node.attr}")
+    return used
+
+
 # ------------------------------------------------------------------ compile
 
 
