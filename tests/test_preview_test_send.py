@@ -235,3 +235,35 @@ async def test_a_sponsor_without_a_postal_address_cannot_send(
         assert response.status_code == 422, (action, response.text)
         assert response.json()["error"]["code"] == "postal_address_required"
         assert response.json()["error"]["field"] == "postal_address"
+
+
+# ---------------------------------------------------------------- render errors at send time
+
+
+async def test_a_recipient_that_fails_to_render_fails_alone(
+    client: httpx.AsyncClient, sponsor: str, token: TokenFactory, fake: FakeResend, workers: None
+) -> None:
+    domain = f"{sponsor}.render"
+    rows = [
+        {"email": f"good@{domain}", "attributes": {"visits": 2}},
+        {"email": f"bad@{domain}", "attributes": {"visits": "many"}},
+    ]
+    await factories.add_leads(client, sponsor, token(sponsor), rows)
+    campaign = await new_campaign(
+        client, sponsor, token, message_body="Visit number {{ attributes.visits + 1 }}"
+    )
+    base = f"/api/v1/sponsors/{sponsor}/campaigns/{campaign['id']}"
+
+    async def finished() -> dict[str, Any] | None:
+        stats: dict[str, Any] = (await client.get(f"{base}/stats", headers=token(sponsor))).json()
+        return stats if stats["pending"] == 0 and stats["sent"] + stats["failed"] == 2 else None
+
+    stats = await eventually(finished)
+    assert (stats["sent"], stats["failed"]) == (1, 1)
+    failed = (
+        await client.get(f"{base}/deliveries", headers=token(sponsor), params={"status": "failed"})
+    ).json()["items"]
+    assert [row["recipient_email"] for row in failed] == [f"bad@{domain}"]
+    assert failed[0]["last_error"].startswith("render_error: TypeError")
+    (message,) = fake.messages_to(f"good@{domain}")
+    assert message.text and "Visit number 3" in message.text
