@@ -117,15 +117,16 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     return width, height, rgb
 
 
-@pytest.mark.parametrize("name", sorted(MESSAGES))
-def test_messages_render_to_non_blank_screenshots(name: str, tmp_path: Path) -> None:
+def screenshot(name: str, tmp_path: Path, *flags: str) -> list[bytes]:
+    """Render MESSAGES[name] to ``var/screenshots/<name><suffix>.png``; a sample of its pixels."""
     content, lead = MESSAGES[name]
     message = compile_message(content, BRAND)
     rendered = message.render(lead, URLS.for_delivery(1, len(message.links)))
     page = tmp_path / f"{name}.html"
     page.write_text(rendered.html)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOTS / f"{name}.png"
+    suffix = "-dark" if flags else ""
+    shot = SCREENSHOTS / f"{name}{suffix}.png"
     shot.unlink(missing_ok=True)
     subprocess.run(
         [
@@ -140,6 +141,7 @@ def test_messages_render_to_non_blank_screenshots(name: str, tmp_path: Path) -> 
             "--hide-scrollbars",
             f"--user-data-dir={tmp_path / 'profile'}",
             "--window-size=700,900",
+            *flags,
             f"--screenshot={shot}",
             page.as_uri(),
         ],
@@ -149,8 +151,24 @@ def test_messages_render_to_non_blank_screenshots(name: str, tmp_path: Path) -> 
     )
     width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (700, 900)
-    pixels = [row[i : i + 3] for row in rows[::3] for i in range(0, len(row), 9)]
+    return [row[i : i + 3] for row in rows[::3] for i in range(0, len(row), 9)]
+
+
+def assert_not_blank(pixels: list[bytes]) -> bytes:
     background = max(set(pixels), key=pixels.count)
     inked = sum(1 for p in pixels if p != background)
     assert len(set(pixels)) > 20, "the screenshot has almost no colours"
     assert inked / len(pixels) > 0.05, "the screenshot is (nearly) blank"
+    return background
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGES))
+def test_messages_render_to_non_blank_screenshots(name: str, tmp_path: Path) -> None:
+    background = assert_not_blank(screenshot(name, tmp_path))
+    assert sum(background) > 600, "light mode shows a light background"
+
+
+def test_the_layout_turns_dark_in_dark_mode(tmp_path: Path) -> None:
+    dark = ("--force-dark-mode", "--blink-settings=preferredColorScheme=0")
+    background = assert_not_blank(screenshot("markdown", tmp_path, *dark))
+    assert sum(background) < 120, f"dark mode background is {tuple(background)}"
