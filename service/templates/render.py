@@ -479,14 +479,22 @@ class CompiledMessage:
         context["_links"] = urls.links
         context["_pixel"] = urls.open_pixel
         try:
-            subject = single_line(self.subject_template.render(context))
+            subject = single_line(_render(self.subject_template, context))
             return RenderedMessage(
                 subject=_cap_bytes(subject, MAX_SUBJECT_BYTES),
-                html=self.html_template.render(context),
-                text=self.text_template.render(context),
+                html=_render(self.html_template, context),
+                text=_render(self.text_template, context),
             )
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _render(template: Any, context: dict[str, Any]) -> str:
+    """``Template.render`` without its copies of the context (hot path, ~10 µs each).
+
+    The context is built per recipient and never reused, so sharing it is safe.
+    """
+    return "".join(template.root_render_func(template.new_context(context, shared=True)))
 
 
 def _cap_bytes(value: str, limit: int) -> str:
