@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test lint format bench clean help
+.PHONY: run demo test lint format bench clean help chromium
 
 help:
 	@echo "make run    local stack + API + worker + demo campaign, serving until Ctrl-C"
@@ -25,7 +25,18 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/campaignctl demo
 
-test: $(STAMP)
+# Headless Chromium renders messages to PNG in the tests (tests/test_screenshots.py).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+		else \
+			echo "Chromium is missing: install the 'chromium' package (as root: apt-get install -y chromium)"; \
+			exit 1; \
+		fi; \
+	}
+
+test: $(STAMP) chromium
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -22,6 +22,7 @@ TOPIC_TRACKING_EVENTS = "tracking-events.v1"
 TOPIC_PROVIDER_EVENTS = "provider-events.v1"
 TOPIC_DELIVERY_EVENTS = "delivery-events.v1"
 TOPIC_LEADS = "leads.v1"
+TOPIC_CAMPAIGN_TESTS = "campaign-tests.v1"
 
 ALL_TOPICS = (
     TOPIC_CAMPAIGNS,
@@ -32,6 +33,7 @@ ALL_TOPICS = (
     TOPIC_PROVIDER_EVENTS,
     TOPIC_DELIVERY_EVENTS,
     TOPIC_LEADS,
+    TOPIC_CAMPAIGN_TESTS,
 )
 
 
@@ -67,3 +69,18 @@ class CampaignBatch(_Event):
     not_before: datetime | None = None
     # Set on the retry and dead-letter topics: why the last attempt failed.
     last_error: str | None = None
+
+
+class CampaignTestSend(_Event):
+    """Send a campaign's message to a few addresses, marked ``[TEST]`` (``campaign-tests.v1``).
+
+    No delivery rows, no counters: the message carries tokens for no delivery.
+    ``request_id`` is the provider's idempotency key, so a replay sends nothing new.
+    """
+
+    type: Literal["campaign.test"] = "campaign.test"
+    request_id: uuid.UUID
+    campaign_id: uuid.UUID
+    sponsor_id: str
+    emails: list[str]
+    lead_id: int | None = None

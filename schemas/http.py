@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 T = TypeVar("T")
 
@@ -44,6 +44,13 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def _one_line(value: str | None) -> str | None:
+    """Header fields: a CR or LF would let a value inject headers."""
+    if value is not None and ("\r" in value or "\n" in value or "\x00" in value):
+        raise ValueError("must be a single line (no CR, LF or NUL)")
+    return value
+
+
 class SponsorIn(_Body):
     name: str = Field(min_length=1, max_length=200)
     from_email: str = Field(min_length=3, max_length=320)
@@ -52,6 +59,8 @@ class SponsorIn(_Body):
     postal_address: str | None = Field(default=None, max_length=500)
     can_send_messages: bool = True
     hourly_send_cap: int | None = Field(default=None, ge=1)
+
+    _single_line = field_validator("name", "from_email", "from_name", "reply_to")(_one_line)
 
 
 class SponsorOut(BaseModel):
@@ -104,10 +113,22 @@ class BulkLeadsOut(BaseModel):
 
 
 class CampaignIn(_Body):
+    """Inline content (``subject`` + ``message_body`` and/or ``html_body``) or a template."""
+
     name: str = Field(min_length=1, max_length=200)
-    subject: str = Field(min_length=1, max_length=998)
-    message_body: str = Field(min_length=1, max_length=200_000)
-    html_body: str | None = Field(default=None, max_length=500_000)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    message_body: str | None = Field(
+        default=None, min_length=1, max_length=200_000, description="plain text or Markdown"
+    )
+    html_body: str | None = Field(
+        default=None, max_length=500_000, description="replaces the layout's content block"
+    )
+    text_body: str | None = Field(
+        default=None, max_length=200_000, description="plain-text part (derived when absent)"
+    )
+    template_id: uuid.UUID | None = None
+    template_version: int | None = Field(default=None, ge=1, description="default: latest")
+    tracking_enabled: bool = True
     audience_type: AudienceType = "all"
     event_id: str | None = Field(default=None, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -128,6 +149,10 @@ class CampaignOut(BaseModel):
     subject: str
     message_body: str | None
     html_body: str | None
+    text_body: str | None
+    template_id: uuid.UUID | None
+    template_version: int | None
+    tracking_enabled: bool
     audience_type: str
     event_id: str | None
     metadata: dict[str, Any]
@@ -169,3 +194,62 @@ class CampaignStatsOut(BaseModel):
     failed: int
     suppressed: int
     cancelled: int
+
+
+class TemplateContentIn(_Body):
+    """One immutable version of a template; ``variables`` declares what it uses."""
+
+    subject: str = Field(min_length=1, max_length=998)
+    message_body: str | None = Field(default=None, min_length=1, max_length=200_000)
+    html_body: str | None = Field(default=None, max_length=500_000)
+    text_body: str | None = Field(default=None, max_length=200_000)
+    variables: list[str] | None = Field(
+        default=None, max_length=100, description="declared variables; detected when absent"
+    )
+
+
+class TemplateIn(TemplateContentIn):
+    name: str = Field(min_length=1, max_length=200)
+    category: str | None = Field(default=None, max_length=60)
+
+
+class TemplatePatch(_Body):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    category: str | None = Field(default=None, max_length=60)
+
+
+class TemplateVersionOut(BaseModel):
+    version: int
+    subject: str
+    message_body: str | None
+    html_body: str | None
+    text_body: str | None
+    variables: list[str]
+    created_at: datetime
+
+
+class TemplateOut(BaseModel):
+    id: uuid.UUID
+    sponsor_id: str
+    name: str
+    category: str | None
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+    latest: TemplateVersionOut | None = None
+
+
+class SendTestIn(_Body):
+    emails: list[str] = Field(min_length=1, max_length=10)
+    lead_id: int | None = Field(default=None, description="personalize as this lead")
+
+
+class SendTestOut(BaseModel):
+    request_id: uuid.UUID
+    recipients: list[str]
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    html: str
+    text: str

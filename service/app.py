@@ -17,6 +17,8 @@ from service.http import install_error_handlers
 from service.leads.api import router as leads_router
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
+from service.templates.api import public_router as view_router
+from service.templates.api import router as templates_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sponsors_router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
+    app.include_router(templates_router)
+    app.include_router(view_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

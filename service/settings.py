@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     dkim_domain: str | None = None
     dkim_private_key: SecretStr | None = None  # PEM; or DKIM_PRIVATE_KEY_PATH
     dkim_private_key_path: str | None = None
+    # Rendering and compliance headers (List-Id, List-Unsubscribe mailto).
+    list_id_domain: str | None = None  # default: the host of PUBLIC_BASE_URL
+    unsubscribe_mailto: str | None = None  # e.g. unsubscribe@example.com
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

@@ -42,7 +42,11 @@ class Sponsor:
         response = await self.client.put(
             f"/api/v1/sponsors/{self.id}",
             headers=admin,
-            json={"name": self.id, "from_email": f"news@{self.domain}"},
+            json={
+                "name": self.id,
+                "from_email": f"news@{self.domain}",
+                "postal_address": "1 Fair Street, Berlin",
+            },
         )
         assert response.status_code == 201, response.text
 

@@ -110,7 +110,10 @@ async def new_campaign(cluster: Cluster, engine: AsyncEngine, recipients: int) -
     sponsor_id = f"rec-{uuid.uuid4().hex[:8]}"
     async with engine.begin() as connection:
         await connection.execute(
-            text("INSERT INTO sponsors (id, name, from_email) VALUES (:s, 'R', 'r@rec.example')"),
+            text(
+                "INSERT INTO sponsors (id, name, from_email, postal_address) "
+                "VALUES (:s, 'R', 'r@rec.example', '1 Recovery Road')"
+            ),
             {"s": sponsor_id},
         )
         await connection.execute(

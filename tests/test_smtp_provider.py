@@ -525,7 +525,12 @@ async def test_a_campaign_is_delivered_over_smtp_exactly_once(
             response = await client.put(
                 f"/api/v1/sponsors/{sponsor}",
                 headers=admin,
-                json={"name": "SMTP", "from_email": "news@smtp.example", "from_name": "SMTP"},
+                json={
+                    "name": "SMTP",
+                    "from_email": "news@smtp.example",
+                    "from_name": "SMTP",
+                    "postal_address": "1 SMTP Street, Berlin",
+                },
             )
             assert response.status_code == 201, response.text
             await factories.add_leads(

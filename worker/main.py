@@ -14,7 +14,12 @@ from collections.abc import Sequence
 
 import confluent_kafka
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGN_BATCHES_RETRY, TOPIC_CAMPAIGNS
+from schemas.events import (
+    TOPIC_CAMPAIGN_BATCHES,
+    TOPIC_CAMPAIGN_BATCHES_RETRY,
+    TOPIC_CAMPAIGN_TESTS,
+    TOPIC_CAMPAIGNS,
+)
 from service.db import create_engine, session_factory
 from service.kafka import Producer
 from service.settings import Settings
@@ -73,6 +78,16 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
                 handle=sender.handle,
                 stop=stop,
                 max_messages=settings.send_max_in_flight,
+            )
+        )
+        tasks.append(
+            run_consumer(
+                settings,
+                group="sender-test",
+                topics=[TOPIC_CAMPAIGN_TESTS],
+                handle=sender.handle_tests,
+                stop=stop,
+                max_messages=10,
             )
         )
     if "relay" in roles:

@@ -25,7 +25,12 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES_DLQ, TOPIC_CAMPAIGN_BATCHES_RETRY, CampaignBatch
+from schemas.events import (
+    TOPIC_CAMPAIGN_BATCHES_DLQ,
+    TOPIC_CAMPAIGN_BATCHES_RETRY,
+    CampaignBatch,
+    CampaignTestSend,
+)
 from service import outbox
 from service.campaigns import repository
 from service.campaigns.repository import Recipient
@@ -38,7 +43,10 @@ from service.errors import (
 from service.kafka import Producer
 from service.models import Campaign, Sponsor
 from service.settings import Settings
-from service.templates.render import CompiledMessage, RenderError, compile_message
+from service.templates import logic as templates
+from service.templates import repository as templates_repository
+from service.templates.render import SAMPLE_LEAD, CompiledMessage, RenderError, single_line
+from service.templates.urls import NO_DELIVERY, DeliveryUrls
 from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
 from worker.ratelimit import Pacer
 
@@ -59,6 +67,7 @@ class CampaignContext:
     reply_to: str | None
     hourly_cap: int | None
     message: CompiledMessage
+    list_id: str
     checked_at: float
 
 
@@ -80,6 +89,9 @@ class Sender:
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.send_max_in_flight)
         self._campaigns: dict[uuid.UUID, CampaignContext] = {}
+        self.urls = templates.url_builder(settings)
+        self._list_id_domain = templates.list_id_domain(settings)
+        self._mailto = settings.unsubscribe_mailto
 
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
         events = []
@@ -122,12 +134,13 @@ class Sender:
             campaign_id=campaign.id,
             sponsor_id=sponsor.id,
             status=campaign.status,
-            sender=formataddr((sponsor.from_name or "", sponsor.from_email)),
-            reply_to=sponsor.reply_to,
-            hourly_cap=sponsor.hourly_send_cap,
-            message=compile_message(
-                campaign.subject, campaign.message_body or "", campaign.html_body
+            sender=formataddr(
+                (single_line(sponsor.from_name or ""), single_line(sponsor.from_email))
             ),
+            reply_to=single_line(sponsor.reply_to) if sponsor.reply_to else None,
+            hourly_cap=sponsor.hourly_send_cap,
+            message=templates.compile_campaign(sponsor, campaign),
+            list_id=list_id(sponsor.name, sponsor.id, self._list_id_domain),
             checked_at=now,
         )
         self._campaigns[campaign_id] = context
@@ -188,9 +201,11 @@ class Sender:
         """Render every recipient; one that fails to render fails alone."""
         emails: list[OutgoingEmail] = []
         failed: list[tuple[int, str]] = []
+        n_links = len(context.message.links)
         for recipient in recipients:
+            urls = self.urls.for_delivery(recipient.delivery_id, n_links)
             try:
-                rendered = context.message.render(recipient.fields)
+                rendered = context.message.render(recipient.fields, urls)
             except RenderError as exc:
                 failed.append((recipient.delivery_id, f"render_error: {exc}"))
                 continue
@@ -204,9 +219,72 @@ class Sender:
                     html=rendered.html,
                     text=rendered.text,
                     reply_to=context.reply_to,
+                    headers=self.headers(context, urls),
                 )
             )
         return emails, failed
+
+    def headers(self, context: CampaignContext, urls: DeliveryUrls) -> dict[str, str]:
+        """RFC 8058 one-click unsubscribe (+ RFC 2369 mailto when configured) and List-Id."""
+        unsubscribe = f"<{urls.unsubscribe}>"
+        if self._mailto:
+            token = urls.unsubscribe.rsplit("/", 1)[-1]
+            unsubscribe += f", <mailto:{self._mailto}?subject=unsubscribe%20{token}>"
+        return {
+            "List-Unsubscribe": unsubscribe,
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": context.list_id,
+        }
+
+    async def handle_tests(self, messages: Sequence[confluent_kafka.Message]) -> None:
+        """``campaign-tests.v1``: test sends, outside deliveries and counters."""
+        for message in messages:
+            try:
+                event = CampaignTestSend.model_validate_json(message.value() or b"")
+            except ValidationError as exc:
+                log.error("sender: dropping an unreadable test send: %s", exc)
+                continue
+            await self.send_test(event)
+
+    async def send_test(self, event: CampaignTestSend) -> None:
+        """Render as the chosen lead (or a sample) and send ``[TEST] …`` to each address.
+
+        The request id is the idempotency key: a redelivered event is a replay
+        at the provider. A refused test is logged, not retried.
+        """
+        context = await self._context(event.campaign_id)
+        if context is None:
+            return
+        fields = dict(SAMPLE_LEAD)
+        if event.lead_id is not None:
+            async with self.sessions() as session:
+                fields = await templates_repository.lead_fields(
+                    session, event.sponsor_id, event.lead_id
+                )
+        urls = self.urls.for_delivery(NO_DELIVERY, len(context.message.links))
+        try:
+            rendered = context.message.render(fields, urls)
+        except RenderError as exc:
+            log.warning("test send %s not rendered: %s", event.request_id, exc)
+            return
+        emails = [
+            OutgoingEmail(
+                delivery_id=NO_DELIVERY,
+                campaign_id=str(event.campaign_id),
+                sender=context.sender,
+                to=address,
+                subject=single_line(f"[TEST] {rendered.subject}"),
+                html=rendered.html,
+                text=rendered.text,
+                reply_to=context.reply_to,
+                headers=self.headers(context, urls),
+            )
+            for address in event.emails
+        ]
+        try:
+            await self._send(emails, f"test-{event.request_id}")
+        except PermanentProviderError as exc:
+            log.warning("test send %s refused: %s", event.request_id, exc)
 
     async def _send(self, emails: list[OutgoingEmail], key: str) -> list[SendResult]:
         """Send with the same key until it goes through; transient errors back off."""
@@ -279,6 +357,15 @@ class Sender:
             if await repository.finish_if_done(session, campaign_id):
                 log.info("campaign %s sent", campaign_id)
                 self._campaigns.pop(campaign_id, None)
+
+
+def list_id(name: str, sponsor_id: str, domain: str) -> str:
+    """RFC 2919 ``List-Id``: the sponsor's name as a phrase (ASCII only) and a stable id."""
+    phrase = "".join(
+        c for c in single_line(name) if c.isascii() and c.isprintable() and c not in '"\\'
+    )
+    identifier = f"<{sponsor_id}.{domain}>"
+    return f'"{phrase}" {identifier}' if phrase else identifier
 
 
 def _key(event: CampaignBatch) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from schemas.events import TOPIC_CAMPAIGN_TESTS, CampaignTestSend
 from schemas.http import (
     CampaignIn,
     CampaignOut,
@@ -16,16 +19,24 @@ from schemas.http import (
     DeliveryOut,
     DeliveryStatus,
     Page,
+    PreviewOut,
     RetryFailedOut,
     ScheduleIn,
+    SendTestIn,
+    SendTestOut,
 )
 from service import outbox
 from service.auth import require
 from service.campaigns import logic, repository
+from service.errors import Unprocessable
 from service.http import decode_cursor, encode_cursor, transaction
 from service.models import Campaign
 from service.settings import Settings
 from service.sponsors import repository as sponsors
+from service.templates import logic as templates
+from service.templates import repository as templates_repository
+from service.templates.render import SAMPLE_LEAD, RenderError
+from service.templates.urls import NO_DELIVERY
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
 
@@ -40,6 +51,10 @@ def _out(campaign: Campaign) -> CampaignOut:
         subject=campaign.subject,
         message_body=campaign.message_body,
         html_body=campaign.html_body,
+        text_body=campaign.text_body,
+        template_id=campaign.template_id,
+        template_version=campaign.template_version,
+        tracking_enabled=campaign.tracking_enabled,
         audience_type=campaign.audience_type,
         event_id=campaign.event_id,
         metadata=campaign.metadata_,
@@ -266,3 +281,83 @@ async def campaign_stats(
         total_recipients=campaign.total_recipients,
         **counts,
     )
+
+
+@router.get(
+    "/{campaign_id}/preview",
+    response_model=PreviewOut,
+    dependencies=[require("campaigns:read")],
+    responses={200: {"content": {"text/html": {}, "text/plain": {}}}},
+)
+async def preview_campaign(
+    sponsor_id: str,
+    campaign_id: uuid.UUID,
+    request: Request,
+    lead_id: int | None = None,
+    format: Annotated[Literal["html", "text", "json"], Query()] = "html",
+) -> Any:
+    """Exactly what ``lead_id`` would get (its own tokens once it has a delivery row),
+    or a sample lead; ``format=json`` gives subject, html and text together."""
+    async with transaction(request) as session:
+        sponsor = await sponsors.get(session, sponsor_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        fields = dict(SAMPLE_LEAD)
+        delivery_id = None
+        if lead_id is not None:
+            fields = await templates_repository.lead_fields(session, sponsor_id, lead_id)
+            delivery_id = await templates_repository.delivery_id_for(session, campaign_id, lead_id)
+    message = templates.compile_campaign(sponsor, campaign)
+    urls = templates.url_builder(request.app.state.settings).for_delivery(
+        delivery_id or NO_DELIVERY, len(message.links)
+    )
+    try:
+        rendered = message.render(fields, urls)
+    except RenderError as exc:
+        raise Unprocessable("render_error", str(exc), "lead_id") from None
+    if format == "html":
+        return HTMLResponse(rendered.html)
+    if format == "text":
+        return PlainTextResponse(rendered.text)
+    return PreviewOut(subject=rendered.subject, html=rendered.html, text=rendered.text)
+
+
+@router.post(
+    "/{campaign_id}/test",
+    status_code=202,
+    response_model=SendTestOut,
+    dependencies=[require("campaigns:write")],
+)
+async def send_test(
+    sponsor_id: str, campaign_id: uuid.UUID, body: SendTestIn, request: Request
+) -> SendTestOut:
+    """Send the message to up to 10 addresses through the sender, subject ``[TEST] …``.
+
+    Test messages have no delivery rows and are never counted; their tokens
+    name no delivery, so opens, clicks and unsubscribes from them are ignored.
+    """
+    emails = [validate_address(address, f"emails.{i}") for i, address in enumerate(body.emails)]
+    async with transaction(request) as session:
+        sponsor = await sponsors.get(session, sponsor_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id)
+        logic.ensure_can_send(sponsor)
+        if body.lead_id is not None:
+            await templates_repository.lead_fields(session, sponsor_id, body.lead_id)
+        event = CampaignTestSend(
+            request_id=uuid.uuid4(),
+            campaign_id=campaign.id,
+            sponsor_id=sponsor_id,
+            emails=emails,
+            lead_id=body.lead_id,
+        )
+        outbox_id = await outbox.add(
+            session, TOPIC_CAMPAIGN_TESTS, str(campaign.id), event.to_bytes()
+        )
+    await _publish(request, outbox_id)
+    return SendTestOut(request_id=event.request_id, recipients=emails)
+
+
+def validate_address(address: str, field: str) -> str:
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise Unprocessable("invalid_email", str(exc), field) from None

@@ -12,15 +12,25 @@ from schemas.events import TOPIC_CAMPAIGNS, CampaignQueued
 from schemas.http import CampaignIn
 from service import outbox
 from service.campaigns import repository
-from service.errors import Conflict, Forbidden
+from service.errors import Conflict, Forbidden, Unprocessable
 from service.models import Campaign, Sponsor
+from service.templates import logic as templates
+from service.templates import repository as templates_repository
 from service.templates.render import compile_message
 
 
 def ensure_can_send(sponsor: Sponsor) -> None:
+    """Messaging allowed, and a postal address for the footer (bulk-sender rules)."""
     if not sponsor.can_send_messages:
         raise Forbidden(
             "messaging_disabled", "this sponsor may not send messages", "can_send_messages"
+        )
+    if not (sponsor.postal_address or "").strip():
+        raise Unprocessable(
+            "postal_address_required",
+            "marketing messages must show the sender's postal address: "
+            "set the sponsor's postal_address first",
+            "postal_address",
         )
 
 
@@ -31,7 +41,9 @@ async def create(
 
     Returns the campaign and the outbox id to publish after the commit (None for drafts).
     """
-    compile_message(body.subject, body.message_body, body.html_body)
+    content, template_id, template_version = await templates.campaign_content(
+        session, sponsor.id, body
+    )
     if not body.draft:
         ensure_can_send(sponsor)
     scheduled = not body.draft and body.send_at is not None and body.send_at > datetime.now(UTC)
@@ -39,9 +51,13 @@ async def create(
         id=uuid.uuid4(),
         sponsor_id=sponsor.id,
         name=body.name,
-        subject=body.subject,
-        message_body=body.message_body,
-        html_body=body.html_body,
+        subject=content.subject,
+        message_body=content.message_body,
+        html_body=content.html_body,
+        text_body=content.text_body,
+        template_id=template_id,
+        template_version=template_version,
+        tracking_enabled=body.tracking_enabled,
         audience_type=body.audience_type,
         event_id=body.event_id,
         metadata_=body.metadata,
@@ -49,8 +65,13 @@ async def create(
         send_at=body.send_at,
         total_recipients=await repository.count_audience(session, sponsor.id, body.audience_type),
     )
+    # Validates the content (422 naming the field) and numbers its tracked links.
+    compiled = compile_message(
+        content, templates.brand_for(sponsor, campaign), tracking=body.tracking_enabled
+    )
     session.add(campaign)
     await session.flush()
+    await templates_repository.save_links(session, campaign.id, compiled.links)
     if body.draft or scheduled:
         return campaign, None
     return campaign, await queue(session, sponsor, campaign)

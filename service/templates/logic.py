@@ -1,0 +1,181 @@
+"""Template rules: immutable versions, declared variables, and what a campaign compiles."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.http import CampaignIn, TemplateContentIn, TemplateIn
+from service.errors import Unprocessable
+from service.models import Campaign, Sponsor, Template, TemplateVersion
+from service.settings import Settings
+from service.templates import repository
+from service.templates.render import (
+    KNOWN_VARIABLES,
+    Brand,
+    CompiledMessage,
+    Content,
+    compile_message,
+    used_variables,
+    validate,
+)
+from service.templates.urls import UrlBuilder
+
+
+def brand_for(sponsor: Sponsor, campaign: Campaign | None = None) -> Brand:
+    """``sponsor.*`` and ``event.*`` for a campaign's messages."""
+    event: dict[str, Any] = {}
+    if campaign is not None:
+        meta_event = (campaign.metadata_ or {}).get("event")
+        if isinstance(meta_event, dict):
+            event.update(meta_event)
+        if campaign.event_id:
+            event.setdefault("id", campaign.event_id)
+    return Brand(
+        sponsor={
+            "id": sponsor.id,
+            "name": sponsor.name,
+            "from_name": sponsor.from_name or sponsor.name,
+            "postal_address": sponsor.postal_address or "",
+        },
+        event=event,
+    )
+
+
+def content_of(campaign: Campaign) -> Content:
+    return Content(
+        subject=campaign.subject,
+        message_body=campaign.message_body,
+        html_body=campaign.html_body,
+        text_body=campaign.text_body,
+    )
+
+
+def compile_campaign(sponsor: Sponsor, campaign: Campaign) -> CompiledMessage:
+    """The campaign's message, compiled (once per campaign and process, by its callers)."""
+    return compile_message(
+        content_of(campaign), brand_for(sponsor, campaign), tracking=campaign.tracking_enabled
+    )
+
+
+def url_builder(settings: Settings) -> UrlBuilder:
+    return UrlBuilder(settings.public_base_url, settings.tracking_signer())
+
+
+def list_id_domain(settings: Settings) -> str:
+    return settings.list_id_domain or urlsplit(settings.public_base_url).hostname or "localhost"
+
+
+async def campaign_content(
+    session: AsyncSession, sponsor_id: str, body: CampaignIn
+) -> tuple[Content, uuid.UUID | None, int | None]:
+    """The content a new campaign sends: inline, or a template version (latest by default)."""
+    if body.template_id is None:
+        if body.subject is None:
+            raise Unprocessable("validation_error", "give a subject or a template_id", "subject")
+        if body.message_body is None and body.html_body is None:
+            raise Unprocessable(
+                "validation_error",
+                "give a message_body or an html_body (or a template_id)",
+                "message_body",
+            )
+        content = Content(body.subject, body.message_body, body.html_body, body.text_body)
+        return content, None, None
+    template = await repository.get(session, sponsor_id, body.template_id)
+    version = await repository.get_version(
+        session, template.id, body.template_version or template.latest_version
+    )
+    content = Content(version.subject, version.message_body, version.html_body, version.text_body)
+    return content, template.id, version.version
+
+
+# Set by the service, not the lead: never need declaring.
+_SYSTEM_VARIABLES = frozenset(("sponsor", "event", "unsubscribe_url", "view_in_browser_url"))
+
+
+def declared_variables(body: TemplateContentIn, content: Content) -> list[str]:
+    """The version's variables: declared ones must be known and cover what is used."""
+    used = used_variables(content)
+    if body.variables is None:
+        return sorted(v for v in used if v != "attributes" and v not in _SYSTEM_VARIABLES)
+    declared = {v.strip() for v in body.variables if v.strip()}
+    for name in declared:
+        root, _, rest = name.partition(".")
+        if root not in KNOWN_VARIABLES or (rest and root not in ("attributes", "sponsor", "event")):
+            raise Unprocessable(
+                "unknown_template_variable", f"'{name}' is not a known variable", "variables"
+            )
+    missing = sorted(
+        v
+        for v in used
+        if v != "attributes"
+        and v not in declared
+        and v.partition(".")[0] not in declared
+        and v.partition(".")[0] not in _SYSTEM_VARIABLES
+    )
+    if missing:
+        raise Unprocessable(
+            "undeclared_template_variable",
+            f"used but not declared: {', '.join(missing)}",
+            "variables",
+        )
+    return sorted(declared)
+
+
+def _content(body: TemplateContentIn) -> Content:
+    return Content(body.subject, body.message_body, body.html_body, body.text_body)
+
+
+async def create(
+    session: AsyncSession, sponsor_id: str, body: TemplateIn
+) -> tuple[Template, TemplateVersion]:
+    content = _content(body)
+    validate(content)
+    template = Template(
+        id=uuid.uuid4(),
+        sponsor_id=sponsor_id,
+        name=body.name,
+        category=body.category,
+        latest_version=1,
+    )
+    session.add(template)
+    await session.flush()
+    version = TemplateVersion(
+        template_id=template.id,
+        version=1,
+        subject=body.subject,
+        message_body=body.message_body,
+        html_body=body.html_body,
+        text_body=body.text_body,
+        variables=declared_variables(body, content),
+    )
+    session.add(version)
+    await session.flush()
+    return template, version
+
+
+async def add_version(
+    session: AsyncSession, sponsor_id: str, template_id: uuid.UUID, body: TemplateContentIn
+) -> TemplateVersion:
+    """A new immutable version; earlier ones (and campaigns using them) stay as they were."""
+    content = _content(body)
+    validate(content)
+    template = await repository.get(session, sponsor_id, template_id, lock=True)
+    template.latest_version += 1
+    template.updated_at = func.now()
+    version = TemplateVersion(
+        template_id=template.id,
+        version=template.latest_version,
+        subject=body.subject,
+        message_body=body.message_body,
+        html_body=body.html_body,
+        text_body=body.text_body,
+        variables=declared_variables(body, content),
+    )
+    session.add(version)
+    await session.flush()
+    return version

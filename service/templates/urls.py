@@ -1,0 +1,64 @@
+"""The public URLs a message carries, in one place (sender, previews and tests share it).
+
+The contract with the tracking endpoints::
+
+    {PUBLIC_BASE_URL}/o/{token}   open pixel           (Kind.OPEN)
+    {PUBLIC_BASE_URL}/c/{token}   tracked link         (Kind.CLICK, position = link number)
+    {PUBLIC_BASE_URL}/u/{token}   one-click unsubscribe (Kind.UNSUBSCRIBE)
+    {PUBLIC_BASE_URL}/v/{token}   view in browser      (Kind.VIEW)
+
+Click targets are never in the token: ``campaign_links`` (campaign, position, url)
+holds them, written when the campaign's content is compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.tracking.tokens import Kind, PreparedTokens, TokenSigner
+
+# A delivery id no delivery row has: previews and test sends carry it, so their
+# pixel, links and unsubscribe resolve to nothing and are never counted.
+NO_DELIVERY = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUrls:
+    """Every URL of one recipient's message."""
+
+    open_pixel: str
+    unsubscribe: str
+    view_in_browser: str
+    links: list[str]
+
+
+class UrlBuilder:
+    """Signs one delivery's tokens in one call and turns them into URLs."""
+
+    def __init__(self, public_base_url: str, signer: TokenSigner) -> None:
+        base = public_base_url.rstrip("/")
+        self.signer = signer
+        self._open = f"{base}/o/"
+        self._click = f"{base}/c/"
+        self._unsubscribe = f"{base}/u/"
+        self._view = f"{base}/v/"
+        self._plans: dict[int, PreparedTokens] = {}
+
+    def _plan(self, n_links: int) -> PreparedTokens:
+        plan = self._plans.get(n_links)
+        if plan is None:
+            requests = [(Kind.OPEN, 0), (Kind.UNSUBSCRIBE, 0), (Kind.VIEW, 0)]
+            requests += [(Kind.CLICK, position) for position in range(n_links)]
+            plan = self._plans[n_links] = self.signer.prepare(requests)
+        return plan
+
+    def for_delivery(self, delivery_id: int, n_links: int) -> DeliveryUrls:
+        """The pixel, unsubscribe, view and ``n_links`` click URLs of ``delivery_id``."""
+        tokens = self.signer.sign_prepared(delivery_id, self._plan(n_links))
+        click = self._click
+        return DeliveryUrls(
+            open_pixel=self._open + tokens[0],
+            unsubscribe=self._unsubscribe + tokens[1],
+            view_in_browser=self._view + tokens[2],
+            links=[click + token for token in tokens[3:]],
+        )
