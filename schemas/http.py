@@ -158,14 +158,3 @@ class DeliveryOut(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
-
-
-class CampaignStatsOut(BaseModel):
-    campaign_id: uuid.UUID
-    status: CampaignStatus
-    total_recipients: int
-    pending: int
-    sent: int
-    failed: int
-    suppressed: int
-    cancelled: int
