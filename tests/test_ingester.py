@@ -347,3 +347,30 @@ async def test_a_hard_bounce_suppresses_the_address_for_the_next_campaign(
     assert skipped == 0
     first_stats = (await client.get(f"{base}/{first['id']}/stats", headers=headers)).json()
     assert first_stats["bounced"] == 1 and first_stats["bounce_rate"] == 20.0
+
+
+async def test_an_event_that_overtakes_the_sender_leaves_the_status_to_the_sender(
+    ingester: Ingester, sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> None:
+    campaign = await sent_campaign(sessions, sponsor, 1)
+    target = campaign.delivery_ids[0]
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE campaign_deliveries SET status = 'pending', provider_message_id = NULL "
+                "WHERE id = :id"
+            ),
+            {"id": target},
+        )
+    tags = {"campaign_id": str(campaign.id), "delivery_id": str(target)}
+    event = provider("delivered", campaign, 0, datetime.now(UTC), tags=tags)
+    await ingester.handle_events([event])
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                text("SELECT status, delivered_at FROM campaign_deliveries WHERE id = :id"),
+                {"id": target},
+            )
+        ).one()
+    assert row.status == "pending" and row.delivered_at is not None
+    assert (await figures(sessions, campaign.id))["delivered"] == 1

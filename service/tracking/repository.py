@@ -172,7 +172,10 @@ WITH v AS (
     FOR UPDATE OF d
 )
 UPDATE campaign_deliveries d SET
+    -- A row the sender has not marked sent yet keeps its status: the sender moves it
+    -- (counting it), and times and counters from here are right either way.
     status = CASE WHEN {_RANK.format("v.status")} > {_RANK.format("old.status")}
+                       AND old.status NOT IN ('pending', 'cancelled')
                   THEN v.status ELSE old.status END,
     delivered_at = LEAST(old.delivered_at, v.delivered_at),
     bounced_at = LEAST(old.bounced_at, v.bounced_at),
