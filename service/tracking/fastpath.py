@@ -154,27 +154,30 @@ class TrackingHub:
             return None
         return hmac.new(self._ip_key, address.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def client_address(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
-        if self._hops:
-            forwarded = headers.get(b"x-forwarded-for")
-            if forwarded:
-                parts = [p.strip() for p in forwarded.decode("latin-1").split(",")]
-                if len(parts) >= self._hops:
-                    return parts[-self._hops]
+    def client_address(self, scope: Scope, forwarded: bytes | None) -> str | None:
+        if self._hops and forwarded:
+            parts = [p.strip() for p in forwarded.decode("latin-1").split(",")]
+            if len(parts) >= self._hops:
+                return parts[-self._hops]
         client = scope.get("client")
         return str(client[0]) if client else None
 
     def emit(self, kind: str, scope: Scope, delivery_id: int, position: int) -> None:
-        headers = dict(scope["headers"])
-        address = self.client_address(scope, headers)
-        agent = headers.get(b"user-agent", b"").decode("latin-1")
+        agent = b""
+        forwarded = None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                agent = value
+            elif name == b"x-forwarded-for":
+                forwarded = value
+        address = self.client_address(scope, forwarded)
         event = {
             "type": kind,
             "event_id": os.urandom(12).hex(),
             "delivery_id": delivery_id,
             "position": position,
-            "occurred_at": datetime.now(UTC).isoformat(),
-            "machine": classify(scope["method"], agent, address),
+            "occurred_at": datetime.now(UTC),
+            "machine": classify(scope["method"], agent.decode("latin-1"), address),
             "ip_hash": self.ip_hash(address),
         }
         self.emitter.emit(TOPIC_TRACKING_EVENTS, str(delivery_id), orjson.dumps(event))
