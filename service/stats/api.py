@@ -6,16 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from schemas.stats import (
     AnalystOut,
-    AnalystRow,
     CampaignStatsOut,
-    Figures,
-    LinkStats,
-    TimelinePoint,
 )
 from service.auth import Principal, require
 from service.campaigns import repository as campaigns
@@ -36,7 +33,7 @@ async def campaign_stats(
     campaign_id: uuid.UUID,
     request: Request,
     timeline: Literal["hour", "day"] | None = None,
-) -> CampaignStatsOut:
+) -> Response:
     """Counters kept by the workers (never a scan of deliveries), rates, per-link clicks,
     and with ``?timeline=hour|day`` what happened when (UTC buckets)."""
     async with transaction(request) as session:
@@ -44,15 +41,16 @@ async def campaign_stats(
         figures = await repository.figures(session, campaign_id)
         links = await repository.links(session, campaign_id)
         points = await repository.timeline(session, campaign_id, timeline) if timeline else None
-    return CampaignStatsOut(
-        campaign_id=campaign.id,
-        status=campaign.status,
-        total_recipients=campaign.total_recipients,
-        recipients=campaign.total_recipients,
-        links=[LinkStats(**link) for link in links],
-        timeline=[TimelinePoint(**p) for p in points] if points is not None else None,
+    body = {
+        "campaign_id": campaign.id,
+        "status": campaign.status,
+        "total_recipients": campaign.total_recipients,
+        "recipients": campaign.total_recipients,
         **logic.with_rates(figures),
-    )
+        "links": links,
+        "timeline": points,
+    }
+    return Response(orjson.dumps(body, default=str), media_type="application/json")
 
 
 def deliveries_csv(request: Request, campaign_id: uuid.UUID, filename: str) -> StreamingResponse:
@@ -106,4 +104,8 @@ async def analyst_campaigns(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="campaign-stats.csv"'},
         )
-    return AnalystOut(items=[AnalystRow(**item) for item in items], totals=Figures(**totals))
+    # Already validated figures: orjson writes them directly (1,000 rows in a few ms,
+    # where building response models took most of the request).
+    return Response(
+        orjson.dumps({"items": items, "totals": totals}, default=str), media_type="application/json"
+    )

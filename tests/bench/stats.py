@@ -92,7 +92,7 @@ async def _load(settings: Settings) -> uuid.UUID:
                     "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, "
                     "batch_no, status, sent_at, delivered_at) SELECT :id, n, "
                     "'r' || n || '@bench.example', n / 100, 'delivered', now(), now() "
-                    "FROM generate_series(:a, :b) n"
+                    "FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) n"
                 ),
                 {"id": big, "a": start + 1, "b": min(start + step, ROWS)},
             )
