@@ -68,7 +68,7 @@ async def campaigns_with_figures(
     created_to: datetime | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """One row per campaign with its summed counters (a lateral sum over ≤ 16 shards)."""
+    """One row per campaign with its summed counters (one hash aggregate over their shards)."""
     where = ["true"]
     params: dict[str, Any] = {"limit": limit}
     if sponsor_ids is not None:
@@ -85,13 +85,18 @@ async def campaigns_with_figures(
         params["created_to"] = created_to
     # Only fixed fragments above are joined in; values are bound.
     statement = text(f"""
+WITH chosen AS (
+    SELECT c.id, c.sponsor_id, c.event_id, c.name, c.status, c.created_at, c.total_recipients
+    FROM campaigns c
+    WHERE {" AND ".join(where)}
+    ORDER BY c.created_at DESC, c.id
+    LIMIT :limit
+)
 SELECT c.id AS campaign_id, c.sponsor_id, c.event_id, c.name, c.status, c.created_at,
-       c.total_recipients AS recipients, f.*
-FROM campaigns c
-CROSS JOIN LATERAL (SELECT {_SUMS} FROM campaign_stats s WHERE s.campaign_id = c.id) f
-WHERE {" AND ".join(where)}
+       c.total_recipients AS recipients, {_SUMS}
+FROM chosen c LEFT JOIN campaign_stats s ON s.campaign_id = c.id
+GROUP BY c.id, c.sponsor_id, c.event_id, c.name, c.status, c.created_at, c.total_recipients
 ORDER BY c.created_at DESC, c.id
-LIMIT :limit
 """)  # noqa: S608
     rows = await session.execute(statement, params)
     return [dict(row._mapping) for row in rows]
