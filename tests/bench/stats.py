@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from sqlalchemy import text
 
 from service.auth import mint_token
@@ -153,6 +154,17 @@ def main() -> dict[str, Any]:
             analyst_url = f"/api/v1/stats/campaigns?sponsor_id=bench&limit={CAMPAIGNS + 1}"
             analyst = _timed(client, analyst_url, headers, 30)
             rows = len(client.get(analyst_url, headers=headers).json()["items"])
+            rss_before = psutil.Process(api.pid).memory_info().rss
+            rss_peak = rss_before
+            lines = 0
+            started = time.perf_counter()
+            csv_url = f"/api/v1/sponsors/bench/campaigns/{big}/deliveries?format=csv"
+            with client.stream("GET", csv_url, headers=headers) as response:
+                for index, chunk in enumerate(response.iter_bytes()):
+                    lines += chunk.count(b"\n")
+                    if index % 20 == 0:
+                        rss_peak = max(rss_peak, psutil.Process(api.pid).memory_info().rss)
+            csv_seconds = time.perf_counter() - started
         return {
             "delivery_rows": ROWS,
             "load_seconds": round(load_seconds, 1),
@@ -162,6 +174,9 @@ def main() -> dict[str, Any]:
             "analyst_campaigns": rows,
             "analyst_p50_ms": analyst["p50_ms"],
             "analyst_p95_ms": analyst["p95_ms"],
+            "csv_rows": lines - 1,
+            "csv_seconds": round(csv_seconds, 1),
+            "csv_api_rss_growth_mb": round((rss_peak - rss_before) / 2**20, 1),
         }
     finally:
         if api is not None:
