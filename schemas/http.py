@@ -185,17 +185,6 @@ class DeliveryOut(BaseModel):
     delivered_at: datetime | None
 
 
-class CampaignStatsOut(BaseModel):
-    campaign_id: uuid.UUID
-    status: CampaignStatus
-    total_recipients: int
-    pending: int
-    sent: int
-    failed: int
-    suppressed: int
-    cancelled: int
-
-
 class TemplateContentIn(_Body):
     """One immutable version of a template; ``variables`` declares what it uses."""
 

@@ -17,8 +17,13 @@ from service.http import install_error_handlers
 from service.leads.api import router as leads_router
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
+from service.stats.api import router as stats_router
 from service.templates.api import public_router as view_router
 from service.templates.api import router as templates_router
+from service.tracking.api import router as tracking_router
+from service.tracking.emitter import Emitter
+from service.tracking.fastpath import TrackingFastPath, TrackingHub
+from service.webhooks.api import router as webhooks_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,9 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.producer = kafka.Producer(settings)
+        emitter = Emitter(settings)
+        app.state.tracking = TrackingHub(settings, engine, emitter)
         try:
             yield
         finally:
+            await asyncio.to_thread(emitter.close)
             await asyncio.to_thread(app.state.producer.close)
             await engine.dispose()
 
@@ -49,6 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(campaigns_router)
     app.include_router(templates_router)
     app.include_router(view_router)
+    app.include_router(stats_router)
+    app.include_router(tracking_router)
+    app.include_router(webhooks_router)
+    # Pixel and click are served before FastAPI's routing (see service/tracking/fastpath.py).
+    app.add_middleware(TrackingFastPath)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="API processes")
     api.set_defaults(func=_api)
 
+    from worker.main import ROLES
+
     worker = commands.add_parser("worker", help="run the Kafka consumer roles")
-    worker.add_argument("--role", choices=["planner", "sender", "relay"], default=None)
+    worker.add_argument("--role", choices=list(ROLES), default=None)
     worker.set_defaults(func=_worker)
 
     commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_migrate)

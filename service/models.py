@@ -183,6 +183,12 @@ class CampaignDelivery(Base):
             "provider_message_id",
             postgresql_where=text("provider_message_id IS NOT NULL"),
         ),
+        Index(
+            "ix_deliveries_sent_at",
+            "campaign_id",
+            "sent_at",
+            postgresql_where=text("sent_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -199,6 +205,8 @@ class CampaignDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     first_opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     first_clicked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_human_opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_human_clicked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     bounced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     complained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -217,13 +225,18 @@ class CampaignLink(Base):
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     url: Mapped[str] = mapped_column(Text)
+    clicks: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    human_clicks: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class DeliveryEvent(Base):
     """Append-only log of what happened to deliveries (opens, clicks, webhooks)."""
 
     __tablename__ = "delivery_events"
-    __table_args__ = (Index("ix_delivery_events_campaign_time", "campaign_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_delivery_events_campaign_time", "campaign_id", "occurred_at"),
+        Index("ix_delivery_events_delivery", "delivery_id"),
+    )
 
     event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     delivery_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -264,6 +277,25 @@ class CampaignStats(Base):
     clicked: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     clicks: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     human_clicked: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class CampaignStatsHourly(Base):
+    """Per-hour counters of what happened to a campaign's messages (the stats timeline)."""
+
+    __tablename__ = "campaign_stats_hourly"
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    delivered: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    bounced: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    complained: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    unsubscribed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    opens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    human_opens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    clicks: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    human_clicks: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class Suppression(Base):

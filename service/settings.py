@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     # Rendering and compliance headers (List-Id, List-Unsubscribe mailto).
     list_id_domain: str | None = None  # default: the host of PUBLIC_BASE_URL
     unsubscribe_mailto: str | None = None  # e.g. unsubscribe@example.com
+    # After sending: tracking hot paths, provider webhooks, ingestion, reputation guard.
+    ip_hash_secret: SecretStr | None = None
+    tracking_spool_dir: str = "var/tracking-spool"
+    tracking_spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    tracking_produce_timeout_ms: int = Field(default=10_000, ge=100)
+    tracking_link_cache_size: int = Field(default=10_000, ge=1)
+    tracking_delivery_cache_size: int = Field(default=200_000, ge=1)
+    tracking_trusted_proxy_hops: int = Field(default=0, ge=0)
+    tracking_machine_click_seconds: float = Field(default=10.0, ge=0)
+    resend_webhook_secret: SecretStr | None = None
+    webhook_produce_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_batch_size: int = Field(default=500, ge=1)
+    reputation_complaint_rate: float = Field(default=0.001, ge=0, le=1)
+    reputation_bounce_rate: float = Field(default=0.02, ge=0, le=1)
+    reputation_window: int = Field(default=1000, ge=1)
+    reputation_min_deliveries: int = Field(default=200, ge=1)
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

@@ -29,6 +29,7 @@ from tests.fakes.resend_server import FakeResend
 from worker.main import ROLES, run_worker
 
 RESEND_KEY = "re_test_key"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 T = TypeVar("T")
 
 
@@ -79,6 +80,9 @@ def settings(
         outbox_dir=str(tmp_path_factory.mktemp("outbox")),
         auth_jwt_secret="test-secret-for-the-suite-0123456789",
         tracking_secret="tracking-secret-for-the-suite-0123",
+        tracking_spool_dir=str(tmp_path_factory.mktemp("tracking-spool")),
+        resend_webhook_secret=WEBHOOK_SECRET,
+        ip_hash_secret="ip-hash-secret-for-the-suite",
         relay_interval_seconds=0.2,
         send_max_tries=2,
         send_retry_topic_attempts=2,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 def leads(count: int, *, domain: str = "example.com", **fields: Any) -> list[dict[str, Any]]:
@@ -46,3 +50,79 @@ async def add_leads(
         assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+@dataclass(frozen=True)
+class SentCampaign:
+    """A campaign whose messages went out: delivery ids, provider ids, links by position."""
+
+    id: uuid.UUID
+    sponsor_id: str
+    delivery_ids: list[int]
+    provider_ids: list[str]
+    emails: list[str]
+    links: dict[int, str]
+
+
+async def sent_campaign(
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor_id: str,
+    recipients: int = 10,
+    *,
+    links: dict[int, str] | None = None,
+    status: str = "sent",
+    tracking_enabled: bool = True,
+    sent_seconds_ago: float = 3600,
+    event_id: str | None = None,
+) -> SentCampaign:
+    """Rows as the planner and sender leave them: one ``sent`` delivery per recipient,
+    with provider message ids, and the campaign's tracked links."""
+    links = (
+        {0: "https://sponsor.example/offer?a=1", 1: "https://sponsor.example/b"}
+        if links is None
+        else links
+    )
+    campaign_id = uuid.uuid4()
+    emails = [f"r{i}-{campaign_id.hex[:6]}@example.com" for i in range(recipients)]
+    provider_ids = [f"re-{campaign_id.hex[:12]}-{i}" for i in range(recipients)]
+    async with sessions.begin() as session:
+        await session.execute(
+            text("""
+INSERT INTO campaigns (id, sponsor_id, name, subject, message_body, audience_type, status,
+                       tracking_enabled, total_recipients, event_id)
+VALUES (:id, :sponsor, 'Factory', 'Hello', 'Hi', 'all', :status, :tracking, :n, :event_id)
+"""),
+            {
+                "id": campaign_id,
+                "sponsor": sponsor_id,
+                "status": status,
+                "tracking": tracking_enabled,
+                "n": recipients,
+                "event_id": event_id,
+            },
+        )
+        result = await session.execute(
+            text("""
+INSERT INTO campaign_deliveries
+    (campaign_id, lead_id, recipient_email, batch_no, status, provider_message_id, sent_at)
+SELECT :id, n, e, n / 100, 'sent', p, now() - make_interval(secs => :ago)
+FROM unnest(CAST(:emails AS text[]), CAST(:pids AS text[])) WITH ORDINALITY AS v(e, p, n)
+ORDER BY n
+RETURNING lead_id, id
+"""),
+            {"id": campaign_id, "emails": emails, "pids": provider_ids, "ago": sent_seconds_ago},
+        )
+        ids = [int(row[1]) for row in sorted(result.all())]
+        await session.execute(
+            text("""
+INSERT INTO campaign_stats (campaign_id, shard, sent)
+SELECT :id, (n / 100) % 16, count(*) FROM generate_series(1, :n) n GROUP BY 2
+"""),
+            {"id": campaign_id, "n": recipients},
+        )
+        for position, url in links.items():
+            await session.execute(
+                text("INSERT INTO campaign_links (campaign_id, position, url) VALUES (:c, :p, :u)"),
+                {"c": campaign_id, "p": position, "u": url},
+            )
+    return SentCampaign(campaign_id, sponsor_id, ids, provider_ids, emails, links)

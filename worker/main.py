@@ -19,10 +19,13 @@ from schemas.events import (
     TOPIC_CAMPAIGN_BATCHES_RETRY,
     TOPIC_CAMPAIGN_TESTS,
     TOPIC_CAMPAIGNS,
+    TOPIC_PROVIDER_EVENTS,
+    TOPIC_TRACKING_EVENTS,
 )
 from service.db import create_engine, session_factory
 from service.kafka import Producer
 from service.settings import Settings
+from worker.ingester import Ingester
 from worker.planner import Planner
 from worker.providers import build_provider
 from worker.ratelimit import Pacer
@@ -32,7 +35,7 @@ from worker.sender import Sender
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "sender", "relay")
+ROLES = ("planner", "sender", "relay", "ingester")
 
 
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:
@@ -88,6 +91,19 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
                 handle=sender.handle_tests,
                 stop=stop,
                 max_messages=10,
+            )
+        )
+    if "ingester" in roles:
+        ingester = Ingester(sessions, producer, settings)
+        tasks.append(
+            run_consumer(
+                settings,
+                group="ingester",
+                topics=[TOPIC_TRACKING_EVENTS, TOPIC_PROVIDER_EVENTS],
+                handle=ingester.handle,
+                stop=stop,
+                max_messages=settings.ingest_batch_size,
+                poll_seconds=0.2,
             )
         )
     if "relay" in roles:

@@ -1,4 +1,4 @@
-"""HTTP routes for campaigns, their deliveries and their stats."""
+"""HTTP routes for campaigns and their deliveries (stats live in ``service.stats``)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 
 from schemas.events import TOPIC_CAMPAIGN_TESTS, CampaignTestSend
 from schemas.http import (
     CampaignIn,
     CampaignOut,
-    CampaignStatsOut,
     CampaignStatus,
     DeliveryOut,
     DeliveryStatus,
@@ -26,13 +25,14 @@ from schemas.http import (
     SendTestOut,
 )
 from service import outbox
-from service.auth import require
+from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
-from service.errors import Unprocessable
+from service.errors import Forbidden, Unprocessable
 from service.http import decode_cursor, encode_cursor, transaction
 from service.models import Campaign
 from service.settings import Settings
 from service.sponsors import repository as sponsors
+from service.stats import api as stats_api
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
 from service.templates.render import SAMPLE_LEAD, RenderError
@@ -233,19 +233,28 @@ async def delete_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Requ
     return Response(status_code=204)
 
 
-@router.get(
-    "/{campaign_id}/deliveries",
-    response_model=Page[DeliveryOut],
-    dependencies=[require("campaigns:read")],
-)
+@router.get("/{campaign_id}/deliveries", response_model=Page[DeliveryOut])
 async def list_deliveries(
     sponsor_id: str,
     campaign_id: uuid.UUID,
     request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
     status: DeliveryStatus | None = None,
     limit: Limit = 100,
     cursor: str | None = None,
-) -> Page[DeliveryOut]:
+    format: Literal["json", "csv"] = "json",
+) -> Page[DeliveryOut] | StreamingResponse:
+    """A page of deliveries (``campaigns:read``), or with ``?format=csv`` every row
+    streamed (``stats:read`` or ``campaigns:read``)."""
+    if not principal.may_act_for(sponsor_id):
+        raise Forbidden("sponsor_forbidden", "this token may not act for this sponsor")
+    scopes = ("campaigns:read", "stats:read") if format == "csv" else ("campaigns:read",)
+    if not any(principal.has_scope(s) for s in scopes):
+        raise Forbidden("insufficient_scope", f"this route needs the '{scopes[-1]}' scope")
+    if format == "csv":
+        async with transaction(request) as session:
+            await repository.get(session, sponsor_id, campaign_id)
+        return stats_api.deliveries_csv(request, campaign_id, f"deliveries-{campaign_id}.csv")
     after_id = None
     if cursor:
         (value,) = decode_cursor(cursor, 1)
@@ -262,24 +271,6 @@ async def list_deliveries(
     return Page(
         items=[DeliveryOut.model_validate(row, from_attributes=True) for row in rows],
         next_cursor=next_cursor,
-    )
-
-
-@router.get(
-    "/{campaign_id}/stats", response_model=CampaignStatsOut, dependencies=[require("stats:read")]
-)
-async def campaign_stats(
-    sponsor_id: str, campaign_id: uuid.UUID, request: Request
-) -> CampaignStatsOut:
-    """Counters kept by the workers; never a scan over deliveries."""
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor_id, campaign_id)
-        counts = await repository.counters(session, campaign_id)
-    return CampaignStatsOut(
-        campaign_id=campaign.id,
-        status=campaign.status,
-        total_recipients=campaign.total_recipients,
-        **counts,
     )
 
 

@@ -1,0 +1,114 @@
+"""HTTP bodies of the stats routes (campaign figures, per-link clicks, timeline, analysts).
+
+Rates are percentages rounded to two decimals, null when the denominator is 0:
+
+* ``delivery_rate`` = delivered / sent
+* ``bounce_rate`` = bounced (hard) / sent
+* ``open_rate`` = opened (unique) / delivered
+* ``click_rate`` = clicked (unique) / delivered
+* ``click_to_open_rate`` = clicked / opened
+* ``complaint_rate`` = complained / delivered
+* ``unsubscribe_rate`` = unsubscribed / delivered
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel
+
+FIGURES = (
+    "pending",
+    "sent",
+    "delivered",
+    "bounced",
+    "complained",
+    "failed",
+    "suppressed",
+    "cancelled",
+    "unsubscribed",
+    "opened",
+    "opens",
+    "human_opened",
+    "clicked",
+    "clicks",
+    "human_clicked",
+)
+
+RATES = (
+    "delivery_rate",
+    "open_rate",
+    "click_rate",
+    "click_to_open_rate",
+    "bounce_rate",
+    "complaint_rate",
+    "unsubscribe_rate",
+)
+
+
+class Figures(BaseModel):
+    recipients: int
+    pending: int
+    sent: int
+    delivered: int
+    bounced: int
+    complained: int
+    failed: int
+    suppressed: int
+    cancelled: int
+    unsubscribed: int
+    opened: int
+    opens: int
+    human_opened: int
+    clicked: int
+    clicks: int
+    human_clicked: int
+    delivery_rate: float | None
+    open_rate: float | None
+    click_rate: float | None
+    click_to_open_rate: float | None
+    bounce_rate: float | None
+    complaint_rate: float | None
+    unsubscribe_rate: float | None
+
+
+class LinkStats(BaseModel):
+    position: int
+    url: str
+    clicks: int
+    human_clicks: int
+
+
+class TimelinePoint(BaseModel):
+    at: datetime
+    delivered: int
+    bounced: int
+    complained: int
+    unsubscribed: int
+    opens: int
+    human_opens: int
+    clicks: int
+    human_clicks: int
+
+
+class CampaignStatsOut(Figures):
+    campaign_id: uuid.UUID
+    status: str
+    total_recipients: int
+    links: list[LinkStats]
+    timeline: list[TimelinePoint] | None = None
+
+
+class AnalystRow(Figures):
+    campaign_id: uuid.UUID
+    sponsor_id: str
+    event_id: str | None
+    name: str
+    status: str
+    created_at: datetime
+
+
+class AnalystOut(BaseModel):
+    items: list[AnalystRow]
+    totals: Figures

@@ -1,0 +1,79 @@
+"""``POST /api/v1/webhooks/resend``: verify (Svix), dedupe, produce, then answer.
+
+2xx only once the broker has acknowledged the event (``acks=all``); any
+failure to produce within ``WEBHOOK_PRODUCE_TIMEOUT_SECONDS`` is a 503 so the
+provider retries. Duplicates (same ``svix-id``) are answered 200 at once when
+this process has seen them; the ingester dedupes the rest by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from schemas.events import TOPIC_PROVIDER_EVENTS
+from service.errors import BadRequest, PayloadTooLarge, Unauthorized
+from service.settings import Settings
+from service.webhooks import logic, svix
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+
+MAX_BODY = 1024 * 1024
+_SEEN_MAX = 50_000
+
+
+def _seen(request: Request) -> OrderedDict[str, None]:
+    state = request.app.state
+    if not hasattr(state, "webhook_seen"):
+        state.webhook_seen = OrderedDict()
+    seen: OrderedDict[str, None] = state.webhook_seen
+    return seen
+
+
+def _unavailable(message: str) -> JSONResponse:
+    body = {"error": {"code": "temporarily_unavailable", "message": message, "field": None}}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+@router.post("/resend", status_code=200)
+async def resend_webhook(request: Request) -> JSONResponse:
+    """A Resend event: 200 once durable, 401 if unsigned, 503 if it could not be stored."""
+    settings: Settings = request.app.state.settings
+    if settings.resend_webhook_secret is None:
+        return _unavailable("RESEND_WEBHOOK_SECRET is not set on this server")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise PayloadTooLarge("payload_too_large", "webhook bodies are limited to 1 MiB")
+    try:
+        msg_id = svix.verify(
+            settings.resend_webhook_secret.get_secret_value(), request.headers, body
+        )
+    except svix.InvalidSignature as exc:
+        raise Unauthorized("invalid_signature", str(exc)) from None
+    seen = _seen(request)
+    if msg_id in seen:
+        return JSONResponse({"status": "duplicate"})
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("invalid_json", "the body is not JSON") from None
+    event = logic.to_event(msg_id, payload)
+    try:
+        await asyncio.wait_for(
+            request.app.state.producer.send([(TOPIC_PROVIDER_EVENTS, msg_id, event.to_bytes())]),
+            settings.webhook_produce_timeout_seconds,
+        )
+    except Exception as exc:  # the provider retries on 5xx; nothing is lost
+        log.warning("webhook %s not stored: %s", msg_id, exc)
+        return _unavailable("the event could not be stored; retry later")
+    seen[msg_id] = None
+    while len(seen) > _SEEN_MAX:
+        seen.popitem(last=False)
+    return JSONResponse({"status": "accepted"})

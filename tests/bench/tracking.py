@@ -1,0 +1,270 @@
+"""Tracking hot paths: pixel + click throughput with 2 API processes, every event ingested.
+
+Starts the local stack, writes one sent campaign (``BENCH_TRACKING_DELIVERIES``
+rows, 3 links), serves the API with ``campaignctl api --workers 2`` and runs
+one ingester process. The load generator is a small raw-asyncio HTTP/1.1
+keep-alive client in ``BENCH_TRACKING_CLIENTS`` processes (httpx alone cannot
+produce the load on this machine), half pixel, half click, for
+``BENCH_TRACKING_SECONDS``. Figures: requests/s, p50/p99 latency, and the
+number of events in ``delivery_events`` against the number of genuine hits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from service.cli import migrate
+from service.db import create_engine
+from service.devstack import DevStack, free_port, wait_for_port
+from service.kafka import create_topics
+from service.settings import Settings, settings_from_env
+from service.tracking.tokens import Kind
+
+DELIVERIES = int(os.environ.get("BENCH_TRACKING_DELIVERIES", "2000"))
+SECONDS = float(os.environ.get("BENCH_TRACKING_SECONDS", "10"))
+CLIENTS = int(os.environ.get("BENCH_TRACKING_CLIENTS", "2"))
+CONNECTIONS = int(os.environ.get("BENCH_TRACKING_CONNECTIONS", "32"))
+
+
+async def _setup(settings: Settings) -> list[int]:
+    engine = create_engine(settings)
+    campaign_id = uuid.uuid4()
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO sponsors (id, name, from_email) "
+                "VALUES ('bench', 'Bench', 'bench@sponsor.example')"
+            )
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO campaigns (id, sponsor_id, name, subject, audience_type, status) "
+                "VALUES (:id, 'bench', 'bench', 'Hi', 'all', 'sent')"
+            ),
+            {"id": campaign_id},
+        )
+        rows = await connection.execute(
+            text(
+                "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, "
+                "batch_no, status, sent_at) SELECT :id, n, 'r' || n || '@bench.example', "
+                "n / 100, 'sent', now() - interval '1 day' FROM generate_series(1, :n) n "
+                "RETURNING id"
+            ),
+            {"id": campaign_id, "n": DELIVERIES},
+        )
+        ids = [int(r[0]) for r in rows]
+        for position in range(3):
+            await connection.execute(
+                text("INSERT INTO campaign_links VALUES (:c, :p, :u)"),
+                {"c": campaign_id, "p": position, "u": f"https://sponsor.example/{position}"},
+            )
+    await engine.dispose()
+    return ids
+
+
+def _paths(settings: Settings, ids: list[int]) -> list[bytes]:
+    signer = settings.tracking_signer()
+    rng = random.Random(1)
+    paths = []
+    for _ in range(4000):
+        delivery_id = rng.choice(ids)
+        if rng.random() < 0.5:
+            paths.append(f"/o/{signer.sign(Kind.OPEN, delivery_id)}".encode())
+        else:
+            paths.append(f"/c/{signer.sign(Kind.CLICK, delivery_id, rng.randrange(3))}".encode())
+    return paths
+
+
+async def _connection(
+    port: int, paths: list[bytes], until: float, latencies: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = random.randrange(len(paths))
+    agent = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"
+    try:
+        while time.perf_counter() < until:
+            path = paths[i % len(paths)]
+            i += 1
+            started = time.perf_counter()
+            writer.write(
+                b"GET " + path + b" HTTP/1.1\r\nHost: bench\r\nUser-Agent: " + agent + b"\r\n\r\n"
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not (head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.1 302")):
+                errors.append(1)
+    finally:
+        writer.close()
+
+
+def _client(port: int, paths: list[bytes], until: float, queue: Any) -> None:
+    latencies: list[float] = []
+    errors: list[int] = []
+
+    async def run() -> None:
+        await asyncio.gather(
+            *(_connection(port, paths, until, latencies, errors) for _ in range(CONNECTIONS))
+        )
+
+    asyncio.run(run())
+    queue.put((latencies, len(errors)))
+
+
+async def _in_process(settings: Settings, paths: list[bytes], n: int = 20_000) -> float:
+    """Requests/s of the middleware alone (no HTTP server, no client): the handler's cost."""
+    from service.tracking.emitter import Emitter
+    from service.tracking.fastpath import TrackingFastPath, TrackingHub
+
+    engine = create_engine(settings)
+    emitter = Emitter(settings)
+
+    class _App:
+        class state:
+            tracking = TrackingHub(settings, engine, emitter)
+
+    async def inner(_scope: Any, _receive: Any, _send: Any) -> None:
+        raise AssertionError("not a tracking path")
+
+    middleware = TrackingFastPath(inner)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(_message: Any) -> None:
+        return None
+
+    headers = [(b"host", b"bench"), (b"user-agent", b"Mozilla/5.0 Chrome/120.0")]
+    scopes = [
+        {
+            "type": "http",
+            "method": "GET",
+            "path": path.decode(),
+            "headers": headers,
+            "client": ("203.0.113.7", 5000),
+            "app": _App,
+        }
+        for path in paths
+    ]
+    for scope in scopes:  # warm the link cache
+        await middleware(scope, receive, send)
+    started = time.perf_counter()
+    for i in range(n):
+        await middleware(scopes[i % len(scopes)], receive, send)
+    elapsed = time.perf_counter() - started
+    await asyncio.to_thread(emitter.close)
+    await engine.dispose()
+    return n / elapsed
+
+
+async def _ingested(settings: Settings) -> int:
+    engine = create_engine(settings)
+    async with engine.connect() as connection:
+        count = await connection.scalar(
+            text("SELECT count(*) FROM delivery_events WHERE type IN ('open', 'click')")
+        )
+    await engine.dispose()
+    return int(count or 0)
+
+
+def main() -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    stack = DevStack(workdir, fast=True)
+    stack.start()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        port = free_port()
+        env = {
+            **os.environ,
+            **stack.env(),
+            "TRACKING_SECRET": "bench-tracking-secret-0123456789",
+            "IP_HASH_SECRET": "bench-ip-secret",
+            "TRACKING_SPOOL_DIR": str(workdir / "spool"),
+            "AUTH_JWT_SECRET": "bench-jwt-secret-0123456789",
+            "LOG_LEVEL": "WARNING",
+        }
+        settings = settings_from_env(env)
+        migrate(settings)
+        create_topics(settings)
+        ids = asyncio.run(_setup(settings))
+        paths = _paths(settings, ids)
+        handler_rps = asyncio.run(
+            _in_process(
+                settings.model_copy(update={"tracking_spool_dir": str(workdir / "s0")}), paths
+            )
+        )
+        ctl = [sys.executable, "-m", "service.cli"]
+        children.append(
+            subprocess.Popen([*ctl, "api", "--port", str(port), "--workers", "2"], env=env)
+        )
+        children.append(subprocess.Popen([*ctl, "worker", "--role", "ingester"], env=env))
+        wait_for_port(port)
+        time.sleep(2)
+        # Warm-up: fills the link caches of both processes and the ingester's group join.
+        warm_until = time.perf_counter() + 2
+        queue: Any = multiprocessing.Queue()
+        _client(port, paths, warm_until, queue)
+        warm_hits = len(queue.get()[0])
+        until = time.perf_counter() + SECONDS
+        procs = [
+            multiprocessing.Process(target=_client, args=(port, paths, until, queue))
+            for _ in range(CLIENTS)
+        ]
+        started = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        results = [queue.get() for _ in procs]
+        elapsed = time.perf_counter() - started
+        for proc in procs:
+            proc.join()
+        latencies = sorted(x for r in results for x in r[0])
+        errors = sum(r[1] for r in results)
+        total = len(latencies)
+        expected = total + warm_hits + 20_000 + len(paths)
+        ingest_started = time.monotonic()
+        ingested = 0
+        while time.monotonic() - ingest_started < 300:
+            ingested = asyncio.run(_ingested(settings))
+            if ingested >= expected:
+                break
+            time.sleep(1)
+        return {
+            "handler_only_requests_per_second": round(handler_rps, 1),
+            "api_processes": 2,
+            "client_processes": CLIENTS,
+            "connections": CLIENTS * CONNECTIONS,
+            "requests": total,
+            "errors": errors,
+            "requests_per_second": round(total / elapsed, 1),
+            "p50_ms": round(latencies[total // 2] * 1000, 2),
+            "p99_ms": round(latencies[int(total * 0.99)] * 1000, 2),
+            "events_expected": expected,
+            "events_ingested": ingested,
+            "ingest_lag_seconds": round(time.monotonic() - ingest_started, 1),
+        }
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stack.stop()
