@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+import orjson
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -21,6 +22,21 @@ CampaignStatus = Literal[
 DeliveryStatus = Literal[
     "pending", "sent", "delivered", "bounced", "complained", "failed", "suppressed", "cancelled"
 ]
+
+
+# Free-form JSON objects (campaign metadata, lead attributes) are bounded as a whole.
+MAX_FREE_JSON_BYTES = 16_384
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > MAX_FREE_JSON_BYTES:
+        raise ValueError(f"must be at most {MAX_FREE_JSON_BYTES} bytes as JSON")
+    return value
+
+
+Key = Annotated[str, Field(max_length=100)]
+FreeJson = Annotated[dict[Key, Any], Field(max_length=100), AfterValidator(_bounded_json)]
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class _Body(BaseModel):
@@ -80,10 +96,10 @@ class LeadIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     intent_level: IntentLevel | None = None
     intent_score: int | None = Field(default=None, ge=0, le=100)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     follow_up_status: str = Field(default="new", min_length=1, max_length=40)
     event_id: str | None = Field(default=None, max_length=64)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: FreeJson = Field(default_factory=dict)
 
 
 class BulkLeadsIn(_Body):
@@ -110,7 +126,7 @@ class CampaignIn(_Body):
     html_body: str | None = Field(default=None, max_length=500_000)
     audience_type: AudienceType = "all"
     event_id: str | None = Field(default=None, max_length=64)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeJson = Field(default_factory=dict)
     draft: bool = False
     send_at: AwareDatetime | None = Field(
         default=None, description="schedule for later (timezone required; stored as UTC)"

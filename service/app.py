@@ -5,18 +5,40 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select, text
 
-from service import kafka
+from schemas.http import ErrorBody
+from service import kafka, metrics
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
 from service.http import install_error_handlers
 from service.leads.api import router as leads_router
+from service.limits.api import BodyLimits, RateLimited
+from service.logs import RequestContext
+from service.models import Campaign
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
+from service.startup import wait_for_dependencies
+
+_ERRORS = {
+    400: "the request is malformed (e.g. a tampered cursor)",
+    401: "no valid bearer token",
+    403: "the token may not act for this sponsor or lacks the scope",
+    404: "no such resource",
+    409: "the resource is not in a state that allows this",
+    413: "the body is larger than API_MAX_BODY_MB",
+    422: "a field is invalid, too long, or the JSON nests too deep; `field` names it",
+    429: "a per-sponsor rate limit was reached; see the retry-after header",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in _ERRORS.items()
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        await wait_for_dependencies(settings, engine)
         app.state.producer = kafka.Producer(settings)
         try:
             yield
@@ -42,9 +65,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(sponsors_router)
-    app.include_router(leads_router)
-    app.include_router(campaigns_router)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=int(settings.api_max_body_mb * 1_048_576),
+        max_depth=settings.api_max_json_depth,
+    )
+    app.add_middleware(RequestContext)
+    limited: dict[str, Any] = {"dependencies": [RateLimited], "responses": ERROR_RESPONSES}
+    app.include_router(sponsors_router, **limited)
+    app.include_router(leads_router, **limited)
+    app.include_router(campaigns_router, **limited)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics of this process (every process with PROMETHEUS_MULTIPROC_DIR)."""
+        counts: dict[str, int] = {}
+        try:
+            async with request.app.state.sessions() as session:
+                rows = await session.execute(
+                    select(Campaign.status, func.count()).group_by(Campaign.status)
+                )
+                counts = {status: int(n) for status, n in rows.all()}
+        except Exception:
+            counts = {}
+        body = metrics.render([metrics.CampaignStatusCollector(lambda: counts)])
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

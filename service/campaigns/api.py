@@ -30,6 +30,7 @@ from service.sponsors import repository as sponsors
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=1000)]
 
 
 def _out(campaign: Campaign) -> CampaignOut:
@@ -86,7 +87,7 @@ async def list_campaigns(
     sponsor_id: str,
     request: Request,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     status: CampaignStatus | None = None,
 ) -> Page[CampaignOut]:
     after = None
@@ -229,7 +230,7 @@ async def list_deliveries(
     request: Request,
     status: DeliveryStatus | None = None,
     limit: Limit = 100,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> Page[DeliveryOut]:
     after_id = None
     if cursor:
