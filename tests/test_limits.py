@@ -170,6 +170,24 @@ async def test_json_nested_too_deep_is_422_naming_the_path(
     assert error["field"] == "metadata.a.a.a.a.a"
 
 
+@pytest.mark.parametrize("content_type", [None, "application/json", "text/plain"])
+async def test_json_deeper_than_any_parser_allows_is_422_not_500(
+    replicas: LimitedClients,
+    sponsor: str,
+    token: Callable[..., dict[str, str]],
+    content_type: str | None,
+) -> None:
+    headers = token(sponsor) | ({"content-type": content_type} if content_type else {})
+    response = await replicas[0].post(
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers=headers,
+        content=b"[" * 5000 + b"]" * 5000,
+    )
+    assert 400 <= response.status_code < 500
+    if content_type != "text/plain":  # not read as JSON at all
+        assert response.json()["error"]["code"] == "json_too_deep"
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [

@@ -36,7 +36,7 @@ from service.errors import (
     TransientProviderError,
 )
 from service.kafka import Producer
-from service.logs import bound
+from service.logs import bind, bound
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates.render import CompiledMessage, RenderError, compile_message
@@ -145,6 +145,7 @@ class Sender:
         context = await self._context(event.campaign_id)
         if context is None or context.status != "sending":
             return  # paused or cancelled: resume/retry re-open the window
+        bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         async with self.sessions() as session:
             recipients = await repository.load_pending_batch(
                 session, event.campaign_id, event.batch_no

@@ -116,12 +116,18 @@ class BodyLimits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if b"json" in headers.get(b"content-type", b"") and body:
+        content_type = headers.get(b"content-type", b"")
+        # FastAPI reads a body without a content type as JSON too.
+        if body and (not content_type or b"json" in content_type):
+            path = None
             try:
                 parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
+            except orjson.JSONDecodeError as exc:
                 parsed = None  # the route's own parsing reports it, as a 422
-            path = too_deep(parsed, self.max_depth) if parsed is not None else None
+                if "depth" in str(exc):
+                    path = "body"
+            if parsed is not None:
+                path = too_deep(parsed, self.max_depth)
             if path is not None:
                 message_text = f"JSON nests deeper than {self.max_depth} levels"
                 await self._error(send, 422, "json_too_deep", message_text, path)
