@@ -61,10 +61,17 @@ async def _send_small_campaign(client: httpx.AsyncClient, sponsor: str, token: A
 
 @pytest.mark.usefixtures("workers")
 async def test_api_metrics_count_a_small_send(
-    client: httpx.AsyncClient, sponsor: str, token: Any
+    client: httpx.AsyncClient, sponsor: str, token: Any, json_logs: io.StringIO
 ) -> None:
     before = (await client.get("/metrics")).text
-    await _send_small_campaign(client, sponsor, token)
+    campaign_id = await _send_small_campaign(client, sponsor, token)
+    # The sender's own log lines carry the campaign, batch and sponsor they are about.
+    lines = [orjson.loads(line) for line in json_logs.getvalue().splitlines()]
+    finished = [line for line in lines if line["message"] == f"campaign {campaign_id} sent"]
+    assert finished, [line["message"] for line in lines][-20:]
+    assert finished[0]["campaign_id"] == campaign_id
+    assert finished[0]["sponsor_id"] == sponsor
+    assert isinstance(finished[0]["batch"], int)
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
