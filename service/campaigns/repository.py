@@ -534,3 +534,9 @@ async def running_overview(session: AsyncSession, limit: int = 50) -> list[Any]:
         .limit(limit)
     )
     return list((await session.execute(query)).all())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Campaigns per status (the ``campaign_campaigns`` gauge; one grouped index scan)."""
+    rows = await session.execute(select(Campaign.status, func.count()).group_by(Campaign.status))
+    return {status: int(count) for status, count in rows.all()}
