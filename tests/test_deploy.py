@@ -191,6 +191,14 @@ def test_the_values_set_are_valid_settings(where: str) -> None:
     Settings.model_validate(known)  # raises on a wrong type or range
 
 
+def test_every_setting_is_offered_by_compose_and_documented_in_the_readme() -> None:
+    """Set in compose.yaml, or set or commented in .env.example; a row in the README."""
+    offered = (DEPLOY / "compose.yaml").read_text() + (DEPLOY / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert not sorted(name for name in SETTINGS if name not in offered)
+    assert not sorted(name for name in SETTINGS if f"`{name}`" not in readme)
+
+
 def test_pending_names_are_not_yet_settings() -> None:
     """Once a sibling branch lands, its names move from PENDING_* to the real checks."""
     assert not PENDING_SETTINGS & SETTINGS, "remove merged names from PENDING_SETTINGS"
