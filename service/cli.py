@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -27,7 +26,9 @@ def _api(args: argparse.Namespace) -> None:
 
     # In-flight requests get this long to finish after SIGTERM (k8s sends it, then waits
     # terminationGracePeriodSeconds, which must be larger).
-    grace = get_settings().api_shutdown_grace_seconds
+    from service.logs import logging_config
+
+    settings = get_settings()
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -35,9 +36,8 @@ def _api(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level="warning",
-        timeout_graceful_shutdown=grace,
-        proxy_headers=True,
-        log_config=None,
+        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
+        log_config=logging_config(settings.log_level, settings.log_format),
     )
 
 
@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from service.logs import configure
 
-    configure(os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "auto").lower())
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format)
     args = build_parser().parse_args(argv)
     args.func(args)
 

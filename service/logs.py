@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import logging.config
 import re
 import sys
 import time
@@ -111,19 +112,29 @@ class TextFormatter(logging.Formatter):
         return f"{line} {fields}" if fields else line
 
 
-def configure(level: str = "INFO", fmt: str = "auto") -> None:
-    """Install the formatter on the root logger (``LOG_LEVEL``, ``LOG_FORMAT``)."""
+def logging_config(level: str = "INFO", fmt: str = "auto") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict (also handed to uvicorn for its worker processes)."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = []
-        logger.propagate = True
+    formatter = "JsonFormatter" if fmt == "json" else "TextFormatter"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"()": f"service.logs.{formatter}"}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "root": {"handlers": ["default"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            # RequestContext writes one access line per request, with its request id.
+            "uvicorn.access": {"handlers": [], "propagate": False},
+        },
+    }
+
+
+def configure(level: str = "INFO", fmt: str = "auto") -> None:
+    """Install the formatter on the root logger (``LOG_LEVEL``, ``LOG_FORMAT``)."""
+    logging.config.dictConfig(logging_config(level, fmt))
 
 
 _SPONSOR_PATH = re.compile(r"^/api/v1/sponsors/([^/]+)")

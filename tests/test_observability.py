@@ -7,6 +7,8 @@ import io
 import logging
 import re
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -215,3 +217,25 @@ async def test_status_once_shows_a_campaign_in_flight(
     assert sponsor in row
     assert "paused" in row
     assert re.search(r"\b5/10\b", view)
+
+
+@pytest.mark.parametrize(("fmt", "json_lines"), [("json", True), ("auto", True), ("text", False)])
+def test_campaignctl_logs_one_json_object_per_line_unless_in_a_terminal(
+    fmt: str, json_lines: bool
+) -> None:
+    """``auto`` means JSON here: stderr is a pipe, not a terminal."""
+    script = (
+        "import logging; from service.logs import configure; "
+        f"configure('INFO', '{fmt}'); "
+        "logging.getLogger('service.x').info('sent to lead@example.com')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, check=True, timeout=60
+    )
+    (line,) = result.stderr.decode().splitlines()
+    assert "lead@example.com" not in line
+    if json_lines:
+        entry = orjson.loads(line)
+        assert entry["logger"] == "service.x" and entry["level"] == "info"
+    else:
+        assert line.split()[2] == "INFO"
