@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
@@ -29,7 +29,11 @@ MAX_FREE_JSON_BYTES = 16_384
 
 
 def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
-    if len(orjson.dumps(value)) > MAX_FREE_JSON_BYTES:
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise ValueError("must be plain JSON (no NaN or Infinity)") from None
+    if len(encoded.encode()) > MAX_FREE_JSON_BYTES:
         raise ValueError(f"must be at most {MAX_FREE_JSON_BYTES} bytes as JSON")
     return value
 
@@ -67,7 +71,7 @@ class SponsorIn(_Body):
     reply_to: str | None = Field(default=None, max_length=320)
     postal_address: str | None = Field(default=None, max_length=500)
     can_send_messages: bool = True
-    hourly_send_cap: int | None = Field(default=None, ge=1)
+    hourly_send_cap: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class SponsorOut(BaseModel):

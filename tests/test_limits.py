@@ -214,6 +214,69 @@ async def test_a_string_over_its_max_length_is_422_naming_the_field(
     assert response.json()["error"]["field"].startswith(field)
 
 
+async def test_nan_in_free_form_json_is_422_not_500(
+    client: httpx.AsyncClient, sponsor: str, token: Callable[..., dict[str, str]]
+) -> None:
+    body = orjson.dumps(factories.campaign(metadata={"n": 0})).replace(b'"n":0', b'"n":NaN')
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers={**token(sponsor), "content-type": "application/json"},
+        content=body,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "metadata"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (factories.campaign(name="a\x00b"), "name"),
+        (factories.campaign(metadata={"k\x00": 1}), "metadata.k\x00"),
+        (factories.campaign(metadata={"list": ["ok", "no\x00"]}), "metadata.list.1"),
+    ],
+)
+async def test_a_nul_character_is_422_naming_the_field(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Callable[..., dict[str, str]],
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=token(sponsor), json=body
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == {
+        "code": "nul_character",
+        "message": "U+0000 is not allowed",
+        "field": field,
+    }
+
+
+async def test_a_nul_character_in_the_path_or_query_is_422(
+    client: httpx.AsyncClient, sponsor: str, token: Callable[..., dict[str, str]]
+) -> None:
+    for url in (
+        f"/api/v1/sponsors/{sponsor}%00/campaigns",
+        f"/api/v1/sponsors/{sponsor}/campaigns?cursor=a%00",
+    ):
+        response = await client.get(url, headers=token(sponsor))
+        assert response.status_code == 422, url
+        assert response.json()["error"]["code"] == "nul_character"
+
+
+async def test_an_hourly_cap_beyond_any_real_one_is_422_not_500(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    response = await client.put(
+        f"/api/v1/sponsors/sp-{uuid.uuid4().hex[:10]}",
+        headers=admin,
+        json={"name": "N", "from_email": "a@b.example", "hourly_send_cap": 2**40},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "hourly_send_cap"
+
+
 async def test_a_lead_tag_over_its_max_length_rejects_that_row_naming_the_field(
     client: httpx.AsyncClient, sponsor: str, token: Callable[..., dict[str, str]]
 ) -> None:

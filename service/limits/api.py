@@ -7,9 +7,10 @@ a campaign counts against ``API_RATE_CREATE_PER_MINUTE``, every read against
 ``API_RATE_READ_PER_MINUTE``; past the limit the answer is 429 with
 ``retry-after`` (seconds to the next window).
 
-Body size (``API_MAX_BODY_MB``, 413) and JSON depth (``API_MAX_JSON_DEPTH``,
-422 naming the path where it got too deep) are checked by an ASGI middleware
-before any parsing by the routes.
+Body size (``API_MAX_BODY_MB``, 413), JSON depth (``API_MAX_JSON_DEPTH``,
+422 naming the path where it got too deep) and U+0000 characters (which
+PostgreSQL cannot store: 422 naming the field) are checked by an ASGI
+middleware before any parsing by the routes.
 """
 
 from __future__ import annotations
@@ -84,6 +85,27 @@ def too_deep(value: Any, limit: int) -> str | None:
     return None
 
 
+def nul_character(value: Any) -> str | None:
+    """The dotted path of the first string (value or key) holding U+0000, or None.
+
+    PostgreSQL text cannot store it; rejecting it here keeps it a 422, not a 500.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path or "body"
+        elif isinstance(node, dict | list):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                child_path = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return child_path
+                stack.append((child, child_path))
+    return None
+
+
 class BodyLimits:
     """ASGI middleware: 413 past ``max_bytes``; 422 for JSON nested deeper than ``max_depth``."""
 
@@ -93,7 +115,13 @@ class BodyLimits:
         self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            await self._error(send, 422, "nul_character", "U+0000 is not allowed", "path")
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -131,6 +159,9 @@ class BodyLimits:
             if path is not None:
                 message_text = f"JSON nests deeper than {self.max_depth} levels"
                 await self._error(send, 422, "json_too_deep", message_text, path)
+                return
+            if parsed is not None and (path := nul_character(parsed)) is not None:
+                await self._error(send, 422, "nul_character", "U+0000 is not allowed", path)
                 return
         delivered = False
 
