@@ -43,6 +43,16 @@ FreeJson = Annotated[dict[Key, Any], Field(max_length=100), AfterValidator(_boun
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
 
 
+def _plausible_time(value: datetime) -> datetime:
+    # Years far out (0001, 9999) overflow the database's and clients' date handling.
+    if not 2000 <= value.year <= 2200:
+        raise ValueError("must be between the years 2000 and 2200")
+    return value
+
+
+SendAt = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -132,13 +142,13 @@ class CampaignIn(_Body):
     event_id: str | None = Field(default=None, max_length=64)
     metadata: FreeJson = Field(default_factory=dict)
     draft: bool = False
-    send_at: AwareDatetime | None = Field(
+    send_at: SendAt | None = Field(
         default=None, description="schedule for later (timezone required; stored as UTC)"
     )
 
 
 class ScheduleIn(_Body):
-    send_at: AwareDatetime
+    send_at: SendAt
 
 
 class CampaignOut(BaseModel):

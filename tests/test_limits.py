@@ -194,6 +194,7 @@ async def test_json_deeper_than_any_parser_allows_is_422_not_500(
         ({"name": "n" * 201}, "name"),
         ({"subject": "s" * 999}, "subject"),
         ({"event_id": "e" * 65}, "event_id"),
+        ({"draft": True, "send_at": "0001-01-01T00:00:00Z"}, "send_at"),
         ({"metadata": {"k" * 101: 1}}, "metadata."),
         ({"metadata": {"big": "v" * 17_000}}, "metadata"),
     ],
