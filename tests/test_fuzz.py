@@ -35,7 +35,7 @@ from service.app import create_app
 from service.auth import mint_token
 from service.settings import Settings
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 MODES = [GenerationMode.POSITIVE] + (
     [GenerationMode.NEGATIVE] if os.environ.get("FUZZ_NEGATIVE") else []
 )
