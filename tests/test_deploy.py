@@ -303,3 +303,12 @@ def test_every_workload_reads_the_config_and_the_secret() -> None:
                 next(iter(source.values()))["name"] for source in container.get("envFrom", [])
             }
             assert sources == {"campaign-service-config", "campaign-service-secrets"}
+
+
+def test_read_only_containers_still_have_a_writable_var() -> None:
+    """OUTBOX_DIR and other relative ``var/…`` paths need somewhere to write."""
+    for name, deployment in _deployments().items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/app/var" in mounts, name
