@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test lint format bench clean help chromium
+.PHONY: run demo test lint format bench fuzz clean help chromium
 
 help:
 	@echo "make run    local stack + API + worker + demo campaign, serving until Ctrl-C"
@@ -12,6 +12,7 @@ help:
 	@echo "make test   the whole test suite (real PostgreSQL and Kafka broker)"
 	@echo "make lint   ruff + mypy --strict"
 	@echo "make bench  benchmarks; results in BENCHMARKS.md and bench-results.json"
+	@echo "make fuzz   schemathesis over the whole API, many examples, valid and invalid data"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_NEGATIVE=1 $(BIN)/pytest tests/test_fuzz.py -q --timeout 3600
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

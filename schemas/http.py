@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 T = TypeVar("T")
 
@@ -21,6 +22,35 @@ CampaignStatus = Literal[
 DeliveryStatus = Literal[
     "pending", "sent", "delivered", "bounced", "complained", "failed", "suppressed", "cancelled"
 ]
+
+
+# Free-form JSON objects (campaign metadata, lead attributes) are bounded as a whole.
+MAX_FREE_JSON_BYTES = 16_384
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise ValueError("must be plain JSON (no NaN or Infinity)") from None
+    if len(encoded.encode()) > MAX_FREE_JSON_BYTES:
+        raise ValueError(f"must be at most {MAX_FREE_JSON_BYTES} bytes as JSON")
+    return value
+
+
+Key = Annotated[str, Field(max_length=100)]
+FreeJson = Annotated[dict[Key, Any], Field(max_length=100), AfterValidator(_bounded_json)]
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+def _plausible_time(value: datetime) -> datetime:
+    # Years far out (0001, 9999) overflow the database's and clients' date handling.
+    if not 2000 <= value.year <= 2200:
+        raise ValueError("must be between the years 2000 and 2200")
+    return value
+
+
+SendAt = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
 
 
 class _Body(BaseModel):
@@ -58,7 +88,7 @@ class SponsorIn(_Body):
     reply_to: str | None = Field(default=None, max_length=320)
     postal_address: str | None = Field(default=None, max_length=500)
     can_send_messages: bool = True
-    hourly_send_cap: int | None = Field(default=None, ge=1)
+    hourly_send_cap: int | None = Field(default=None, ge=1, le=10_000_000)
 
     _single_line = field_validator("name", "from_email", "from_name", "reply_to")(_one_line)
 
@@ -89,10 +119,10 @@ class LeadIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     intent_level: IntentLevel | None = None
     intent_score: int | None = Field(default=None, ge=0, le=100)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     follow_up_status: str = Field(default="new", min_length=1, max_length=40)
     event_id: str | None = Field(default=None, max_length=64)
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: FreeJson = Field(default_factory=dict)
 
 
 class BulkLeadsIn(_Body):
@@ -131,15 +161,15 @@ class CampaignIn(_Body):
     tracking_enabled: bool = True
     audience_type: AudienceType = "all"
     event_id: str | None = Field(default=None, max_length=64)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeJson = Field(default_factory=dict)
     draft: bool = False
-    send_at: AwareDatetime | None = Field(
+    send_at: SendAt | None = Field(
         default=None, description="schedule for later (timezone required; stored as UTC)"
     )
 
 
 class ScheduleIn(_Body):
-    send_at: AwareDatetime
+    send_at: SendAt
 
 
 class CampaignOut(BaseModel):

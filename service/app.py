@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from service import kafka
+from schemas.http import ErrorBody
+from service import kafka, metrics
+from service.campaigns import repository as campaigns_repository
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
 from service.http import install_error_handlers
 from service.leads.api import router as leads_router
+from service.limits.api import BodyLimits, RateLimited
+from service.logs import RequestContext
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
+from service.startup import wait_for_dependencies
 from service.stats.api import router as stats_router
 from service.templates.api import public_router as view_router
 from service.templates.api import router as templates_router
@@ -24,6 +31,21 @@ from service.tracking.api import router as tracking_router
 from service.tracking.emitter import Emitter
 from service.tracking.fastpath import TrackingFastPath, TrackingHub
 from service.webhooks.api import router as webhooks_router
+
+_ERRORS = {
+    400: "the request is malformed (e.g. a tampered cursor)",
+    401: "no valid bearer token",
+    403: "the token may not act for this sponsor or lacks the scope",
+    404: "no such resource",
+    409: "the resource is not in a state that allows this",
+    413: "the body is larger than API_MAX_BODY_MB",
+    422: "a field is invalid, too long, or the JSON nests too deep; `field` names it",
+    429: "a per-sponsor rate limit was reached; see the retry-after header",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in _ERRORS.items()
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        await wait_for_dependencies(settings, engine)
         app.state.producer = kafka.Producer(settings)
         emitter = Emitter(settings)
         app.state.tracking = TrackingHub(settings, engine, emitter)
@@ -52,16 +75,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(sponsors_router)
-    app.include_router(leads_router)
-    app.include_router(campaigns_router)
-    app.include_router(templates_router)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=int(settings.api_max_body_mb * 1_048_576),
+        max_depth=settings.api_max_json_depth,
+    )
+    app.add_middleware(RequestContext)
+    # Pixel and click are served before anything else (see service/tracking/fastpath.py).
+    app.add_middleware(TrackingFastPath)
+    limited: dict[str, Any] = {"dependencies": [RateLimited], "responses": ERROR_RESPONSES}
+    app.include_router(sponsors_router, **limited)
+    app.include_router(leads_router, **limited)
+    app.include_router(campaigns_router, **limited)
+    app.include_router(templates_router, **limited)
+    app.include_router(stats_router, **limited)
+    # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
-    app.include_router(stats_router)
     app.include_router(tracking_router)
     app.include_router(webhooks_router)
-    # Pixel and click are served before FastAPI's routing (see service/tracking/fastpath.py).
-    app.add_middleware(TrackingFastPath)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics of this process (every process with PROMETHEUS_MULTIPROC_DIR)."""
+        counts: dict[str, int] = {}
+        try:
+            async with request.app.state.sessions() as session:
+                counts = await campaigns_repository.count_by_status(session)
+        except Exception:
+            counts = {}  # the process metrics still answer while the database is away
+        body = metrics.render([metrics.CampaignStatusCollector(lambda: counts)])
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

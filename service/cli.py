@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import signal
 import sys
 import threading
@@ -26,6 +24,11 @@ def migrate(settings: Settings) -> None:
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    # In-flight requests get this long to finish after SIGTERM (k8s sends it, then waits
+    # terminationGracePeriodSeconds, which must be larger).
+    from service.logs import logging_config
+
+    settings = get_settings()
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -33,7 +36,8 @@ def _api(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
+        log_config=logging_config(settings.log_level, settings.log_format),
     )
 
 
@@ -41,6 +45,12 @@ def _worker(args: argparse.Namespace) -> None:
     from worker.main import ROLES, main
 
     main(get_settings(), [args.role] if args.role else list(ROLES))
+
+
+def _status(args: argparse.Namespace) -> None:
+    from service.status import run_status
+
+    sys.exit(run_status(get_settings(), once=args.once, interval=args.interval))
 
 
 def _migrate(_args: argparse.Namespace) -> None:
@@ -93,6 +103,8 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from worker.main import ROLES
+
     parser = argparse.ArgumentParser(prog="campaignctl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -102,11 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--workers", type=int, default=1, help="API processes")
     api.set_defaults(func=_api)
 
-    from worker.main import ROLES
-
     worker = commands.add_parser("worker", help="run the Kafka consumer roles")
     worker.add_argument("--role", choices=list(ROLES), default=None)
     worker.set_defaults(func=_worker)
+
+    status = commands.add_parser("status", help="live view of running campaigns")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    status.set_defaults(func=_status)
 
     commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_migrate)
     commands.add_parser("kafka-init", help="create the topics (idempotent)").set_defaults(
@@ -134,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from service.logs import configure
+
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format)
     args = build_parser().parse_args(argv)
     args.func(args)
 

@@ -8,7 +8,8 @@
     │   ├── NotFound             404
     │   ├── Conflict             409
     │   ├── PayloadTooLarge      413
-    │   └── Unprocessable        422 (validation of content: templates, filters)
+    │   ├── Unprocessable        422 (validation of content: templates, filters)
+    │   └── TooManyRequests      429; carries ``retry_after`` seconds
     └── ProviderError          the email provider refused or failed a request
         ├── TransientProviderError   retry later with the same idempotency key
         │   └── RateLimited            429; carries the provider's retry-after
@@ -67,6 +68,16 @@ class PayloadTooLarge(ClientError):
 
 class Unprocessable(ClientError):
     status_code = 422
+
+
+class TooManyRequests(ClientError):
+    """A per-sponsor API rate limit was reached; try again after ``retry_after`` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__("rate_limited", message, None)
+        self.retry_after = retry_after
 
 
 class ProviderError(ServiceError):

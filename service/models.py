@@ -341,3 +341,14 @@ class SponsorHourlySends(Base):
     )
     hour_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class ApiRateCounter(Base):
+    """Requests per sponsor, bucket (``create``/``read``) and minute, shared by API replicas."""
+
+    __tablename__ = "api_rate_counters"
+
+    sponsor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer, server_default=text("0"))

@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     reputation_bounce_rate: float = Field(default=0.02, ge=0, le=1)
     reputation_window: int = Field(default=1000, ge=1)
     reputation_min_deliveries: int = Field(default=200, ge=1)
+    # Running in production: logs, metrics, startup, shutdown, abuse and input limits.
+    log_level: str = "INFO"
+    log_format: Literal["json", "text", "auto"] = "auto"
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)  # 0: no metrics server
+    startup_wait_seconds: float = Field(default=60.0, ge=0)
+    api_shutdown_grace_seconds: int = Field(default=30, ge=1)
+    api_rate_limits_enabled: bool = True
+    api_rate_create_per_minute: int = Field(default=10, ge=1)
+    api_rate_read_per_minute: int = Field(default=30, ge=1)
+    api_max_body_mb: float = Field(default=20.0, gt=0)
+    api_max_json_depth: int = Field(default=32, ge=2)
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

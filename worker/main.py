@@ -24,7 +24,9 @@ from schemas.events import (
 )
 from service.db import create_engine, session_factory
 from service.kafka import Producer
+from service.metrics import MetricsServer
 from service.settings import Settings
+from service.startup import wait_for_dependencies
 from worker.ingester import Ingester
 from worker.planner import Planner
 from worker.providers import build_provider
@@ -41,6 +43,7 @@ ROLES = ("planner", "sender", "relay", "ingester")
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:
     """Run the given roles until ``stop`` is set, then close everything cleanly."""
     engine = create_engine(settings)
+    await wait_for_dependencies(settings, engine)
     sessions = session_factory(engine)
     producer = Producer(settings)
     provider = build_provider(settings)
@@ -134,12 +137,40 @@ def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
     return on_assign
 
 
+def start_metrics_server(settings: Settings, stop: asyncio.Event) -> MetricsServer | None:
+    """``/metrics`` and ``/healthz`` on ``WORKER_METRICS_HOST:PORT`` (port 0: none).
+
+    A port already taken (several workers on one host) costs the metrics, never the worker.
+    """
+    if settings.worker_metrics_port == 0:
+        return None
+    try:
+        server = MetricsServer(
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+            healthy=lambda: not stop.is_set(),
+        ).start()
+    except OSError as exc:
+        log.warning("worker metrics server not started: %s", exc)
+        return None
+    log.info("worker metrics on %s:%d", settings.worker_metrics_host, server.port)
+    return server
+
+
 def main(settings: Settings, roles: Sequence[str]) -> None:
-    """Run until SIGTERM/SIGINT; then drain for at most ``WORKER_SHUTDOWN_GRACE_SECONDS``."""
+    """Run until SIGTERM/SIGINT; then drain for at most ``WORKER_SHUTDOWN_GRACE_SECONDS``.
+
+    The drain: every consume loop stops fetching, finishes the batches in hand
+    and stores their offsets, closes its consumer (committing them and leaving
+    the group), then the producer is flushed. Work still running when the grace
+    period ends is cancelled; its offsets were never stored, so another worker
+    redoes it, idempotently. ``/healthz`` answers 503 from the first signal on.
+    """
 
     async def _run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        server = start_metrics_server(settings, stop)
         work = asyncio.create_task(run_worker(settings, roles, stop))
 
         def shutdown() -> None:
@@ -153,7 +184,11 @@ def main(settings: Settings, roles: Sequence[str]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, shutdown)
         log.info("worker starting: %s", ", ".join(roles))
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+        finally:
+            if server is not None:
+                server.stop()
 
     asyncio.run(_run())

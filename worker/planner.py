@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -12,9 +13,10 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import CampaignQueued
-from service import outbox
+from service import metrics, outbox
 from service.campaigns import repository
 from service.kafka import Producer
+from service.logs import bound
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ class Planner:
             await self.plan(event.campaign_id)
 
     async def plan(self, campaign_id: uuid.UUID) -> None:
+        with bound(campaign_id=str(campaign_id)), metrics.PLANNER_DURATION.time():
+            await self._plan(campaign_id)
+
+    async def _plan(self, campaign_id: uuid.UUID) -> None:
+        started = time.perf_counter()
         async with self.sessions.begin() as session:
             campaign = await repository.get_for_update(session, campaign_id)
             if campaign is None or campaign.status != "queued":
@@ -60,10 +67,11 @@ class Planner:
                 campaign.completed_at = func.now()
             outbox_ids = await repository.open_window(session, campaign, self.window)
         log.info(
-            "planned campaign %s: %d recipients in %d batches, %d suppressed",
+            "planned campaign %s: %d recipients in %d batches, %d suppressed, in %.2fs",
             campaign_id,
             plan.recipients,
             plan.batches,
             plan.suppressed,
+            time.perf_counter() - started,
         )
         await outbox.publish(self.sessions, self.producer, outbox_ids)

@@ -15,6 +15,8 @@ import time
 
 from aiolimiter import AsyncLimiter
 
+from service import metrics
+
 MIN_FACTOR = 0.05
 INCREASE_PER_SECOND = 0.1
 
@@ -30,6 +32,7 @@ class Pacer:
         self._last_increase = time.monotonic()
         # Capacity 1: no bursts, so any window sees at most rate × seconds + 1 requests.
         self._limiter = AsyncLimiter(1, 1 / self.rate)
+        metrics.PACING_RATE.set(self.rate)
 
     @property
     def rate(self) -> float:
@@ -40,6 +43,7 @@ class Pacer:
         # aiolimiter has no setter; these two fields are its whole rate state.
         self._limiter.time_period = 1 / self.rate
         self._limiter._rate_per_sec = self.rate
+        metrics.PACING_RATE.set(self.rate)
 
     def set_share(self, assigned: int, total: int) -> None:
         """This sender owns ``assigned`` of the topic's ``total`` partitions."""

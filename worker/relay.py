@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import outbox
+from service import metrics, outbox
 from service.campaigns import logic, repository
 from service.kafka import Producer, create_topics
 from service.settings import Settings
@@ -97,6 +97,8 @@ class Relay:
             self._reconciled_at = time.monotonic()
             await self._duty("reconcile", self.reconcile)
         published = await self._duty("outbox", self.publish_stale)
+        metrics.OUTBOX_PUBLISHED.inc(published)
+        await self._duty("backlog", self.measure_backlog)
         queued = await self._duty("scheduler", self.queue_due)
         if published or queued:
             log.info("relay: published %d outbox rows, queued %d scheduled", published, queued)
@@ -111,6 +113,13 @@ class Relay:
 
     async def publish_stale(self) -> int:
         return await outbox.publish_stale(self.sessions, self.producer, STALE_AFTER_SECONDS)
+
+    async def measure_backlog(self) -> int:
+        """Outbox rows waiting to be published (the ``campaign_outbox_backlog`` gauge)."""
+        async with self.sessions() as session:
+            backlog = int(await session.scalar(text("SELECT count(*) FROM outbox")) or 0)
+        metrics.OUTBOX_BACKLOG.set(backlog)
+        return 0
 
     async def queue_due(self) -> int:
         async with self.sessions.begin() as session:
@@ -127,6 +136,7 @@ class Relay:
             campaigns = await repository.stalled(session, self.settings.reconcile_stall_seconds)
             for campaign in campaigns:
                 log.warning("reconciler: re-driving %s campaign %s", campaign.status, campaign.id)
+                metrics.RECONCILER_ACTIONS.labels(campaign.status).inc()
                 if campaign.status == "queued":
                     outbox_ids.append(await logic.enqueue_planning(session, campaign))
                     continue

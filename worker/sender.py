@@ -31,7 +31,7 @@ from schemas.events import (
     CampaignBatch,
     CampaignTestSend,
 )
-from service import outbox
+from service import metrics, outbox
 from service.campaigns import repository
 from service.campaigns.repository import Recipient
 from service.errors import (
@@ -41,6 +41,7 @@ from service.errors import (
     TransientProviderError,
 )
 from service.kafka import Producer
+from service.logs import bind, bound
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as templates
@@ -148,11 +149,16 @@ class Sender:
 
     async def send_batch(self, event: CampaignBatch) -> None:
         """Send one batch's pending rows once, record the outcome, release the next batch."""
+        with bound(campaign_id=str(event.campaign_id), batch=event.batch_no):
+            await self._send_batch(event)
+
+    async def _send_batch(self, event: CampaignBatch) -> None:
         if event.not_before is not None:
             await asyncio.sleep(max(0.0, (event.not_before - datetime.now(UTC)).total_seconds()))
         context = await self._context(event.campaign_id)
         if context is None or context.status != "sending":
             return  # paused or cancelled: resume/retry re-open the window
+        bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         async with self.sessions() as session:
             recipients = await repository.load_pending_batch(
                 session, event.campaign_id, event.batch_no
@@ -168,6 +174,7 @@ class Sender:
                 log.info("sponsor %s reached its hourly cap", context.sponsor_id)
                 return
 
+        started = time.perf_counter()
         results: list[SendResult] = []
         if emails:
             key = idempotency_key(event, [email.delivery_id for email in emails])
@@ -186,14 +193,25 @@ class Sender:
         sent = [(r.delivery_id, r.provider_message_id) for r in results if r.provider_message_id]
         failed.extend((r.delivery_id, r.error) for r in results if r.error)
         async with self.sessions.begin() as session:
-            _, n_failed = await repository.record_batch_outcome(
+            n_sent, n_failed = await repository.record_batch_outcome(
                 session, event.campaign_id, event.batch_no, sent, failed
             )
             outbox_ids = await repository.release_next_batch(session, event.campaign_id)
+        self._count(n_sent, failed[:n_failed], time.perf_counter() - started)
         await outbox.publish(self.sessions, self.producer, outbox_ids)
         await self._finish(event.campaign_id)
         if n_failed:
             await self._pause_if_failing(context)
+
+    def _count(self, n_sent: int, failed: list[tuple[int, str]], seconds: float) -> None:
+        """Metrics for rows that really changed state (a replayed batch counts nothing)."""
+        provider = self.provider.name
+        if n_sent:
+            metrics.MESSAGES_SENT.labels(provider).inc(n_sent)
+        for _, error in failed:
+            reason = error.split(":", 1)[0].strip()[:40] or "unknown"
+            metrics.MESSAGES_FAILED.labels(provider, reason).inc()
+        metrics.BATCH_DURATION.observe(seconds)
 
     def _render(
         self, context: CampaignContext, event: CampaignBatch, recipients: list[Recipient]

@@ -41,6 +41,7 @@ from service.templates.urls import NO_DELIVERY
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=1000)]
 
 
 def _out(campaign: Campaign) -> CampaignOut:
@@ -101,7 +102,7 @@ async def list_campaigns(
     sponsor_id: str,
     request: Request,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     status: CampaignStatus | None = None,
 ) -> Page[CampaignOut]:
     after = None
@@ -241,7 +242,7 @@ async def list_deliveries(
     principal: Annotated[Principal, Depends(current_principal)],
     status: DeliveryStatus | None = None,
     limit: Limit = 100,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     format: Literal["json", "csv"] = "json",
 ) -> Page[DeliveryOut] | StreamingResponse:
     """A page of deliveries (``campaigns:read``), or with ``?format=csv`` every row

@@ -500,3 +500,43 @@ async def set_status(
         .where(Campaign.id == campaign_id)
         .values(status=status, status_reason=reason, updated_at=func.now())
     )
+
+
+async def running_overview(session: AsyncSession, limit: int = 50) -> list[Any]:
+    """Campaigns in flight (queued, sending, paused) with their counters, for ``status``."""
+    totals = (
+        select(
+            stats.c.campaign_id,
+            func.sum(stats.c.sent).label("sent"),
+            func.sum(stats.c.failed).label("failed"),
+            func.sum(stats.c.pending).label("pending"),
+        )
+        .group_by(stats.c.campaign_id)
+        .subquery()
+    )
+    campaigns = table_of(Campaign)
+    query = (
+        select(
+            campaigns.c.id,
+            campaigns.c.sponsor_id,
+            campaigns.c.name,
+            campaigns.c.status,
+            campaigns.c.total_recipients,
+            campaigns.c.queued_at,
+            func.now().label("now"),
+            func.coalesce(totals.c.sent, 0).label("sent"),
+            func.coalesce(totals.c.failed, 0).label("failed"),
+            func.coalesce(totals.c.pending, 0).label("pending"),
+        )
+        .select_from(campaigns.outerjoin(totals, totals.c.campaign_id == campaigns.c.id))
+        .where(campaigns.c.status.in_(("queued", "sending", "paused")))
+        .order_by(campaigns.c.queued_at.desc().nulls_last(), campaigns.c.id)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Campaigns per status (the ``campaign_campaigns`` gauge; one grouped index scan)."""
+    rows = await session.execute(select(Campaign.status, func.count()).group_by(Campaign.status))
+    return {status: int(count) for status, count in rows.all()}

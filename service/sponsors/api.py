@@ -15,7 +15,12 @@ router = APIRouter(prefix="/api/v1/sponsors", tags=["sponsors"])
 SponsorPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.put("/{sponsor_id}", response_model=SponsorOut, dependencies=[require("admin")])
+@router.put(
+    "/{sponsor_id}",
+    response_model=SponsorOut,
+    dependencies=[require("admin")],
+    responses={201: {"model": SponsorOut, "description": "created"}},
+)
 async def put_sponsor(
     sponsor_id: SponsorPath, body: SponsorIn, request: Request, response: Response
 ) -> SponsorOut:

@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from service import metrics
+from service.errors import ProviderError, RateLimited
 from service.settings import Settings
-from worker.providers.base import EmailProvider
+from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
+
+
+class InstrumentedProvider:
+    """Any provider, with its request latency and 429s counted (``service.metrics``)."""
+
+    def __init__(self, inner: EmailProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def send_batch(
+        self, emails: Sequence[OutgoingEmail], idempotency_key: str
+    ) -> list[SendResult]:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self.inner.send_batch(emails, idempotency_key)
+        except RateLimited:
+            outcome = "rate_limited"
+            metrics.PROVIDER_RATE_LIMITED.labels(self.name).inc()
+            raise
+        except ProviderError as exc:
+            outcome = exc.code[:40]
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            metrics.PROVIDER_LATENCY.labels(self.name, outcome).observe(
+                time.perf_counter() - started
+            )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def build_provider(settings: Settings) -> EmailProvider:
-    """The provider ``EMAIL_PROVIDER`` names, configured from the environment."""
+    """The provider ``EMAIL_PROVIDER`` names, configured from the environment, instrumented."""
+    return InstrumentedProvider(_build(settings))
+
+
+def _build(settings: Settings) -> EmailProvider:
     if settings.email_provider == "resend":
         from worker.providers.resend import ResendProvider
 
