@@ -75,6 +75,10 @@ async def test_open_click_and_unsubscribe_flow_from_a_real_message_into_stats(
     figures = await eventually(counted, within=60)
     assert figures["sent"] == 3
     assert [link["url"] for link in figures["links"]] == [TARGET]
+    exposed = (await client.get("/metrics")).text
+    for kind in ("open", "click", "unsubscribe"):
+        assert f'tracking_hits_total{{kind="{kind}"}}' in exposed
+    assert "ingester_batch_size_count" in exposed
 
     # The next campaign skips the address that unsubscribed, and says so.
     fake.reset()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import confluent_kafka
 import orjson
@@ -16,7 +17,7 @@ import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.tracking import ProviderEvent, TrackingEvent
-from service import outbox
+from service import metrics, outbox
 from service.kafka import Producer
 from service.settings import Settings
 from service.tracking.ingest import IngestResult, ingest
@@ -56,4 +57,8 @@ class Ingester:
         async with self._sessions.begin() as session:
             result = await ingest(session, self._settings, events)
         await outbox.publish(self._sessions, self._producer, result.outbox_ids)
+        metrics.INGESTER_BATCH_SIZE.observe(len(events))
+        now = datetime.now(UTC)
+        for event in events:
+            metrics.INGESTER_DELAY.observe(max(0.0, (now - event.occurred_at).total_seconds()))
         return result

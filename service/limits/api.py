@@ -107,7 +107,11 @@ def nul_character(value: Any) -> str | None:
 
 
 class BodyLimits:
-    """ASGI middleware: 413 past ``max_bytes``; 422 for JSON nested deeper than ``max_depth``."""
+    """ASGI middleware: 413 past ``max_bytes``; 422 for JSON nested deeper than ``max_depth``.
+
+    Only ``/api/`` routes: the recipients' pages (``/u/…``, ``/v/…``) answer
+    anything odd with their own plain 404 page, never a JSON error.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int) -> None:
         self.app = app
@@ -115,7 +119,7 @@ class BodyLimits:
         self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
         if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):

@@ -15,6 +15,7 @@ import html
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from service import metrics
 from service.http import transaction
 from service.tracking import logic
 from service.tracking.tokens import Kind, TokenSigner
@@ -68,4 +69,5 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         found = await logic.unsubscribe(session, claims.delivery_id, source="one-click")
     if not found:
         return _NOT_FOUND
+    metrics.TRACKING_HITS.labels("unsubscribe").inc()
     return _page("You are unsubscribed", "<p>You will not receive these emails again.</p>")

@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import TOPIC_TRACKING_EVENTS
+from service import metrics
 from service.settings import Settings
 from service.tracking.emitter import Emitter
 from service.tracking.machine import classify
@@ -181,6 +182,7 @@ class TrackingHub:
             "ip_hash": self.ip_hash(address),
         }
         self.emitter.emit(TOPIC_TRACKING_EVENTS, str(delivery_id), orjson.dumps(event))
+        metrics.TRACKING_HITS.labels(kind).inc()
 
 
 async def _drain(receive: Receive) -> None:
