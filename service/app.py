@@ -11,12 +11,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from service import kafka
+from service.audiences.api import router as audiences_router
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
 from service.http import install_error_handlers
 from service.leads.api import router as leads_router
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
+from service.suppressions.api import router as suppressions_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sponsors_router)
     app.include_router(leads_router)
     app.include_router(campaigns_router)
+    app.include_router(audiences_router)
+    app.include_router(suppressions_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -8,6 +8,7 @@
     │   ├── NotFound             404
     │   ├── Conflict             409
     │   ├── PayloadTooLarge      413
+    │   ├── UnsupportedMediaType 415
     │   └── Unprocessable        422 (validation of content: templates, filters)
     └── ProviderError          the email provider refused or failed a request
         ├── TransientProviderError   retry later with the same idempotency key
@@ -63,6 +64,10 @@ class Conflict(ClientError):
 
 class PayloadTooLarge(ClientError):
     status_code = 413
+
+
+class UnsupportedMediaType(ClientError):
+    status_code = 415
 
 
 class Unprocessable(ClientError):

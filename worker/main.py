@@ -14,10 +14,16 @@ from collections.abc import Sequence
 
 import confluent_kafka
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGN_BATCHES_RETRY, TOPIC_CAMPAIGNS
+from schemas.events import (
+    TOPIC_CAMPAIGN_BATCHES,
+    TOPIC_CAMPAIGN_BATCHES_RETRY,
+    TOPIC_CAMPAIGNS,
+    TOPIC_LEADS,
+)
 from service.db import create_engine, session_factory
 from service.kafka import Producer
 from service.settings import Settings
+from worker.lead_sync import LeadSync
 from worker.planner import Planner
 from worker.providers import build_provider
 from worker.ratelimit import Pacer
@@ -27,7 +33,7 @@ from worker.sender import Sender
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "sender", "relay")
+ROLES = ("planner", "sender", "relay", "lead-sync")
 
 
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:
@@ -77,6 +83,17 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
         )
     if "relay" in roles:
         tasks.append(Relay(engine, sessions, producer, settings).run(stop))
+    if "lead-sync" in roles:
+        tasks.append(
+            run_consumer(
+                settings,
+                group="lead-sync",
+                topics=[TOPIC_LEADS],
+                handle=LeadSync(sessions).handle,
+                stop=stop,
+                max_messages=settings.lead_sync_batch,
+            )
+        )
     try:
         await asyncio.gather(*tasks)
     finally:

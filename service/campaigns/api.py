@@ -41,6 +41,7 @@ def _out(campaign: Campaign) -> CampaignOut:
         message_body=campaign.message_body,
         html_body=campaign.html_body,
         audience_type=campaign.audience_type,
+        audience_filter=campaign.audience_filter,
         event_id=campaign.event_id,
         metadata=campaign.metadata_,
         status=campaign.status,

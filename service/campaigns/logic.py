@@ -43,11 +43,14 @@ async def create(
         message_body=body.message_body,
         html_body=body.html_body,
         audience_type=body.audience_type,
+        audience_filter=body.audience_filter,
         event_id=body.event_id,
         metadata_=body.metadata,
         status="scheduled" if scheduled else "draft",
         send_at=body.send_at,
-        total_recipients=await repository.count_audience(session, sponsor.id, body.audience_type),
+        total_recipients=await repository.count_audience(
+            session, sponsor.id, body.audience_type, body.audience_filter
+        ),
     )
     session.add(campaign)
     await session.flush()
