@@ -48,7 +48,11 @@ class CsvLeads:
         self._last_line = 0
         try:
             header = next(self._reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise Unprocessable(
+                "invalid_encoding", "near line 1: the file is not UTF-8", None
+            ) from None
+        except csv.Error as exc:
             raise Unprocessable("invalid_csv", f"line 1: {exc}", "header") from None
         self._last_line = self._reader.line_num
         if not header:
