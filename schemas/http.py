@@ -207,6 +207,9 @@ class AudiencePreviewOut(BaseModel):
     """The live recipient count (suppressed addresses left out) and up to 10 of them."""
 
     count: int
+    exact: bool = Field(
+        description="false when the count is an estimate (a very broad audience on a busy database)"
+    )
     sample: list[LeadOut]
 
 

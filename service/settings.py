@@ -68,9 +68,10 @@ class Settings(BaseSettings):
     reconcile_stall_seconds: float = Field(default=60.0, gt=0)
     worker_shutdown_grace_seconds: float = Field(default=30.0, gt=0)
 
-    # Audiences: CSV import size, lead sync batch.
+    # Audiences: CSV import size, lead sync batch, time budget of an exact preview count.
     leads_import_max_bytes: int = Field(default=1024 * 2**20, ge=1)
     lead_sync_batch: int = Field(default=500, ge=1)
+    audience_preview_exact_ms: int = Field(default=40, ge=0)
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

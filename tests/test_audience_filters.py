@@ -598,7 +598,7 @@ async def test_presets_count_as_the_dashboard_defines_them(
         response = await _preview(client, sponsor, headers, {"audience_type": audience})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["count"] == count, audience
+        assert (body["count"], body["exact"]) == (count, True), audience
         assert len(body["sample"]) == min(count, 10)
 
 
@@ -723,3 +723,26 @@ async def test_a_custom_campaign_needs_a_filter(
     )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "audience_filter"
+
+
+async def test_a_broad_audience_past_the_budget_is_an_estimate_that_says_so(
+    sessions: async_sessionmaker[AsyncSession],
+    dataset: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.audiences import repository
+
+    sponsor_id, rows = dataset
+    raw = {"field": "intent_level", "op": "exists"}
+    expected = len(_emails(rows, lambda r: r["intent_level"] is not None))
+    async with sessions() as session:
+        exact = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=50)
+    assert exact[:2] == (expected, True)
+    monkeypatch.setattr(repository, "EXACT_CEILING", 0)
+    monkeypatch.setattr(repository, "ESTIMATE_ROWS", 10**12)
+    async with sessions() as session:
+        count, is_exact, sample = await repository.preview(
+            session, sponsor_id, "custom", raw, exact_budget_ms=50
+        )
+    # A "sample" as large as the table reads all of it: the estimate is the count.
+    assert (count, is_exact, len(sample)) == (expected, False, 10)
