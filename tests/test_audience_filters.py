@@ -68,6 +68,13 @@ def _random_leads(count: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+class Dataset(tuple[str, list[dict[str, Any]]]):
+    """(sponsor id, rows); a short repr keeps Hypothesis' failure reports readable."""
+
+    def __repr__(self) -> str:
+        return f"Dataset({self[0]!r}, {len(self[1])} leads)"
+
+
 @pytest.fixture(scope="module")
 async def dataset(sessions: async_sessionmaker[AsyncSession]) -> tuple[str, list[dict[str, Any]]]:
     """A sponsor with random leads (written straight to the table), and the rows as sent."""
@@ -78,7 +85,7 @@ async def dataset(sessions: async_sessionmaker[AsyncSession]) -> tuple[str, list
             insert(Sponsor).values(id=sponsor_id, name="Prop", from_email="p@sponsor.example")
         )
         await session.execute(insert(Lead), [{**row, "sponsor_id": sponsor_id} for row in rows])
-    return sponsor_id, rows
+    return Dataset((sponsor_id, rows))
 
 
 async def _sql_emails(

@@ -107,6 +107,7 @@ async def test_events_for_unknown_sponsors_or_bad_addresses_are_skipped(
         [
             upserted("no-such-sponsor", "x@example.com", 1),
             upserted(sponsor, "not an address", 1),
+            upserted(sponsor, "nul@example.com", 1, name="a\x00b"),
         ]
     )
     assert changed == 0

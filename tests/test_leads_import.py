@@ -289,3 +289,18 @@ def test_campaignctl_import_leads_reads_a_file(
     assert result.returncode == 0, result.stderr
     assert "3 rows: 2 inserted, 0 updated, 1 rejected" in result.stdout
     assert "line 4: invalid_email" in result.stdout
+
+
+async def test_a_nul_character_rejects_only_its_row(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/leads/bulk",
+        headers=token(sponsor),
+        json={
+            "leads": [{"email": "n@example.com", "name": "a\u0000b"}, {"email": "m@example.com"}]
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1
+    assert [row["index"] for row in response.json()["rejected"]] == [0]

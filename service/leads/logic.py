@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,12 +30,19 @@ def normalize_email(address: str) -> str:
     return result.normalized.lower()
 
 
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL; such a row would fail the whole write."""
+    return b"\\u0000" in orjson.dumps(value, default=str)
+
+
 def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, str | None]:
     """One raw row → the values to upsert, or (code, message, field) when it is rejected.
 
     The values keep only the fields present in the row, so an upsert changes
     what was sent and leaves the rest as stored.
     """
+    if _has_nul(raw):
+        return "invalid_field", "NUL characters are not allowed", None
     try:
         lead = LeadIn.model_validate(raw)
     except ValidationError as exc:
@@ -93,6 +101,9 @@ async def apply_event(session: AsyncSession, event: LeadUpserted | LeadDeleted) 
         email = normalize_email(event.email)
     except ValueError as exc:
         log.warning("lead sync: skipping event %s: %s", event.id, exc)
+        return False
+    if _has_nul(event.model_dump(mode="json")):
+        log.warning("lead sync: skipping event %s: NUL characters", event.id)
         return False
     if isinstance(event, LeadDeleted):
         return await repository.sync_delete(session, event.sponsor_id, email, event.updated_at)
