@@ -753,3 +753,41 @@ async def test_a_broad_audience_past_the_budget_is_an_estimate_that_says_so(
         )
     # A "sample" as large as the table reads all of it: the estimate is the count.
     assert (count, is_exact, len(sample)) == (expected, False, 10)
+
+
+async def test_a_stored_filter_that_no_longer_parses_fails_the_campaign(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Any,
+) -> None:
+    from worker.planner import Planner
+
+    created = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers=token(sponsor),
+        json=factories.campaign(
+            draft=True, audience_type="custom", audience_filter={"field": "title", "op": "exists"}
+        ),
+    )
+    campaign_id = created.json()["id"]
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE campaigns SET status = 'queued', "
+                'audience_filter = \'{"field": "gone", "op": "eq", "value": 1}\' '
+                "WHERE id = :id"
+            ),
+            {"id": campaign_id},
+        )
+    await Planner(sessions, None, 100, 4).plan(uuid.UUID(campaign_id))  # type: ignore[arg-type]
+    async with sessions() as session:
+        status, reason = (
+            await session.execute(
+                text("SELECT status, status_reason FROM campaigns WHERE id = :id"),
+                {"id": campaign_id},
+            )
+        ).one()
+    assert status == "failed"
+    assert "audience_filter.field" in reason
