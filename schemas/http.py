@@ -14,7 +14,7 @@ T = TypeVar("T")
 SponsorId = str
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
-AudienceType = Literal["all", "hot", "warm", "cold", "new", "contacted"]
+AudienceType = Literal["all", "hot", "warm", "cold", "new", "contacted", "custom"]
 IntentLevel = Literal["hot", "warm", "cold"]
 CampaignStatus = Literal[
     "draft", "scheduled", "queued", "sending", "paused", "sent", "cancelled", "failed"
@@ -160,6 +160,9 @@ class CampaignIn(_Body):
     template_version: int | None = Field(default=None, ge=1, description="default: latest")
     tracking_enabled: bool = True
     audience_type: AudienceType = "all"
+    audience_filter: dict[str, Any] | None = Field(
+        default=None, description="with audience_type 'custom': the JSON filter tree"
+    )
     event_id: str | None = Field(default=None, max_length=64)
     metadata: FreeJson = Field(default_factory=dict)
     draft: bool = False
@@ -184,6 +187,7 @@ class CampaignOut(BaseModel):
     template_version: int | None
     tracking_enabled: bool
     audience_type: str
+    audience_filter: dict[str, Any] | None = None
     event_id: str | None
     metadata: dict[str, Any]
     status: CampaignStatus
@@ -272,3 +276,71 @@ class PreviewOut(BaseModel):
     subject: str
     html: str
     text: str
+
+
+# ---------------------------------------------------------------- audiences, leads, suppressions
+
+SuppressionReason = Literal["unsubscribed", "hard_bounce", "complaint", "manual"]
+
+
+class LeadOut(BaseModel):
+    id: int
+    email: str
+    name: str | None
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    title: str | None
+    intent_level: str | None
+    intent_score: int | None
+    tags: list[str]
+    follow_up_status: str
+    event_id: str | None
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AudiencePreviewIn(_Body):
+    audience_type: AudienceType = "all"
+    audience_filter: dict[str, Any] | None = None
+
+
+class AudiencePreviewOut(BaseModel):
+    """The live recipient count (suppressed addresses left out) and up to 10 of them."""
+
+    count: int
+    exact: bool = Field(
+        description="false when the count is an estimate (a very broad audience on a busy database)"
+    )
+    sample: list[LeadOut]
+
+
+class ImportRejectedRow(BaseModel):
+    line: int = Field(description="1-based line of the CSV file (the header is line 1)")
+    code: str
+    message: str
+    field: str | None = None
+
+
+class LeadsImportOut(BaseModel):
+    rows: int
+    inserted: int
+    updated: int
+    rejected_count: int
+    rejected: list[ImportRejectedRow] = Field(description="the first 1,000 rejected rows")
+
+
+class SuppressionIn(_Body):
+    email: str = Field(min_length=3, max_length=320)
+    reason: SuppressionReason = "manual"
+    source: str | None = Field(default=None, max_length=100)
+
+
+class SuppressionOut(BaseModel):
+    id: int
+    sponsor_id: str | None
+    email: str
+    reason: str
+    source: str | None
+    created_at: datetime

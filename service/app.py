@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from schemas.http import ErrorBody
 from service import kafka, metrics
+from service.audiences.api import router as audiences_router
 from service.campaigns import repository as campaigns_repository
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
@@ -25,6 +26,7 @@ from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
 from service.startup import wait_for_dependencies
 from service.stats.api import router as stats_router
+from service.suppressions.api import router as suppressions_router
 from service.templates.api import public_router as view_router
 from service.templates.api import router as templates_router
 from service.tracking.api import router as tracking_router
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(campaigns_router, **limited)
     app.include_router(templates_router, **limited)
     app.include_router(stats_router, **limited)
+    app.include_router(audiences_router, **limited)
+    app.include_router(suppressions_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)

@@ -18,7 +18,7 @@ def migrate(settings: Settings) -> None:
 
     config = Config(str(Path(__file__).resolve().parent.parent / "migrations" / "alembic.ini"))
     config.set_main_option("sqlalchemy.url", settings.database_url)
-    command.upgrade(config, "heads")
+    command.upgrade(config, "head")
 
 
 def _api(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@
     │   ├── NotFound             404
     │   ├── Conflict             409
     │   ├── PayloadTooLarge      413
+    │   ├── UnsupportedMediaType 415
     │   ├── Unprocessable        422 (validation of content: templates, filters)
     │   └── TooManyRequests      429; carries ``retry_after`` seconds
     └── ProviderError          the email provider refused or failed a request
@@ -64,6 +65,10 @@ class Conflict(ClientError):
 
 class PayloadTooLarge(ClientError):
     status_code = 413
+
+
+class UnsupportedMediaType(ClientError):
+    status_code = 415
 
 
 class Unprocessable(ClientError):

@@ -70,6 +70,17 @@ class Lead(Base):
         UniqueConstraint("sponsor_id", "email", name="uq_leads_sponsor_email"),
         Index("ix_leads_sponsor_intent", "sponsor_id", "intent_level"),
         Index("ix_leads_sponsor_follow_up", "sponsor_id", "follow_up_status"),
+        Index("ix_leads_sponsor_id", "sponsor_id", "id"),
+        Index("ix_leads_sponsor_score", "sponsor_id", "intent_score"),
+        Index("ix_leads_sponsor_created", "sponsor_id", "created_at"),
+        Index("ix_leads_sponsor_event", "sponsor_id", "event_id"),
+        Index("ix_leads_tags", "tags", postgresql_using="gin"),
+        Index(
+            "ix_leads_attributes",
+            "attributes",
+            postgresql_using="gin",
+            postgresql_ops={"attributes": "jsonb_path_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -88,6 +99,18 @@ class Lead(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    # When upstream lead capture last changed this lead (``leads.v1``); lead sync keeps the newest.
+    source_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LeadTombstone(Base):
+    """A lead deleted by upstream lead capture, so an older upsert cannot bring it back."""
+
+    __tablename__ = "lead_tombstones"
+
+    sponsor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Template(Base):
@@ -309,6 +332,7 @@ class Suppression(Base):
             "email",
             unique=True,
         ),
+        Index("ix_suppressions_email", "email"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

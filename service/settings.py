@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     api_rate_read_per_minute: int = Field(default=30, ge=1)
     api_max_body_mb: float = Field(default=20.0, gt=0)
     api_max_json_depth: int = Field(default=32, ge=2)
+    # Audiences: CSV import size, lead sync batch, time budget of an exact preview count.
+    leads_import_max_bytes: int = Field(default=1024 * 2**20, ge=1)
+    lead_sync_batch: int = Field(default=500, ge=1)
+    audience_preview_exact_ms: int = Field(default=40, ge=0)
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

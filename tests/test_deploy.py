@@ -22,13 +22,11 @@ IMAGE = "campaign-service"
 
 # Settings and roles that sibling branches add (tracking ingester, lead sync). The
 # manifests already carry them; remove each name here once its branch is merged.
-PENDING_SETTINGS: frozenset[str] = frozenset()
-PENDING_ROLES = frozenset({"lead-sync"})
 # Read by libraries, not by Settings.
 LIBRARY_ENV = frozenset({"PROMETHEUS_MULTIPROC_DIR"})
 
 SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
-KNOWN = SETTINGS | PENDING_SETTINGS | LIBRARY_ENV
+KNOWN = SETTINGS | LIBRARY_ENV
 # Without these a production deployment cannot work (defaults point at localhost or are unset).
 REQUIRED = frozenset(
     {
@@ -82,12 +80,10 @@ def _our_services() -> dict[str, dict[str, Any]]:
 
 
 def _check_command(argv: list[str]) -> None:
-    """``campaignctl argv`` parses, and any ``--role`` is a real (or pending) role."""
+    """``campaignctl argv`` parses, and any ``--role`` is a real role."""
     if "--role" in argv:
         role = argv[argv.index("--role") + 1]
-        assert role in set(ROLES) | PENDING_ROLES, role
-        if role in PENDING_ROLES:
-            return  # not a choice on this branch yet
+        assert role in ROLES, role
     try:
         build_parser().parse_args(argv)
     except SystemExit:
@@ -199,12 +195,6 @@ def test_every_setting_is_offered_by_compose_and_documented_in_the_readme() -> N
     assert not sorted(name for name in SETTINGS if f"`{name}`" not in readme)
 
 
-def test_pending_names_are_not_yet_settings() -> None:
-    """Once a sibling branch lands, its names move from PENDING_* to the real checks."""
-    assert not PENDING_SETTINGS & SETTINGS, "remove merged names from PENDING_SETTINGS"
-    assert not PENDING_ROLES & set(ROLES), "remove merged roles from PENDING_ROLES"
-
-
 # ---------------------------------------------------------------- commands exist
 
 
@@ -250,7 +240,7 @@ def test_one_deployment_per_worker_role() -> None:
         if args[0] == "worker":
             assert "--role" in args, f"{name} runs every role; give each its own Deployment"
             roles[args[args.index("--role") + 1]] = name
-    assert set(roles) == set(ROLES) | PENDING_ROLES
+    assert set(roles) == set(ROLES)
 
 
 def test_probes_resources_and_disruption_budgets() -> None:

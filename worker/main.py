@@ -19,6 +19,7 @@ from schemas.events import (
     TOPIC_CAMPAIGN_BATCHES_RETRY,
     TOPIC_CAMPAIGN_TESTS,
     TOPIC_CAMPAIGNS,
+    TOPIC_LEADS,
     TOPIC_PROVIDER_EVENTS,
     TOPIC_TRACKING_EVENTS,
 )
@@ -28,6 +29,7 @@ from service.metrics import MetricsServer
 from service.settings import Settings
 from service.startup import wait_for_dependencies
 from worker.ingester import Ingester
+from worker.lead_sync import LeadSync
 from worker.planner import Planner
 from worker.providers import build_provider
 from worker.ratelimit import Pacer
@@ -37,7 +39,7 @@ from worker.sender import Sender
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "sender", "relay", "ingester")
+ROLES = ("planner", "sender", "relay", "ingester", "lead-sync")
 
 
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:
@@ -111,6 +113,17 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
         )
     if "relay" in roles:
         tasks.append(Relay(engine, sessions, producer, settings).run(stop))
+    if "lead-sync" in roles:
+        tasks.append(
+            run_consumer(
+                settings,
+                group="lead-sync",
+                topics=[TOPIC_LEADS],
+                handle=LeadSync(sessions).handle,
+                stop=stop,
+                max_messages=settings.lead_sync_batch,
+            )
+        )
     try:
         await asyncio.gather(*tasks)
     finally:

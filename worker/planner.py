@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.events import CampaignQueued
 from service import metrics, outbox
 from service.campaigns import repository
+from service.errors import Unprocessable
 from service.kafka import Producer
 from service.logs import bound
 
@@ -55,7 +56,16 @@ class Planner:
             campaign = await repository.get_for_update(session, campaign_id)
             if campaign is None or campaign.status != "queued":
                 return
-            plan = await repository.plan_deliveries(session, campaign, self.batch_size)
+            try:
+                plan = await repository.plan_deliveries(session, campaign, self.batch_size)
+            except Unprocessable as exc:
+                # A stored filter that no longer parses (caps or fields changed since it
+                # was accepted): retrying cannot help, so the campaign fails with the reason.
+                campaign.status = "failed"
+                campaign.status_reason = f"audience: {exc.message} ({exc.field})"
+                campaign.updated_at = func.now()
+                log.error("campaign %s: %s", campaign_id, campaign.status_reason)
+                return
             campaign.total_recipients = plan.recipients
             campaign.batch_count = plan.batches
             campaign.planned_at = func.now()

@@ -57,6 +57,7 @@ def _out(campaign: Campaign) -> CampaignOut:
         template_version=campaign.template_version,
         tracking_enabled=campaign.tracking_enabled,
         audience_type=campaign.audience_type,
+        audience_filter=campaign.audience_filter,
         event_id=campaign.event_id,
         metadata=campaign.metadata_,
         status=campaign.status,

@@ -59,11 +59,14 @@ async def create(
         template_version=template_version,
         tracking_enabled=body.tracking_enabled,
         audience_type=body.audience_type,
+        audience_filter=body.audience_filter,
         event_id=body.event_id,
         metadata_=body.metadata,
         status="scheduled" if scheduled else "draft",
         send_at=body.send_at,
-        total_recipients=await repository.count_audience(session, sponsor.id, body.audience_type),
+        total_recipients=await repository.count_audience(
+            session, sponsor.id, body.audience_type, body.audience_filter
+        ),
     )
     # Validates the content (422 naming the field) and numbers its tracked links.
     compiled = compile_message(

@@ -71,12 +71,17 @@ async def list_page(
     return list((await session.scalars(query)).all())
 
 
-async def count_audience(session: AsyncSession, sponsor_id: str, audience_type: str) -> int:
+async def count_audience(
+    session: AsyncSession, sponsor_id: str, audience_type: str, audience_filter: Any = None
+) -> int:
     """How many leads the audience reaches now, suppressed addresses left out."""
     query = (
         select(func.count())
         .select_from(leads)
-        .where(audience_clause(sponsor_id, audience_type), not_(suppressed_clause()))
+        .where(
+            audience_clause(sponsor_id, audience_type, audience_filter),
+            not_(suppressed_clause()),
+        )
     )
     return int(await session.scalar(query) or 0)
 
@@ -97,7 +102,9 @@ async def plan_deliveries(session: AsyncSession, campaign: Campaign, batch_size:
 
     Idempotent: rows that exist already are left alone. Counters start here.
     """
-    audience = audience_clause(campaign.sponsor_id, campaign.audience_type)
+    audience = audience_clause(
+        campaign.sponsor_id, campaign.audience_type, campaign.audience_filter
+    )
     row_number = func.row_number().over(order_by=leads.c.id)
     source = select(
         literal(campaign.id).label("campaign_id"),

@@ -1,16 +1,24 @@
-"""HTTP routes for leads."""
+"""HTTP routes for leads: bulk JSON upsert, CSV import, list, get, delete."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import tempfile
+from typing import Annotated
 
-from schemas.http import BulkLeadsIn, BulkLeadsOut
+from fastapi import APIRouter, Query, Request, Response
+
+from schemas.http import BulkLeadsIn, BulkLeadsOut, IntentLevel, LeadOut, LeadsImportOut, Page
 from service.auth import require
-from service.http import transaction
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.http import decode_cursor, encode_cursor, transaction
 from service.leads import logic, repository
+from service.leads.csv_import import import_csv
+from service.settings import Settings
 from service.sponsors import repository as sponsors
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/leads", tags=["leads"])
+
+_SPOOL_BYTES = 8 * 2**20
 
 
 @router.post("/bulk", response_model=BulkLeadsOut, dependencies=[require("leads:write")])
@@ -21,3 +29,94 @@ async def bulk_upsert(sponsor_id: str, body: BulkLeadsIn, request: Request) -> B
         await sponsors.get(session, sponsor_id)
         inserted, updated = await repository.upsert_many(session, sponsor_id, valid)
     return BulkLeadsOut(inserted=inserted, updated=updated, rejected=rejected)
+
+
+@router.post(
+    "/import",
+    response_model=LeadsImportOut,
+    dependencies=[require("leads:write")],
+    openapi_extra={
+        "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
+    },
+)
+async def import_leads(sponsor_id: str, request: Request) -> LeadsImportOut:
+    """Import a CSV file (header row; lead fields as columns, others to attributes).
+
+    The body is streamed to a temporary file, then upserted in chunks in one
+    transaction; rejected rows come back with their line number.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("text/csv", "application/csv"):
+        raise UnsupportedMediaType(
+            "unsupported_media_type", "send the file as 'Content-Type: text/csv'", None
+        )
+    settings: Settings = request.app.state.settings
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.leads_import_max_bytes:
+                raise PayloadTooLarge(
+                    "payload_too_large",
+                    f"the file is larger than {settings.leads_import_max_bytes} bytes",
+                    None,
+                )
+            spool.write(chunk)
+        spool.seek(0)
+        async with transaction(request) as session:
+            await sponsors.get(session, sponsor_id)
+            return await import_csv(session, sponsor_id, spool)
+
+
+@router.get("", response_model=Page[LeadOut], dependencies=[require("campaigns:read")])
+async def list_leads(
+    sponsor_id: str,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+    intent_level: IntentLevel | None = None,
+    follow_up_status: Annotated[str | None, Query(max_length=40)] = None,
+    event_id: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[str | None, Query(max_length=200)] = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+) -> Page[LeadOut]:
+    """The sponsor's leads in creation order; filters are exact matches."""
+    after_id: int | None = None
+    if cursor:
+        (value,) = decode_cursor(cursor, 1)
+        if not isinstance(value, int):
+            raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
+        after_id = value
+    filters = {
+        name: value
+        for name, value in {
+            "intent_level": intent_level,
+            "follow_up_status": follow_up_status,
+            "event_id": event_id,
+            "tag": tag,
+            "email": email.strip().lower() if email else None,
+        }.items()
+        if value is not None
+    }
+    async with transaction(request) as session:
+        rows = await repository.list_page(
+            session, sponsor_id, limit=limit + 1, after_id=after_id, filters=filters
+        )
+    items = [LeadOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return Page[LeadOut](items=items, next_cursor=next_cursor)
+
+
+@router.get("/{lead_id}", response_model=LeadOut, dependencies=[require("campaigns:read")])
+async def get_lead(sponsor_id: str, lead_id: int, request: Request) -> LeadOut:
+    async with transaction(request) as session:
+        lead = await repository.get(session, sponsor_id, lead_id)
+    return LeadOut.model_validate(lead, from_attributes=True)
+
+
+@router.delete("/{lead_id}", status_code=204, dependencies=[require("leads:write")])
+async def delete_lead(sponsor_id: str, lead_id: int, request: Request) -> Response:
+    """Delete a lead: it leaves every future audience and its pending sends are cancelled."""
+    async with transaction(request) as session:
+        await repository.delete(session, sponsor_id, lead_id)
+    return Response(status_code=204)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.http import LeadIn, RejectedRow
+from schemas.leads import LeadDeleted, LeadUpserted
+from service.leads import repository
+
+log = logging.getLogger(__name__)
 
 
 def normalize_email(address: str) -> str:
@@ -23,14 +30,41 @@ def normalize_email(address: str) -> str:
     return result.normalized.lower()
 
 
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL; such a row would fail the whole write."""
+    return b"\\u0000" in orjson.dumps(value, default=str)
+
+
+def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, str | None]:
+    """One raw row → the values to upsert, or (code, message, field) when it is rejected.
+
+    The values keep only the fields present in the row, so an upsert changes
+    what was sent and leaves the rest as stored.
+    """
+    if _has_nul(raw):
+        return "invalid_field", "NUL characters are not allowed", None
+    try:
+        lead = LeadIn.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or None
+        return "invalid_field", error["msg"], field
+    try:
+        email = normalize_email(lead.email)
+    except ValueError as exc:
+        return "invalid_email", str(exc), "email"
+    values = lead.model_dump(include=set(raw.keys()) | {"email"})
+    values["email"] = email
+    return values
+
+
 def validate_leads(
     rows: Iterable[Mapping[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[RejectedRow]]:
     """Split raw rows into valid leads (with the keys the caller sent) and rejections.
 
-    A valid lead keeps only the fields present in its row, so an upsert
-    changes what was sent and leaves the rest as stored. The second row with
-    an address already seen in the same upload is rejected, not merged.
+    The second row with an address already seen in the same upload is
+    rejected, not merged.
     """
     valid: list[dict[str, Any]] = []
     rejected: list[RejectedRow] = []
@@ -39,22 +73,12 @@ def validate_leads(
         if not isinstance(raw, Mapping):
             rejected.append(RejectedRow(index=index, code="invalid_row", message="not an object"))
             continue
-        try:
-            lead = LeadIn.model_validate(raw)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(p) for p in error["loc"]) or None
-            rejected.append(
-                RejectedRow(index=index, code="invalid_field", message=error["msg"], field=field)
-            )
+        result = validate_lead(raw)
+        if isinstance(result, tuple):
+            code, message, field = result
+            rejected.append(RejectedRow(index=index, code=code, message=message, field=field))
             continue
-        try:
-            email = normalize_email(lead.email)
-        except ValueError as exc:
-            rejected.append(
-                RejectedRow(index=index, code="invalid_email", message=str(exc), field="email")
-            )
-            continue
+        email = result["email"]
         if email in seen:
             rejected.append(
                 RejectedRow(
@@ -66,7 +90,23 @@ def validate_leads(
             )
             continue
         seen[email] = index
-        values = lead.model_dump(include=set(raw.keys()) | {"email"})
-        values["email"] = email
-        valid.append(values)
+        valid.append(result)
     return valid, rejected
+
+
+async def apply_event(session: AsyncSession, event: LeadUpserted | LeadDeleted) -> bool:
+    """Apply one ``leads.v1`` event idempotently; False when it changed nothing
+    (older than what is stored, a duplicate, an invalid address or an unknown sponsor)."""
+    try:
+        email = normalize_email(event.email)
+    except ValueError as exc:
+        log.warning("lead sync: skipping event %s: %s", event.id, exc)
+        return False
+    if _has_nul(event.model_dump(mode="json")):
+        log.warning("lead sync: skipping event %s: NUL characters", event.id)
+        return False
+    if isinstance(event, LeadDeleted):
+        return await repository.sync_delete(session, event.sponsor_id, email, event.updated_at)
+    values = event.model_dump(exclude={"id", "sponsor_id", "updated_at", "type"})
+    values["email"] = email
+    return await repository.sync_upsert(session, event.sponsor_id, values, event.updated_at)

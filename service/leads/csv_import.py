@@ -1,0 +1,188 @@
+"""CSV import of leads: streamed, validated row by row, upserted in chunks.
+
+The file is read through ``csv`` from a binary file object (the API spools the
+request body to a temporary file first, the CLI opens the file), so a
+1,000,000-row file never sits in memory: rows are parsed and written
+``CHUNK_ROWS`` at a time. Duplicate addresses across the whole upload are
+found in a temporary table, not a Python set, for the same reason.
+
+Format: UTF-8 (a BOM is fine), a header row, ``email`` required. Columns named
+like a lead field fill it; ``tags`` holds tags separated by ``;``; any other
+column (or ``attributes.<key>``) goes to ``attributes``. Empty cells leave the
+stored value alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.http import ImportRejectedRow, LeadIn, LeadsImportOut
+from service.errors import Unprocessable
+from service.leads import repository
+from service.leads.logic import validate_lead
+
+CHUNK_ROWS = 5000
+MAX_REPORTED = 1000
+MAX_COLUMNS = 200
+LEAD_COLUMNS = frozenset(LeadIn.model_fields) - {"attributes"}
+_TAG_SPLIT = re.compile(r"[;|]")
+
+Parsed = tuple[int, dict[str, Any] | tuple[str, str, str | None]]
+
+
+class CsvLeads:
+    """Parses a CSV file of leads, one chunk of rows at a time (synchronous, for a thread)."""
+
+    def __init__(self, binary: IO[bytes]) -> None:
+        self._binary = binary
+        self._text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+        self._reader = csv.reader(self._text, strict=True)
+        self._last_line = 0
+        try:
+            header = next(self._reader, None)
+        except UnicodeDecodeError:
+            raise Unprocessable(
+                "invalid_encoding", "near line 1: the file is not UTF-8", None
+            ) from None
+        except csv.Error as exc:
+            raise Unprocessable("invalid_csv", f"line 1: {exc}", "header") from None
+        self._last_line = self._reader.line_num
+        if not header:
+            raise Unprocessable("empty_file", "the file has no header row", "header")
+        self.columns = [name.strip().lower() for name in header]
+        self._check_header()
+
+    def _check_header(self) -> None:
+        if len(self.columns) > MAX_COLUMNS:
+            raise Unprocessable("invalid_header", f"at most {MAX_COLUMNS} columns", "header")
+        seen: set[str] = set()
+        for name in self.columns:
+            if not name or name == "attributes" or name == "attributes.":
+                raise Unprocessable(
+                    "invalid_header", f"column '{name[:64]}' cannot be imported", "header"
+                )
+            if name in seen:
+                raise Unprocessable("invalid_header", f"column '{name[:64]}' twice", "header")
+            seen.add(name)
+        if "email" not in seen:
+            raise Unprocessable("invalid_header", "the header has no 'email' column", "header")
+
+    @property
+    def bytes_read(self) -> int:
+        try:
+            return self._binary.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def next_chunk(self, size: int = CHUNK_ROWS) -> list[Parsed]:
+        """Up to ``size`` rows as (line, values or rejection); empty at the end of the file."""
+        chunk: list[Parsed] = []
+        while len(chunk) < size:
+            line = self._last_line + 1
+            try:
+                record = next(self._reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                self._last_line = self._reader.line_num
+                chunk.append((line, ("malformed_row", str(exc), None)))
+                continue
+            except UnicodeDecodeError:
+                raise Unprocessable(
+                    "invalid_encoding", f"near line {line}: the file is not UTF-8", None
+                ) from None
+            self._last_line = self._reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if len(record) != len(self.columns):
+                message = f"expected {len(self.columns)} fields, found {len(record)}"
+                chunk.append((line, ("malformed_row", message, None)))
+                continue
+            chunk.append((line, validate_lead(self._row(record))))
+        return chunk
+
+    def _row(self, record: list[str]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        attributes: dict[str, str] = {}
+        for name, cell in zip(self.columns, record, strict=True):
+            value = cell.strip()
+            if not value:
+                continue
+            if name == "tags":
+                row["tags"] = [t.strip() for t in _TAG_SPLIT.split(value) if t.strip()]
+            elif name in LEAD_COLUMNS:
+                row[name] = value
+            else:
+                attributes[name.removeprefix("attributes.")] = value
+        if attributes:
+            row["attributes"] = attributes
+        return row
+
+
+@dataclass
+class ImportTally:
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    rejected_count: int = 0
+    rejected: list[ImportRejectedRow] = field(default_factory=list)
+
+    def reject(self, line: int, code: str, message: str, field: str | None) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REPORTED:
+            self.rejected.append(
+                ImportRejectedRow(line=line, code=code, message=message, field=field)
+            )
+
+    def out(self) -> LeadsImportOut:
+        return LeadsImportOut(
+            rows=self.rows,
+            inserted=self.inserted,
+            updated=self.updated,
+            rejected_count=self.rejected_count,
+            rejected=self.rejected,
+        )
+
+
+async def import_csv(
+    session: AsyncSession,
+    sponsor_id: str,
+    binary: IO[bytes],
+    progress: Callable[[int], None] | None = None,
+) -> LeadsImportOut:
+    """Upsert every valid row of a CSV file; report the others by line (one transaction)."""
+    parser = await asyncio.to_thread(CsvLeads, binary)
+    tally = ImportTally()
+    await repository.start_import(session)
+    while chunk := await asyncio.to_thread(parser.next_chunk, CHUNK_ROWS):
+        tally.rows += len(chunk)
+        candidates: list[tuple[int, dict[str, Any]]] = []
+        for line, result in chunk:
+            if isinstance(result, tuple):
+                tally.reject(line, *result)
+            else:
+                candidates.append((line, result))
+        kept_lines, first_lines = await repository.claim_import_emails(
+            session, [(values["email"], line) for line, values in candidates]
+        )
+        kept: list[dict[str, Any]] = []
+        for line, values in candidates:
+            if line in kept_lines:
+                kept.append(values)
+            else:
+                first = first_lines[values["email"]]
+                tally.reject(line, "duplicate_in_upload", f"same address as line {first}", "email")
+        inserted, updated = await repository.upsert_many(session, sponsor_id, kept)
+        tally.inserted += inserted
+        tally.updated += updated
+        if progress is not None:
+            progress(parser.bytes_read)
+    return tally.out()

@@ -1,0 +1,1 @@
+"""Suppressions: addresses never to write to, per sponsor or for every sponsor."""

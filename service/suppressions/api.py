@@ -1,0 +1,168 @@
+"""HTTP routes for suppressions: per sponsor (``…/sponsors/{id}/suppressions``) and
+global (``/api/v1/suppressions``, admin only). Lists export as CSV with
+``?format=csv`` or ``Accept: text/csv``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from schemas.http import Page, SuppressionIn, SuppressionOut
+from service.auth import require
+from service.errors import BadRequest, NotFound
+from service.http import decode_cursor, encode_cursor, transaction
+from service.leads.logic import normalize_email
+from service.sponsors import repository as sponsors
+from service.suppressions import repository
+
+router = APIRouter(tags=["suppressions"])
+_SPONSOR = "/api/v1/sponsors/{sponsor_id}/suppressions"
+_GLOBAL = "/api/v1/suppressions"
+Limit = Annotated[int, Query(ge=1, le=500)]
+Format = Annotated[Literal["json", "csv"] | None, Query(alias="format")]
+_CSV_COLUMNS = ("email", "reason", "source", "created_at", "scope")
+
+
+def _email(address: str) -> str:
+    try:
+        return normalize_email(address)
+    except ValueError as exc:
+        raise BadRequest("invalid_email", str(exc), "email") from None
+
+
+def _wants_csv(request: Request, format_: str | None) -> bool:
+    if format_ is not None:
+        return format_ == "csv"
+    return "text/csv" in request.headers.get("accept", "")
+
+
+async def _list(
+    request: Request, sponsor_id: str | None, limit: int, cursor: str | None, format_: str | None
+) -> Response | Page[SuppressionOut]:
+    if _wants_csv(request, format_):
+        return StreamingResponse(
+            _csv_rows(request, sponsor_id),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+        )
+    after_id: int | None = None
+    if cursor:
+        (value,) = decode_cursor(cursor, 1)
+        if not isinstance(value, int):
+            raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
+        after_id = value
+    async with transaction(request) as session:
+        if sponsor_id is not None:
+            await sponsors.get(session, sponsor_id)
+        rows = await repository.list_page(session, sponsor_id, limit=limit + 1, after_id=after_id)
+    items = [SuppressionOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return Page[SuppressionOut](items=items, next_cursor=next_cursor)
+
+
+async def _csv_rows(request: Request, sponsor_id: str | None) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(_CSV_COLUMNS)
+    async with request.app.state.sessions() as session:
+        async for rows in repository.stream_all(session, sponsor_id):
+            for row in rows:
+                writer.writerow(
+                    [
+                        row.email,
+                        row.reason,
+                        row.source or "",
+                        row.created_at.isoformat(),
+                        "global" if row.sponsor_id is None else "sponsor",
+                    ]
+                )
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+
+
+async def _add(
+    request: Request, response: Response, sponsor_id: str | None, body: SuppressionIn
+) -> SuppressionOut:
+    email = _email(body.email)
+    async with transaction(request) as session:
+        if sponsor_id is not None:
+            await sponsors.get(session, sponsor_id)
+        row, created = await repository.add(session, sponsor_id, email, body.reason, body.source)
+        out = SuppressionOut.model_validate(row, from_attributes=True)
+    response.status_code = 201 if created else 200
+    return out
+
+
+async def _remove(request: Request, sponsor_id: str | None, email: str) -> Response:
+    async with transaction(request) as session:
+        removed = await repository.remove(session, sponsor_id, _email(email))
+    if not removed:
+        raise NotFound("suppression_not_found", "this address is not suppressed here", "email")
+    return Response(status_code=204)
+
+
+@router.get(
+    _SPONSOR,
+    response_model=Page[SuppressionOut],
+    dependencies=[require("campaigns:read")],
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def list_suppressions(
+    sponsor_id: str,
+    request: Request,
+    limit: Limit = 100,
+    cursor: str | None = None,
+    format_: Format = None,
+) -> Response | Page[SuppressionOut]:
+    """The sponsor's suppressed addresses (global ones are listed at /api/v1/suppressions)."""
+    return await _list(request, sponsor_id, limit, cursor, format_)
+
+
+@router.post(
+    _SPONSOR, response_model=SuppressionOut, dependencies=[require("leads:write")], status_code=201
+)
+async def add_suppression(
+    sponsor_id: str, body: SuppressionIn, request: Request, response: Response
+) -> SuppressionOut:
+    """Suppress an address for this sponsor: 201 when new, 200 when it already was."""
+    return await _add(request, response, sponsor_id, body)
+
+
+@router.delete(f"{_SPONSOR}/{{email}}", status_code=204, dependencies=[require("leads:write")])
+async def remove_suppression(sponsor_id: str, email: str, request: Request) -> Response:
+    return await _remove(request, sponsor_id, email)
+
+
+@router.get(
+    _GLOBAL,
+    response_model=Page[SuppressionOut],
+    dependencies=[require("admin")],
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def list_global_suppressions(
+    request: Request, limit: Limit = 100, cursor: str | None = None, format_: Format = None
+) -> Response | Page[SuppressionOut]:
+    """Addresses suppressed for every sponsor (admin)."""
+    return await _list(request, None, limit, cursor, format_)
+
+
+@router.post(
+    _GLOBAL, response_model=SuppressionOut, dependencies=[require("admin")], status_code=201
+)
+async def add_global_suppression(
+    body: SuppressionIn, request: Request, response: Response
+) -> SuppressionOut:
+    return await _add(request, response, None, body)
+
+
+@router.delete(f"{_GLOBAL}/{{email}}", status_code=204, dependencies=[require("admin")])
+async def remove_global_suppression(email: str, request: Request) -> Response:
+    return await _remove(request, None, email)
