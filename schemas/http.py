@@ -226,7 +226,7 @@ class TemplateContentIn(_Body):
     message_body: str | None = Field(default=None, min_length=1, max_length=200_000)
     html_body: str | None = Field(default=None, max_length=500_000)
     text_body: str | None = Field(default=None, max_length=200_000)
-    variables: list[str] | None = Field(
+    variables: list[Annotated[str, Field(max_length=100)]] | None = Field(
         default=None, max_length=100, description="declared variables; detected when absent"
     )
 
@@ -263,7 +263,7 @@ class TemplateOut(BaseModel):
 
 
 class SendTestIn(_Body):
-    emails: list[str] = Field(min_length=1, max_length=10)
+    emails: list[Annotated[str, Field(max_length=320)]] = Field(min_length=1, max_length=10)
     lead_id: int | None = Field(default=None, description="personalize as this lead")
 
 

@@ -7,15 +7,19 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from service.errors import BadRequest, ClientError, TooManyRequests
+
+# A pagination cursor as a query parameter: opaque, and bounded like every string.
+Cursor = Annotated[str | None, Query(max_length=1000)]
 
 log = logging.getLogger(__name__)
 

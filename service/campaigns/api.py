@@ -28,7 +28,7 @@ from service import outbox
 from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
 from service.errors import Forbidden, Unprocessable
-from service.http import decode_cursor, encode_cursor, transaction
+from service.http import Cursor, decode_cursor, encode_cursor, transaction
 from service.models import Campaign
 from service.settings import Settings
 from service.sponsors import repository as sponsors
@@ -41,7 +41,6 @@ from service.templates.urls import NO_DELIVERY
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[str | None, Query(max_length=1000)]
 
 
 def _out(campaign: Campaign) -> CampaignOut:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from schemas.http import BulkLeadsIn, BulkLeadsOut, IntentLevel, LeadOut, LeadsImportOut, Page
 from service.auth import require
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.http import decode_cursor, encode_cursor, transaction
+from service.http import Cursor, decode_cursor, encode_cursor, transaction
 from service.leads import logic, repository
 from service.leads.csv_import import import_csv
 from service.settings import Settings
@@ -73,7 +73,7 @@ async def list_leads(
     sponsor_id: str,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     intent_level: IntentLevel | None = None,
     follow_up_status: Annotated[str | None, Query(max_length=40)] = None,
     event_id: Annotated[str | None, Query(max_length=64)] = None,

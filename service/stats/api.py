@@ -67,8 +67,8 @@ def deliveries_csv(request: Request, campaign_id: uuid.UUID, filename: str) -> S
 async def analyst_campaigns(
     request: Request,
     principal: Annotated[Principal, require("stats:read")],
-    sponsor_id: str | None = None,
-    event_id: str | None = None,
+    sponsor_id: Annotated[str | None, Query(max_length=64)] = None,
+    event_id: Annotated[str | None, Query(max_length=100)] = None,
     created_from: Annotated[datetime | None, Query(alias="from")] = None,
     created_to: Annotated[datetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from schemas.http import Page, SuppressionIn, SuppressionOut
 from service.auth import require
 from service.errors import BadRequest, NotFound
-from service.http import decode_cursor, encode_cursor, transaction
+from service.http import Cursor, decode_cursor, encode_cursor, transaction
 from service.leads.logic import normalize_email
 from service.sponsors import repository as sponsors
 from service.suppressions import repository
@@ -119,7 +119,7 @@ async def list_suppressions(
     sponsor_id: str,
     request: Request,
     limit: Limit = 100,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     format_: Format = None,
 ) -> Response | Page[SuppressionOut]:
     """The sponsor's suppressed addresses (global ones are listed at /api/v1/suppressions)."""
@@ -148,7 +148,7 @@ async def remove_suppression(sponsor_id: str, email: str, request: Request) -> R
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def list_global_suppressions(
-    request: Request, limit: Limit = 100, cursor: str | None = None, format_: Format = None
+    request: Request, limit: Limit = 100, cursor: Cursor = None, format_: Format = None
 ) -> Response | Page[SuppressionOut]:
     """Addresses suppressed for every sponsor (admin)."""
     return await _list(request, None, limit, cursor, format_)

@@ -18,7 +18,7 @@ from schemas.http import (
     TemplateVersionOut,
 )
 from service.auth import require
-from service.http import decode_cursor, encode_cursor, transaction
+from service.http import Cursor, decode_cursor, encode_cursor, transaction
 from service.models import Template, TemplateVersion
 from service.sponsors import repository as sponsors
 from service.templates import logic, repository
@@ -66,8 +66,8 @@ async def list_templates(
     sponsor_id: str,
     request: Request,
     limit: Limit = 50,
-    cursor: str | None = None,
-    category: str | None = None,
+    cursor: Cursor = None,
+    category: Annotated[str | None, Query(max_length=60)] = None,
 ) -> Page[TemplateOut]:
     after = None
     if cursor:
