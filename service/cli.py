@@ -102,6 +102,96 @@ def _demo(args: argparse.Namespace) -> None:
     sys.exit(run_demo(Path(args.dir), serve=args.serve, port=args.port, leads=args.leads))
 
 
+def _import_leads(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from service.db import create_engine, session_factory
+    from service.leads.csv_import import import_csv
+    from service.sponsors import repository as sponsors
+
+    path = Path(args.file)
+    size = path.stat().st_size
+    settings = get_settings()
+
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            with (
+                open(args.file, "rb") as file,  # noqa: ASYNC230 - read in a thread by the parser
+                Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    DownloadColumn(),
+                    TimeRemainingColumn(),
+                ) as progress,
+            ):
+                task = progress.add_task(f"importing {path.name}", total=size)
+                async with session_factory(engine).begin() as session:
+                    await sponsors.get(session, args.sponsor)
+                    result = await import_csv(
+                        session,
+                        args.sponsor,
+                        file,
+                        progress=lambda done: progress.update(task, completed=done),
+                    )
+                progress.update(task, completed=size)
+        finally:
+            await engine.dispose()
+        print(
+            f"{result.rows} rows: {result.inserted} inserted, {result.updated} updated, "
+            f"{result.rejected_count} rejected"
+        )
+        for row in result.rejected:
+            print(f"  line {row.line}: {row.code}: {row.message}")
+
+    from service.errors import ClientError
+
+    try:
+        asyncio.run(run())
+    except ClientError as exc:
+        sys.exit(f"import failed: {exc.code}: {exc.message}")
+
+
+def _export_schemas(args: argparse.Namespace) -> None:
+    import json
+
+    from schemas.events import (
+        TOPIC_CAMPAIGN_BATCHES,
+        TOPIC_CAMPAIGN_TESTS,
+        TOPIC_CAMPAIGNS,
+        TOPIC_DELIVERY_EVENTS,
+        TOPIC_PROVIDER_EVENTS,
+        TOPIC_TRACKING_EVENTS,
+        CampaignBatch,
+        CampaignQueued,
+        CampaignTestSend,
+    )
+    from schemas.leads import TOPIC_LEADS, lead_events
+    from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
+
+    target = Path(args.dir)
+    target.mkdir(parents=True, exist_ok=True)
+    contracts = {
+        TOPIC_LEADS: lead_events.json_schema(),
+        TOPIC_CAMPAIGNS: CampaignQueued.model_json_schema(),
+        TOPIC_CAMPAIGN_BATCHES: CampaignBatch.model_json_schema(),
+        TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_json_schema(),
+        TOPIC_TRACKING_EVENTS: TrackingEvent.model_json_schema(),
+        TOPIC_PROVIDER_EVENTS: ProviderEvent.model_json_schema(),
+        TOPIC_DELIVERY_EVENTS: DeliveryStatusChanged.model_json_schema(),
+    }
+    for topic, schema in contracts.items():
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": topic,
+            **schema,
+        }
+        (target / f"{topic}.json").write_text(json.dumps(schema, indent=2) + "\n")
+        print(f"wrote {target / f'{topic}.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from worker.main import ROLES
 
@@ -127,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("kafka-init", help="create the topics (idempotent)").set_defaults(
         func=_kafka_init
     )
+
+    leads = commands.add_parser("import-leads", help="import a CSV file of leads")
+    leads.add_argument("file", help="CSV with a header row; 'email' required")
+    leads.add_argument("--sponsor", required=True, help="sponsor id")
+    leads.set_defaults(func=_import_leads)
+
+    schemas = commands.add_parser("export-schemas", help="write JSON Schema of the event contracts")
+    schemas.add_argument("dir", help="target directory")
+    schemas.set_defaults(func=_export_schemas)
 
     devstack = commands.add_parser("devstack", help="start local PostgreSQL + Kafka broker")
     devstack.add_argument("--dir", default="var/devstack")

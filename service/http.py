@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Query, Request
@@ -17,6 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from service.errors import BadRequest, ClientError, TooManyRequests
+
+# OpenAPI for routes that answer ``?format=csv`` with a CSV body instead of JSON.
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
 
 # A pagination cursor as a query parameter: opaque, and bounded like every string.
 Cursor = Annotated[str | None, Query(max_length=1000)]

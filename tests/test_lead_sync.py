@@ -193,4 +193,13 @@ def test_event_contracts_export_as_json_schema(tmp_path: Path) -> None:
     with_bad_type = {**json.loads(event.model_dump_json()), "type": "lead.renamed"}
     assert not jsonschema.Draft202012Validator(schema).is_valid(with_bad_type)
     assert lead_events.validate_json(event.model_dump_json()) == event
-    assert {p.name for p in tmp_path.iterdir()} >= {"leads.v1.json", "campaigns.v1.json"}
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written >= {
+        "leads.v1.json",
+        "campaigns.v1.json",
+        "tracking-events.v1.json",
+        "provider-events.v1.json",
+        "delivery-events.v1.json",
+    }
+    for name in written:
+        jsonschema.Draft202012Validator.check_schema(json.loads((tmp_path / name).read_text()))

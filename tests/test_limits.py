@@ -153,6 +153,21 @@ async def test_a_chunked_body_without_length_is_cut_at_the_limit(
     assert response.status_code == 413
 
 
+async def test_a_csv_import_streams_past_the_json_body_limit(
+    replicas: LimitedClients, sponsor: str, token: Callable[..., dict[str, str]]
+) -> None:
+    """CSV imports have their own bound (LEADS_IMPORT_MAX_BYTES), not API_MAX_BODY_MB."""
+    rows = "".join(f"csv{i}@{sponsor}.example,Lead {i}\n" for i in range(1000))
+    response = await replicas[0].post(
+        f"/api/v1/sponsors/{sponsor}/leads/import",
+        headers={**token(sponsor, scopes="leads:write"), "content-type": "text/csv"},
+        content=f"email,name\n{rows}",
+    )
+    assert len(rows) > 0.01 * 1_048_576
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1000
+
+
 async def test_json_nested_too_deep_is_422_naming_the_path(
     replicas: LimitedClients, sponsor: str, token: Callable[..., dict[str, str]]
 ) -> None:

@@ -147,11 +147,11 @@ async def test_the_message_id_is_derived_from_the_delivery(server: FakeSMTP) -> 
 
 def test_the_message_id_domain_defaults_to_the_public_host() -> None:
     settings = Settings(email_provider="smtp", public_base_url="https://mail.example.net:8443/x")
-    provider = build_provider(settings)
+    provider = build_provider(settings).inner
     assert isinstance(provider, SMTPProvider)
     assert provider.message_id_domain == "mail.example.net"
     assert (provider.host, provider.port, provider.tls) == ("localhost", 587, "starttls")
-    named = build_provider(settings.model_copy(update={"message_id_domain": "ids.example"}))
+    named = build_provider(settings.model_copy(update={"message_id_domain": "ids.example"})).inner
     assert isinstance(named, SMTPProvider)
     assert named.message_id_domain == "ids.example"
 
@@ -338,7 +338,7 @@ def test_dkim_settings_are_checked_at_start_up(tmp_path: Path) -> None:
         dkim_domain="sponsor.example",
         dkim_private_key_path=str(key_file),
     )
-    provider = build_provider(settings)
+    provider = build_provider(settings).inner
     assert isinstance(provider, SMTPProvider)
     assert provider.dkim_signer is not None
     assert provider.dkim_signer.private_key == private
@@ -486,6 +486,7 @@ def smtp_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setti
         auth_jwt_secret="smtp-test-secret-0123456789abcdef",
         tracking_secret="smtp-tracking-secret-0123456789ab",
         relay_interval_seconds=0.2,
+        api_rate_limits_enabled=False,
     )
     migrate(settings)
     create_topics(settings)

@@ -28,7 +28,7 @@ from service import outbox
 from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
 from service.errors import Forbidden, Unprocessable
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.http import CSV_RESPONSE, Cursor, decode_cursor, encode_cursor, transaction
 from service.models import Campaign
 from service.settings import Settings
 from service.sponsors import repository as sponsors
@@ -234,7 +234,7 @@ async def delete_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Requ
     return Response(status_code=204)
 
 
-@router.get("/{campaign_id}/deliveries", response_model=Page[DeliveryOut])
+@router.get("/{campaign_id}/deliveries", response_model=Page[DeliveryOut], responses=CSV_RESPONSE)
 async def list_deliveries(
     sponsor_id: str,
     campaign_id: uuid.UUID,

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.http import LeadIn, RejectedRow
 from schemas.leads import LeadDeleted, LeadUpserted
 from service.leads import repository
+from service.nul import nul_character
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,13 @@ def normalize_email(address: str) -> str:
     return result.normalized.lower()
 
 
-def _has_nul(value: Any) -> bool:
-    """PostgreSQL text and jsonb cannot hold NUL; such a row would fail the whole write."""
-    return b"\\u0000" in orjson.dumps(value, default=str)
-
-
 def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, str | None]:
     """One raw row → the values to upsert, or (code, message, field) when it is rejected.
 
     The values keep only the fields present in the row, so an upsert changes
     what was sent and leaves the rest as stored.
     """
-    if _has_nul(raw):
+    if nul_character(raw) is not None:
         return "invalid_field", "NUL characters are not allowed", None
     try:
         lead = LeadIn.model_validate(raw)
@@ -102,7 +97,7 @@ async def apply_event(session: AsyncSession, event: LeadUpserted | LeadDeleted) 
     except ValueError as exc:
         log.warning("lead sync: skipping event %s: %s", event.id, exc)
         return False
-    if _has_nul(event.model_dump(mode="json")):
+    if nul_character(event.model_dump(mode="json")) is not None:
         log.warning("lead sync: skipping event %s: NUL characters", event.id)
         return False
     if isinstance(event, LeadDeleted):

@@ -25,6 +25,7 @@ from service import metrics
 from service.auth import Principal, current_principal
 from service.errors import TooManyRequests
 from service.limits import repository
+from service.nul import nul_character
 from service.settings import Settings
 
 
@@ -85,30 +86,14 @@ def too_deep(value: Any, limit: int) -> str | None:
     return None
 
 
-def nul_character(value: Any) -> str | None:
-    """The dotted path of the first string (value or key) holding U+0000, or None.
-
-    PostgreSQL text cannot store it; rejecting it here keeps it a 422, not a 500.
-    """
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node:
-                return path or "body"
-        elif isinstance(node, dict | list):
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, child in items:
-                child_path = f"{path}.{key}" if path else str(key)
-                if isinstance(key, str) and "\x00" in key:
-                    return child_path
-                stack.append((child, child_path))
-    return None
+# Routes that check U+0000 per row and keep the valid rows of the request.
+ROW_VALIDATED = ("/leads/bulk",)
 
 
 class BodyLimits:
     """ASGI middleware: 413 past ``max_bytes``; 422 for JSON nested deeper than ``max_depth``.
 
+    A ``text/csv`` body streams through untouched (the import route bounds it).
     Only ``/api/`` routes: the recipients' pages (``/u/…``, ``/v/…``) answer
     anything odd with their own plain 404 page, never a JSON error.
     """
@@ -129,6 +114,10 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        if headers.get(b"content-type", b"").startswith(b"text/csv"):
+            # CSV imports stream to the route, which applies LEADS_IMPORT_MAX_BYTES.
+            await self.app(scope, receive, send)
+            return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._error(send, 413, "payload_too_large", self._too_big())
@@ -164,7 +153,11 @@ class BodyLimits:
                 message_text = f"JSON nests deeper than {self.max_depth} levels"
                 await self._error(send, 422, "json_too_deep", message_text, path)
                 return
-            if parsed is not None and (path := nul_character(parsed)) is not None:
+            if (
+                parsed is not None
+                and not scope["path"].endswith(ROW_VALIDATED)
+                and (path := nul_character(parsed)) is not None
+            ):
                 await self._error(send, 422, "nul_character", "U+0000 is not allowed", path)
                 return
         delivered = False

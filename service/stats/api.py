@@ -17,7 +17,7 @@ from schemas.stats import (
 from service.auth import Principal, require
 from service.campaigns import repository as campaigns
 from service.errors import Forbidden
-from service.http import transaction
+from service.http import CSV_RESPONSE, transaction
 from service.stats import logic, repository
 
 router = APIRouter(tags=["stats"])
@@ -63,7 +63,7 @@ def deliveries_csv(request: Request, campaign_id: uuid.UUID, filename: str) -> S
     )
 
 
-@router.get("/api/v1/stats/campaigns", response_model=AnalystOut)
+@router.get("/api/v1/stats/campaigns", response_model=AnalystOut, responses=CSV_RESPONSE)
 async def analyst_campaigns(
     request: Request,
     principal: Annotated[Principal, require("stats:read")],

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from schemas.http import Page, SuppressionIn, SuppressionOut
 from service.auth import require
 from service.errors import BadRequest, NotFound
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.http import CSV_RESPONSE, Cursor, decode_cursor, encode_cursor, transaction
 from service.leads.logic import normalize_email
 from service.sponsors import repository as sponsors
 from service.suppressions import repository
@@ -112,8 +112,8 @@ async def _remove(request: Request, sponsor_id: str | None, email: str) -> Respo
 @router.get(
     _SPONSOR,
     response_model=Page[SuppressionOut],
+    responses=CSV_RESPONSE,
     dependencies=[require("campaigns:read")],
-    responses={200: {"content": {"text/csv": {}}}},
 )
 async def list_suppressions(
     sponsor_id: str,
@@ -144,8 +144,8 @@ async def remove_suppression(sponsor_id: str, email: str, request: Request) -> R
 @router.get(
     _GLOBAL,
     response_model=Page[SuppressionOut],
+    responses=CSV_RESPONSE,
     dependencies=[require("admin")],
-    responses={200: {"content": {"text/csv": {}}}},
 )
 async def list_global_suppressions(
     request: Request, limit: Limit = 100, cursor: Cursor = None, format_: Format = None

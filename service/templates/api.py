@@ -173,7 +173,11 @@ _NOT_FOUND_PAGE = (
 )
 
 
-@public_router.get("/v/{token}", response_class=HTMLResponse, include_in_schema=True)
+@public_router.get(
+    "/v/{token}",
+    response_class=HTMLResponse,
+    responses={404: {"description": "an unknown or forged token: a plain page"}},
+)
 async def view_in_browser(token: str, request: Request) -> HTMLResponse:
     """The message a delivery got, rendered again; a bad token is a 404 page."""
     settings = request.app.state.settings

@@ -202,27 +202,27 @@ def _sandbox_violation(ast: nodes.Template) -> str | None:
     return None
 
 
+def _syntax_error(exc: TemplateSyntaxError, source: str, field: str) -> Unprocessable:
+    return Unprocessable(
+        "template_syntax_error",
+        f"line {exc.lineno}, column {_column(source, exc.lineno)}: {exc.message}",
+        field,
+    )
+
+
 def _check(env: _Sandbox, source: str, field: str) -> None:
     """Raise ``Unprocessable`` naming ``field`` for anything that must not be saved."""
     try:
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
-        raise Unprocessable(
-            "template_syntax_error",
-            f"line {exc.lineno}, column {_column(source, exc.lineno)}: {exc.message}",
-            field,
-        ) from None
+        raise _syntax_error(exc, source, field) from None
     violation = _sandbox_violation(ast)
     if violation:
         raise Unprocessable("template_sandbox_violation", violation, field)
     try:
         undeclared = meta.find_undeclared_variables(ast)
     except TemplateSyntaxError as exc:  # e.g. a filter not on the whitelist
-        raise Unprocessable(
-            "template_syntax_error",
-            f"line {exc.lineno}, column {_column(source, exc.lineno)}: {exc.message}",
-            field,
-        ) from None
+        raise _syntax_error(exc, source, field) from None
     unknown = sorted(undeclared - KNOWN_VARIABLES)
     if unknown:
         raise Unprocessable(
@@ -234,11 +234,7 @@ def _check(env: _Sandbox, source: str, field: str) -> None:
     try:
         template = env.from_string(source)
     except TemplateSyntaxError as exc:  # e.g. a filter not on the whitelist
-        raise Unprocessable(
-            "template_syntax_error",
-            f"line {exc.lineno}, column {_column(source, exc.lineno)}: {exc.message}",
-            field,
-        ) from None
+        raise _syntax_error(exc, source, field) from None
     context = personalization(SAMPLE_LEAD)
     context.update(
         sponsor={"name": "Sponsor", "postal_address": "1 Street"},

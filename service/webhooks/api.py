@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from schemas.events import TOPIC_PROVIDER_EVENTS
+from schemas.http import ErrorBody
 from service.errors import BadRequest, PayloadTooLarge, Unauthorized
 from service.settings import Settings
 from service.webhooks import logic, svix
@@ -42,7 +43,16 @@ def _unavailable(message: str) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
-@router.post("/resend", status_code=200)
+@router.post(
+    "/resend",
+    status_code=200,
+    responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON"},
+        401: {"model": ErrorBody, "description": "missing or invalid Svix signature"},
+        413: {"model": ErrorBody, "description": "the body is over 1 MiB"},
+        503: {"description": "not stored (no secret set, or the broker is away): retry"},
+    },
+)
 async def resend_webhook(request: Request) -> JSONResponse:
     """A Resend event: 200 once durable, 401 if unsigned, 503 if it could not be stored."""
     settings: Settings = request.app.state.settings

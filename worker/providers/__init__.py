@@ -45,7 +45,7 @@ class InstrumentedProvider:
         await self.inner.aclose()
 
 
-def build_provider(settings: Settings) -> EmailProvider:
+def build_provider(settings: Settings) -> InstrumentedProvider:
     """The provider ``EMAIL_PROVIDER`` names, configured from the environment, instrumented."""
     return InstrumentedProvider(_build(settings))
 
