@@ -43,6 +43,13 @@ BATCH_DURATION = Histogram(
     "Time to send and record one batch.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+SEND_STAGE = Histogram(
+    f"{PREFIX}_send_stage_seconds",
+    "Time one batch spends in each sender stage: load (database read), render, "
+    "send (pacing and provider), record (database write).",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 PACING_RATE = Gauge(
     f"{PREFIX}_pacing_rate_per_second",
     "Provider requests per second this sender may make now.",

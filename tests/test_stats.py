@@ -165,6 +165,8 @@ async def test_analysts_get_one_row_per_campaign_with_totals(
     ).json()
     assert {item["campaign_id"] for item in body["items"]} == {str(measured.id), str(tagged.id)}
     assert body["totals"]["sent"] == 14 and body["totals"]["delivered"] == 8
+    # Counters are JSON numbers, as the schema says (sums in PostgreSQL are numeric).
+    assert all(type(item["sent"]) is int for item in body["items"])
     assert body["totals"]["delivery_rate"] == round(100 * 8 / 14, 2)
 
     by_event = (

@@ -159,11 +159,13 @@ class Sender:
         if context is None or context.status != "sending":
             return  # paused or cancelled: resume/retry re-open the window
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
-        async with self.sessions() as session:
-            recipients = await repository.load_pending_batch(
-                session, event.campaign_id, event.batch_no
-            )
-        emails, failed = self._render(context, event, recipients)
+        with metrics.SEND_STAGE.labels("load").time():
+            async with self.sessions() as session:
+                recipients = await repository.load_pending_batch(
+                    session, event.campaign_id, event.batch_no
+                )
+        with metrics.SEND_STAGE.labels("render").time():
+            emails, failed = self._render(context, event, recipients)
         if emails and context.hourly_cap is not None:
             async with self.sessions.begin() as session:
                 allowed = await repository.reserve_hourly_sends(
@@ -179,7 +181,8 @@ class Sender:
         if emails:
             key = idempotency_key(event, [email.delivery_id for email in emails])
             try:
-                results = await self._send(emails, key)
+                with metrics.SEND_STAGE.labels("send").time():
+                    results = await self._send(emails, key)
             except QuotaExceeded as exc:
                 await self._pause(context, exc.code)
                 return
@@ -192,11 +195,12 @@ class Sender:
 
         sent = [(r.delivery_id, r.provider_message_id) for r in results if r.provider_message_id]
         failed.extend((r.delivery_id, r.error) for r in results if r.error)
-        async with self.sessions.begin() as session:
-            n_sent, n_failed = await repository.record_batch_outcome(
-                session, event.campaign_id, event.batch_no, sent, failed
-            )
-            outbox_ids = await repository.release_next_batch(session, event.campaign_id)
+        with metrics.SEND_STAGE.labels("record").time():
+            async with self.sessions.begin() as session:
+                n_sent, n_failed = await repository.record_batch_outcome(
+                    session, event.campaign_id, event.batch_no, sent, failed
+                )
+                outbox_ids = await repository.release_next_batch(session, event.campaign_id)
         self._count(n_sent, failed[:n_failed], time.perf_counter() - started)
         await outbox.publish(self.sessions, self.producer, outbox_ids)
         await self._finish(event.campaign_id)

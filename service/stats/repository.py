@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from schemas.stats import FIGURES
 
-_SUMS = ", ".join(f"coalesce(sum(s.{name}), 0) AS {name}" for name in FIGURES)
+_SUMS = ", ".join(f"coalesce(sum(s.{name}), 0)::bigint AS {name}" for name in FIGURES)
 
 
 async def figures(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:

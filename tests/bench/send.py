@@ -4,7 +4,8 @@ Loads N leads with one SQL statement, queues one campaign, and times it from
 ``queued`` to ``sent`` with worker processes as in production (one planner +
 relay process, ``BENCH_SENDERS`` sender processes). The fake Resend runs in
 its own process with validation and content recording off and no rate limit.
-Figures: recipients/s, planner seconds, and the senders' peak RSS.
+Figures: recipients/s, planner seconds, the senders' peak RSS, and the time a
+batch spends in each sender stage (from the workers' Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import psutil
+from prometheus_client import CollectorRegistry, multiprocess
 from sqlalchemy import text
 
 from schemas.http import CampaignIn
@@ -68,12 +70,12 @@ async def _load_leads(settings: Settings, sponsor_id: str, recipients: int) -> N
     await engine.dispose()
 
 
-async def _queue(settings: Settings, sponsor_id: str) -> uuid.UUID:
+async def _queue(settings: Settings, sponsor_id: str, body_kb: int) -> uuid.UUID:
     engine = create_engine(settings)
     sessions = session_factory(engine)
     async with sessions.begin() as session:
         sponsor = await sponsors.get(session, sponsor_id)
-        body = CampaignIn(name="bench", subject="Hello {{ name }}", message_body=_body(BODY_KB))
+        body = CampaignIn(name="bench", subject="Hello {{ name }}", message_body=_body(body_kb))
         campaign, outbox_id = await logic.create(session, sponsor, body)
     producer = Producer(settings)
     assert outbox_id is not None
@@ -100,7 +102,28 @@ async def _status(settings: Settings, campaign_id: uuid.UUID) -> tuple[str, Any]
 
 
 def main() -> dict[str, Any]:
+    return run(RECIPIENTS, SENDERS, BODY_KB)
+
+
+def _stage_seconds(metrics_dir: Path) -> dict[str, float]:
+    """Seconds the senders spent per stage, summed over batches and processes."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+    totals: dict[str, float] = {}
+    for family in registry.collect():
+        if family.name == "campaign_send_stage_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    stage = sample.labels["stage"]
+                    totals[stage] = totals.get(stage, 0.0) + sample.value
+    return totals
+
+
+def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
+    """One campaign of ``recipients`` with a ``body_kb`` body, ``senders`` sender processes."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    metrics_dir = workdir / "metrics"
+    metrics_dir.mkdir()
     stack = DevStack(workdir, fast=True)
     stack.start()
     fake_port = free_port()
@@ -127,35 +150,45 @@ def main() -> dict[str, Any]:
             "PROVIDER_RATE_PER_SECOND": "100000",
             "TRACKING_SECRET": "bench-tracking-secret-0123456789",
             "LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "WORKER_METRICS_PORT": "0",
         }
         settings = settings_from_env(env)
         migrate(settings)
         create_topics(settings)
         asyncio.run(_load_leads(settings, "warmup", 10))
-        asyncio.run(_load_leads(settings, "bench", RECIPIENTS))
+        asyncio.run(_load_leads(settings, "bench", recipients))
         ctl = [sys.executable, "-m", "service.cli", "worker"]
         children.append(subprocess.Popen([*ctl, "--role", "planner"], env=env))
         children.append(subprocess.Popen([*ctl, "--role", "relay"], env=env))
-        senders = [subprocess.Popen([*ctl, "--role", "sender"], env=env) for _ in range(SENDERS)]
-        children.extend(senders)
+        processes = [subprocess.Popen([*ctl, "--role", "sender"], env=env) for _ in range(senders)]
+        children.extend(processes)
         # A tiny campaign first, so every consumer group has joined before the clock starts.
-        _wait_sent(settings, asyncio.run(_queue(settings, "warmup")), senders)
-        campaign_id = asyncio.run(_queue(settings, "bench"))
+        _wait_sent(settings, asyncio.run(_queue(settings, "warmup", body_kb)), processes)
+        campaign_id = asyncio.run(_queue(settings, "bench", body_kb))
         started = time.monotonic()
-        row, peak_rss = _wait_sent(settings, campaign_id, senders)
+        row, peak_rss = _wait_sent(settings, campaign_id, processes)
         elapsed = time.monotonic() - started
+        batches = -(-recipients // settings.provider_batch_size)
         sent = httpx.get(f"http://127.0.0.1:{fake_port}/_fake/stats").json()
         return {
-            "recipients": RECIPIENTS,
-            "body_kb": BODY_KB,
-            "sender_processes": SENDERS,
+            "recipients": recipients,
+            "body_kb": body_kb,
+            "sender_processes": senders,
             "messages_at_fake": sent.get("messages"),
             "planner_seconds": round(row[1].total_seconds(), 2),
             "send_seconds": round(row[2].total_seconds(), 2),
-            "recipients_per_second_sending": round(RECIPIENTS / row[2].total_seconds(), 1),
-            "recipients_per_second_end_to_end": round(RECIPIENTS / row[3].total_seconds(), 1),
+            "recipients_per_second_sending": round(recipients / row[2].total_seconds(), 1),
+            "recipients_per_second_end_to_end": round(recipients / row[3].total_seconds(), 1),
             "wall_seconds": round(elapsed, 1),
             "sender_peak_rss_mb": round(peak_rss / 2**20, 1),
+            # Where a batch's time goes, averaged over batches (batches overlap:
+            # each sender works on several at once, so these add up to more
+            # than the wall time per batch).
+            **{
+                f"batch_ms_{stage}": round(seconds / batches * 1000, 2)
+                for stage, seconds in sorted(_stage_seconds(metrics_dir).items())
+            },
         }
     finally:
         for child in children:
