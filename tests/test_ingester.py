@@ -233,6 +233,23 @@ async def test_a_transient_bounce_is_a_note_not_a_suppression(
     assert suppressed == 0
 
 
+async def test_a_provider_failure_after_sending_moves_the_row_from_sent_to_failed(
+    ingester: Ingester, sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> None:
+    """So retry-failed, which counts the row as sent again, never counts it twice."""
+    campaign = await sent_campaign(sessions, sponsor, 2)
+    await ingester.handle_events([provider("failed", campaign, 0, datetime.now(UTC))])
+    await ingester.handle_events([provider("failed", campaign, 0, datetime.now(UTC))])
+    async with sessions() as session:
+        sent, failed = (
+            await session.execute(
+                text("SELECT sum(sent), sum(failed) FROM campaign_stats WHERE campaign_id = :c"),
+                {"c": campaign.id},
+            )
+        ).one()
+    assert (sent, failed) == (1, 1)
+
+
 async def test_status_changes_are_published_to_delivery_events(
     ingester: Ingester,
     sessions: async_sessionmaker[AsyncSession],

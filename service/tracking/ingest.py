@@ -249,6 +249,10 @@ async def ingest(
         if a.status != a.old_status:
             if a.status in ("failed", "suppressed"):
                 s[a.status] += 1
+                if a.old_status in ("sent", "delivered"):
+                    # The provider took it, then gave up: no longer sent, and
+                    # retry-failed counts it as sent again when it goes out.
+                    s["sent"] -= 1
             if a.old_status in ("failed", "suppressed"):
                 s[a.old_status] -= 1
             if a.status in ("bounced", "complained"):

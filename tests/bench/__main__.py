@@ -54,10 +54,7 @@ def _update_report(results: dict[str, dict[str, Any]]) -> None:
 
 
 def main(names: list[str]) -> None:
-    chosen = names or _modules()
-    stored: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results: dict[str, dict[str, Any]] = {}
-    for name in chosen:
+    for name in names or _modules():
         print(f"== bench {name}", flush=True)
         started = time.monotonic()
         module = importlib.import_module(f"tests.bench.{name}")
@@ -65,11 +62,12 @@ def main(names: list[str]) -> None:
         figures["run_seconds"] = round(time.monotonic() - started, 1)
         figures["machine"] = f"{platform.machine()}, {platform.python_version()}"
         figures["date"] = time.strftime("%Y-%m-%d")
-        results[name] = figures
         print(json.dumps(figures, indent=2), flush=True)
-    stored.update(results)
-    RESULTS.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
-    _update_report(results)
+        # Recorded module by module: a later failure keeps the figures already taken.
+        stored: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        stored[name] = figures
+        RESULTS.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+        _update_report({name: figures})
 
 
 if __name__ == "__main__":

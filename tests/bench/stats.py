@@ -132,6 +132,7 @@ def main() -> dict[str, Any]:
             "TRACKING_SPOOL_DIR": str(workdir / "spool"),
             "AUTH_JWT_SECRET": "bench-jwt-secret-0123456789",
             "LOG_LEVEL": "WARNING",
+            "API_RATE_LIMITS_ENABLED": "false",
         }
         settings = settings_from_env(env)
         migrate(settings)
