@@ -128,6 +128,8 @@ def logging_config(level: str = "INFO", fmt: str = "auto") -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             # RequestContext writes one access line per request, with its request id.
             "uvicorn.access": {"handlers": [], "propagate": False},
+            # One line per provider call or demo poll is noise; failures still show.
+            "httpx": {"level": "WARNING"},
         },
     }
 
