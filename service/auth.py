@@ -93,7 +93,8 @@ def mint_token(
     return jwt.encode(claims, settings.auth_jwt_secret.get_secret_value(), algorithm="HS256")
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    # async although nothing awaits: a plain def would run in a worker thread per request.
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -105,7 +106,7 @@ def current_principal(request: Request) -> Principal:
 def require(scope: str) -> Any:
     """A dependency: the caller must hold ``scope`` for the path's ``sponsor_id``."""
 
-    def check(
+    async def check(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Principal:
         sponsor_id = request.path_params.get("sponsor_id")
