@@ -6,8 +6,9 @@ one ingester process. The load is half pixel, half click, for
 ``BENCH_TRACKING_SECONDS``, from ``wrk`` when it is installed (Debian's
 ``wrk`` package; a C load generator leaves the cores to the server), else
 from a small raw-asyncio HTTP/1.1 keep-alive client in
-``BENCH_TRACKING_CLIENTS`` processes (httpx alone cannot produce the load). Figures: requests/s, p50/p99 latency, and the
-number of events in ``delivery_events`` against the number of genuine hits.
+``BENCH_TRACKING_CLIENTS`` processes (httpx alone cannot produce the load).
+Figures: requests/s, p50/p99 latency, and the number of events in
+``delivery_events`` against the number of genuine hits.
 """
 
 from __future__ import annotations
