@@ -250,6 +250,19 @@ async def test_a_provider_failure_after_sending_moves_the_row_from_sent_to_faile
     assert (sent, failed) == (1, 1)
 
 
+async def test_an_address_the_provider_suppressed_is_suppressed_here_too(
+    ingester: Ingester, sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> None:
+    campaign = await sent_campaign(sessions, sponsor, 1)
+    await ingester.handle_events([provider("suppressed", campaign, 0, datetime.now(UTC))])
+    async with sessions() as session:
+        reason = await session.scalar(
+            text("SELECT reason FROM suppressions WHERE sponsor_id = :s AND email = :e"),
+            {"s": sponsor, "e": campaign.emails[0]},
+        )
+    assert reason == "hard_bounce"
+
+
 async def test_status_changes_are_published_to_delivery_events(
     ingester: Ingester,
     sessions: async_sessionmaker[AsyncSession],

@@ -203,6 +203,12 @@ async def ingest(
                 suppress.append(
                     (ref.sponsor_id, ref.recipient_email, "complaint", "resend:complained")
                 )
+            elif status == "suppressed":
+                # Resend refused to send: the address bounced or complained before,
+                # possibly for another of its customers. Stop writing to it here too.
+                suppress.append(
+                    (ref.sponsor_id, ref.recipient_email, "hard_bounce", "resend:suppressed")
+                )
             if status is not None:
                 change.status = _higher(change.status, status)
 
