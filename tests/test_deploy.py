@@ -184,6 +184,7 @@ def test_every_required_setting_is_set(where: str) -> None:
 def test_the_values_set_are_valid_settings(where: str) -> None:
     env = _compose_env() if where == "compose" else _k8s_env()
     known = {k.lower(): v for k, v in env.items() if k in SETTINGS}
+    assert known, f"{where} sets no setting at all"
     Settings.model_validate(known)  # raises on a wrong type or range
 
 

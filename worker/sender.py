@@ -224,6 +224,7 @@ class Sender:
         emails: list[OutgoingEmail] = []
         failed: list[tuple[int, str]] = []
         n_links = len(context.message.links)
+        campaign_id = str(event.campaign_id)
         for recipient in recipients:
             urls = self.urls.for_delivery(recipient.delivery_id, n_links)
             try:
@@ -234,7 +235,7 @@ class Sender:
             emails.append(
                 OutgoingEmail(
                     delivery_id=recipient.delivery_id,
-                    campaign_id=str(event.campaign_id),
+                    campaign_id=campaign_id,
                     sender=context.sender,
                     to=recipient.email,
                     subject=rendered.subject,

@@ -36,8 +36,8 @@ def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, st
     The values keep only the fields present in the row, so an upsert changes
     what was sent and leaves the rest as stored.
     """
-    if nul_character(raw) is not None:
-        return "invalid_field", "NUL characters are not allowed", None
+    if (path := nul_character(raw)) is not None:
+        return "invalid_field", "NUL characters are not allowed", path
     try:
         lead = LeadIn.model_validate(raw)
     except ValidationError as exc:

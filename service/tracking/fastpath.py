@@ -185,13 +185,6 @@ class TrackingHub:
         metrics.TRACKING_HITS.labels(kind).inc()
 
 
-async def _drain(receive: Receive) -> None:
-    """Read any request body so the server can reuse the connection."""
-    message = await receive()
-    while message.get("more_body"):
-        message = await receive()
-
-
 class TrackingFastPath:
     """ASGI middleware: serves ``/o/…`` and ``/c/…`` itself, passes everything else on."""
 
