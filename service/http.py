@@ -13,6 +13,7 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
@@ -82,6 +83,21 @@ def install_error_handlers(app: FastAPI) -> None:
             }
         }
         return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            raise exc  # a bug, not an outage: the server error handler logs it
+        # The connection died under this request (a database restart or failover);
+        # the pool has dropped it and every older one, so a retry gets a fresh one.
+        body = {
+            "error": {
+                "code": "database_unavailable",
+                "message": "the database connection was lost; retry",
+                "field": None,
+            }
+        }
+        return JSONResponse(body, status_code=503, headers={"retry-after": "1"})
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.tracking import ProviderEvent, TrackingEvent
@@ -192,3 +193,47 @@ async def test_analysts_get_one_row_per_campaign_with_totals(
     assert forbidden.status_code == 403
     mine_only = (await client.get("/api/v1/stats/campaigns", headers=headers)).json()
     assert {item["sponsor_id"] for item in mine_only["items"]} == {sponsor}
+
+
+async def test_an_unknown_or_foreign_campaign_is_a_404(
+    client: httpx.AsyncClient, token: Any, measured: SentCampaign
+) -> None:
+    headers = token(measured.sponsor_id, scopes="stats:read")
+    unknown = f"/api/v1/sponsors/{measured.sponsor_id}/campaigns/{uuid.uuid4()}/stats"
+    answer = await client.get(unknown, headers=headers)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "campaign_not_found"
+    other = token("someone-else", scopes="stats:read")
+    foreign = f"/api/v1/sponsors/someone-else/campaigns/{measured.id}/stats"
+    assert (await client.get(foreign, headers=other)).status_code == 404
+
+
+async def test_a_lost_database_connection_is_a_503_once_then_the_api_recovers(
+    client: httpx.AsyncClient,
+    token: Any,
+    measured: SentCampaign,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The API's pool does not ping before lending a connection: when PostgreSQL drops
+    its connections (a restart, a failover), one request per process hears of it as a
+    503 with retry-after, never a 500, and the next gets a fresh connection."""
+    url = f"/api/v1/sponsors/{measured.sponsor_id}/campaigns/{measured.id}/stats"
+    headers = token(measured.sponsor_id, scopes="stats:read")
+    assert (await client.get(url, headers=headers)).status_code == 200
+    async with sessions() as session:
+        killed = (
+            await session.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'campaign-service-api'"
+                )
+            )
+        ).scalar_one()
+    assert killed >= 1
+    answers = [await client.get(url, headers=headers) for _ in range(3)]
+    codes = [answer.status_code for answer in answers]
+    assert set(codes) <= {200, 503} and codes[-1] == 200, codes
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json()["error"]["code"] == "database_unavailable"
+            assert answer.headers["retry-after"] == "1"

@@ -37,8 +37,12 @@ async def get(session: AsyncSession, sponsor_id: str, campaign_id: uuid.UUID) ->
         select(Campaign).where(Campaign.id == campaign_id, Campaign.sponsor_id == sponsor_id)
     )
     if campaign is None:
-        raise NotFound("campaign_not_found", f"no campaign '{campaign_id}'", "campaign_id")
+        raise campaign_not_found(campaign_id)
     return campaign
+
+
+def campaign_not_found(campaign_id: uuid.UUID) -> NotFound:
+    return NotFound("campaign_not_found", f"no campaign '{campaign_id}'", "campaign_id")
 
 
 async def get_for_update(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign | None:
