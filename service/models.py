@@ -67,7 +67,12 @@ class Lead(Base):
 
     __tablename__ = "leads"
     __table_args__ = (
-        UniqueConstraint("sponsor_id", "email", name="uq_leads_sponsor_email"),
+        UniqueConstraint(
+            "sponsor_id",
+            "email",
+            name="uq_leads_sponsor_email",
+            postgresql_include=["intent_level", "follow_up_status"],
+        ),
         Index("ix_leads_sponsor_intent", "sponsor_id", "intent_level"),
         Index("ix_leads_sponsor_follow_up", "sponsor_id", "follow_up_status"),
         Index("ix_leads_sponsor_id", "sponsor_id", "id"),
@@ -101,6 +106,21 @@ class Lead(Base):
     updated_at: Mapped[datetime] = _now()
     # When upstream lead capture last changed this lead (``leads.v1``); lead sync keeps the newest.
     source_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LeadTally(Base):
+    """Leads with an email added (+) or removed (−) per sponsor, intent level and
+    follow-up status, one row per statement (written by triggers on ``leads``; see
+    migration 0008). Their sum is the exact count of a preset audience."""
+
+    __tablename__ = "lead_tallies"
+    __table_args__ = (Index("ix_lead_tallies_sponsor", "sponsor_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    sponsor_id: Mapped[str] = mapped_column(String(64))
+    intent_level: Mapped[str | None] = mapped_column(String(10))
+    follow_up_status: Mapped[str] = mapped_column(String(40))
+    leads: Mapped[int] = mapped_column(BigInteger)
 
 
 class LeadTombstone(Base):

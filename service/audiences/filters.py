@@ -404,10 +404,18 @@ def audience_clause(
 ) -> ColumnElement[bool]:
     """The sponsor's leads with an email that match the audience (suppressions not applied)."""
     clause = and_(leads.c.sponsor_id == sponsor_id, leads.c.email != "")
+    criterion = audience_criterion(audience_type, audience_filter)
+    return clause if criterion is None else and_(clause, criterion)
+
+
+def audience_criterion(
+    audience_type: str, audience_filter: Any = None
+) -> ColumnElement[bool] | None:
+    """What the audience asks of a lead beyond its sponsor and an email; None for ``all``."""
     if audience_type == "custom":
         if audience_filter is None:
             raise _fail("audience_filter", "a custom audience needs audience_filter")
-        return and_(clause, compile_filter(parse_filter(audience_filter)))
+        return compile_filter(parse_filter(audience_filter))
     if audience_type not in PRESETS:
         raise Unprocessable(
             "unknown_audience_type",
@@ -416,8 +424,7 @@ def audience_clause(
         )
     if audience_filter is not None:
         raise _fail("audience_filter", "audience_filter goes with audience_type 'custom'")
-    preset = PRESETS[audience_type]
-    return clause if preset is None else and_(clause, preset)
+    return PRESETS[audience_type]
 
 
 def suppressed_clause() -> ColumnElement[bool]:

@@ -1,0 +1,172 @@
+"""Exact live counts from ``lead_tallies``: whatever happens to a sponsor's leads —
+inserts, upserts, updates, email changes, deletes, suppressions — the counts the
+preview answers from the tallies equal a count of the leads themselves."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, insert, not_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.audiences import repository
+from service.audiences.filters import audience_clause, leads, suppressed_clause, suppressions
+from service.models import Sponsor
+
+LEVELS = [None, "hot", "warm", "cold"]
+STATUSES = ["new", "contacted", "won"]
+AUDIENCES: list[tuple[str, Any]] = [
+    ("all", None),
+    ("hot", None),
+    ("warm", None),
+    ("cold", None),
+    ("new", None),
+    ("contacted", None),
+    ("custom", {"field": "intent_level", "op": "exists", "value": False}),
+    (
+        "custom",
+        {
+            "any": [
+                {"field": "intent_level", "op": "in", "value": ["hot", "cold"]},
+                {"not": {"field": "follow_up_status", "op": "ne", "value": "won"}},
+            ]
+        },
+    ),
+    ("custom", {"intent_level": ["warm", "hot"], "follow_up_status": "contacted"}),
+]
+
+
+def _lead(rng: random.Random, sponsor_id: str, n: int) -> dict[str, Any]:
+    return {
+        "sponsor_id": sponsor_id,
+        # A lead with no email is in no audience and in no tally.
+        "email": "" if n == 0 else f"t{n}@tally.example",
+        "intent_level": rng.choice(LEVELS),
+        "follow_up_status": rng.choice(STATUSES),
+    }
+
+
+async def _counted(
+    session: AsyncSession, sponsor_id: str, audience_type: str, audience_filter: Any
+) -> int:
+    """The reference: the leads themselves, read one by one."""
+    where = (audience_clause(sponsor_id, audience_type, audience_filter), not_(suppressed_clause()))
+    return int(await session.scalar(select(func.count()).select_from(leads).where(*where)) or 0)
+
+
+async def _check(sessions: async_sessionmaker[AsyncSession], sponsor_id: str) -> None:
+    async with sessions.begin() as session:
+        for audience_type, audience_filter in AUDIENCES:
+            expected = await _counted(session, sponsor_id, audience_type, audience_filter)
+            count, exact, _ = await repository.preview(
+                session, sponsor_id, audience_type, audience_filter, exact_budget_ms=1
+            )
+            assert (count, exact) == (expected, True), (audience_type, audience_filter)
+
+
+async def test_tallied_counts_equal_the_leads_through_a_random_history(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tallied: list[str] = []
+    real = repository._tallied
+
+    async def spy(session: AsyncSession, sponsor_id: str, criterion: Any) -> int:
+        tallied.append(sponsor_id)
+        return await real(session, sponsor_id, criterion)
+
+    monkeypatch.setattr(repository, "_tallied", spy)
+    rng = random.Random(20261202)
+    sponsor_id = f"sp-tally-{uuid.uuid4().hex[:8]}"
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+        )
+        await session.execute(insert(leads), [_lead(rng, sponsor_id, n) for n in range(300)])
+    await _check(sessions, sponsor_id)
+    assert tallied, "the presets are counted from the tallies"
+
+    next_lead = 300
+    for step in range(12):
+        async with sessions.begin() as session:
+            # Upsert: some new leads, some existing ones with new levels and statuses.
+            rows = [_lead(rng, sponsor_id, rng.randrange(next_lead + 20)) for _ in range(40)]
+            rows = list({row["email"]: row for row in rows if row["email"]}.values())
+            statement = upsert(leads).values(rows)
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["sponsor_id", "email"],
+                    set_={
+                        "intent_level": statement.excluded.intent_level,
+                        "follow_up_status": statement.excluded.follow_up_status,
+                    },
+                )
+            )
+            next_lead += 20
+            # A plain UPDATE of many rows, an email change, and deletes.
+            await session.execute(
+                update(leads)
+                .where(leads.c.sponsor_id == sponsor_id, leads.c.id % 7 == step % 7)
+                .values(follow_up_status=rng.choice(STATUSES))
+            )
+            await session.execute(
+                update(leads)
+                .where(
+                    leads.c.sponsor_id == sponsor_id, leads.c.email == f"t{step * 3}@tally.example"
+                )
+                .values(email=f"moved{step}@tally.example", intent_level="hot")
+            )
+            await session.execute(
+                delete(leads).where(leads.c.sponsor_id == sponsor_id, leads.c.id % 29 == step)
+            )
+            # Suppressions for this sponsor and global ones, added and lifted.
+            await session.execute(
+                upsert(suppressions)
+                .values(
+                    sponsor_id=sponsor_id if step % 3 else None,
+                    email=f"t{rng.randrange(next_lead)}@tally.example",
+                    reason="manual",
+                )
+                .on_conflict_do_nothing()
+            )
+        if step % 4 == 3:
+            async with sessions.begin() as session:
+                await session.execute(
+                    delete(suppressions).where(
+                        suppressions.c.email.in_(
+                            select(suppressions.c.email)
+                            .where(suppressions.c.email.like("t%@tally.example"))
+                            .limit(1)
+                            .scalar_subquery()
+                        )
+                    )
+                )
+        await _check(sessions, sponsor_id)
+    assert len(tallied) > 12 * 9
+
+
+async def test_compaction_folds_the_rows_and_keeps_the_sums(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(7)
+    sponsor_id = f"sp-tally-{uuid.uuid4().hex[:8]}"
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+        )
+    for n in range(60):  # one statement, so at least one tally row, per lead
+        async with sessions.begin() as session:
+            await session.execute(insert(leads).values(_lead(rng, sponsor_id, n)))
+    rows = text("SELECT count(*) FROM lead_tallies WHERE sponsor_id = :s")
+    async with sessions() as session:
+        before = await session.scalar(rows, {"s": sponsor_id})
+    assert before is not None and before >= 59
+    monkeypatch.setattr(repository, "COMPACT_ABOVE", 10)
+    await _check(sessions, sponsor_id)  # counts, and compacts on the way
+    async with sessions() as session:
+        after = await session.scalar(rows, {"s": sponsor_id})
+    assert after is not None and after <= len(LEVELS) * len(STATUSES) < before
+    await _check(sessions, sponsor_id)
