@@ -391,6 +391,7 @@ class ApiRateCounter(Base):
     """Requests per sponsor, bucket (``create``/``read``) and minute, shared by API replicas."""
 
     __tablename__ = "api_rate_counters"
+    __table_args__ = {"prefixes": ["UNLOGGED"]}  # see migration 0009
 
     sponsor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     bucket: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -13,6 +13,8 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.app import create_app
 from service.settings import Settings
@@ -121,6 +123,44 @@ async def test_a_stranger_cannot_spend_a_sponsors_quota(
         assert (await replicas[0].get(url, headers=token("someone-else"))).status_code == 403
         assert (await replicas[0].get(url)).status_code == 401
     assert (await replicas[1].get(url, headers=token(sponsor))).status_code == 200
+
+
+async def test_the_counters_are_unlogged_and_expire_with_their_minute(
+    replicas: LimitedClients,
+    sponsor: str,
+    token: Callable[..., dict[str, str]],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A count per request must not wait for a WAL flush; only the current minute is kept."""
+    await _same_minute()
+    url = f"/api/v1/sponsors/{sponsor}/campaigns"
+    assert (await replicas[0].get(url, headers=token(sponsor))).status_code == 200
+    async with sessions.begin() as session:
+        persistence = await session.scalar(
+            text("SELECT relpersistence::text FROM pg_class WHERE relname = 'api_rate_counters'")
+        )
+        assert persistence == "u"
+        # A window of a minute ago, then a request that opens the window of this minute.
+        await session.execute(
+            text(
+                "UPDATE api_rate_counters SET window_start = window_start - interval '1 minute' "
+                "WHERE sponsor_id = :s"
+            ),
+            {"s": sponsor},
+        )
+    await _same_minute()
+    assert (await replicas[0].get(url, headers=token(sponsor))).status_code == 200
+    async with sessions() as session:
+        hits = (
+            (
+                await session.execute(
+                    text("SELECT hits FROM api_rate_counters WHERE sponsor_id = :s"), {"s": sponsor}
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert hits == [1]
 
 
 async def test_a_body_over_the_limit_is_413(

@@ -1,7 +1,8 @@
 """Limits at the edge of the API: rate limits per sponsor, body size, JSON depth.
 
 Rate limits are fixed one-minute windows counted in PostgreSQL, so every API
-replica sees the same counts. Only authenticated calls for a sponsor the token
+replica sees the same counts (in an unlogged table: a crash forgets the current
+minute, and a count costs no WAL flush). Only authenticated calls for a sponsor the token
 may act for are counted (a stranger cannot spend a sponsor's quota). Creating
 a campaign counts against ``API_RATE_CREATE_PER_MINUTE``, every read against
 ``API_RATE_READ_PER_MINUTE``; past the limit the answer is 429 with
@@ -58,8 +59,10 @@ async def rate_limit(
         if bucket == "create"
         else settings.api_rate_read_per_minute
     )
-    async with request.app.state.sessions.begin() as session:
-        hits, seconds_left = await repository.hit(session, str(sponsor_id)[:64], bucket)
+    # Autocommit: each statement commits alone, with no BEGIN/COMMIT round trips.
+    async with request.app.state.engine.connect() as connection:
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        hits, seconds_left = await repository.hit(connection, str(sponsor_id)[:64], bucket)
     if hits > limit:
         metrics.API_RATE_LIMITED.labels(bucket).inc()
         raise TooManyRequests(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.models import ApiRateCounter, table_of
 
 counters = table_of(ApiRateCounter)
 
 
-async def hit(session: AsyncSession, sponsor_id: str, bucket: str) -> tuple[int, float]:
+async def hit(connection: AsyncConnection, sponsor_id: str, bucket: str) -> tuple[int, float]:
     """Count one request in the current minute: the new count and the seconds left in it.
 
     One upsert, so concurrent requests on any number of replicas all count.
@@ -26,10 +26,10 @@ async def hit(session: AsyncSession, sponsor_id: str, bucket: str) -> tuple[int,
         )
         .returning(counters.c.hits, counters.c.window_start, func.now())
     )
-    hits, window_start, now = (await session.execute(statement)).one()
+    hits, window_start, now = (await connection.execute(statement)).one()
     if hits == 1:
         # A new window: the sponsor's old ones are no longer needed.
-        await session.execute(
+        await connection.execute(
             delete(counters).where(
                 counters.c.sponsor_id == sponsor_id,
                 counters.c.bucket == bucket,
