@@ -90,6 +90,7 @@ class Sender:
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.send_max_in_flight)
         self._campaigns: dict[uuid.UUID, CampaignContext] = {}
+        self._context_lock = asyncio.Lock()
         self.urls = templates.url_builder(settings)
         self._list_id_domain = templates.list_id_domain(settings)
         self._mailto = settings.unsubscribe_mailto
@@ -108,6 +109,14 @@ class Sender:
             await self.send_batch(event)
 
     async def _context(self, campaign_id: uuid.UUID) -> CampaignContext | None:
+        cached = self._campaigns.get(campaign_id)
+        if cached and time.monotonic() - cached.checked_at < STATUS_TTL_SECONDS:
+            return cached
+        # Batches arrive together: one of them compiles or refreshes, the others wait for it.
+        async with self._context_lock:
+            return await self._load_context(campaign_id)
+
+    async def _load_context(self, campaign_id: uuid.UUID) -> CampaignContext | None:
         cached = self._campaigns.get(campaign_id)
         now = time.monotonic()
         if cached and now - cached.checked_at < STATUS_TTL_SECONDS:
@@ -202,8 +211,11 @@ class Sender:
                 )
                 outbox_ids = await repository.release_next_batch(session, event.campaign_id)
         self._count(n_sent, failed[:n_failed], time.perf_counter() - started)
-        await outbox.publish(self.sessions, self.producer, outbox_ids)
-        await self._finish(event.campaign_id)
+        if outbox_ids:
+            # A batch with pending rows was released: the campaign cannot be done yet.
+            await outbox.publish(self.sessions, self.producer, outbox_ids)
+        else:
+            await self._finish(event.campaign_id)
         if n_failed:
             await self._pause_if_failing(context)
 

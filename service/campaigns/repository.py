@@ -376,29 +376,68 @@ async def open_window(session: AsyncSession, campaign: Campaign, size: int) -> l
     return await queue_batches(session, campaign.id, batch_nos, campaign.send_round)
 
 
+# One statement, so the campaign row stays locked only until the caller's commit
+# follows it (every sender's record transaction of a campaign queues on that lock).
+# The next batch's message is written here too, its payload spliced from a
+# template around the batch and round numbers (``_batch_payload_parts``).
+_RELEASE_NEXT = text("""
+WITH campaign AS (
+    SELECT enqueue_cursor, batch_count, send_round FROM campaigns
+    WHERE id = :campaign_id AND status = 'sending'
+    FOR UPDATE
+), next AS (
+    SELECT n, campaign.send_round
+    FROM campaign, generate_series(campaign.enqueue_cursor + 1, campaign.batch_count - 1) AS n
+    WHERE EXISTS (
+        SELECT 1 FROM campaign_deliveries
+        WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
+    )
+    ORDER BY n
+    LIMIT 1
+), progress AS (
+    UPDATE campaigns
+    SET last_progress_at = now(), enqueue_cursor = coalesce((SELECT n FROM next), enqueue_cursor)
+    WHERE id = :campaign_id AND EXISTS (SELECT 1 FROM campaign)
+)
+INSERT INTO outbox (topic, key, payload)
+SELECT :topic, :key_prefix || n::text,
+       CAST(:head AS bytea) || convert_to(n::text, 'UTF8') || CAST(:middle AS bytea)
+       || convert_to(send_round::text, 'UTF8') || CAST(:tail AS bytea)
+FROM next
+RETURNING id
+""")
+
+
+def _batch_payload_parts(campaign_id: uuid.UUID) -> tuple[bytes, bytes, bytes]:
+    """``CampaignBatch(...).to_bytes()`` cut around ``batch_no`` and ``send_round``."""
+    sample = CampaignBatch(campaign_id=campaign_id, batch_no=0, send_round=0).to_bytes()
+    head, rest = sample.split(b'"batch_no":0', 1)
+    middle, tail = rest.split(b'"send_round":0', 1)
+    return head + b'"batch_no":', middle + b'"send_round":', tail
+
+
 async def release_next_batch(session: AsyncSession, campaign_id: uuid.UUID) -> list[int]:
     """A batch was handled: hand the next pending batch past the window to Kafka.
 
     This keeps at most a window of each campaign's batches in the topic, so
     campaigns interleave fairly, and pause/cancel take effect within a window.
-    Locks the campaign row until the caller commits.
+    Locks the campaign row until the caller commits, which it should do next.
+    Returns the outbox id of the released batch (none once the cursor is at
+    the end, or when the campaign is not sending).
     """
-    row = (
-        await session.execute(
-            select(Campaign.enqueue_cursor, Campaign.batch_count, Campaign.send_round)
-            .where(Campaign.id == campaign_id, Campaign.status == "sending")
-            .with_for_update()
-        )
-    ).first()
-    if row is None:
-        return []
-    cursor, batch_count, send_round = row
-    batch_nos = await _pending_batches(session, campaign_id, cursor + 1, batch_count - 1, 1)
-    values: dict[str, Any] = {"last_progress_at": func.now()}
-    if batch_nos:
-        values["enqueue_cursor"] = batch_nos[0]
-    await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
-    return await queue_batches(session, campaign_id, batch_nos, send_round)
+    head, middle, tail = _batch_payload_parts(campaign_id)
+    rows = await session.execute(
+        _RELEASE_NEXT,
+        {
+            "campaign_id": campaign_id,
+            "topic": TOPIC_CAMPAIGN_BATCHES,
+            "key_prefix": f"{campaign_id}:",
+            "head": head,
+            "middle": middle,
+            "tail": tail,
+        },
+    )
+    return [int(row_id) for row_id in rows.scalars()]
 
 
 _COUNTER_COLUMNS = frozenset(COUNTERS)
