@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -112,6 +113,39 @@ leads = st.fixed_dictionaries(
 def test_slots_render_exactly_what_jinja_renders(case: str, lead: dict[str, Any]) -> None:
     message = MESSAGES[case]
     assert outcome(message, lead) == outcome(jinja_only(message), lead)
+
+
+def decoded(rendered: RenderedMessage | str) -> RenderedMessage | str:
+    """A message rendered ``as_json`` with its JSON parts decoded back into the str fields."""
+    if isinstance(rendered, str):
+        return rendered
+    html, text = rendered.html, rendered.text
+    if rendered.html_json is not None:
+        assert html == ""
+        html = orjson.loads(rendered.html_json)
+    if rendered.text_json is not None:
+        assert text == ""
+        text = orjson.loads(rendered.text_json)
+    return RenderedMessage(rendered.subject, html, text)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from(sorted(CASES)), lead=leads)
+def test_json_parts_are_the_json_encoding_of_the_rendered_parts(
+    case: str, lead: dict[str, Any]
+) -> None:
+    message = MESSAGES[case]
+    plain = outcome(message, lead)
+    try:
+        as_json: RenderedMessage | str = message.render(
+            lead, URLS.for_delivery(7, len(message.links)), as_json=True
+        )
+    except RenderError as exc:
+        as_json = f"RenderError: {exc}"
+    assert decoded(as_json) == plain
+    if isinstance(as_json, RenderedMessage) and isinstance(plain, RenderedMessage):
+        for encoded, text in ((as_json.html_json, plain.html), (as_json.text_json, plain.text)):
+            assert encoded is None or encoded == orjson.dumps(text)
 
 
 @pytest.mark.parametrize("case", [*sorted(GOLDEN_CASES), "repeated_variables"])

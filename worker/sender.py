@@ -94,6 +94,7 @@ class Sender:
         self.urls = templates.url_builder(settings)
         self._list_id_domain = templates.list_id_domain(settings)
         self._mailto = settings.unsubscribe_mailto
+        self._as_json: bool = getattr(provider, "accepts_json_parts", False)
 
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
         events = []
@@ -240,7 +241,7 @@ class Sender:
         for recipient in recipients:
             urls = self.urls.for_delivery(recipient.delivery_id, n_links)
             try:
-                rendered = context.message.render(recipient.fields, urls)
+                rendered = context.message.render(recipient.fields, urls, as_json=self._as_json)
             except RenderError as exc:
                 failed.append((recipient.delivery_id, f"render_error: {exc}"))
                 continue
@@ -255,6 +256,8 @@ class Sender:
                     text=rendered.text,
                     reply_to=context.reply_to,
                     headers=self.headers(context, urls),
+                    html_json=rendered.html_json,
+                    text_json=rendered.text_json,
                 )
             )
         return emails, failed

@@ -131,9 +131,18 @@ class RenderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RenderedMessage:
+    """One recipient's message.
+
+    Rendered ``as_json``, a body part that renders by slots comes as its JSON
+    string literal (UTF-8, quotes included) in ``html_json``/``text_json``, and
+    its str field is empty: a JSON API splices it in as is.
+    """
+
     subject: str
     html: str
     text: str
+    html_json: bytes | None = None
+    text_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,12 +496,20 @@ class CompiledMessage:
         context["_pixel"] = urls.open_pixel
         return context
 
-    def render(self, lead: Mapping[str, Any], urls: DeliveryUrls) -> RenderedMessage:
+    def render(
+        self, lead: Mapping[str, Any], urls: DeliveryUrls, *, as_json: bool = False
+    ) -> RenderedMessage:
+        """Render for one recipient; ``as_json``: see ``RenderedMessage``."""
         context = self.context(lead, urls)
         try:
             subject = single_line(_part(self.subject_slots, self.subject_template, context))
+            subject = _cap_bytes(subject, MAX_SUBJECT_BYTES)
+            if as_json:
+                html, html_json = _json_part(self.html_slots, self.html_template, context)
+                text, text_json = _json_part(self.text_slots, self.text_template, context)
+                return RenderedMessage(subject, html, text, html_json, text_json)
             return RenderedMessage(
-                subject=_cap_bytes(subject, MAX_SUBJECT_BYTES),
+                subject=subject,
                 html=_part(self.html_slots, self.html_template, context),
                 text=_part(self.text_slots, self.text_template, context),
             )
@@ -502,6 +519,14 @@ class CompiledMessage:
 
 def _part(slots: SlotTemplate | None, template: Any, context: dict[str, Any]) -> str:
     return slots.render(context) if slots is not None else _render(template, context)
+
+
+def _json_part(
+    slots: SlotTemplate | None, template: Any, context: dict[str, Any]
+) -> tuple[str, bytes | None]:
+    if slots is None:
+        return _render(template, context), None
+    return "", slots.render_json(context)
 
 
 def _render(template: Any, context: dict[str, Any]) -> str:
