@@ -171,6 +171,8 @@ class Sender:
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         with metrics.SEND_STAGE.labels("load").time():
             async with self.sessions() as session:
+                # A single read: autocommit spares the BEGIN and ROLLBACK round trips.
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 recipients = await repository.load_pending_batch(
                     session, event.campaign_id, event.batch_no
                 )
