@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings, name="campaign-service-api", pre_ping=False)
+        engine = create_engine(settings, name="campaign-service-api")
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         await wait_for_dependencies(settings, engine)

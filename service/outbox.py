@@ -47,20 +47,25 @@ async def publish(
     """
     if not ids:
         return True
-    async with sessions.begin() as session:
+    # One statement takes the rows (skipping any the relay holds) and deletes them;
+    # the delete commits only once the broker has acknowledged.
+    claimed = select(outbox.c.id).where(_ids(ids)).with_for_update(skip_locked=True)
+    async with sessions() as session:
+        transaction = await session.begin()
         rows = (
             await session.execute(
-                select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload)
-                .where(_ids(ids))
-                .with_for_update(skip_locked=True)
+                delete(outbox)
+                .where(outbox.c.id.in_(claimed))
+                .returning(outbox.c.topic, outbox.c.key, outbox.c.payload)
             )
         ).all()
         try:
             await producer.send((row.topic, row.key, row.payload) for row in rows)
         except Exception as exc:
+            await transaction.rollback()
             log.warning("outbox publish failed; the relay will retry: %s", exc)
             return False
-        await session.execute(delete(outbox).where(_ids([row.id for row in rows])))
+        await transaction.commit()
     return True
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -33,15 +34,18 @@ MINIMAL = {"from": "a@b.c", "to": "x@y.z", "subject": "s"}  # the spec's require
 
 
 def make_email(delivery_id: int, to: str | None = None, **extra: Any) -> OutgoingEmail:
+    fields: dict[str, Any] = {
+        "html": f"<p>Hello {delivery_id}</p>",
+        "text": f"Hello {delivery_id}",
+        **extra,
+    }
     return OutgoingEmail(
         delivery_id=delivery_id,
         campaign_id=CAMPAIGN_ID,
         sender="Acme News <news@acme.example>",
         to=to or f"user{delivery_id}@example.com",
         subject=f"Hello {delivery_id}",
-        html=f"<p>Hello {delivery_id}</p>",
-        text=f"Hello {delivery_id}",
-        **extra,
+        **fields,
     )
 
 
@@ -61,6 +65,22 @@ async def provider(fake: FakeResend) -> AsyncIterator[ResendProvider]:
         yield adapter
     finally:
         await adapter.aclose()
+
+
+async def test_bodies_already_encoded_as_json_are_sent_as_they_are(
+    fake: FakeResend, provider: ResendProvider
+) -> None:
+    html, text = '<p class="x">Grüße & "quotes" \\ </p>', "Line one\nLine two \u00b7"
+    encoded = make_email(
+        1, html="", text="", html_json=orjson.dumps(html), text_json=orjson.dumps(text)
+    )
+    no_text = make_email(2, html="", text="", html_json=orjson.dumps(html), text_json=b'""')
+
+    await provider.send_batch([encoded, no_text], idempotency_key="batch-json")
+
+    first, second = fake.messages
+    assert (first.html, first.text) == (html, text)
+    assert (second.html, second.text) == (html, None)
 
 
 async def test_batch_returns_ids_in_order_with_campaign_and_delivery_tags(

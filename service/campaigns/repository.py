@@ -198,6 +198,7 @@ async def load_pending_batch(
 
 # A row cancelled while its batch was already with the provider was sent all the
 # same: it becomes ``sent`` too, and the statement reports what each row was before.
+# The counters move in the same statement (one round trip fewer per batch).
 _MARK_SENT = text("""
 WITH old AS (
     SELECT id, status FROM campaign_deliveries
@@ -210,9 +211,21 @@ WITH old AS (
     FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[])) AS v(id, message_id), old
     WHERE d.id = v.id AND old.id = d.id
     RETURNING old.status AS was
+), counts AS (
+    SELECT count(*) FILTER (WHERE was = 'pending') AS pending,
+           count(*) FILTER (WHERE was = 'cancelled') AS cancelled
+    FROM moved
+), counted AS (
+    INSERT INTO campaign_stats (campaign_id, shard, pending, cancelled, sent)
+    SELECT CAST(:campaign_id AS uuid), CAST(:shard AS int), -pending, -cancelled,
+           pending + cancelled
+    FROM counts WHERE pending + cancelled > 0
+    ON CONFLICT (campaign_id, shard) DO UPDATE SET
+        pending = campaign_stats.pending + EXCLUDED.pending,
+        cancelled = campaign_stats.cancelled + EXCLUDED.cancelled,
+        sent = campaign_stats.sent + EXCLUDED.sent
 )
-SELECT count(*) FILTER (WHERE was = 'pending'), count(*) FILTER (WHERE was = 'cancelled')
-FROM moved
+SELECT pending, cancelled FROM counts
 """)
 
 _MARK_FAILED = text("""
@@ -235,11 +248,17 @@ async def record_batch_outcome(
 
     A batch handled twice moves nothing the second time, so counters stay right.
     """
-    n_sent = n_failed = was_cancelled = 0
+    n_sent = n_failed = 0
     if sent:
         ids, message_ids = zip(*sent, strict=True)
         result = await session.execute(
-            _MARK_SENT, {"ids": list(ids), "message_ids": list(message_ids)}
+            _MARK_SENT,
+            {
+                "ids": list(ids),
+                "message_ids": list(message_ids),
+                "campaign_id": campaign_id,
+                "shard": batch_no % STATS_SHARDS,
+            },
         )
         was_pending, was_cancelled = result.one()
         n_sent = was_pending + was_cancelled
@@ -247,15 +266,7 @@ async def record_batch_outcome(
         ids, errors = zip(*failed, strict=True)
         result = await session.execute(_MARK_FAILED, {"ids": list(ids), "errors": list(errors)})
         n_failed = len(result.all())
-    await bump_counters(
-        session,
-        campaign_id,
-        batch_no,
-        pending=-(n_sent - was_cancelled + n_failed),
-        cancelled=-was_cancelled,
-        sent=n_sent,
-        failed=n_failed,
-    )
+        await bump_counters(session, campaign_id, batch_no, pending=-n_failed, failed=n_failed)
     return n_sent, n_failed
 
 
@@ -380,29 +391,68 @@ async def open_window(session: AsyncSession, campaign: Campaign, size: int) -> l
     return await queue_batches(session, campaign.id, batch_nos, campaign.send_round)
 
 
+# One statement, so the campaign row stays locked only until the caller's commit
+# follows it (every sender's record transaction of a campaign queues on that lock).
+# The next batch's message is written here too, its payload spliced from a
+# template around the batch and round numbers (``_batch_payload_parts``).
+_RELEASE_NEXT = text("""
+WITH campaign AS (
+    SELECT enqueue_cursor, batch_count, send_round FROM campaigns
+    WHERE id = :campaign_id AND status = 'sending'
+    FOR UPDATE
+), next AS (
+    SELECT n, campaign.send_round
+    FROM campaign, generate_series(campaign.enqueue_cursor + 1, campaign.batch_count - 1) AS n
+    WHERE EXISTS (
+        SELECT 1 FROM campaign_deliveries
+        WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
+    )
+    ORDER BY n
+    LIMIT 1
+), progress AS (
+    UPDATE campaigns
+    SET last_progress_at = now(), enqueue_cursor = coalesce((SELECT n FROM next), enqueue_cursor)
+    WHERE id = :campaign_id AND EXISTS (SELECT 1 FROM campaign)
+)
+INSERT INTO outbox (topic, key, payload)
+SELECT :topic, :key_prefix || n::text,
+       CAST(:head AS bytea) || convert_to(n::text, 'UTF8') || CAST(:middle AS bytea)
+       || convert_to(send_round::text, 'UTF8') || CAST(:tail AS bytea)
+FROM next
+RETURNING id
+""")
+
+
+def _batch_payload_parts(campaign_id: uuid.UUID) -> tuple[bytes, bytes, bytes]:
+    """``CampaignBatch(...).to_bytes()`` cut around ``batch_no`` and ``send_round``."""
+    sample = CampaignBatch(campaign_id=campaign_id, batch_no=0, send_round=0).to_bytes()
+    head, rest = sample.split(b'"batch_no":0', 1)
+    middle, tail = rest.split(b'"send_round":0', 1)
+    return head + b'"batch_no":', middle + b'"send_round":', tail
+
+
 async def release_next_batch(session: AsyncSession, campaign_id: uuid.UUID) -> list[int]:
     """A batch was handled: hand the next pending batch past the window to Kafka.
 
     This keeps at most a window of each campaign's batches in the topic, so
     campaigns interleave fairly, and pause/cancel take effect within a window.
-    Locks the campaign row until the caller commits.
+    Locks the campaign row until the caller commits, which it should do next.
+    Returns the outbox id of the released batch (none once the cursor is at
+    the end, or when the campaign is not sending).
     """
-    row = (
-        await session.execute(
-            select(Campaign.enqueue_cursor, Campaign.batch_count, Campaign.send_round)
-            .where(Campaign.id == campaign_id, Campaign.status == "sending")
-            .with_for_update()
-        )
-    ).first()
-    if row is None:
-        return []
-    cursor, batch_count, send_round = row
-    batch_nos = await _pending_batches(session, campaign_id, cursor + 1, batch_count - 1, 1)
-    values: dict[str, Any] = {"last_progress_at": func.now()}
-    if batch_nos:
-        values["enqueue_cursor"] = batch_nos[0]
-    await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
-    return await queue_batches(session, campaign_id, batch_nos, send_round)
+    head, middle, tail = _batch_payload_parts(campaign_id)
+    rows = await session.execute(
+        _RELEASE_NEXT,
+        {
+            "campaign_id": campaign_id,
+            "topic": TOPIC_CAMPAIGN_BATCHES,
+            "key_prefix": f"{campaign_id}:",
+            "head": head,
+            "middle": middle,
+            "tail": tail,
+        },
+    )
+    return [int(row_id) for row_id in rows.scalars()]
 
 
 _COUNTER_COLUMNS = frozenset(COUNTERS)

@@ -17,7 +17,9 @@ CSS is inlined (``css-inline``); every literal ``http(s)`` link becomes
 the placeholders get their Jinja tags back and the whole is compiled.
 
 Render (per recipient) is three template renders over a prepared context; no
-regular expression or HTML parsing runs per message.
+regular expression or HTML parsing runs per message. A template that is only
+text and ``{{ … }}`` outputs (the usual case) renders by filling slots
+(``slots.py``), exactly as Jinja would; any other stays on Jinja.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from markdown_it import MarkdownIt
 
 from service.errors import Unprocessable
 from service.templates import layout
+from service.templates.slots import SlotTemplate, compile_slots
 from service.templates.urls import DeliveryUrls
 
 LEAD_VARIABLES = ("name", "first_name", "last_name", "company", "title", "email")
@@ -128,9 +131,18 @@ class RenderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RenderedMessage:
+    """One recipient's message.
+
+    Rendered ``as_json``, a body part that renders by slots comes as its JSON
+    string literal (UTF-8, quotes included) in ``html_json``/``text_json``, and
+    its str field is empty: a JSON API splices it in as is.
+    """
+
     subject: str
     html: str
     text: str
+    html_json: bytes | None = None
+    text_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,30 +471,62 @@ class _Links:
 
 @dataclass(frozen=True)
 class CompiledMessage:
-    """A campaign's subject, HTML and text templates, ready to render many times."""
+    """A campaign's subject, HTML and text templates, ready to render many times.
+
+    ``*_slots`` are the same templates prepared for slot filling, or None where
+    a template needs Jinja (see ``slots.py``).
+    """
 
     subject_template: Any
     html_template: Any
     text_template: Any
     links: tuple[str, ...]
     constants: Mapping[str, Any]
+    subject_slots: SlotTemplate | None = None
+    html_slots: SlotTemplate | None = None
+    text_slots: SlotTemplate | None = None
 
-    def render(self, lead: Mapping[str, Any], urls: DeliveryUrls) -> RenderedMessage:
+    def context(self, lead: Mapping[str, Any], urls: DeliveryUrls) -> dict[str, Any]:
+        """The variables every part of the message sees for one recipient."""
         context = personalization(lead)
         context.update(self.constants)
         context["unsubscribe_url"] = urls.unsubscribe
         context["view_in_browser_url"] = urls.view_in_browser
         context["_links"] = urls.links
         context["_pixel"] = urls.open_pixel
+        return context
+
+    def render(
+        self, lead: Mapping[str, Any], urls: DeliveryUrls, *, as_json: bool = False
+    ) -> RenderedMessage:
+        """Render for one recipient; ``as_json``: see ``RenderedMessage``."""
+        context = self.context(lead, urls)
         try:
-            subject = single_line(_render(self.subject_template, context))
+            subject = single_line(_part(self.subject_slots, self.subject_template, context))
+            subject = _cap_bytes(subject, MAX_SUBJECT_BYTES)
+            if as_json:
+                html, html_json = _json_part(self.html_slots, self.html_template, context)
+                text, text_json = _json_part(self.text_slots, self.text_template, context)
+                return RenderedMessage(subject, html, text, html_json, text_json)
             return RenderedMessage(
-                subject=_cap_bytes(subject, MAX_SUBJECT_BYTES),
-                html=_render(self.html_template, context),
-                text=_render(self.text_template, context),
+                subject=subject,
+                html=_part(self.html_slots, self.html_template, context),
+                text=_part(self.text_slots, self.text_template, context),
             )
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _part(slots: SlotTemplate | None, template: Any, context: dict[str, Any]) -> str:
+    return slots.render(context) if slots is not None else _render(template, context)
+
+
+def _json_part(
+    slots: SlotTemplate | None, template: Any, context: dict[str, Any]
+) -> tuple[str, bytes | None]:
+    if slots is None:
+        return _render(template, context), None
+    return "", slots.render_json(context)
 
 
 def _render(template: Any, context: dict[str, Any]) -> str:
@@ -571,12 +615,16 @@ def compile_message(content: Content, brand: Brand, *, tracking: bool = True) ->
     text_source += tags.add('{{ "" }}') + tags.protect(layout.FOOTER_TEXT)
 
     constants = {"sponsor": dict(brand.sponsor), "event": dict(brand.event)}
+    html_source, text_source = tags.restore(page), tags.restore(text_source)
     return CompiledMessage(
         subject_template=_text_env.from_string(content.subject),
-        html_template=_html_env.from_string(tags.restore(page)),
-        text_template=_text_env.from_string(tags.restore(text_source)),
+        html_template=_html_env.from_string(html_source),
+        text_template=_text_env.from_string(text_source),
         links=tuple(links.targets),
         constants=constants,
+        subject_slots=compile_slots(_text_env, content.subject, constants, _render),
+        html_slots=compile_slots(_html_env, html_source, constants, _render),
+        text_slots=compile_slots(_text_env, text_source, constants, _render),
     )
 
 

@@ -4,8 +4,11 @@ Loads N leads with one SQL statement, queues one campaign, and times it from
 ``queued`` to ``sent`` with worker processes as in production (one planner +
 relay process, ``BENCH_SENDERS`` sender processes). The fake Resend runs in
 its own process with validation and content recording off and no rate limit.
-Figures: recipients/s, planner seconds, the senders' peak RSS, and the time a
-batch spends in each sender stage (from the workers' Prometheus metrics).
+Figures: recipients/s, planner seconds, the senders' peak RSS, the time a
+batch spends in each sender stage (from the workers' Prometheus metrics), and
+the CPU each kind of process used per recipient while the campaign was sent
+(``cpu_us_per_recipient_*``: every process shares the same cores, so this is
+where the machine's time goes whatever else runs on it).
 """
 
 from __future__ import annotations
@@ -119,6 +122,49 @@ def _stage_seconds(metrics_dir: Path) -> dict[str, float]:
     return totals
 
 
+def _role(process: psutil.Process) -> str:
+    command = " ".join(process.cmdline())
+    if "--role sender" in command:
+        return "senders"
+    if "--role" in command:
+        return "planner_relay"
+    if "resend_server" in command:
+        return "fake_resend"
+    if "postgres" in process.name():
+        return "postgres"
+    return "broker"
+
+
+def _cpu_seconds(stack: DevStack) -> dict[int, tuple[str, float]]:
+    """CPU seconds so far of every process of the run, by pid (PostgreSQL's included)."""
+    processes = psutil.Process().children(recursive=True)
+    with contextlib.suppress(OSError, ValueError, psutil.Error):
+        postmaster_pid = int((stack.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(postmaster_pid)
+        processes += [postmaster, *postmaster.children(recursive=True)]
+    seconds: dict[int, tuple[str, float]] = {}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            seconds[process.pid] = (_role(process), times.user + times.system)
+    return seconds
+
+
+def _cpu_per_recipient(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], recipients: int
+) -> dict[str, float]:
+    """µs of CPU per recipient by kind of process (processes that exited meanwhile are missed)."""
+    totals: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        used = seconds - before.get(pid, (role, 0.0))[1]
+        totals[role] = totals.get(role, 0.0) + used
+    totals["total"] = sum(totals.values())
+    return {
+        f"cpu_us_per_recipient_{role}": round(seconds / recipients * 1e6, 1)
+        for role, seconds in sorted(totals.items())
+    }
+
+
 def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
     """One campaign of ``recipients`` with a ``body_kb`` body, ``senders`` sender processes."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
@@ -165,10 +211,12 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
         children.extend(processes)
         # A tiny campaign first, so every consumer group has joined before the clock starts.
         _wait_sent(settings, asyncio.run(_queue(settings, "warmup", body_kb)), processes)
+        cpu_before = _cpu_seconds(stack)
         campaign_id = asyncio.run(_queue(settings, "bench", body_kb))
         started = time.monotonic()
         row, peak_rss = _wait_sent(settings, campaign_id, processes)
         elapsed = time.monotonic() - started
+        cpu = _cpu_per_recipient(cpu_before, _cpu_seconds(stack), recipients)
         batches = -(-recipients // settings.provider_batch_size)
         sent = httpx.get(f"http://127.0.0.1:{fake_port}/_fake/stats").json()
         return {
@@ -189,6 +237,7 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
                 f"batch_ms_{stage}": round(seconds / batches * 1000, 2)
                 for stage, seconds in sorted(_stage_seconds(metrics_dir).items())
             },
+            **cpu,
         }
     finally:
         for child in children:

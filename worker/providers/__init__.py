@@ -18,6 +18,7 @@ class InstrumentedProvider:
     def __init__(self, inner: EmailProvider) -> None:
         self.inner = inner
         self.name = inner.name
+        self.accepts_json_parts: bool = getattr(inner, "accepts_json_parts", False)
 
     async def send_batch(
         self, emails: Sequence[OutgoingEmail], idempotency_key: str

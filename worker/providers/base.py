@@ -20,6 +20,10 @@ class OutgoingEmail:
     text: str
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # ``html``/``text`` already encoded as JSON string literals (UTF-8, quotes
+    # included), for providers that set ``accepts_json_parts``; the str is then "".
+    html_json: bytes | None = None
+    text_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,9 @@ class EmailProvider(Protocol):
     same batch with the same key), ``PermanentProviderError`` (the whole batch
     is refused) or returns one ``SendResult`` per email, in order. Sending the
     same emails with the same ``idempotency_key`` twice must not send twice.
+
+    A provider that sends JSON may set ``accepts_json_parts = True``: the
+    sender then hands it bodies already encoded (``OutgoingEmail.html_json``).
     """
 
     name: str

@@ -129,6 +129,9 @@ class ResendProvider:
     """``EmailProvider`` for Resend's ``POST /emails/batch``."""
 
     name = "resend"
+    # Bodies may come encoded (OutgoingEmail.html_json): spliced into the request
+    # as they are, instead of encoding 20 KB strings once more per message.
+    accepts_json_parts = True
 
     def __init__(
         self,
@@ -197,20 +200,24 @@ def _to_params(email: OutgoingEmail) -> resend.Emails.SendParams:
         "from": email.sender,
         "to": [email.to],
         "subject": email.subject,
-        "html": email.html,
+        "html": _body(email.html, email.html_json),
         "tags": [
             {"name": "campaign_id", "value": _tag_value(email.campaign_id)},
             {"name": "delivery_id", "value": _tag_value(str(email.delivery_id))},
         ],
     }
     # An empty text part is worse than none: clients would show a blank body.
-    if email.text:
-        params["text"] = email.text
+    if email.text or email.text_json not in (None, b'""'):
+        params["text"] = _body(email.text, email.text_json)
     if email.reply_to:
         params["reply_to"] = email.reply_to
     if email.headers:
         params["headers"] = dict(email.headers)
     return params
+
+
+def _body(value: str, encoded: bytes | None) -> Any:
+    return value if encoded is None else orjson.Fragment(encoded)
 
 
 def _results(emails: Sequence[OutgoingEmail], response: Mapping[str, Any]) -> list[SendResult]:
