@@ -147,7 +147,7 @@ async def _in_process(settings: Settings, paths: list[bytes], n: int = 20_000) -
     async def inner(_scope: Any, _receive: Any, _send: Any) -> None:
         raise AssertionError("not a tracking path")
 
-    middleware = TrackingFastPath(inner)
+    middleware = TrackingFastPath(inner, _App.state)
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
@@ -163,7 +163,6 @@ async def _in_process(settings: Settings, paths: list[bytes], n: int = 20_000) -
             "path": path.decode(),
             "headers": headers,
             "client": ("203.0.113.7", 5000),
-            "app": _App,
         }
         for path in paths
     ]
