@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any, SupportsIndex
 
 from service.settings import Settings, get_settings
 
@@ -21,24 +23,59 @@ def migrate(settings: Settings) -> None:
     command.upgrade(config, "head")
 
 
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = _ListenerPerProcess(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+class _ListenerPerProcess(socket.socket):
+    """The API's address, bound anew (``SO_REUSEPORT``) by each process it is handed to.
+
+    uvicorn gives its worker processes the parent's socket, so they share one
+    accept queue: whichever process wakes first takes a whole burst of
+    connections, and with keep-alive clients (a proxy, a load generator) one
+    process can serve most of them while the other idles. Each worker
+    unpickling this binds a socket of its own instead, and the kernel spreads
+    new connections evenly over the workers' sockets. The parent's socket
+    only holds the address (it never listens, so it takes no connections).
+    """
+
+    def __reduce_ex__(self, _protocol: SupportsIndex) -> tuple[Any, ...]:
+        host, port = self.getsockname()[:2]
+        return (_reuse_port_socket, (host, port))
+
+
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    # In-flight requests get this long to finish after SIGTERM (k8s sends it, then waits
-    # terminationGracePeriodSeconds, which must be larger).
     from service.logs import logging_config
 
     settings = get_settings()
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
-        log_config=logging_config(settings.log_level, settings.log_format),
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_level": "warning",
+        # In-flight requests get this long to finish after SIGTERM (k8s sends it, then waits
+        # terminationGracePeriodSeconds, which must be larger).
+        "timeout_graceful_shutdown": settings.api_shutdown_grace_seconds,
+        "log_config": logging_config(settings.log_level, settings.log_format),
+    }
+    if args.workers == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        uvicorn.run("service.app:create_app", **options)
+        return
+    config = uvicorn.Config("service.app:create_app", **options)
+    try:
+        listener = _reuse_port_socket(args.host, args.port)
+    except OSError as exc:
+        sys.exit(f"cannot listen on {args.host}:{args.port}: {exc}")
+    Multiprocess(config, sockets=[listener]).run()
 
 
 def _worker(args: argparse.Namespace) -> None:

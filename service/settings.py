@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     tracking_machine_click_seconds: float = Field(default=10.0, ge=0)
     resend_webhook_secret: SecretStr | None = None
     webhook_produce_timeout_seconds: float = Field(default=10.0, gt=0)
-    ingest_batch_size: int = Field(default=500, ge=1)
+    # Per-batch work (transaction, lookups, counters) is most of the cost below ~2,000.
+    ingest_batch_size: int = Field(default=2000, ge=1)
     reputation_complaint_rate: float = Field(default=0.001, ge=0, le=1)
     reputation_bounce_rate: float = Field(default=0.02, ge=0, le=1)
     reputation_window: int = Field(default=1000, ge=1)

@@ -8,9 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.app import create_app
 from service.settings import Settings
 from service.tracking.emitter import Emitter
 from service.tracking.fastpath import PIXEL
@@ -288,6 +290,30 @@ async def test_unsubscribe_with_a_forged_token_is_a_404(
         assert response.status_code == 404
     click = signer.sign(Kind.CLICK, campaign.delivery_ids[0], 0)
     assert (await client.post(f"/u/{click}")).status_code == 404
+
+
+async def test_pixel_and_click_are_answered_in_front_of_the_application_stack(
+    migrated: Settings, app: FastAPI, signer: TokenSigner, campaign: SentCampaign
+) -> None:
+    fresh = create_app(migrated)
+    fresh.state.tracking = app.state.tracking
+    entered: list[str] = []
+
+    async def stack(scope: Any, receive: Any, send: Any) -> None:
+        entered.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    fresh.middleware_stack = stack
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fresh), base_url="http://test"
+    ) as client:
+        target = campaign.delivery_ids[3]
+        pixel = await client.get(f"/o/{signer.sign(Kind.OPEN, target)}", headers=BROWSER)
+        click = await client.get(f"/c/{signer.sign(Kind.CLICK, target, 0)}", headers=BROWSER)
+        other = await client.get("/healthz")
+    assert pixel.content == PIXEL and click.status_code == 302
+    assert other.status_code == 204 and entered == ["/healthz"]
 
 
 async def test_broker_outage_spools_events_and_replays_them(

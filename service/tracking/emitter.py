@@ -124,7 +124,10 @@ class Emitter:
                 **settings.kafka_config(),
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 10,
+                # The broker's cost goes with produce requests, not messages: at 10 ms
+                # the broker took a sixth of a core at 1,800 hits/s, at 100 ms a third of
+                # that. Nobody waits on these events; a tenth of a second is free.
+                "linger.ms": 100,
                 "compression.type": "lz4",
                 "message.timeout.ms": settings.tracking_produce_timeout_ms,
                 "queue.buffering.max.messages": 200_000,

@@ -11,8 +11,10 @@ comes from an in-process LRU (delivery → campaign, campaign → links). A miss
 reads the database once (one primary-key lookup joined to the campaign's
 links) and the answer is cached; links of a campaign never change once it is
 sent. Events go to ``tracking-events.v1`` through ``Emitter`` (never awaited).
-FastAPI's per-request machinery (dependency solving, validation) costs about
-half the throughput here, hence the middleware.
+FastAPI's per-request machinery (its ``__call__``, Starlette's middleware
+stack, dependency solving, validation) costs more than these handlers, so
+``TrackingFastPath`` sits in front of the whole application (see
+``service.app.CampaignService``), not inside its middleware stack.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -149,6 +152,8 @@ class TrackingHub:
         assert secret is not None
         self._ip_key = hashlib.sha256(b"ip-hash:" + secret.get_secret_value().encode()).digest()
         self._hops = settings.tracking_trusted_proxy_hops
+        # Label lookups take a lock and build a key on every hit: look each kind up once.
+        self._hits: dict[str, Counter] = {}
 
     def ip_hash(self, address: str | None) -> str | None:
         if not address:
@@ -164,6 +169,9 @@ class TrackingHub:
         return str(client[0]) if client else None
 
     def emit(self, kind: str, scope: Scope, delivery_id: int, position: int) -> None:
+        hits = self._hits.get(kind)
+        if hits is None:
+            hits = self._hits[kind] = metrics.TRACKING_HITS.labels(kind)
         agent = b""
         forwarded = None
         for name, value in scope["headers"]:
@@ -182,14 +190,18 @@ class TrackingHub:
             "ip_hash": self.ip_hash(address),
         }
         self.emitter.emit(TOPIC_TRACKING_EVENTS, str(delivery_id), orjson.dumps(event))
-        metrics.TRACKING_HITS.labels(kind).inc()
+        hits.inc()
 
 
 class TrackingFastPath:
-    """ASGI middleware: serves ``/o/…`` and ``/c/…`` itself, passes everything else on."""
+    """ASGI front: serves ``/o/…`` and ``/c/…`` itself, passes everything else to ``app``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``state`` is the application's state, whose ``tracking`` hub the lifespan sets.
+    """
+
+    def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
+        self._state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -202,14 +214,13 @@ class TrackingFastPath:
                 return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _hub(scope: Scope) -> TrackingHub:
-        hub: TrackingHub = scope["app"].state.tracking
+    def _hub(self) -> TrackingHub:
+        hub: TrackingHub = self._state.tracking
         return hub
 
     async def _pixel(self, scope: Scope, send: Send, token: str) -> None:
         try:
-            hub = self._hub(scope)
+            hub = self._hub()
             claims = hub.signer.verify(token, Kind.OPEN)
             if claims is not None:
                 hub.emit("open", scope, claims.delivery_id, 0)
@@ -223,7 +234,7 @@ class TrackingFastPath:
     async def _click(self, scope: Scope, send: Send, token: str) -> None:
         url = None
         try:
-            hub = self._hub(scope)
+            hub = self._hub()
             claims = hub.signer.verify(token, Kind.CLICK)
             if claims is not None:
                 url = await hub.links.url(claims.delivery_id, claims.position)
