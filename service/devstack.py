@@ -25,6 +25,10 @@ PG_SYSTEM_USER = "campaign-pg"
 
 # Settings that trade durability for speed; only for throwaway test databases.
 FAST_UNSAFE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# PostgreSQL's default 128 MB of shared buffers holds less than one sponsor's
+# million leads and their (sponsor, email) index; pages outside them are read
+# back from the OS one by one. Production sizing: docs/operations.md.
+MEMORY = ("shared_buffers=512MB",)
 
 
 def free_port() -> int:
@@ -231,7 +235,7 @@ class DevStack:
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
-        settings = FAST_UNSAFE if self.fast else ()
+        settings = MEMORY + (FAST_UNSAFE if self.fast else ())
         self.postgres = Postgres(self.root / "pgdata", settings=settings)
         self.broker = Broker(log_path=self.root / "broker.log")
 
