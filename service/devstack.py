@@ -28,7 +28,7 @@ FAST_UNSAFE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 # PostgreSQL's default 128 MB of shared buffers holds less than one sponsor's
 # million leads and their (sponsor, email) index; pages outside them are read
 # back from the OS one by one. Production sizing: docs/operations.md.
-MEMORY = ("shared_buffers=512MB",)
+MEMORY = ("shared_buffers=1GB",)
 
 
 def free_port() -> int:
