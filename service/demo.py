@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from service.auth import mint_token
-from service.devstack import DevStack, free_port
+from service.devstack import DevStack, free_port, stop_processes
 from service.settings import Settings, settings_from_env
 
 FIRST_NAMES = [
@@ -98,13 +98,7 @@ def run_demo(root: Path, *, serve: bool, port: int, leads: int) -> int:
             stopped.wait()
         return 0 if ok else 1
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_processes(children)
         stack.stop()
         print("stopped everything the demo started", flush=True)
 

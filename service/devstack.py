@@ -80,6 +80,17 @@ def _pg_user() -> str | None:
     return PG_SYSTEM_USER
 
 
+def stop_processes(children: list[subprocess.Popen[bytes]], grace: float = 20) -> None:
+    """SIGTERM every child, then wait up to ``grace`` seconds for each; kill the laggards."""
+    for child in children:
+        child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 @dataclass
 class Postgres:
     """An embedded PostgreSQL server with its data in ``data_dir``."""

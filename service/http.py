@@ -52,6 +52,16 @@ def decode_cursor(cursor: str, arity: int) -> list[object]:
     return values
 
 
+def decode_id_cursor(cursor: str | None) -> int | None:
+    """The row id a keyset page starts after (None for the first page); 400 if tampered."""
+    if not cursor:
+        return None
+    (value,) = decode_cursor(cursor, 1)
+    if not isinstance(value, int):
+        raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
+    return value
+
+
 def _field(loc: tuple[object, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None

@@ -126,3 +126,14 @@ SELECT :id, (n / 100) % 16, count(*) FROM generate_series(1, :n) n GROUP BY 2
                 {"c": campaign_id, "p": position, "u": url},
             )
     return SentCampaign(campaign_id, sponsor_id, ids, provider_ids, emails, links)
+
+
+async def delivery(sessions: async_sessionmaker[AsyncSession], delivery_id: int) -> dict[str, Any]:
+    """A delivery row as a dict."""
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                text("SELECT * FROM campaign_deliveries WHERE id = :id"), {"id": delivery_id}
+            )
+        ).one()
+    return dict(row._mapping)

@@ -19,7 +19,7 @@ from service.tracking.fastpath import PIXEL
 from service.tracking.machine import classify
 from service.tracking.tokens import Kind, TokenSigner
 from tests.conftest import eventually
-from tests.factories import SentCampaign, sent_campaign
+from tests.factories import SentCampaign, delivery, sent_campaign
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"}
 
@@ -34,16 +34,6 @@ def signer(migrated: Settings) -> TokenSigner:
 @pytest.fixture
 async def campaign(sessions: async_sessionmaker[AsyncSession], sponsor: str) -> SentCampaign:
     return await sent_campaign(sessions, sponsor, 5)
-
-
-async def delivery(sessions: async_sessionmaker[AsyncSession], delivery_id: int) -> dict[str, Any]:
-    async with sessions() as session:
-        row = (
-            await session.execute(
-                text("SELECT * FROM campaign_deliveries WHERE id = :id"), {"id": delivery_id}
-            )
-        ).one()
-    return dict(row._mapping)
 
 
 async def events(sessions: async_sessionmaker[AsyncSession], delivery_id: int) -> list[Any]:

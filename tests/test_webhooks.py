@@ -18,7 +18,7 @@ from service import kafka
 from service.settings import Settings
 from service.webhooks import svix
 from tests.conftest import SPEC_DIR, WEBHOOK_SECRET, eventually
-from tests.factories import SentCampaign, sent_campaign
+from tests.factories import SentCampaign, delivery, sent_campaign
 
 VECTORS = json.loads((SPEC_DIR / "svix" / "vectors.json").read_text())
 EXAMPLES = sorted((SPEC_DIR / "resend" / "webhooks").glob("email.*.json"))
@@ -72,16 +72,6 @@ def example(name: str, email_id: str | None = None, **data: Any) -> bytes:
 
 async def post(client: httpx.AsyncClient, body: bytes, msg_id: str | None = None) -> httpx.Response:
     return await client.post("/api/v1/webhooks/resend", content=body, headers=signed(body, msg_id))
-
-
-async def delivery(sessions: async_sessionmaker[AsyncSession], delivery_id: int) -> dict[str, Any]:
-    async with sessions() as session:
-        row = (
-            await session.execute(
-                text("SELECT * FROM campaign_deliveries WHERE id = :id"), {"id": delivery_id}
-            )
-        ).one()
-    return dict(row._mapping)
 
 
 @pytest.fixture

@@ -28,7 +28,14 @@ from service import outbox
 from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
 from service.errors import Forbidden, Unprocessable
-from service.http import CSV_RESPONSE, Cursor, decode_cursor, encode_cursor, transaction
+from service.http import (
+    CSV_RESPONSE,
+    Cursor,
+    decode_cursor,
+    decode_id_cursor,
+    encode_cursor,
+    transaction,
+)
 from service.models import Campaign
 from service.settings import Settings
 from service.sponsors import repository as sponsors
@@ -256,10 +263,7 @@ async def list_deliveries(
         async with transaction(request) as session:
             await repository.get(session, sponsor_id, campaign_id)
         return stats_api.deliveries_csv(request, campaign_id, f"deliveries-{campaign_id}.csv")
-    after_id = None
-    if cursor:
-        (value,) = decode_cursor(cursor, 1)
-        after_id = int(value) if isinstance(value, int) else None
+    after_id = decode_id_cursor(cursor)
     async with transaction(request) as session:
         await repository.get(session, sponsor_id, campaign_id)
         rows: list[Any] = await repository.deliveries_page(

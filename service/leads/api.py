@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from schemas.http import BulkLeadsIn, BulkLeadsOut, IntentLevel, LeadOut, LeadsImportOut, Page
 from service.auth import require
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.errors import PayloadTooLarge, UnsupportedMediaType
+from service.http import Cursor, decode_id_cursor, encode_cursor, transaction
 from service.leads import logic, repository
 from service.leads.csv_import import import_csv
 from service.settings import Settings
@@ -81,12 +81,7 @@ async def list_leads(
     email: Annotated[str | None, Query(max_length=320)] = None,
 ) -> Page[LeadOut]:
     """The sponsor's leads in creation order; filters are exact matches."""
-    after_id: int | None = None
-    if cursor:
-        (value,) = decode_cursor(cursor, 1)
-        if not isinstance(value, int):
-            raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
-        after_id = value
+    after_id = decode_id_cursor(cursor)
     filters = {
         name: value
         for name, value in {

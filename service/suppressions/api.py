@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from schemas.http import Page, SuppressionIn, SuppressionOut
 from service.auth import require
 from service.errors import BadRequest, NotFound
-from service.http import CSV_RESPONSE, Cursor, decode_cursor, encode_cursor, transaction
+from service.http import CSV_RESPONSE, Cursor, decode_id_cursor, encode_cursor, transaction
 from service.leads.logic import normalize_email
 from service.sponsors import repository as sponsors
 from service.suppressions import repository
@@ -50,12 +50,7 @@ async def _list(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
         )
-    after_id: int | None = None
-    if cursor:
-        (value,) = decode_cursor(cursor, 1)
-        if not isinstance(value, int):
-            raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
-        after_id = value
+    after_id = decode_id_cursor(cursor)
     async with transaction(request) as session:
         if sponsor_id is not None:
             await sponsors.get(session, sponsor_id)

@@ -144,15 +144,7 @@ async def create(
     )
     session.add(template)
     await session.flush()
-    version = TemplateVersion(
-        template_id=template.id,
-        version=1,
-        subject=body.subject,
-        message_body=body.message_body,
-        html_body=body.html_body,
-        text_body=body.text_body,
-        variables=declared_variables(body, content),
-    )
+    version = _version(template, body, content)
     session.add(version)
     await session.flush()
     return template, version
@@ -167,7 +159,15 @@ async def add_version(
     template = await repository.get(session, sponsor_id, template_id, lock=True)
     template.latest_version += 1
     template.updated_at = func.now()
-    version = TemplateVersion(
+    version = _version(template, body, content)
+    session.add(version)
+    await session.flush()
+    return version
+
+
+def _version(template: Template, body: TemplateContentIn, content: Content) -> TemplateVersion:
+    """The template's ``latest_version`` with this content."""
+    return TemplateVersion(
         template_id=template.id,
         version=template.latest_version,
         subject=body.subject,
@@ -176,6 +176,3 @@ async def add_version(
         text_body=body.text_body,
         variables=declared_variables(body, content),
     )
-    session.add(version)
-    await session.flush()
-    return version

@@ -34,7 +34,7 @@ from service import outbox
 from service.campaigns import logic
 from service.cli import migrate
 from service.db import create_engine, session_factory
-from service.devstack import DevStack, free_port, wait_for_port
+from service.devstack import DevStack, free_port, stop_processes, wait_for_port
 from service.kafka import Producer, create_topics
 from service.settings import Settings, settings_from_env
 from service.sponsors import repository as sponsors
@@ -240,13 +240,7 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
             **cpu,
         }
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_processes(children)
         stack.stop()
 
 

@@ -37,7 +37,7 @@ from sqlalchemy import text
 
 from service.cli import migrate
 from service.db import create_engine
-from service.devstack import DevStack, free_port, wait_for_port
+from service.devstack import DevStack, free_port, stop_processes, wait_for_port
 from service.kafka import create_topics
 from service.settings import Settings, settings_from_env
 from service.tracking.tokens import Kind
@@ -261,13 +261,7 @@ def main() -> dict[str, Any]:
             "ingest_lag_seconds": round(time.monotonic() - ingest_started, 1),
         }
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_processes(children)
         stack.stop()
 
 
