@@ -26,8 +26,9 @@ PG_SYSTEM_USER = "campaign-pg"
 # Settings that trade durability for speed; only for throwaway test databases.
 FAST_UNSAFE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 # PostgreSQL's default 128 MB of shared buffers holds less than one sponsor's
-# million leads and their (sponsor, email) index; pages outside them are read
-# back from the OS one by one. Production sizing: docs/operations.md.
+# million leads and their indexes, which custom-filter previews and the planner
+# read; pages outside them come back from the OS one by one. Production sizing:
+# docs/operations.md.
 MEMORY = ("shared_buffers=1GB",)
 
 

@@ -25,6 +25,9 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {
 # A pagination cursor as a query parameter: opaque, and bounded like every string.
 Cursor = Annotated[str | None, Query(max_length=1000)]
 
+# deadlock_detected, serialization_failure: the transaction was rolled back whole.
+_WRITE_CONFLICTS = ("40P01", "40001")
+
 log = logging.getLogger(__name__)
 
 
@@ -96,6 +99,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if getattr(exc.orig, "sqlstate", None) in _WRITE_CONFLICTS:
+            # PostgreSQL rolled this request back to break a deadlock with another
+            # transaction writing the same rows: nothing was kept, a retry succeeds.
+            body = {
+                "error": {
+                    "code": "write_conflict",
+                    "message": "another request wrote the same rows at the same time; retry",
+                    "field": None,
+                }
+            }
+            return JSONResponse(body, status_code=409, headers={"retry-after": "1"})
         if not exc.connection_invalidated:
             raise exc  # a bug, not an outage: the server error handler logs it
         # The connection died under this request (a database restart or failover);

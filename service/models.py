@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -71,7 +72,6 @@ class Lead(Base):
             "sponsor_id",
             "email",
             name="uq_leads_sponsor_email",
-            postgresql_include=["intent_level", "follow_up_status"],
         ),
         Index("ix_leads_sponsor_intent", "sponsor_id", "intent_level"),
         Index("ix_leads_sponsor_follow_up", "sponsor_id", "follow_up_status"),
@@ -109,9 +109,10 @@ class Lead(Base):
 
 
 class LeadTally(Base):
-    """Leads with an email added (+) or removed (−) per sponsor, intent level and
-    follow-up status, one row per statement (written by triggers on ``leads``; see
-    migration 0008). Their sum is the exact count of a preset audience."""
+    """Leads with an email added (+) or removed (−) per sponsor, intent level,
+    follow-up status and whether their address is suppressed, one row per
+    statement (written by triggers on ``leads`` and ``suppressions``; see
+    migrations 0008 and 0010). Their sum is the exact count of a preset audience."""
 
     __tablename__ = "lead_tallies"
     __table_args__ = (Index("ix_lead_tallies_sponsor", "sponsor_id"),)
@@ -120,6 +121,7 @@ class LeadTally(Base):
     sponsor_id: Mapped[str] = mapped_column(String(64))
     intent_level: Mapped[str | None] = mapped_column(String(10))
     follow_up_status: Mapped[str] = mapped_column(String(40))
+    suppressed: Mapped[bool] = mapped_column(Boolean, server_default=false())
     leads: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -4,6 +4,7 @@ preview answers from the tallies equal a count of the leads themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import delete, func, insert, not_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.expression import Executable
 
 from service.audiences import repository
 from service.audiences.filters import audience_clause, leads, suppressed_clause, suppressions
@@ -168,5 +170,85 @@ async def test_compaction_folds_the_rows_and_keeps_the_sums(
     await _check(sessions, sponsor_id)  # counts, and compacts on the way
     async with sessions() as session:
         after = await session.scalar(rows, {"s": sponsor_id})
-    assert after is not None and after <= len(LEVELS) * len(STATUSES) < before
+    # One row per group, suppressed or not.
+    assert after is not None and after <= len(LEVELS) * len(STATUSES) * 2 < before
+    await _check(sessions, sponsor_id)
+
+
+async def _waiting_for_a_lock(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Returns once some backend waits for a lock (the gate), or after 5 s."""
+    for _ in range(100):
+        async with sessions() as session:
+            if await session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                return
+        await asyncio.sleep(0.05)
+
+
+async def _suppress(
+    sessions: async_sessionmaker[AsyncSession], sponsor_id: str | None, email: str
+) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(suppressions).values(sponsor_id=sponsor_id, email=email, reason="manual")
+        )
+
+
+@pytest.mark.parametrize("scope", ["sponsor", "global"])
+@pytest.mark.parametrize("lead_write", ["insert", "update", "email change"])
+@pytest.mark.parametrize("first", ["lead", "suppression"])
+async def test_a_lead_and_a_suppression_written_at_once_never_miss_each_other(
+    sessions: async_sessionmaker[AsyncSession], scope: str, lead_write: str, first: str
+) -> None:
+    """Two open transactions, one writing a lead, one suppressing its address:
+    whichever commits first, the tallies count the lead on the right side."""
+    sponsor_id = f"sp-race-{uuid.uuid4().hex[:8]}"
+    address = f"race-{uuid.uuid4().hex[:8]}@tally.example"
+    original = address if lead_write == "update" else f"old-{address}"
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+        )
+        # Enough leads at both levels that the preview counts from the tallies.
+        await session.execute(
+            insert(leads),
+            [
+                {"sponsor_id": sponsor_id, "email": f"{level}{n}-{address}", "intent_level": level}
+                for level in ("hot", "cold")
+                for n in range(repository.SAMPLE_SIZE + 2)
+            ],
+        )
+        if lead_write != "insert":
+            await session.execute(
+                insert(leads).values(sponsor_id=sponsor_id, email=original, intent_level="cold")
+            )
+    write: Executable
+    if lead_write == "insert":
+        write = insert(leads).values(sponsor_id=sponsor_id, email=address, intent_level="hot")
+    else:
+        write = (
+            update(leads)
+            .where(leads.c.sponsor_id == sponsor_id, leads.c.email == original)
+            .values(email=address, intent_level="hot")
+        )
+    suppression_scope = sponsor_id if scope == "sponsor" else None
+
+    async with sessions() as lead_session:
+        if first == "lead":
+            await lead_session.execute(write)
+            suppressing = asyncio.create_task(_suppress(sessions, suppression_scope, address))
+            await _waiting_for_a_lock(sessions)
+            await lead_session.commit()
+            await suppressing
+        else:
+            async with sessions() as suppression_session:
+                await suppression_session.execute(
+                    insert(suppressions).values(
+                        sponsor_id=suppression_scope, email=address, reason="manual"
+                    )
+                )
+                writing = asyncio.create_task(lead_session.execute(write))
+                await _waiting_for_a_lock(sessions)
+                await suppression_session.commit()
+            await writing
+            await lead_session.commit()
     await _check(sessions, sponsor_id)

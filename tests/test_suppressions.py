@@ -3,6 +3,7 @@ and counts suppressed addresses."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -176,3 +177,47 @@ async def test_the_planner_skips_and_counts_suppressed_addresses(
             ).all()
         )
     assert recipients == {f"lead{i}@{domain}" for i in (0, 4, 5, 6, 7, 8, 9)}
+
+
+async def test_a_deadlock_answers_409_and_keeps_nothing(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Suppressing an address locks its lead: a transaction that holds the lead
+    and then suppresses the same address deadlocks with the request. PostgreSQL
+    rolls the request back; the caller hears a retryable 409, not a 500."""
+    domain = f"deadlock-{uuid.uuid4().hex[:8]}.example"
+    address = f"lead0@{domain}"
+    await factories.add_leads(client, sponsor, token(sponsor), factories.leads(1, domain=domain))
+    async with sessions() as other:
+        # This side outwaits the request, so the request is the one rolled back.
+        await other.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+        await other.execute(
+            text("UPDATE leads SET title = 'held' WHERE sponsor_id = :s AND email = :e"),
+            {"s": sponsor, "e": address},
+        )
+        request = asyncio.create_task(
+            client.post(_url(sponsor), headers=token(sponsor), json={"email": address})
+        )
+        await eventually(lambda: _someone_waits(sessions))
+        await other.execute(
+            text("INSERT INTO suppressions (sponsor_id, email, reason) VALUES (:s, :e, 'manual')"),
+            {"s": sponsor, "e": address},
+        )
+        answer = await request
+        await other.rollback()
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "write_conflict"
+    assert answer.headers["retry-after"] == "1"
+    listed = await client.get(_url(sponsor), headers=token(sponsor))
+    assert listed.json()["items"] == []
+    assert (
+        await client.post(_url(sponsor), headers=token(sponsor), json={"email": address})
+    ).status_code == 201
+
+
+async def _someone_waits(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    async with sessions() as session:
+        return bool(await session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")))

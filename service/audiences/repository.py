@@ -2,10 +2,8 @@
 
 Presets, and custom filters over ``intent_level`` and ``follow_up_status``
 only, are counted exactly without reading the leads: a sum over
-``lead_tallies`` (kept by triggers on ``leads``, migration 0008), minus the
-leads of the audience whose address is suppressed for the sponsor or globally,
-looked up in the (sponsor, email) index — work that grows with the
-suppressions, not with the leads.
+``lead_tallies``, kept by triggers on ``leads`` and ``suppressions``
+(migrations 0008 and 0010), of the leads whose address is not suppressed.
 
 Other custom filters count the matching leads, suppressed ones left out:
 exact whenever PostgreSQL can produce the count within
@@ -23,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, any_, func, not_, or_, select, text, true
+from sqlalchemy import Column, and_, func, not_, select, text, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import visitors
@@ -35,7 +33,6 @@ from service.audiences.filters import (
     audience_criterion,
     leads,
     suppressed_clause,
-    suppressions,
 )
 from service.models import Lead, LeadTally, table_of
 
@@ -77,8 +74,7 @@ async def preview(
         return len(sample), True, sample
     on_tallies = _on_tallies(criterion)
     if on_tallies is not None:
-        matching = await _tallied(session, sponsor_id, on_tallies)
-        return matching - await _suppressed(session, sponsor_id, audience), True, sample
+        return await _tallied(session, sponsor_id, on_tallies), True, sample
     count_query = select(func.count()).select_from(leads).where(audience, not_(suppressed_clause()))
     if exact_budget_ms <= 0:
         return int(await session.scalar(count_query) or 0), True, sample
@@ -116,12 +112,13 @@ def _on_tallies(criterion: ColumnElement[bool] | None) -> ColumnElement[bool] | 
 
 
 async def _tallied(session: AsyncSession, sponsor_id: str, criterion: ColumnElement[bool]) -> int:
-    """Leads with an email matching ``criterion``, summed from the tallies."""
+    """Leads with an email matching ``criterion``, not suppressed, summed from the tallies."""
+    reached = and_(criterion, not_(tallies.c.suppressed))
     total, rows = (
         await session.execute(
-            select(
-                func.coalesce(func.sum(tallies.c.leads).filter(criterion), 0), func.count()
-            ).where(tallies.c.sponsor_id == sponsor_id)
+            select(func.coalesce(func.sum(tallies.c.leads).filter(reached), 0), func.count()).where(
+                tallies.c.sponsor_id == sponsor_id
+            )
         )
     ).one()
     if rows > COMPACT_ABOVE:
@@ -141,31 +138,14 @@ async def compact_tallies(session: AsyncSession, sponsor_id: str) -> None:
     await session.execute(
         text(
             "WITH gone AS (DELETE FROM lead_tallies WHERE sponsor_id = :sponsor "
-            "RETURNING intent_level, follow_up_status, leads) "
-            "INSERT INTO lead_tallies (sponsor_id, intent_level, follow_up_status, leads) "
-            "SELECT :sponsor, intent_level, follow_up_status, sum(leads) FROM gone "
-            "GROUP BY intent_level, follow_up_status HAVING sum(leads) <> 0"
+            "RETURNING intent_level, follow_up_status, suppressed, leads) "
+            "INSERT INTO lead_tallies "
+            "(sponsor_id, intent_level, follow_up_status, suppressed, leads) "
+            "SELECT :sponsor, intent_level, follow_up_status, suppressed, sum(leads) FROM gone "
+            "GROUP BY intent_level, follow_up_status, suppressed HAVING sum(leads) <> 0"
         ),
         {"sponsor": sponsor_id},
     )
-
-
-async def _suppressed(session: AsyncSession, sponsor_id: str, audience: Any) -> int:
-    """Leads of the audience whose address is suppressed for the sponsor or globally.
-
-    One scan of the unique (sponsor, email) index with the suppressed addresses as
-    an array: PostgreSQL sorts it and walks the index once, reading only the
-    pages that hold those addresses (the index carries the preset columns).
-    """
-    addresses = select(suppressions.c.email).where(
-        or_(suppressions.c.sponsor_id == sponsor_id, suppressions.c.sponsor_id.is_(None))
-    )
-    found = await session.scalar(
-        select(func.count())
-        .select_from(leads)
-        .where(audience, leads.c.email == any_(func.array(addresses.scalar_subquery())))
-    )
-    return int(found or 0)
 
 
 async def _estimate(session: AsyncSession, audience: Any) -> int:
