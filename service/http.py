@@ -38,6 +38,11 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def _retry_soon(status: int, code: str, message: str) -> JSONResponse:
+    body = {"error": {"code": code, "message": f"{message}; retry", "field": None}}
+    return JSONResponse(body, status_code=status, headers={"retry-after": "1"})
+
+
 def encode_cursor(*values: object) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
 
@@ -102,26 +107,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if getattr(exc.orig, "sqlstate", None) in _WRITE_CONFLICTS:
             # PostgreSQL rolled this request back to break a deadlock with another
             # transaction writing the same rows: nothing was kept, a retry succeeds.
-            body = {
-                "error": {
-                    "code": "write_conflict",
-                    "message": "another request wrote the same rows at the same time; retry",
-                    "field": None,
-                }
-            }
-            return JSONResponse(body, status_code=409, headers={"retry-after": "1"})
+            return _retry_soon(
+                409, "write_conflict", "another request wrote the same rows at the same time"
+            )
         if not exc.connection_invalidated:
             raise exc  # a bug, not an outage: the server error handler logs it
         # The connection died under this request (a database restart or failover);
         # the pool has dropped it and every older one, so a retry gets a fresh one.
-        body = {
-            "error": {
-                "code": "database_unavailable",
-                "message": "the database connection was lost; retry",
-                "field": None,
-            }
-        }
-        return JSONResponse(body, status_code=503, headers={"retry-after": "1"})
+        return _retry_soon(503, "database_unavailable", "the database connection was lost")
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
