@@ -215,7 +215,6 @@ class CampaignDelivery(Base):
     __tablename__ = "campaign_deliveries"
     __table_args__ = (
         UniqueConstraint("campaign_id", "lead_id", name="uq_deliveries_campaign_lead"),
-        Index("ix_deliveries_campaign_batch", "campaign_id", "batch_no"),
         Index(
             "ix_deliveries_pending",
             "campaign_id",

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import CampaignBatch
@@ -205,3 +205,39 @@ async def test_a_campaign_left_in_the_outbox_is_published_by_the_relay(
     assert outbox_id is not None  # committed, never published by the writer
 
     await _wait_sent(client, sponsor, str(campaign.id), headers)
+
+
+async def test_a_campaign_that_is_a_large_share_of_deliveries_is_analyzed_for_its_batches(
+    client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Fresh statistics know the campaign, so each batch loads through the pending index."""
+    headers = token(sponsor)
+    draft = (
+        await client.post(
+            f"/api/v1/sponsors/{sponsor}/campaigns",
+            headers=headers,
+            json=factories.campaign(draft=True),
+        )
+    ).json()
+    campaign_id = uuid.UUID(draft["id"])
+    async with sessions.begin() as session:
+        existing = await session.scalar(select(func.count()).select_from(CampaignDelivery))
+        added = max(existing or 0, 5000)  # half of the table, or more
+        await session.execute(
+            text(
+                "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, batch_no) "
+                "SELECT :id, n, 'r' || n || '@example.com', n / 100 "
+                "FROM generate_series(1, :added) AS n"
+            ),
+            {"id": campaign_id, "added": added},
+        )
+    async with sessions.begin() as session:
+        assert await repository.refresh_delivery_statistics(session, added)
+        assert not await repository.refresh_delivery_statistics(session, 0)
+        plan = "\n".join(
+            await session.scalars(
+                text(f"EXPLAIN {repository._LOAD_BATCH.text}"),
+                {"campaign_id": campaign_id, "batch_no": 7},
+            )
+        )
+    assert "ix_deliveries_pending" in plan, plan

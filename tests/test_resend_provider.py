@@ -11,7 +11,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from unittest.mock import ANY
 
+import httpx
 import jsonschema
 import orjson
 import pytest
@@ -252,6 +254,60 @@ async def test_permissive_rejection_marks_only_that_result(
         m.id for m in fake.messages
     ]
     assert [m.tag("delivery_id") for m in fake.messages] == ["1", "3"]
+
+
+@pytest.fixture
+def lean_fake() -> Iterator[FakeResend]:
+    """A fake that keeps no content: a batch's bodies are checked but never built."""
+    server = FakeResend(record_content=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_fake_without_content_accepts_and_records_a_batch(lean_fake: FakeResend) -> None:
+    lean = ResendProvider(API_KEY, lean_fake.url, timeout=5.0)
+    emails = [make_email(1, headers={"X-Campaign": "c1"}), make_email(2)]
+    try:
+        results = await lean.send_batch(emails, idempotency_key="lean")
+    finally:
+        await lean.aclose()
+
+    assert [r.provider_message_id for r in results] == [m.id for m in lean_fake.messages]
+    assert [m.to for m in lean_fake.messages] == [[e.to] for e in emails]
+    assert [m.tag("delivery_id") for m in lean_fake.messages] == ["1", "2"]
+    assert {(m.html, m.text) for m in lean_fake.messages} == {(None, None)}
+
+
+_EMAIL = b'{"from":"a@b.c","to":"x@y.z","subject":"s",'
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "name"),
+    [
+        (b"[" + _EMAIL + b'"html":"bad \\q"}]', 400, "validation_error"),  # an escape
+        (b"[" + _EMAIL + b'"html":"\xff"}]', 400, "validation_error"),  # UTF-8
+        (b"[" + _EMAIL + b'"html":"cut', 400, "validation_error"),
+        (b"[" + _EMAIL + b'"html":5}]', 422, "validation_error"),
+        (b'[{"from":"a@b.c","subject":"s","text":"t"}]', 422, "missing_required_field"),
+        (_EMAIL + b'"text":"t"}', 422, "validation_error"),
+        (b'["not an email"]', 422, "validation_error"),
+    ],
+)  # fmt: skip
+async def test_a_fake_without_content_still_refuses_what_resend_refuses(
+    lean_fake: FakeResend, body: bytes, status: int, name: str
+) -> None:
+    async with httpx.AsyncClient(base_url=lean_fake.url) as client:
+        response = await client.post(
+            "/emails/batch",
+            content=body,
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        )
+
+    assert response.status_code == status
+    assert response.json() == {"statusCode": status, "name": name, "message": ANY}
+    assert lean_fake.messages == []
 
 
 async def test_hanging_provider_with_short_timeout_raises_transient(fake: FakeResend) -> None:

@@ -76,6 +76,7 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
                 stop=stop,
                 max_messages=settings.send_max_in_flight * 2,
                 on_assign=_share_rate(settings, pacer),
+                fill=False,
             )
         )
         tasks.append(
@@ -86,6 +87,7 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
                 handle=sender.handle,
                 stop=stop,
                 max_messages=settings.send_max_in_flight,
+                fill=False,
             )
         )
         tasks.append(

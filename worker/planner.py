@@ -76,6 +76,10 @@ class Planner:
                 campaign.status = "sent"
                 campaign.completed_at = func.now()
             outbox_ids = await repository.open_window(session, campaign, self.window)
+        if plan.recipients:
+            # Before the batches go out, so that the senders' queries are planned right.
+            async with self.sessions.begin() as session:
+                await repository.refresh_delivery_statistics(session, plan.recipients)
         log.info(
             "planned campaign %s: %d recipients in %d batches, %d suppressed, in %.2fs",
             campaign_id,

@@ -35,8 +35,14 @@ async def run_consumer(
     max_messages: int = 100,
     poll_seconds: float = 0.5,
     on_assign: OnAssign | None = None,
+    fill: bool = True,
 ) -> None:
     """Consume ``topics`` as consumer group ``group`` until ``stop`` is set.
+
+    With ``fill``, each poll waits up to ``poll_seconds`` for ``max_messages``
+    (events are cheaper handled in large batches); without, it returns as soon
+    as a message is there, with whatever else has arrived: when each message is
+    a lot of work, waiting for more only leaves what is in hand idle.
 
     On stop, the batch in hand is finished and its offsets stored before the
     consumer leaves the group (closing commits the stored offsets).
@@ -49,7 +55,7 @@ async def run_consumer(
         consumer.subscribe(topic_names, on_assign=on_assign)
     try:
         while not stop.is_set():
-            messages = await asyncio.to_thread(consumer.consume, max_messages, poll_seconds)
+            messages = await asyncio.to_thread(_poll, consumer, max_messages, poll_seconds, fill)
             usable = []
             for message in messages:
                 error = message.error()
@@ -64,6 +70,18 @@ async def run_consumer(
                 consumer.store_offsets(message=message)
     finally:
         await asyncio.to_thread(consumer.close)
+
+
+def _poll(
+    consumer: confluent_kafka.Consumer, max_messages: int, seconds: float, fill: bool
+) -> list[confluent_kafka.Message]:
+    if fill:
+        messages: list[confluent_kafka.Message] = consumer.consume(max_messages, seconds)
+        return messages
+    messages = consumer.consume(1, seconds)
+    if messages and max_messages > 1:
+        messages += consumer.consume(max_messages - 1, 0)
+    return messages
 
 
 async def _handle_until_done(

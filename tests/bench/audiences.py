@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -243,3 +244,5 @@ def main() -> dict[str, Any]:
         return figures
     finally:
         stack.stop()
+        # Gigabytes of database files: a few runs would fill the disk.
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -242,6 +243,8 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
     finally:
         stop_processes(children)
         stack.stop()
+        # Gigabytes of database files: a few runs would fill the disk.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _wait_sent(

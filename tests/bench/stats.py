@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,3 +185,5 @@ def main() -> dict[str, Any]:
             api.terminate()
             api.wait(20)
         stack.stop()
+        # Gigabytes of database files: a few runs would fill the disk.
+        shutil.rmtree(workdir, ignore_errors=True)

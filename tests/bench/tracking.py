@@ -263,6 +263,8 @@ def main() -> dict[str, Any]:
     finally:
         stop_processes(children)
         stack.stop()
+        # Gigabytes of database files: a few runs would fill the disk.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _wait_ingested(settings: Settings, expected: int, seconds: float) -> int:
