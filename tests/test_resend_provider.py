@@ -280,6 +280,30 @@ async def test_a_fake_without_content_accepts_and_records_a_batch(lean_fake: Fak
     assert {(m.html, m.text) for m in lean_fake.messages} == {(None, None)}
 
 
+async def test_a_fake_without_content_accepts_utf8_bodies(lean_fake: FakeResend) -> None:
+    lean = ResendProvider(API_KEY, lean_fake.url, timeout=5.0)
+    try:
+        await lean.send_batch([make_email(1, html="<p>Grüße ✓</p>")], idempotency_key="utf8")
+    finally:
+        await lean.aclose()
+
+    assert len(lean_fake.messages) == 1
+
+
+async def test_the_fake_serves_its_api_and_its_own_routes_over_http(fake: FakeResend) -> None:
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        unauthorized = await client.post("/emails/batch", json=[MINIMAL])
+        wrong_method = await client.get("/emails")
+        stats = await client.get("/_fake/stats")
+
+    assert unauthorized.status_code == 401
+    assert unauthorized.json()["name"] == "missing_api_key"
+    assert unauthorized.headers["ratelimit-limit"] == "1000"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["name"] == "method_not_allowed"
+    assert stats.json() == {"messages": 0, "requests": 1, "replays": 0, "statuses": {"401": 1}}
+
+
 _EMAIL = b'{"from":"a@b.c","to":"x@y.z","subject":"s",'
 
 
