@@ -14,10 +14,11 @@ from typing import Any
 import confluent_kafka
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES_DLQ, CampaignBatch
+from service.campaigns import repository
 from service.kafka import make_consumer
 from service.models import CampaignDelivery, Suppression
 from service.settings import Settings
@@ -168,6 +169,52 @@ async def test_cancel_keeps_sent_rows_and_cancels_the_rest(api: Api, fake: FakeR
     assert sum(api.per_recipient(fake).values()) == stats["sent"]
     again = await api.post(created["id"], "cancel")
     assert again.status_code == 409
+
+
+async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_once(
+    api: Api, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.leads(3)
+    campaign_id = uuid.UUID((await api.create(draft=True))["id"])
+    async with sessions.begin() as session:
+        # What the planner would have written (three pending rows of batch 0, counted),
+        # then a cancel that reached one row while the batch was with the provider.
+        ids = (
+            await session.scalars(
+                text(
+                    "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, "
+                    "batch_no) SELECT :c, id, email, 0 FROM leads WHERE sponsor_id = :s "
+                    "RETURNING id"
+                ),
+                {"c": campaign_id, "s": api.sponsor},
+            )
+        ).all()
+        await session.execute(
+            text("INSERT INTO campaign_stats (campaign_id, shard, pending) VALUES (:c, 0, 3)"),
+            {"c": campaign_id},
+        )
+        await session.execute(
+            text("UPDATE campaign_deliveries SET status = 'cancelled' WHERE id = :id"),
+            {"id": ids[0]},
+        )
+        await repository.bump_counters(session, campaign_id, 0, pending=-1, cancelled=1)
+
+    recorded = []
+    for _ in range(2):  # the batch's message delivered twice
+        async with sessions.begin() as session:
+            outcome = await repository.record_batch_outcome(
+                session, campaign_id, 0, [(i, f"message-{i}") for i in ids], []
+            )
+        recorded.append(outcome)
+
+    assert recorded == [(3, 0), (0, 0)]
+    async with sessions() as session:
+        counters = await repository.counters(session, campaign_id)
+        statuses = await session.scalars(
+            select(CampaignDelivery.status).where(CampaignDelivery.campaign_id == campaign_id)
+        )
+        assert set(statuses) == {"sent"}
+    assert (counters["sent"], counters["pending"], counters["cancelled"]) == (3, 0, 0)
 
 
 async def test_transient_errors_are_retried_with_the_same_idempotency_key(
