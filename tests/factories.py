@@ -38,6 +38,16 @@ def campaign(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+async def draft(client: httpx.AsyncClient, sponsor: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A draft campaign of the sponsor's, as the API answers it."""
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=campaign(draft=True)
+    )
+    assert response.status_code == 202, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
 async def add_leads(
     client: httpx.AsyncClient, sponsor: str, headers: dict[str, str], rows: list[dict[str, Any]]
 ) -> dict[str, Any]:

@@ -279,13 +279,7 @@ async def test_a_draft_can_be_sent_later_and_then_not_deleted(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:
     headers = token(sponsor)
-    draft = (
-        await client.post(
-            f"/api/v1/sponsors/{sponsor}/campaigns",
-            headers=headers,
-            json=factories.campaign(draft=True),
-        )
-    ).json()
+    draft = await factories.draft(client, sponsor, headers)
     assert draft["status"] == "draft"
     sent = await client.post(
         f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/send", headers=headers
@@ -304,13 +298,7 @@ async def test_a_draft_can_be_sent_later_and_then_not_deleted(
 
 async def test_a_draft_can_be_deleted(client: httpx.AsyncClient, sponsor: str, token: Any) -> None:
     headers = token(sponsor)
-    draft = (
-        await client.post(
-            f"/api/v1/sponsors/{sponsor}/campaigns",
-            headers=headers,
-            json=factories.campaign(draft=True),
-        )
-    ).json()
+    draft = await factories.draft(client, sponsor, headers)
     assert (
         await client.delete(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers)
     ).status_code == 204
@@ -322,13 +310,7 @@ async def test_a_draft_can_be_deleted(client: httpx.AsyncClient, sponsor: str, t
 async def test_another_sponsors_campaign_is_404(
     client: httpx.AsyncClient, sponsor: str, token: Any, admin: dict[str, str]
 ) -> None:
-    draft = (
-        await client.post(
-            f"/api/v1/sponsors/{sponsor}/campaigns",
-            headers=token(sponsor),
-            json=factories.campaign(draft=True),
-        )
-    ).json()
+    draft = await factories.draft(client, sponsor, token(sponsor))
     await client.put(
         "/api/v1/sponsors/intruder", headers=admin, json={"name": "I", "from_email": "i@i.example"}
     )

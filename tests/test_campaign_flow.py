@@ -141,13 +141,7 @@ async def test_a_batch_handled_twice_sends_each_recipient_once(
     headers = token(sponsor)
     domain = f"{sponsor}.example"
     await factories.add_leads(client, sponsor, headers, factories.leads(150, domain=domain))
-    draft = (
-        await client.post(
-            f"/api/v1/sponsors/{sponsor}/campaigns",
-            headers=headers,
-            json=factories.campaign(draft=True),
-        )
-    ).json()
+    draft = await factories.draft(client, sponsor, headers)
     campaign_id = uuid.UUID(draft["id"])
     # Plan it here, publishing to a throwaway topic, so only this test's sender sees the batches.
     async with sessions.begin() as session:
@@ -212,13 +206,7 @@ async def test_a_campaign_that_is_a_large_share_of_deliveries_is_analyzed_for_it
 ) -> None:
     """Fresh statistics know the campaign, so each batch loads through the pending index."""
     headers = token(sponsor)
-    draft = (
-        await client.post(
-            f"/api/v1/sponsors/{sponsor}/campaigns",
-            headers=headers,
-            json=factories.campaign(draft=True),
-        )
-    ).json()
+    draft = await factories.draft(client, sponsor, headers)
     campaign_id = uuid.UUID(draft["id"])
     async with sessions.begin() as session:
         existing = await session.scalar(select(func.count()).select_from(CampaignDelivery))
