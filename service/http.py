@@ -14,7 +14,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.exceptions import HTTPException
 
 from service.errors import BadRequest, ClientError, TooManyRequests
@@ -36,6 +36,13 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: commits on success, before the answer is sent."""
     async with request.app.state.sessions.begin() as session:
         yield session
+
+
+@asynccontextmanager
+async def autocommit(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection whose statements each commit alone: no BEGIN/COMMIT round trips."""
+    async with request.app.state.engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _retry_soon(status: int, code: str, message: str) -> JSONResponse:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import metrics
 from service.auth import Principal, current_principal
 from service.errors import TooManyRequests
+from service.http import autocommit
 from service.limits import repository
 from service.nul import nul_character
 from service.settings import Settings
@@ -59,9 +60,7 @@ async def rate_limit(
         if bucket == "create"
         else settings.api_rate_read_per_minute
     )
-    # Autocommit: each statement commits alone, with no BEGIN/COMMIT round trips.
-    async with request.app.state.engine.connect() as connection:
-        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit(request) as connection:
         hits, seconds_left = await repository.hit(connection, str(sponsor_id)[:64], bucket)
     if hits > limit:
         metrics.API_RATE_LIMITED.labels(bucket).inc()

@@ -17,7 +17,7 @@ from schemas.stats import (
 from service.auth import Principal, require
 from service.campaigns import repository as campaigns
 from service.errors import Forbidden
-from service.http import CSV_RESPONSE, transaction
+from service.http import CSV_RESPONSE, autocommit, transaction
 from service.stats import logic, repository
 
 router = APIRouter(tags=["stats"])
@@ -36,9 +36,7 @@ async def campaign_stats(
 ) -> Response:
     """Counters kept by the workers (never a scan of deliveries), rates, per-link clicks,
     and with ``?timeline=hour|day`` what happened when (UTC buckets)."""
-    # One read-only statement in autocommit: no BEGIN/COMMIT round trips.
-    async with request.app.state.engine.connect() as connection:
-        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit(request) as connection:
         figures = await repository.campaign_figures(connection, sponsor_id, campaign_id)
         if figures is None:
             raise campaigns.campaign_not_found(campaign_id)
