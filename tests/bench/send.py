@@ -8,7 +8,9 @@ Figures: recipients/s, planner seconds, the senders' peak RSS, the time a
 batch spends in each sender stage (from the workers' Prometheus metrics), and
 the CPU each kind of process used per recipient while the campaign was sent
 (``cpu_us_per_recipient_*``: every process shares the same cores, so this is
-where the machine's time goes whatever else runs on it).
+where the machine's time goes whatever else runs on it), and the share of the
+machine's cores that were busy meanwhile (``machine_busy_share``: below 1.0 the
+pipeline left time unused, waiting rather than computing).
 """
 
 from __future__ import annotations
@@ -136,6 +138,13 @@ def _role(process: psutil.Process) -> str:
     return "broker"
 
 
+def _busy_share(before: Any, after: Any) -> float:
+    """How busy every core was in between (1.0: no idle time left to use)."""
+    idle: float = (after.idle + after.iowait) - (before.idle + before.iowait)
+    total: float = sum(after) - sum(before)
+    return round(1 - idle / total, 2)
+
+
 def _cpu_seconds(stack: DevStack) -> dict[int, tuple[str, float]]:
     """CPU seconds so far of every process of the run, by pid (PostgreSQL's included)."""
     processes = psutil.Process().children(recursive=True)
@@ -212,12 +221,13 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
         children.extend(processes)
         # A tiny campaign first, so every consumer group has joined before the clock starts.
         _wait_sent(settings, asyncio.run(_queue(settings, "warmup", body_kb)), processes)
-        cpu_before = _cpu_seconds(stack)
+        cpu_before, machine_before = _cpu_seconds(stack), psutil.cpu_times()
         campaign_id = asyncio.run(_queue(settings, "bench", body_kb))
         started = time.monotonic()
         row, peak_rss = _wait_sent(settings, campaign_id, processes)
         elapsed = time.monotonic() - started
         cpu = _cpu_per_recipient(cpu_before, _cpu_seconds(stack), recipients)
+        busy = _busy_share(machine_before, psutil.cpu_times())
         batches = -(-recipients // settings.provider_batch_size)
         sent = httpx.get(f"http://127.0.0.1:{fake_port}/_fake/stats").json()
         return {
@@ -239,6 +249,7 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
                 for stage, seconds in sorted(_stage_seconds(metrics_dir).items())
             },
             **cpu,
+            "machine_busy_share": busy,
         }
     finally:
         stop_processes(children)
