@@ -312,6 +312,8 @@ _EMAIL = b'{"from":"a@b.c","to":"x@y.z","subject":"s",'
     [
         (b"[" + _EMAIL + b'"html":"bad \\q"}]', 400, "validation_error"),  # an escape
         (b"[" + _EMAIL + b'"html":"\xff"}]', 400, "validation_error"),  # UTF-8
+        (b"[" + _EMAIL + b'"html":"\xc2\xb7","text":"\xff"}]', 400, "validation_error"),
+        (b'[{"from":"a@b.c","to":"x@y.z","subject":"\xff","text":"t"}]', 400, "validation_error"),
         (b"[" + _EMAIL + b'"html":"cut', 400, "validation_error"),
         (b"[" + _EMAIL + b'"html":5}]', 422, "validation_error"),
         (b'[{"from":"a@b.c","subject":"s","text":"t"}]', 422, "missing_required_field"),
