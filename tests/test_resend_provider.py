@@ -7,8 +7,10 @@ and hung requests never leak into the next test.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from unittest.mock import ANY
@@ -99,6 +101,26 @@ async def test_batch_returns_ids_in_order_with_campaign_and_delivery_tags(
     assert [m.to for m in sent] == [[e.to] for e in emails]
     assert [m.tag("campaign_id") for m in sent] == [CAMPAIGN_ID] * 3
     assert [m.tag("delivery_id") for m in sent] == ["11", "12", "13"]
+
+
+async def test_a_sent_batch_is_freed_without_waiting_for_the_garbage_collector(
+    fake: FakeResend, provider: ResendProvider
+) -> None:
+    # The response holds the request and its body (4 MB for a batch of 20 KB emails).
+    responses: list[weakref.ref[httpx.Response]] = []
+
+    async def keep(response: httpx.Response) -> None:
+        responses.append(weakref.ref(response))
+
+    for client in provider._http._clients:
+        client.event_hooks["response"].append(keep)
+    gc.disable()
+    try:
+        await provider.send_batch([make_email(1)], idempotency_key="freed")
+        assert len(responses) == 1
+        assert responses[0]() is None
+    finally:
+        gc.enable()
 
 
 async def test_request_sent_by_sdk_validates_against_spec(
