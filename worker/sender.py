@@ -171,8 +171,6 @@ class Sender:
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         with metrics.SEND_STAGE.labels("load").time():
             async with self.sessions() as session:
-                # A single read: autocommit spares the BEGIN and ROLLBACK round trips.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 recipients = await repository.load_pending_batch(
                     session, event.campaign_id, event.batch_no
                 )
@@ -209,8 +207,6 @@ class Sender:
         failed.extend((r.delivery_id, r.error) for r in results if r.error)
         with metrics.SEND_STAGE.labels("record").time():
             async with self.sessions() as session:
-                # Each statement is atomic alone: autocommit spares BEGIN and COMMIT.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 outcome = await repository.record_batch_outcome(
                     session, event.campaign_id, event.batch_no, sent, failed
                 )

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
+from service import db
 from service.audiences.filters import audience_clause, leads, suppressed_clause
 from service.errors import NotFound
 from service.models import Campaign, CampaignDelivery, CampaignStats, OutboxMessage, table_of
@@ -205,24 +206,28 @@ LEFT JOIN leads l ON l.id = d.lead_id
 WHERE d.campaign_id = :campaign_id AND d.batch_no = :batch_no AND d.status = 'pending'
 ORDER BY d.id
 """)
+_LOAD_BATCH_ON_DRIVER = db.DriverStatement.of(_LOAD_BATCH)
 
 
 async def load_pending_batch(
     session: AsyncSession, campaign_id: uuid.UUID, batch_no: int
 ) -> list[Recipient]:
-    rows = await session.execute(_LOAD_BATCH, {"campaign_id": campaign_id, "batch_no": batch_no})
+    """The batch's rows still ``pending``, in id order (see ``db.fetch``)."""
+    rows = await db.fetch(
+        session, _LOAD_BATCH_ON_DRIVER, {"campaign_id": campaign_id, "batch_no": batch_no}
+    )
     return [
         Recipient(
-            delivery_id=row.id,
-            email=row.recipient_email,
+            delivery_id=row[0],
+            email=row[1],
             fields={
-                "email": row.recipient_email,
-                "name": row.name,
-                "first_name": row.first_name,
-                "last_name": row.last_name,
-                "company": row.company,
-                "title": row.title,
-                "attributes": row.attributes or {},
+                "email": row[1],
+                "name": row[2],
+                "first_name": row[3],
+                "last_name": row[4],
+                "company": row[5],
+                "title": row[6],
+                "attributes": row[7] or {},
             },
         )
         for row in rows
@@ -239,7 +244,8 @@ async def load_pending_batch(
 # counters, campaign (``campaign`` reads ``counted`` for that). The message's
 # payload is spliced from a template around the batch and round numbers
 # (``_batch_payload_parts``); the outbox row comes back to be published at once.
-_RECORD_AND_RELEASE = text("""
+_RECORD_AND_RELEASE = db.DriverStatement.of(
+    text("""
 WITH sent AS (
     UPDATE campaign_deliveries d
     SET status = 'sent', provider_message_id = v.message_id, sent_at = now(),
@@ -293,6 +299,7 @@ SELECT moved.sent, moved.failed, released.id AS outbox_id, released.topic, relea
        released.payload
 FROM moved LEFT JOIN released ON true
 """)
+)
 
 
 def _batch_payload_parts(campaign_id: uuid.UUID) -> tuple[bytes, bytes, bytes]:
@@ -325,7 +332,7 @@ SELECT count(*) FROM moved
 """)  # noqa: S608 - ``was`` is one of two literals, never input
 
 
-_MARK_CANCELLED_SENT = _mark_sent("cancelled")
+_MARK_CANCELLED_SENT = db.DriverStatement.of(_mark_sent("cancelled"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,56 +355,54 @@ async def record_batch_outcome(
     release the next batch (see ``_RECORD_AND_RELEASE``).
 
     A batch handled twice moves nothing the second time, so counters stay right.
-    Each statement is atomic on its own, so the session may be in autocommit:
-    the common batch is then one round trip, and the campaign row is locked only
-    while that statement runs.
+    Each statement is atomic on its own and commits alone (``db.fetch``): the
+    common batch is one round trip, and the campaign row is locked only while
+    that statement runs.
     """
     sent_ids, message_ids = zip(*sent, strict=True) if sent else ((), ())
     failed_ids, errors = zip(*failed, strict=True) if failed else ((), ())
     head, middle, tail = _batch_payload_parts(campaign_id)
-    row = (
-        await session.execute(
-            _RECORD_AND_RELEASE,
-            {
-                "ids": list(sent_ids),
-                "message_ids": list(message_ids),
-                "failed_ids": list(failed_ids),
-                "errors": list(errors),
-                "campaign_id": campaign_id,
-                "shard": batch_no % STATS_SHARDS,
-                "topic": TOPIC_CAMPAIGN_BATCHES,
-                "key_prefix": f"{campaign_id}:",
-                "head": head,
-                "middle": middle,
-                "tail": tail,
-            },
-        )
-    ).one()
-    n_sent = int(row.sent)
+    (row,) = await db.fetch(
+        session,
+        _RECORD_AND_RELEASE,
+        {
+            "ids": list(sent_ids),
+            "message_ids": list(message_ids),
+            "failed_ids": list(failed_ids),
+            "errors": list(errors),
+            "campaign_id": campaign_id,
+            "shard": batch_no % STATS_SHARDS,
+            "topic": TOPIC_CAMPAIGN_BATCHES,
+            "key_prefix": f"{campaign_id}:",
+            "head": head,
+            "middle": middle,
+            "tail": tail,
+        },
+    )
+    n_sent = int(row["sent"])
     if n_sent < len(sent):
         # A row cancelled while its batch was with the provider was sent all the
         # same, so it becomes ``sent`` too. A later statement sees the cancel that
         # made the first one pass the row by (cancelled rows never go back), and
         # the common batch needs no locking read to learn what its rows were. A
         # crash between the two leaves such a row ``cancelled``, counted once.
-        n_sent += int(
-            await session.scalar(
-                _MARK_CANCELLED_SENT,
-                {
-                    "ids": list(sent_ids),
-                    "message_ids": list(message_ids),
-                    "campaign_id": campaign_id,
-                    "shard": batch_no % STATS_SHARDS,
-                },
-            )
-            or 0
+        (cancelled,) = await db.fetch(
+            session,
+            _MARK_CANCELLED_SENT,
+            {
+                "ids": list(sent_ids),
+                "message_ids": list(message_ids),
+                "campaign_id": campaign_id,
+                "shard": batch_no % STATS_SHARDS,
+            },
         )
+        n_sent += int(cancelled[0])
     released = (
-        [OutboxRow(row.outbox_id, row.topic, row.key, row.payload)]
-        if row.outbox_id is not None
+        [OutboxRow(row["outbox_id"], row["topic"], row["key"], row["payload"])]
+        if row["outbox_id"] is not None
         else []
     )
-    return BatchOutcome(sent=n_sent, failed=int(row.failed), released=released)
+    return BatchOutcome(sent=n_sent, failed=int(row["failed"]), released=released)
 
 
 async def bump_counters(
