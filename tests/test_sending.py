@@ -205,7 +205,7 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
             outcome = await repository.record_batch_outcome(
                 session, campaign_id, 0, [(i, f"message-{i}") for i in ids], []
             )
-        recorded.append(outcome)
+        recorded.append((outcome.sent, outcome.failed))
 
     assert recorded == [(3, 0), (0, 0)]
     async with sessions() as session:
@@ -215,6 +215,77 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
         )
         assert set(statuses) == {"sent"}
     assert (counters["sent"], counters["pending"], counters["cancelled"]) == (3, 0, 0)
+
+
+async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_batch(
+    api: Api, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.leads(5)
+    campaign_id = uuid.UUID((await api.create(draft=True))["id"])
+    async with sessions.begin() as session:
+        # Five batches of one row; 0 and 1 are out, batch 2's row was suppressed.
+        ids = (
+            await session.scalars(
+                text(
+                    "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, "
+                    "batch_no) SELECT :c, id, email, row_number() OVER (ORDER BY id) - 1 "
+                    "FROM leads WHERE sponsor_id = :s ORDER BY id RETURNING id"
+                ),
+                {"c": campaign_id, "s": api.sponsor},
+            )
+        ).all()
+        await session.execute(
+            text("UPDATE campaign_deliveries SET status = 'suppressed' WHERE id = :id"),
+            {"id": ids[2]},
+        )
+        for batch_no in (0, 1, 3, 4):
+            await repository.bump_counters(session, campaign_id, batch_no, pending=1)
+        # Sending, with recent progress: the reconciler leaves it alone.
+        await session.execute(
+            text(
+                "UPDATE campaigns SET status = 'sending', batch_count = 5, enqueue_cursor = 1, "
+                "send_round = 0, last_progress_at = now() WHERE id = :c"
+            ),
+            {"c": campaign_id},
+        )
+
+    async def record(
+        batch_no: int, sent: list[tuple[int, str]], failed: list[tuple[int, str]]
+    ) -> repository.BatchOutcome:
+        async with sessions() as session:
+            return await repository.record_batch_outcome(
+                session, campaign_id, batch_no, sent, failed
+            )
+
+    first = await record(0, [(ids[0], "message-0")], [])
+    second = await record(1, [], [(ids[1], "validation_error: no")])
+    replayed = await record(0, [(ids[0], "message-0")], [])
+
+    assert (first.sent, first.failed) == (1, 0)
+    assert [(row.key, row.payload) for row in first.released] == [
+        (f"{campaign_id}:3", CampaignBatch(campaign_id=campaign_id, batch_no=3).to_bytes())
+    ]
+    assert (second.sent, second.failed) == (0, 1)
+    assert [row.key for row in second.released] == [f"{campaign_id}:4"]
+    assert (replayed.sent, replayed.failed, replayed.released) == (0, 0, [])
+    async with sessions.begin() as session:
+        counters = await repository.counters(session, campaign_id)
+        cursor = await session.scalar(
+            text("SELECT enqueue_cursor FROM campaigns WHERE id = :c"), {"c": campaign_id}
+        )
+        # Taken back before the relay or the reconciler sends the rest for real.
+        queued = len(
+            (
+                await session.execute(
+                    text("DELETE FROM outbox WHERE id = ANY(:ids) RETURNING id"),
+                    {"ids": [row.id for row in first.released + second.released]},
+                )
+            ).all()
+        )
+        await repository.set_status(session, campaign_id, "paused")
+    assert (counters["sent"], counters["failed"], counters["pending"]) == (1, 1, 2)
+    assert cursor == 4
+    assert queued == 2  # committed, for the caller (or the relay) to publish
 
 
 async def test_transient_errors_are_retried_with_the_same_idempotency_key(

@@ -171,8 +171,6 @@ class Sender:
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         with metrics.SEND_STAGE.labels("load").time():
             async with self.sessions() as session:
-                # A single read: autocommit spares the BEGIN and ROLLBACK round trips.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 recipients = await repository.load_pending_batch(
                     session, event.campaign_id, event.batch_no
                 )
@@ -208,18 +206,17 @@ class Sender:
         sent = [(r.delivery_id, r.provider_message_id) for r in results if r.provider_message_id]
         failed.extend((r.delivery_id, r.error) for r in results if r.error)
         with metrics.SEND_STAGE.labels("record").time():
-            async with self.sessions.begin() as session:
-                n_sent, n_failed = await repository.record_batch_outcome(
+            async with self.sessions() as session:
+                outcome = await repository.record_batch_outcome(
                     session, event.campaign_id, event.batch_no, sent, failed
                 )
-                outbox_ids = await repository.release_next_batch(session, event.campaign_id)
-        self._count(n_sent, failed[:n_failed], time.perf_counter() - started)
-        if outbox_ids:
+        self._count(outcome.sent, failed[: outcome.failed], time.perf_counter() - started)
+        if outcome.released:
             # A batch with pending rows was released: the campaign cannot be done yet.
-            await outbox.publish(self.sessions, self.producer, outbox_ids)
+            await outbox.publish_rows(self.sessions, self.producer, outcome.released)
         else:
             await self._finish(event.campaign_id)
-        if n_failed:
+        if outcome.failed:
             await self._pause_if_failing(context)
 
     def _count(self, n_sent: int, failed: list[tuple[int, str]], seconds: float) -> None:

@@ -31,9 +31,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
+from service import db
 from service.audiences.filters import audience_clause, leads, suppressed_clause
 from service.errors import NotFound
 from service.models import Campaign, CampaignDelivery, CampaignStats, OutboxMessage, table_of
+from service.outbox import OutboxRow
 
 STATS_SHARDS = 16
 COUNTERS = ("pending", "sent", "failed", "suppressed", "cancelled")
@@ -204,28 +206,108 @@ LEFT JOIN leads l ON l.id = d.lead_id
 WHERE d.campaign_id = :campaign_id AND d.batch_no = :batch_no AND d.status = 'pending'
 ORDER BY d.id
 """)
+_LOAD_BATCH_ON_DRIVER = db.DriverStatement.of(_LOAD_BATCH)
 
 
 async def load_pending_batch(
     session: AsyncSession, campaign_id: uuid.UUID, batch_no: int
 ) -> list[Recipient]:
-    rows = await session.execute(_LOAD_BATCH, {"campaign_id": campaign_id, "batch_no": batch_no})
+    """The batch's rows still ``pending``, in id order (see ``db.fetch``)."""
+    rows = await db.fetch(
+        session, _LOAD_BATCH_ON_DRIVER, {"campaign_id": campaign_id, "batch_no": batch_no}
+    )
     return [
         Recipient(
-            delivery_id=row.id,
-            email=row.recipient_email,
+            delivery_id=row[0],
+            email=row[1],
             fields={
-                "email": row.recipient_email,
-                "name": row.name,
-                "first_name": row.first_name,
-                "last_name": row.last_name,
-                "company": row.company,
-                "title": row.title,
-                "attributes": row.attributes or {},
+                "email": row[1],
+                "name": row[2],
+                "first_name": row[3],
+                "last_name": row[4],
+                "company": row[5],
+                "title": row[6],
+                "attributes": row[7] or {},
             },
         )
         for row in rows
     ]
+
+
+# A handled batch in one statement, so the campaign row is locked only from the
+# release to the statement's end (every sender's record of a campaign queues on
+# that lock): the batch's rows still ``pending`` move to sent or failed, the
+# counters move with them, and the next batch with pending rows past the window
+# is handed to Kafka through the outbox. That keeps at most a window of each
+# campaign's batches in the topic, so campaigns interleave fairly, and
+# pause/cancel take effect within a window. Locks are taken in the order rows,
+# counters, campaign (``campaign`` reads ``counted`` for that). The message's
+# payload is spliced from a template around the batch and round numbers
+# (``_batch_payload_parts``); the outbox row comes back to be published at once.
+_RECORD_AND_RELEASE = db.DriverStatement.of(
+    text("""
+WITH sent AS (
+    UPDATE campaign_deliveries d
+    SET status = 'sent', provider_message_id = v.message_id, sent_at = now(),
+        attempts = d.attempts + 1, last_error = NULL
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[])) AS v(id, message_id)
+    WHERE d.id = v.id AND d.status = 'pending'
+    RETURNING 1
+), failed AS (
+    UPDATE campaign_deliveries d
+    SET status = 'failed', last_error = v.error, attempts = d.attempts + 1
+    FROM unnest(CAST(:failed_ids AS bigint[]), CAST(:errors AS text[])) AS v(id, error)
+    WHERE d.id = v.id AND d.status = 'pending'
+    RETURNING 1
+), moved AS (
+    SELECT (SELECT count(*) FROM sent) AS sent, (SELECT count(*) FROM failed) AS failed
+), counted AS (
+    INSERT INTO campaign_stats (campaign_id, shard, pending, sent, failed)
+    SELECT CAST(:campaign_id AS uuid), CAST(:shard AS int), -(sent + failed), sent, failed
+    FROM moved WHERE sent + failed > 0
+    ON CONFLICT (campaign_id, shard) DO UPDATE SET
+        pending = campaign_stats.pending + EXCLUDED.pending,
+        sent = campaign_stats.sent + EXCLUDED.sent,
+        failed = campaign_stats.failed + EXCLUDED.failed
+    RETURNING 1
+), campaign AS (
+    SELECT enqueue_cursor, batch_count, send_round FROM campaigns
+    WHERE id = :campaign_id AND status = 'sending' AND (SELECT count(*) FROM counted) >= 0
+    FOR UPDATE
+), next AS (
+    SELECT n, campaign.send_round
+    FROM campaign, generate_series(campaign.enqueue_cursor + 1, campaign.batch_count - 1) AS n
+    WHERE EXISTS (
+        SELECT 1 FROM campaign_deliveries
+        WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
+    )
+    ORDER BY n
+    LIMIT 1
+), progress AS (
+    UPDATE campaigns
+    SET last_progress_at = now(), enqueue_cursor = coalesce((SELECT n FROM next), enqueue_cursor)
+    WHERE id = :campaign_id AND EXISTS (SELECT 1 FROM campaign)
+), released AS (
+    INSERT INTO outbox (topic, key, payload)
+    SELECT :topic, :key_prefix || n::text,
+           CAST(:head AS bytea) || convert_to(n::text, 'UTF8') || CAST(:middle AS bytea)
+           || convert_to(send_round::text, 'UTF8') || CAST(:tail AS bytea)
+    FROM next
+    RETURNING id, topic, key, payload
+)
+SELECT moved.sent, moved.failed, released.id AS outbox_id, released.topic, released.key,
+       released.payload
+FROM moved LEFT JOIN released ON true
+""")
+)
+
+
+def _batch_payload_parts(campaign_id: uuid.UUID) -> tuple[bytes, bytes, bytes]:
+    """``CampaignBatch(...).to_bytes()`` cut around ``batch_no`` and ``send_round``."""
+    sample = CampaignBatch(campaign_id=campaign_id, batch_no=0, send_round=0).to_bytes()
+    head, rest = sample.split(b'"batch_no":0', 1)
+    middle, tail = rest.split(b'"send_round":0', 1)
+    return head + b'"batch_no":', middle + b'"send_round":', tail
 
 
 def _mark_sent(was: Literal["pending", "cancelled"]) -> TextClause:
@@ -250,16 +332,16 @@ SELECT count(*) FROM moved
 """)  # noqa: S608 - ``was`` is one of two literals, never input
 
 
-_MARK_PENDING_SENT = _mark_sent("pending")
-_MARK_CANCELLED_SENT = _mark_sent("cancelled")
+_MARK_CANCELLED_SENT = db.DriverStatement.of(_mark_sent("cancelled"))
 
-_MARK_FAILED = text("""
-UPDATE campaign_deliveries d
-SET status = 'failed', last_error = v.error, attempts = d.attempts + 1
-FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS v(id, error)
-WHERE d.id = v.id AND d.status = 'pending'
-RETURNING d.id
-""")
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What recording a batch changed: rows that moved, the next batch's message."""
+
+    sent: int
+    failed: int
+    released: list[OutboxRow]
 
 
 async def record_batch_outcome(
@@ -268,33 +350,59 @@ async def record_batch_outcome(
     batch_no: int,
     sent: Sequence[tuple[int, str]],
     failed: Sequence[tuple[int, str]],
-) -> tuple[int, int]:
-    """Move rows still ``pending`` to sent/failed and count only the rows that moved.
+) -> BatchOutcome:
+    """Move rows still ``pending`` to sent/failed, count only the rows that moved, and
+    release the next batch (see ``_RECORD_AND_RELEASE``).
 
     A batch handled twice moves nothing the second time, so counters stay right.
+    Each statement is atomic on its own and commits alone (``db.fetch``): the
+    common batch is one round trip, and the campaign row is locked only while
+    that statement runs.
     """
-    n_sent = n_failed = 0
-    if sent:
-        ids, message_ids = zip(*sent, strict=True)
-        params = {
-            "ids": list(ids),
+    sent_ids, message_ids = zip(*sent, strict=True) if sent else ((), ())
+    failed_ids, errors = zip(*failed, strict=True) if failed else ((), ())
+    head, middle, tail = _batch_payload_parts(campaign_id)
+    (row,) = await db.fetch(
+        session,
+        _RECORD_AND_RELEASE,
+        {
+            "ids": list(sent_ids),
             "message_ids": list(message_ids),
+            "failed_ids": list(failed_ids),
+            "errors": list(errors),
             "campaign_id": campaign_id,
             "shard": batch_no % STATS_SHARDS,
-        }
-        n_sent = int(await session.scalar(_MARK_PENDING_SENT, params) or 0)
-        if n_sent < len(sent):
-            # A row cancelled while its batch was with the provider was sent all the
-            # same, so it becomes ``sent`` too. A later statement sees the cancel that
-            # made the first one pass the row by (cancelled rows never go back), and
-            # the common batch needs no locking read to learn what its rows were.
-            n_sent += int(await session.scalar(_MARK_CANCELLED_SENT, params) or 0)
-    if failed:
-        ids, errors = zip(*failed, strict=True)
-        result = await session.execute(_MARK_FAILED, {"ids": list(ids), "errors": list(errors)})
-        n_failed = len(result.all())
-        await bump_counters(session, campaign_id, batch_no, pending=-n_failed, failed=n_failed)
-    return n_sent, n_failed
+            "topic": TOPIC_CAMPAIGN_BATCHES,
+            "key_prefix": f"{campaign_id}:",
+            "head": head,
+            "middle": middle,
+            "tail": tail,
+        },
+    )
+    n_sent = int(row["sent"])
+    if n_sent < len(sent):
+        # A row cancelled while its batch was with the provider was sent all the
+        # same, so it becomes ``sent`` too. A later statement sees the cancel that
+        # made the first one pass the row by (cancelled rows never go back), and
+        # the common batch needs no locking read to learn what its rows were. A
+        # crash between the two leaves such a row ``cancelled``, counted once.
+        (cancelled,) = await db.fetch(
+            session,
+            _MARK_CANCELLED_SENT,
+            {
+                "ids": list(sent_ids),
+                "message_ids": list(message_ids),
+                "campaign_id": campaign_id,
+                "shard": batch_no % STATS_SHARDS,
+            },
+        )
+        n_sent += int(cancelled[0])
+    released = (
+        [OutboxRow(row["outbox_id"], row["topic"], row["key"], row["payload"])]
+        if row["outbox_id"] is not None
+        else []
+    )
+    return BatchOutcome(sent=n_sent, failed=int(row["failed"]), released=released)
 
 
 async def bump_counters(
@@ -416,70 +524,6 @@ async def open_window(session: AsyncSession, campaign: Campaign, size: int) -> l
     campaign.enqueue_cursor = batch_nos[-1] if batch_nos else campaign.batch_count - 1
     campaign.last_progress_at = func.now()
     return await queue_batches(session, campaign.id, batch_nos, campaign.send_round)
-
-
-# One statement, so the campaign row stays locked only until the caller's commit
-# follows it (every sender's record transaction of a campaign queues on that lock).
-# The next batch's message is written here too, its payload spliced from a
-# template around the batch and round numbers (``_batch_payload_parts``).
-_RELEASE_NEXT = text("""
-WITH campaign AS (
-    SELECT enqueue_cursor, batch_count, send_round FROM campaigns
-    WHERE id = :campaign_id AND status = 'sending'
-    FOR UPDATE
-), next AS (
-    SELECT n, campaign.send_round
-    FROM campaign, generate_series(campaign.enqueue_cursor + 1, campaign.batch_count - 1) AS n
-    WHERE EXISTS (
-        SELECT 1 FROM campaign_deliveries
-        WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
-    )
-    ORDER BY n
-    LIMIT 1
-), progress AS (
-    UPDATE campaigns
-    SET last_progress_at = now(), enqueue_cursor = coalesce((SELECT n FROM next), enqueue_cursor)
-    WHERE id = :campaign_id AND EXISTS (SELECT 1 FROM campaign)
-)
-INSERT INTO outbox (topic, key, payload)
-SELECT :topic, :key_prefix || n::text,
-       CAST(:head AS bytea) || convert_to(n::text, 'UTF8') || CAST(:middle AS bytea)
-       || convert_to(send_round::text, 'UTF8') || CAST(:tail AS bytea)
-FROM next
-RETURNING id
-""")
-
-
-def _batch_payload_parts(campaign_id: uuid.UUID) -> tuple[bytes, bytes, bytes]:
-    """``CampaignBatch(...).to_bytes()`` cut around ``batch_no`` and ``send_round``."""
-    sample = CampaignBatch(campaign_id=campaign_id, batch_no=0, send_round=0).to_bytes()
-    head, rest = sample.split(b'"batch_no":0', 1)
-    middle, tail = rest.split(b'"send_round":0', 1)
-    return head + b'"batch_no":', middle + b'"send_round":', tail
-
-
-async def release_next_batch(session: AsyncSession, campaign_id: uuid.UUID) -> list[int]:
-    """A batch was handled: hand the next pending batch past the window to Kafka.
-
-    This keeps at most a window of each campaign's batches in the topic, so
-    campaigns interleave fairly, and pause/cancel take effect within a window.
-    Locks the campaign row until the caller commits, which it should do next.
-    Returns the outbox id of the released batch (none once the cursor is at
-    the end, or when the campaign is not sending).
-    """
-    head, middle, tail = _batch_payload_parts(campaign_id)
-    rows = await session.execute(
-        _RELEASE_NEXT,
-        {
-            "campaign_id": campaign_id,
-            "topic": TOPIC_CAMPAIGN_BATCHES,
-            "key_prefix": f"{campaign_id}:",
-            "head": head,
-            "middle": middle,
-            "tail": tail,
-        },
-    )
-    return [int(row_id) for row_id in rows.scalars()]
 
 
 async def move_rows(

@@ -1,0 +1,52 @@
+"""Statements run on the asyncpg connection itself (``service.db.fetch``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import db
+from service.settings import Settings
+
+_BACKEND = db.DriverStatement.of(text("SELECT pg_backend_pid() + CAST(:zero AS int)"))
+
+
+async def test_named_parameters_are_passed_in_their_places(engine: AsyncEngine) -> None:
+    statement = db.DriverStatement.of(
+        text("SELECT CAST(:b AS int) - CAST(:a AS int), CAST(:a AS int) * 10")
+    )
+    async with db.session_factory(engine)() as session:
+        (row,) = await db.fetch(session, statement, {"a": 2, "b": 7})
+    assert (row[0], row[1]) == (5, 20)
+
+
+async def test_a_connection_found_closed_is_not_handed_out_again(
+    migrated: Settings, engine: AsyncEngine
+) -> None:
+    """A backend gone (a restart, a terminated session) costs one failed statement only."""
+    own = db.create_engine(migrated.model_copy(update={"database_pool_size": 1}))
+    sessions = db.session_factory(own)
+    try:
+        async with sessions() as session:
+            (row,) = await db.fetch(session, _BACKEND, {"zero": 0})
+        async with engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": row[0]})
+        async with sessions() as session:
+            raw = await (await session.connection()).get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            for _ in range(100):  # asyncpg notices the closed socket when it reads it
+                if driver.is_closed():
+                    break
+                await asyncio.sleep(0.05)
+            with pytest.raises(asyncpg.InterfaceError):
+                await db.fetch(session, _BACKEND, {"zero": 0})
+        async with sessions() as session:
+            (again,) = await db.fetch(session, _BACKEND, {"zero": 0})
+        assert again[0] != row[0]
+    finally:
+        await own.dispose()
