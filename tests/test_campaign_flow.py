@@ -229,3 +229,37 @@ async def test_a_campaign_that_is_a_large_share_of_deliveries_is_analyzed_for_it
             )
         )
     assert "ix_deliveries_pending" in plan, plan
+
+
+async def test_releasing_the_next_batch_reads_the_index_once_however_many_batches_are_left(
+    client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Every handled batch releases the next one, so its cost must not grow with the campaign."""
+    draft = await factories.draft(client, sponsor, token(sponsor))
+    campaign_id = uuid.UUID(draft["id"])
+    entries_read = text(
+        "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
+        "WHERE indrelid = 'campaign_deliveries'::regclass"
+    )
+    async with sessions() as session:  # rolled back: no worker ever sees this campaign
+        await session.execute(
+            text(
+                "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, batch_no) "
+                "SELECT :id, n, 'r' || n || '@example.com', n FROM generate_series(0, 499) AS n"
+            ),
+            {"id": campaign_id},
+        )
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(status="sending", batch_count=500, enqueue_cursor=7)
+        )
+        before = await session.scalar(entries_read)
+        outcome = await repository.record_batch_outcome(session, campaign_id, 7, [], [])
+        read = await session.scalar(entries_read) - before
+        cursor = await session.scalar(
+            select(Campaign.enqueue_cursor).where(Campaign.id == campaign_id)
+        )
+        await session.rollback()
+    assert [row.key for row in outcome.released] == [f"{campaign_id}:8"] and cursor == 8
+    assert read == 1  # the next batch's first row, not one row per batch left

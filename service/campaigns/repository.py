@@ -240,7 +240,11 @@ async def load_pending_batch(
 # counters move with them, and the next batch with pending rows past the window
 # is handed to Kafka through the outbox. That keeps at most a window of each
 # campaign's batches in the topic, so campaigns interleave fairly, and
-# pause/cancel take effect within a window. Locks are taken in the order rows,
+# pause/cancel take effect within a window. The next batch is the first pending
+# row past the cursor in the pending index: one entry read, where probing every
+# batch number left and sorting what was found read one entry per remaining
+# batch (a thousand on average for 200,000 recipients, more for larger
+# campaigns). Locks are taken in the order rows,
 # counters, campaign (``campaign`` reads ``counted`` for that). The message's
 # payload is spliced from a template around the batch and round numbers
 # (``_batch_payload_parts``); the outbox row comes back to be published at once.
@@ -275,14 +279,14 @@ WITH sent AS (
     WHERE id = :campaign_id AND status = 'sending' AND (SELECT count(*) FROM counted) >= 0
     FOR UPDATE
 ), next AS (
-    SELECT n, campaign.send_round
-    FROM campaign, generate_series(campaign.enqueue_cursor + 1, campaign.batch_count - 1) AS n
-    WHERE EXISTS (
-        SELECT 1 FROM campaign_deliveries
-        WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
-    )
-    ORDER BY n
-    LIMIT 1
+    SELECT d.batch_no AS n, campaign.send_round
+    FROM campaign CROSS JOIN LATERAL (
+        SELECT batch_no FROM campaign_deliveries
+        WHERE campaign_id = :campaign_id AND batch_no > campaign.enqueue_cursor
+          AND batch_no < campaign.batch_count AND status = 'pending'
+        ORDER BY batch_no
+        LIMIT 1
+    ) d
 ), progress AS (
     UPDATE campaigns
     SET last_progress_at = now(), enqueue_cursor = coalesce((SELECT n FROM next), enqueue_cursor)
@@ -488,15 +492,12 @@ async def queue_batches(
     return [int(row_id) for row_id in result.scalars()]
 
 
-# Batches of a campaign that still have pending rows, from a batch number up, in order.
-# One index probe per batch number (the partial index on pending rows), so it stops early.
+# Batches of a campaign that still have pending rows, from a batch number up, in order:
+# the pending index read in order until ``limit`` batches are found.
 _PENDING_BATCHES = text("""
-SELECT n FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS n
-WHERE EXISTS (
-    SELECT 1 FROM campaign_deliveries
-    WHERE campaign_id = :campaign_id AND batch_no = n AND status = 'pending'
-)
-ORDER BY n
+SELECT DISTINCT batch_no FROM campaign_deliveries
+WHERE campaign_id = :campaign_id AND batch_no BETWEEN :first AND :last AND status = 'pending'
+ORDER BY batch_no
 LIMIT :limit
 """)
 
