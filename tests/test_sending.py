@@ -171,6 +171,21 @@ async def test_cancel_keeps_sent_rows_and_cancels_the_rest(api: Api, fake: FakeR
     assert again.status_code == 409
 
 
+async def _deliveries(
+    session: AsyncSession, sponsor: str, campaign_id: uuid.UUID, batch_no: str
+) -> list[int]:
+    """Pending rows for every lead of ``sponsor``, as the planner writes them; their ids."""
+    rows = await session.scalars(
+        text(
+            "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, batch_no) "
+            f"SELECT :c, id, email, {batch_no} FROM leads WHERE sponsor_id = :s "
+            "ORDER BY id RETURNING id"
+        ),
+        {"c": campaign_id, "s": sponsor},
+    )
+    return list(rows)
+
+
 async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_once(
     api: Api, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -179,16 +194,7 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
     async with sessions.begin() as session:
         # What the planner would have written (three pending rows of batch 0, counted),
         # then a cancel that reached one row while the batch was with the provider.
-        ids = (
-            await session.scalars(
-                text(
-                    "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, "
-                    "batch_no) SELECT :c, id, email, 0 FROM leads WHERE sponsor_id = :s "
-                    "RETURNING id"
-                ),
-                {"c": campaign_id, "s": api.sponsor},
-            )
-        ).all()
+        ids = await _deliveries(session, api.sponsor, campaign_id, "0")
         await session.execute(
             text("INSERT INTO campaign_stats (campaign_id, shard, pending) VALUES (:c, 0, 3)"),
             {"c": campaign_id},
@@ -224,16 +230,9 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
     campaign_id = uuid.UUID((await api.create(draft=True))["id"])
     async with sessions.begin() as session:
         # Five batches of one row; 0 and 1 are out, batch 2's row was suppressed.
-        ids = (
-            await session.scalars(
-                text(
-                    "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, "
-                    "batch_no) SELECT :c, id, email, row_number() OVER (ORDER BY id) - 1 "
-                    "FROM leads WHERE sponsor_id = :s ORDER BY id RETURNING id"
-                ),
-                {"c": campaign_id, "s": api.sponsor},
-            )
-        ).all()
+        ids = await _deliveries(
+            session, api.sponsor, campaign_id, "row_number() OVER (ORDER BY id) - 1"
+        )
         await session.execute(
             text("UPDATE campaign_deliveries SET status = 'suppressed' WHERE id = :id"),
             {"id": ids[2]},

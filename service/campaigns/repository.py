@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
-    TextClause,
     and_,
     delete,
     func,
@@ -314,29 +313,27 @@ def _batch_payload_parts(campaign_id: uuid.UUID) -> tuple[bytes, bytes, bytes]:
     return head + b'"batch_no":', middle + b'"send_round":', tail
 
 
-def _mark_sent(was: Literal["pending", "cancelled"]) -> TextClause:
-    """Rows still ``was`` become ``sent``; the counters move in the same statement."""
-    return text(f"""
+# Rows cancelled while their batch was with the provider were sent all the same.
+_MARK_CANCELLED_SENT = db.DriverStatement.of(
+    text("""
 WITH moved AS (
     UPDATE campaign_deliveries d
     SET status = 'sent', provider_message_id = v.message_id, sent_at = now(),
         attempts = d.attempts + 1, last_error = NULL
     FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[])) AS v(id, message_id)
-    WHERE d.id = v.id AND d.status = '{was}'
+    WHERE d.id = v.id AND d.status = 'cancelled'
     RETURNING 1
 ), counted AS (
-    INSERT INTO campaign_stats (campaign_id, shard, {was}, sent)
+    INSERT INTO campaign_stats (campaign_id, shard, cancelled, sent)
     SELECT CAST(:campaign_id AS uuid), CAST(:shard AS int), -count(*), count(*)
     FROM moved HAVING count(*) > 0
     ON CONFLICT (campaign_id, shard) DO UPDATE SET
-        {was} = campaign_stats.{was} + EXCLUDED.{was},
+        cancelled = campaign_stats.cancelled + EXCLUDED.cancelled,
         sent = campaign_stats.sent + EXCLUDED.sent
 )
 SELECT count(*) FROM moved
-""")  # noqa: S608 - ``was`` is one of two literals, never input
-
-
-_MARK_CANCELLED_SENT = db.DriverStatement.of(_mark_sent("cancelled"))
+""")
+)
 
 
 @dataclass(frozen=True, slots=True)
