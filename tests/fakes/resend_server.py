@@ -7,7 +7,7 @@ rate-limit behaviour follow ``api-facts.json``.
 
 In a test::
 
-    with FakeResend() as fake:              # starts uvicorn in a thread
+    with FakeResend() as fake:              # serves from a thread
         provider = ResendProvider("re_test", fake.url)
         ...
         assert len(fake.messages_to("a@example.com")) == 1
@@ -17,6 +17,12 @@ As a process, for benchmarks (prints ``listening on http://...`` once ready)::
     python -m tests.fakes.resend_server --port 8025 [--no-validate] [--rate-limit 10]
 
 and read the counts from ``GET /_fake/stats``; ``POST /_fake/reset`` clears them.
+
+The HTTP/1.1 server is the fake's own (``asyncio`` and ``httptools``, keep-alive,
+one request at a time per connection): the API routes are answered directly,
+the fake's own routes go to a Starlette app. Under uvicorn, copying each 4 MB
+batch body chunk by chunk and the protocol layers cost about a quarter of the
+fake's CPU, which the benchmarks share with the service.
 
 Behaviour worth knowing:
 
@@ -57,32 +63,36 @@ import argparse
 import asyncio
 import functools
 import gc
+import http
 import json
+import logging
 import math
 import os
 import re
+import signal
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote
 
+import httptools
 import jsonschema
 import msgspec
 import orjson
-import uvicorn
 import xxhash
 import yaml
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message
 
 __all__ = [
     "MAX_BATCH",
@@ -107,7 +117,12 @@ _ADDRESS_HINT = (
     "or `Name <email@example.com>` format."
 )
 _JSON = "application/json; charset=utf-8"
-_API_PATHS = frozenset(("/emails", "/emails/batch"))
+_API_PATHS = frozenset((b"/emails", b"/emails/batch"))
+_log = logging.getLogger(__name__)
+# Seconds ``stop()`` lets requests in flight finish before closing their connections.
+_GRACE_SECONDS = 2.0
+# Bytes read at a time up to the end of a request's headers.
+_READ_SIZE = 65536
 # The status each injected fault uses when no error name is given.
 _DEFAULT_ERROR_NAMES = {
     400: "validation_error",
@@ -357,7 +372,7 @@ _BODY_FIELDS = frozenset(("html", "text"))
 _QUOTE = ord('"')  # the first byte of a JSON string
 
 
-def _decode(raw: bytes, skip_bodies: bool) -> Any:
+def _decode(raw: bytes | bytearray, skip_bodies: bool) -> Any:
     """The request's JSON, checked in full; with ``skip_bodies``, a batch's html/text
     strings are checked but not built: each comes as "" (the schema asks only for a
     string), since building 4 MB of them per batch was most of the fake's CPU.
@@ -545,7 +560,7 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 class FakeResend:
-    """State and ASGI app of the fake; thread-safe, so tests can poke it while it serves.
+    """State and handlers of the fake; thread-safe, so tests can poke it while it serves.
 
     Args:
         host, port: where ``start()`` listens; port 0 picks a free one.
@@ -589,12 +604,12 @@ class FakeResend:
         self._requests: list[RecordedRequest] = []
         self._replays = 0
         self._idempotency: dict[tuple[str, str, str], _IdempotencyEntry] = {}
-        self._server: uvicorn.Server | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         if validate:
             _email_validator()  # compile now, not on the first request
-        # The fake's own routes; ``__call__`` serves the API ones.
-        self._routes = Starlette(
+        # The fake's own routes; ``handle`` serves the API ones.
+        self.routes = Starlette(
             routes=[
                 Route("/_fake/stats", self._stats_endpoint, methods=["GET"]),
                 Route("/_fake/messages", self._messages_endpoint, methods=["GET"]),
@@ -617,30 +632,34 @@ class FakeResend:
         self._stopping = False
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self, log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=2,
-        )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-resend", daemon=True
-        )
+        runner = asyncio.Runner()
+        self._server = server = _Server(self, runner.get_loop())
+        ready = threading.Event()
+
+        def serve() -> None:
+            with runner:
+                runner.run(server.serve(sock, ready.set))
+
+        self._thread = threading.Thread(target=serve, name="fake-resend", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("fake Resend server did not start")
-            time.sleep(0.01)
-        with socket.create_connection((self.host, self.port), timeout=timeout):
-            pass
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("fake Resend server did not start")
         return self
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve on ``sock`` from the running loop until SIGINT or SIGTERM (as a process)."""
+        loop = asyncio.get_running_loop()
+        self._server = server = _Server(self, loop)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop)
+        await server.serve(sock, lambda: None)
 
     def stop(self) -> None:
         """Stop serving; hung requests are released with a 503."""
         self._stopping = True
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._server = None
@@ -763,21 +782,14 @@ class FakeResend:
 
     # ----------------------------------------------------------------- HTTP
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI app: the API routes skip Starlette (the benchmarks' hot path)."""
-        if scope["type"] != "http" or scope["path"] not in _API_PATHS:
-            await self._routes(scope, receive, send)
-        elif scope["method"] != "POST":
-            await _respond(send, _error(405), {})
-        else:
-            await self._handle(scope, receive, send)
+    async def handle(
+        self, path: str, headers: dict[str, str], raw: bytearray, arrived: float
+    ) -> tuple[_Answer, dict[str, str]]:
+        """The answer to ``POST path`` (an API route) and its rate-limit headers.
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        arrived = time.monotonic()
-        path: str = scope["path"]
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        ``headers`` has lower-case names; ``arrived`` is ``time.monotonic()``
+        when the request began.
+        """
         key = headers.get("idempotency-key")
         mode = headers.get("x-batch-validation")
         body: Any = None
@@ -785,7 +797,7 @@ class FakeResend:
         if retry_after is not None:
             answer = _error(429, "rate_limit_exceeded", retry_after=_fmt_seconds(retry_after))
         else:
-            answer, body = await self._serve(receive, path, headers, key, mode)
+            answer, body = await self._serve(raw, path, headers, key, mode)
         with self._lock:
             self._requests.append(
                 RecordedRequest(
@@ -799,11 +811,11 @@ class FakeResend:
                     body=body if self.record_content else None,
                 )
             )
-        await _respond(send, answer, rate_headers)
+        return answer, rate_headers
 
     async def _serve(
         self,
-        receive: Receive,
+        raw: bytearray,
         path: str,
         headers: dict[str, str],
         key: str | None,
@@ -821,7 +833,6 @@ class FakeResend:
         if fault is not None:
             return fault, None
 
-        raw = await _read_body(receive)
         try:
             body = _decode(raw, skip_bodies=path == "/emails/batch" and not self.record_content)
         except ValueError:  # malformed JSON or UTF-8
@@ -1012,35 +1023,268 @@ class FakeResend:
         return Response(answer.body, status_code=status, headers={"content-type": _JSON})
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
+# --------------------------------------------------------------------------- HTTP
 
 
-async def _respond(send: Send, answer: _Answer, rate_headers: dict[str, str]) -> None:
-    fields = {
-        "content-type": _JSON,
-        "content-length": str(len(answer.body)),
-        **rate_headers,
-        **answer.headers,
-    }
-    headers = [(name.encode(), value.encode()) for name, value in fields.items()]
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+@dataclass(slots=True)
+class _Request:
+    method: bytes
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytearray
+    keep_alive: bool
+    arrived: float
+
+
+class _Server:
+    """Serves ``fake`` on a listening socket from ``loop``; ``shutdown`` from any thread."""
+
+    def __init__(self, fake: FakeResend, loop: asyncio.AbstractEventLoop) -> None:
+        self.fake = fake
+        self.loop = loop
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._stop = asyncio.Event()
+
+    async def serve(self, sock: socket.socket, ready: Callable[[], None]) -> None:
+        """Serve until ``shutdown``; requests in flight then get ``_GRACE_SECONDS`` to finish."""
+        listener = await self.loop.create_server(lambda: _Connection(self), sock=sock)
+        ready()
+        await self._stop.wait()
+        self.stopping = True
+        listener.close()
+        busy = [c.task for c in self.connections if c.task is not None]
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        if busy:
+            await asyncio.wait(busy, timeout=_GRACE_SECONDS)
+        for connection in list(self.connections):
+            connection.close()
+
+    def shutdown(self) -> None:
+        """Ask ``serve`` to stop (thread-safe; also before the loop runs)."""
+        self.loop.call_soon_threadsafe(self._stop.set)
+
+    async def answer(self, request: _Request) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body for one request."""
+        raw_path, _, query = request.url.partition(b"?")
+        if raw_path not in _API_PATHS:
+            return await self._delegate(request, raw_path, query)
+        if request.method != b"POST":
+            answer, rate_headers = _error(405), dict[str, str]()
+        else:
+            headers: dict[str, str] = {}
+            for name, value in request.headers:
+                headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            answer, rate_headers = await self.fake.handle(
+                raw_path.decode("latin-1"), headers, request.body, request.arrived
+            )
+        fields = [("content-type", _JSON), *rate_headers.items(), *answer.headers.items()]
+        return answer.status, fields, answer.body
+
+    async def _delegate(
+        self, request: _Request, raw_path: bytes, query: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The fake's own routes, through the smallest ASGI bridge Starlette needs."""
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method.decode("latin-1"),
+            "scheme": "http",
+            "path": unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": request.headers,
+            "server": (self.fake.host, self.fake.port),
+            "client": None,
+        }
+        messages = deque[Message](
+            [{"type": "http.request", "body": bytes(request.body), "more_body": False}]
+        )
+        status = 500
+        fields: list[tuple[str, str]] = []
+        body = bytearray()
+
+        async def receive() -> Message:
+            return messages.popleft() if messages else {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                fields.extend(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in message.get("headers", ())
+                    if name.lower() != b"content-length"
+                )
+            else:
+                body.extend(message.get("body", b""))
+
+        await self.fake.routes(scope, receive, send)
+        return status, fields, bytes(body)
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One client connection: HTTP/1.1 parsed by ``httptools``, answered in order.
+
+    A request's body is gathered into one buffer sized from its
+    ``content-length``: once the parser has seen the headers, the socket is
+    read straight into that buffer (one kernel copy, and as few reads as the
+    socket allows), and the next request gets a fresh parser. Each answer is
+    written in one call.
+    """
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._scratch = memoryview(bytearray(_READ_SIZE))
+        self._transport: asyncio.Transport | None = None
+        self._pending: deque[_Request | None] = deque()  # None: a malformed request
+        self.task: asyncio.Task[None] | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body = bytearray()
+        self._filled = 0
+        self._direct = False  # reading the body straight into ``_body``
+        self._in_body = False
+        self._method = b""
+        self._keep_alive = True
+        self._arrived = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._direct:
+            return memoryview(self._body)[self._filled :]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._direct:
+            self._filled += nbytes
+            if self._filled == len(self._body):
+                self._direct = False
+                self._parser = httptools.HttpRequestParser(self)  # it saw part of this body
+                self.on_message_complete()
+            return
+        try:
+            self._parser.feed_data(self._scratch[:nbytes])
+        except httptools.HttpParserError:
+            self._queue(None)
+            return
+        # Mid-way through a body of known length: read the rest straight into it.
+        self._direct = self._in_body and 0 < len(self._body) != self._filled
+
+    def close_if_idle(self) -> None:
+        if self.task is None:
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._arrived = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        length = next((v for n, v in self._headers if n == b"content-length"), b"")
+        self._body = bytearray(int(length)) if length.isdigit() else bytearray()
+        self._filled = 0
+        self._in_body = True
+        self._method = self._parser.get_method()
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        end = self._filled + len(body)
+        if self._filled == len(self._body):  # chunked: no length to size it from
+            self._body += body
+        else:
+            self._body[self._filled : end] = body
+        self._filled = end
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._queue(
+            _Request(
+                method=self._method,
+                url=self._url,
+                headers=self._headers,
+                body=self._body,
+                keep_alive=self._keep_alive,
+                arrived=self._arrived,
+            )
+        )
+
+    def _queue(self, request: _Request | None) -> None:
+        self._pending.append(request)
+        if self.task is None:
+            self.task = self._server.loop.create_task(self._answer_pending())
+
+    async def _answer_pending(self) -> None:
+        try:
+            while self._pending:
+                request = self._pending.popleft()
+                if request is None:
+                    status, fields, body = 400, [("content-type", "text/plain")], b"Bad request"
+                else:
+                    try:
+                        status, fields, body = await self._server.answer(request)
+                    except Exception:
+                        _log.exception("fake Resend failed to answer %r", request.url)
+                        status, fields, body = 500, [("content-type", _JSON)], _error(500).body
+                close = request is None or not request.keep_alive or self._server.stopping
+                self._write(status, fields, body, close)
+                if close:
+                    break
+        finally:
+            self.task = None
+
+    def _write(
+        self, status: int, fields: Iterable[tuple[str, str]], body: bytes, close: bool
+    ) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+        lines.extend(f"{name}: {value}" for name, value in fields)
+        lines.append(f"content-length: {len(body)}")
+        if close:
+            lines.append("connection: close")
+        lines.append("\r\n")
+        transport.write("\r\n".join(lines).encode("latin-1") + body)
+        if close:
+            transport.close()
+
+
+@functools.cache
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    # Listening before uvicorn runs lets clients connect (and queue) at once.
+    # Listening before the server runs lets clients connect (and queue) at once.
     sock.listen(2048)
     return sock
 
@@ -1075,10 +1319,8 @@ def main(argv: list[str] | None = None) -> None:
     gc.set_threshold(young, middle, _NEVER)
     sock = _bind(args.host, args.port)
     fake.port = sock.getsockname()[1]
-    config = uvicorn.Config(fake, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
     print(f"listening on {fake.url}", flush=True)  # the harness waits for this line
-    server.run(sockets=[sock])
+    asyncio.run(fake.serve(sock))
 
 
 if __name__ == "__main__":
