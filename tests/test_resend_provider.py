@@ -19,8 +19,10 @@ import httpx
 import jsonschema
 import orjson
 import pytest
+import resend
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from resend.exceptions import ResendError
 
 from service.errors import (
     PermanentProviderError,
@@ -28,7 +30,13 @@ from service.errors import (
     RateLimited,
     TransientProviderError,
 )
-from tests.fakes.resend_server import FakeResend, _compile, load_spec, request_schema
+from tests.fakes.resend_server import (
+    MAX_TEMPLATE_VARIABLES,
+    FakeResend,
+    _compile,
+    load_spec,
+    request_schema,
+)
 from worker.providers.base import OutgoingEmail, SendResult
 from worker.providers.resend import ResendProvider, _results
 
@@ -436,3 +444,280 @@ def test_fake_fast_validator_agrees_with_jsonschema(email: Any) -> None:
 
     assert fast is not None
     assert fast(email) == jsonschema.Draft202012Validator(schema).is_valid(email)
+
+
+# --------------------------------------------------------------------------- templates
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+WELCOME_HTML = "<p>Hi {{{NAME}}} on {{{PLAN}}}, code {{{CODE}}}, {{NAME}}</p>"
+WELCOME_TEXT = "Hi {{{NAME}}} ({{{PLAN}}})"
+WELCOME: dict[str, Any] = {
+    "name": "welcome",
+    "html": WELCOME_HTML,
+    "text": WELCOME_TEXT,
+    "variables": [
+        {"key": "NAME", "type": "string"},
+        {"key": "PLAN", "type": "string", "fallback_value": "free"},
+        {"key": "CODE", "type": "number", "fallback_value": 0},
+    ],
+}
+
+
+@pytest.fixture(params=["full", "bare"])
+def any_fake(request: pytest.FixtureRequest) -> Iterator[FakeResend]:
+    """The default fake, and one as benchmarks run it (no schema check, no content kept)."""
+    bare = request.param == "bare"
+    server = FakeResend(validate=not bare, record_content=not bare).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def call(
+    fake: FakeResend, method: str, path: str, body: Any = None, **headers: str
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=fake.url, headers=AUTH) as client:
+        return await client.request(method, path, json=body, headers=headers)
+
+
+async def published_template(fake: FakeResend, body: dict[str, Any] = WELCOME) -> str:
+    created = await call(fake, "POST", "/templates", body)
+    assert created.status_code == 200, created.text
+    template_id: str = created.json()["id"]
+    published = await call(fake, "POST", f"/templates/{template_id}/publish")
+    assert published.status_code == 200, published.text
+    return template_id
+
+
+def template_email(template_id: str, to: str = "x@example.com", **variables: Any) -> dict[str, Any]:
+    return {
+        "from": "news@acme.example",
+        "to": to,
+        "subject": "Welcome",
+        "template": {"id": template_id, "variables": variables},
+    }
+
+
+async def test_a_published_template_is_filled_in_per_email(
+    fake: FakeResend,
+    provider: ResendProvider,  # points the SDK at the fake
+) -> None:
+    created = await resend.Templates.create_async(
+        {
+            "name": "welcome",
+            "html": WELCOME_HTML,
+            "text": WELCOME_TEXT,
+            "variables": [
+                {"key": "NAME", "type": "string"},
+                {"key": "PLAN", "type": "string", "fallback_value": "free"},
+                {"key": "CODE", "type": "number", "fallback_value": 0},
+            ],
+        }
+    )
+    template_id = created["id"]
+    assert created["object"] == "template"
+    assert fake.templates[template_id].status == "draft"
+
+    published = await resend.Templates.publish_async(template_id)
+    fetched = await resend.Templates.get_async(template_id)
+    response = await call(
+        fake,
+        "POST",
+        "/emails/batch",
+        [
+            template_email(template_id, "a@example.com", NAME="Tom & <Jerry>", PLAN="pro", CODE=42),
+            template_email(template_id, "b@example.com", NAME="Ann"),
+        ],
+    )
+
+    assert (published["id"], published["object"]) == (template_id, "template")
+    assert fetched["status"] == "published"
+    assert (fetched["html"], fetched["text"]) == (WELCOME_HTML, WELCOME_TEXT)
+    assert [v["key"] for v in fetched["variables"]] == ["NAME", "PLAN", "CODE"]
+    assert fake.templates[template_id].status == "published"
+    assert response.status_code == 200, response.text
+    first, second = fake.messages
+    assert first.html == "<p>Hi Tom & <Jerry> on pro, code 42, {{NAME}}</p>"
+    assert first.text == "Hi Tom & <Jerry> (pro)"
+    assert second.html == "<p>Hi Ann on free, code 0, {{NAME}}</p>"
+    assert second.text == "Hi Ann (free)"
+    assert [r.id for r in (first, second)] == [d["id"] for d in response.json()["data"]]
+
+
+async def test_a_template_without_text_sends_no_text(fake: FakeResend) -> None:
+    template_id = await published_template(
+        fake,
+        {
+            "name": "bare",
+            "html": "<b>{{{WHO}}}</b>",
+            "variables": [{"key": "WHO", "type": "string"}],
+        },
+    )
+
+    response = await call(fake, "POST", "/emails", template_email(template_id, WHO="you"))
+
+    assert response.status_code == 200, response.text
+    (message,) = fake.messages
+    assert (message.html, message.text) == ("<b>you</b>", None)
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("draft", "is not published"),
+        ("unknown", "not found"),
+        ("html", "`html` and `text` cannot be used with `template`."),
+        ("text", "`html` and `text` cannot be used with `template`."),
+        ("missing", "`NAME`"),
+        ("boolean", "`template.variables.NAME`"),
+    ],
+)
+async def test_sending_with_a_template_refuses_what_resend_refuses(
+    any_fake: FakeResend, case: str, words: str
+) -> None:
+    published = await published_template(any_fake)
+    draft = (await call(any_fake, "POST", "/templates", WELCOME)).json()["id"]
+    good = template_email(published, "good@example.com", NAME="Ann")
+    bad = {
+        "draft": template_email(draft, NAME="Ann"),
+        "unknown": template_email(str(uuid.uuid4()), NAME="Ann"),
+        "html": {**template_email(published, NAME="Ann"), "html": "<p>x</p>"},
+        "text": {**template_email(published, NAME="Ann"), "text": "x"},
+        "missing": template_email(published, PLAN="pro"),
+        "boolean": template_email(published, NAME=True),
+    }[case]
+
+    single = await call(any_fake, "POST", "/emails", bad)
+    strict = await call(any_fake, "POST", "/emails/batch", [good, bad])
+    assert any_fake.messages == []
+    permissive = await call(
+        any_fake, "POST", "/emails/batch", [good, bad], **{"x-batch-validation": "permissive"}
+    )
+
+    for refused in (single, strict):
+        assert refused.status_code == 422
+        assert refused.json()["name"] == "validation_error"
+        assert words in refused.json()["message"]
+    assert strict.json()["message"].startswith("emails[1]: ")
+    assert permissive.status_code == 200
+    (error,) = permissive.json()["errors"]
+    assert error["index"] == 1 and words in error["message"]
+    (sent,) = any_fake.messages
+    assert sent.to == ["good@example.com"]
+    assert [d["id"] for d in permissive.json()["data"]] == [sent.id]
+
+
+def _variables(count: int) -> list[dict[str, Any]]:
+    return [{"key": f"V{i}", "type": "string", "fallback_value": ""} for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"name": "t", "html": "<p>{{{X}}}</p>"},
+            "Variable 'X' is used in the template but not defined in the variables list",
+        ),
+        (
+            {"name": "t", "html": "<p/>", "text": "{{{Y}}}", "variables": _variables(1)},
+            "Variable 'Y' is used in the template but not defined in the variables list",
+        ),
+        (
+            {
+                "name": "t",
+                "html": "<p>{{{EMAIL}}}</p>",
+                "variables": [{"key": "EMAIL", "type": "string"}],
+            },
+            "Variable 'EMAIL' is reserved.",
+        ),
+        (
+            {"name": "t", "html": "<p/>", "variables": _variables(MAX_TEMPLATE_VARIABLES + 1)},
+            "Too many variables: at most 50.",
+        ),
+        (
+            {"name": "t", "html": "<p/>", "variables": _variables(1) * 2},
+            "Variable 'V0' is defined more than once.",
+        ),
+    ],
+)
+async def test_creating_a_template_refuses_what_resend_refuses(
+    any_fake: FakeResend, body: dict[str, Any], message: str
+) -> None:
+    response = await call(any_fake, "POST", "/templates", body)
+
+    assert response.status_code == 422
+    assert response.json() == {"statusCode": 422, "name": "validation_error", "message": message}
+    assert any_fake.templates == {}
+
+
+async def test_a_template_with_the_most_variables_is_created(fake: FakeResend) -> None:
+    body = {"name": "t", "html": "<p/>", "variables": _variables(MAX_TEMPLATE_VARIABLES)}
+
+    response = await call(fake, "POST", "/templates", body)
+
+    assert response.status_code == 200, response.text
+    assert list(fake.templates) == [response.json()["id"]]
+
+
+async def test_a_deleted_template_can_no_longer_be_used(
+    fake: FakeResend,
+    provider: ResendProvider,  # points the SDK at the fake
+) -> None:
+    template_id = await published_template(fake)
+
+    removed = await resend.Templates.remove_async(template_id)
+    refused = await call(fake, "POST", "/emails", template_email(template_id, NAME="Ann"))
+    with pytest.raises(ResendError) as unknown:
+        await resend.Templates.get_async(template_id)
+    deleted_again = await call(fake, "DELETE", f"/templates/{template_id}")
+    published_again = await call(fake, "POST", f"/templates/{template_id}/publish")
+
+    assert (removed["id"], removed["object"], removed["deleted"]) == (template_id, "template", True)
+    assert fake.templates == {}
+    assert refused.status_code == 422
+    assert "not found" in refused.json()["message"]
+    assert unknown.value.code == 404
+    assert unknown.value.error_type == "not_found"
+    for answer in (deleted_again, published_again):
+        assert answer.status_code == 404
+        assert answer.json()["name"] == "not_found"
+    assert fake.messages == []
+
+
+async def test_template_routes_are_authorized_faulted_and_recorded(fake: FakeResend) -> None:
+    async with httpx.AsyncClient(base_url=fake.url) as client:
+        unauthorized = await client.post("/templates", json=WELCOME)
+    fake.fail_next(1, status=500, path="/templates")
+    failed = await call(fake, "POST", "/templates", WELCOME)
+    template_id = await published_template(fake)
+    fetched = await call(fake, "GET", f"/templates/{template_id}")
+
+    assert unauthorized.status_code == 401
+    assert unauthorized.json()["name"] == "missing_api_key"
+    assert failed.status_code == 500
+    assert list(fake.templates) == [template_id]
+    assert fetched.json()["status"] == "published"
+    assert fetched.headers["ratelimit-limit"] == "1000"
+    assert [(r.method, r.path, r.status) for r in fake.requests] == [
+        ("POST", "/templates", 401),
+        ("POST", "/templates", 500),
+        ("POST", "/templates", 200),
+        ("POST", f"/templates/{template_id}/publish", 200),
+        ("GET", f"/templates/{template_id}", 200),
+    ]
+    assert fake.requests[2].body == WELCOME
+    fake.reset()
+    assert fake.templates == {}
+
+
+async def test_a_fake_without_content_accepts_a_template_batch(lean_fake: FakeResend) -> None:
+    template_id = await published_template(lean_fake)
+    emails = [template_email(template_id, f"u{i}@example.com", NAME=f"U{i}") for i in range(100)]
+
+    response = await call(lean_fake, "POST", "/emails/batch", emails)
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 100
+    assert [m.to for m in lean_fake.messages] == [[e["to"]] for e in emails]
+    assert {(m.html, m.text) for m in lean_fake.messages} == {(None, None)}

@@ -1,4 +1,4 @@
-"""A fake Resend HTTP API (``POST /emails``, ``POST /emails/batch``) that follows the spec.
+"""A fake Resend HTTP API (``/emails``, ``/emails/batch``, ``/templates``) that follows the spec.
 
 Built from ``tests/specs/resend``: request bodies are validated against the
 OpenAPI schemas in ``resend.yaml``, error bodies use the ``{statusCode, name,
@@ -19,17 +19,18 @@ As a process, for benchmarks (prints ``listening on http://...`` once ready)::
 and read the counts from ``GET /_fake/stats``; ``POST /_fake/reset`` clears them.
 
 The HTTP/1.1 server is the fake's own (``asyncio`` and ``httptools``, keep-alive,
-one request at a time per connection): the API routes are answered directly,
-the fake's own routes go to a Starlette app. Under uvicorn, copying each 4 MB
-batch body chunk by chunk and the protocol layers cost about a quarter of the
-fake's CPU, which the benchmarks share with the service.
+one request at a time per connection): the email routes are answered directly,
+the templates and the fake's own routes go to a Starlette app. Under uvicorn,
+copying each 4 MB batch body chunk by chunk and the protocol layers cost about
+a quarter of the fake's CPU, which the benchmarks share with the service.
 
 Behaviour worth knowing:
 
 * Auth: ``Authorization: Bearer re_...`` (or exactly ``api_key`` when one is
   given). No header: 401 ``missing_api_key``; anything else: 403 ``invalid_api_key``.
 * Validation: schema errors and the fake's own checks (an address without ``@``
-  in ``from``/``to``, no ``html``/``text``/``template``, tag names or values
+  in ``from``/``to``, no ``html``/``text``/``template`` or ``html``/``text``
+  with a ``template``, the template checks below, tag names or values
   outside ``[A-Za-z0-9_-]{1,256}``, attachments in a batch, more than 100
   emails) answer 422. ``x-batch-validation: permissive`` sends the valid emails
   and lists the others in ``errors: [{index, message}]``; ``data`` then holds
@@ -44,6 +45,16 @@ Behaviour worth knowing:
   ``concurrent_idempotent_requests``. Bodies are compared as sent (their bytes:
   the same emails with keys in another order are a different body). Only 2xx
   answers are stored, so a request refused with 4xx/5xx can be retried with its key.
+* Templates: ``POST /templates`` creates a draft, ``POST /templates/{id}/publish``
+  publishes it, ``GET``/``DELETE /templates/{id}`` read and delete it (unknown
+  ids: 404). Creating one refuses (422) more than 50 variables, a key declared
+  twice or reserved, and a ``{{{KEY}}}`` in html/text/subject whose key is not
+  declared. An email with ``template: {id, variables}`` needs a published
+  template and a string or number for every variable without a fallback. With
+  ``record_content`` its html/text are the template's with each ``{{{KEY}}}``
+  replaced, unescaped, by its value or fallback; nothing else is rendered.
+  These routes are rate-limited, authorized, faulted and recorded like the
+  email routes, but take no idempotency key.
 * Rate limit: ``rate_limit`` requests/second as a token bucket holding one
   second's worth (so a burst of ``rate_limit`` passes); over it, 429
   ``rate_limit_exceeded`` with ``retry-after``. Refused requests use no token.
@@ -74,8 +85,9 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -96,22 +108,31 @@ from starlette.types import Message
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_TEMPLATE_VARIABLES",
     "UNLIMITED_ADVERTISED",
     "FakeResend",
     "RecordedMessage",
     "RecordedRequest",
+    "RecordedTemplate",
     "load_spec",
     "request_schema",
 ]
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs" / "resend"
 MAX_BATCH = 100
+MAX_TEMPLATE_VARIABLES = 50
 MAX_IDEMPOTENCY_KEY = 256
 UNLIMITED_ADVERTISED = 1000
 _NEVER = 2**31 - 1  # the largest collection threshold the gc module takes
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
 
 _TAG_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# A template variable as Resend fills it in: triple braces, mustache's unescaped form.
+_VARIABLE_RE = re.compile(r"\{\{\{([A-Za-z0-9_]+)\}\}\}")
+# Keys Resend keeps for its own values (contact fields, the unsubscribe link) and mustache's.
+_RESERVED_VARIABLES = frozenset(
+    ("FIRST_NAME", "LAST_NAME", "EMAIL", "UNSUBSCRIBE_URL", "contact", "this")
+)
 _ADDRESS_HINT = (
     "The email address needs to follow the `email@example.com` "
     "or `Name <email@example.com>` format."
@@ -330,8 +351,8 @@ def _compile_keyword(keyword: str, arg: Any, schema: dict[str, Any]) -> Check | 
     return None
 
 
-class _EmailValidator:
-    """Validates one email against ``SendEmailRequest`` (the batch schema's items).
+class _SchemaValidator:
+    """Validates a request body (or one email of a batch) against a request schema.
 
     jsonschema costs ~0.3 ms per email, too slow for 100-email batches at
     150 requests/s, so a predicate compiled from the same schema (``_compile``,
@@ -340,18 +361,17 @@ class _EmailValidator:
     jsonschema alone.
     """
 
-    def __init__(self) -> None:
-        batch = request_schema("/emails/batch")
-        self.schema: dict[str, Any] = batch["items"]
-        cls = jsonschema.validators.validator_for(self.schema, jsonschema.Draft202012Validator)
-        self._validator = cls(self.schema)
-        self._fast = _compile(self.schema)
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
+        self._validator = cls(schema)
+        self._fast = _compile(schema)
 
-    def error(self, email: Any) -> tuple[str, str] | None:
-        """``(error name, message)`` for an invalid email, else None."""
-        if self._fast is not None and self._fast(email):
+    def error(self, body: Any) -> tuple[str, str] | None:
+        """``(error name, message)`` for an invalid body, else None."""
+        if self._fast is not None and self._fast(body):
             return None
-        best = jsonschema.exceptions.best_match(self._validator.iter_errors(email))
+        best = jsonschema.exceptions.best_match(self._validator.iter_errors(body))
         if best is None:
             return None
         if best.validator == "required":
@@ -362,8 +382,15 @@ class _EmailValidator:
 
 
 @functools.cache
-def _email_validator() -> _EmailValidator:
-    return _EmailValidator()
+def _email_validator() -> _SchemaValidator:
+    """``SendEmailRequest``, the batch schema's items."""
+    return _SchemaValidator(request_schema("/emails/batch")["items"])
+
+
+@functools.cache
+def _template_validator() -> _SchemaValidator:
+    """``CreateTemplateRequest``; its ``enum`` leaves it to jsonschema alone (not a hot path)."""
+    return _SchemaValidator(request_schema("/templates"))
 
 
 # A batch as emails of undecoded values (msgspec.Raw), each then decoded on its own.
@@ -442,6 +469,8 @@ def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | Non
         return "missing_required_field", "Missing `subject` field."
     if not any(k in email for k in ("html", "text", "template")):
         return "validation_error", "Missing `html` or `text` field."
+    if "template" in email and ("html" in email or "text" in email):
+        return "validation_error", "`html` and `text` cannot be used with `template`."
     tags = email.get("tags")
     if tags is not None:
         if not isinstance(tags, list):
@@ -458,6 +487,67 @@ def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | Non
     return None
 
 
+def _template_use_error(
+    template: Any, templates: Mapping[str, RecordedTemplate]
+) -> tuple[str, str] | None:
+    """What Resend checks of an email's ``template`` (one dict lookup, so always on)."""
+    if not isinstance(template, dict) or not isinstance(template.get("id"), str):
+        return "validation_error", "Invalid `template` field."
+    template_id = template["id"]
+    found = templates.get(template_id)
+    if found is None:
+        return "validation_error", f"Template `{template_id}` not found."
+    if found.status != "published":
+        return "validation_error", f"Template `{template_id}` is not published."
+    variables = template.get("variables", {})
+    if not isinstance(variables, dict):
+        return "validation_error", "Invalid `template.variables` field."
+    for key, value in variables.items():
+        kind = type(value)
+        if kind is not str and kind is not int and kind is not float:
+            return (
+                "validation_error",
+                f"Invalid `template.variables.{key}`: not a string or number.",
+            )
+    for key in found.required:
+        if key not in variables:
+            return "validation_error", f"Missing `{key}` variable of template `{template_id}`."
+    return None
+
+
+def _new_template_error(body: Any) -> tuple[str, str] | None:
+    """Resend's rules for a new template, beyond its schema (cheap, so always on)."""
+    if not isinstance(body, dict):
+        return "validation_error", "The request body must be a JSON object."
+    for name in ("name", "html"):
+        if name not in body:
+            return "missing_required_field", f"Missing `{name}` field."
+    for name in ("name", "html", "text", "subject"):
+        if not isinstance(body.get(name, ""), str):
+            return "validation_error", f"Invalid `{name}` field."
+    variables = body.get("variables", [])
+    if not isinstance(variables, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("key"), str) for v in variables
+    ):
+        return "validation_error", "Invalid `variables` field."
+    if len(variables) > MAX_TEMPLATE_VARIABLES:
+        return "validation_error", f"Too many variables: at most {MAX_TEMPLATE_VARIABLES}."
+    declared: set[str] = set()
+    for variable in variables:
+        key = variable["key"]
+        if key in _RESERVED_VARIABLES:
+            return "validation_error", f"Variable '{key}' is reserved."
+        if key in declared:
+            return "validation_error", f"Variable '{key}' is defined more than once."
+        declared.add(key)
+    for part in (body["html"], body.get("text", ""), body.get("subject", "")):
+        for key in _VARIABLE_RE.findall(part):
+            if key not in declared:
+                message = f"Variable '{key}' is used in the template but not defined"
+                return "validation_error", f"{message} in the variables list"
+    return None
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -465,7 +555,8 @@ def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | Non
 class RecordedMessage:
     """An email the fake accepted; treat as read-only (not frozen: cheaper to build).
 
-    ``html``/``text``/``headers`` are empty without ``record_content``.
+    ``html``/``text``/``headers`` are empty without ``record_content``; an email
+    sent with a template has the template's html/text, filled in.
     """
 
     id: str
@@ -507,11 +598,82 @@ class RecordedRequest:
     body: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedTemplate:
+    """A template the fake holds; publishing it stores a published copy.
+
+    ``variables`` are as ``GET /templates/{id}`` shows them; ``required`` are
+    their keys with no fallback, which every email using the template must give.
+    """
+
+    id: str
+    name: str
+    alias: str | None
+    sender: str | None
+    subject: str | None
+    reply_to: str | list[str] | None
+    html: str
+    text: str | None
+    variables: list[dict[str, Any]]
+    required: tuple[str, ...]
+    status: str  # "draft" or "published"
+    created_at: str
+    updated_at: str
+    published_at: str | None = None
+
+    def render(self, given: Mapping[str, Any]) -> tuple[str, str | None]:
+        """html and text with each ``{{{KEY}}}`` replaced, unescaped, by ``str()`` of
+        its value in ``given``, else of its fallback, else by ""."""
+        values = {
+            v["key"]: str(v["fallback_value"])
+            for v in self.variables
+            if v["fallback_value"] is not None
+        }
+        values.update((key, str(value)) for key, value in given.items())
+
+        def fill(match: re.Match[str]) -> str:
+            return values.get(match[1], "")
+
+        text = None if self.text is None else _VARIABLE_RE.sub(fill, self.text)
+        return _VARIABLE_RE.sub(fill, self.html), text
+
+
+def _template_resource(template: RecordedTemplate) -> dict[str, Any]:
+    """``template`` as the spec's ``Template`` object."""
+    return {
+        "object": "template",
+        "id": template.id,
+        "name": template.name,
+        "alias": template.alias,
+        "from": template.sender,
+        "subject": template.subject,
+        "reply_to": template.reply_to,
+        "html": template.html,
+        "text": template.text,
+        "variables": template.variables,
+        "status": template.status,
+        "created_at": template.created_at,
+        "updated_at": template.updated_at,
+        "published_at": template.published_at,
+    }
+
+
+def _bodies(
+    email: dict[str, Any], templates: Mapping[str, RecordedTemplate]
+) -> tuple[str | None, str | None]:
+    """An accepted email's html and text: its own, or its template's filled in."""
+    template = email.get("template")
+    if template is None:
+        return email.get("html"), email.get("text")
+    return templates[template["id"]].render(template.get("variables", {}))
+
+
 @dataclass(slots=True)
 class _Fault:
     status: int
     retry_after: float | None
     error_name: str | None
+    path: str  # the fault answers the first request whose path starts with this
 
 
 @dataclass(slots=True)
@@ -556,6 +718,16 @@ def _fmt_seconds(seconds: float) -> str:
     return str(max(0, math.ceil(seconds)))
 
 
+def _timestamp() -> str:
+    """Now, as Resend writes its timestamps (``2023-10-06 23:47:56.678+00``)."""
+    now = datetime.now(UTC)
+    return f"{now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d}+00"
+
+
+def _template_not_found() -> _Answer:
+    return _error(404, "not_found", "Template not found")
+
+
 # --------------------------------------------------------------------------- fake
 
 
@@ -566,7 +738,7 @@ class FakeResend:
         host, port: where ``start()`` listens; port 0 picks a free one.
         api_key: the only accepted key; None accepts any ``re_...`` key.
         validate: check bodies against the spec's schema (the cheap checks of
-            ``_semantic_error`` always run).
+            ``_semantic_error`` and the template rules always run).
         rate_limit: requests per second, None for no limit.
         record_content: keep html/text/headers of messages and request bodies;
             turn off for long benchmarks.
@@ -604,13 +776,21 @@ class FakeResend:
         self._requests: list[RecordedRequest] = []
         self._replays = 0
         self._idempotency: dict[tuple[str, str, str], _IdempotencyEntry] = {}
+        # Replaced under the lock, never changed in place: a request reads one
+        # snapshot, without the lock, for checking its emails and rendering them.
+        self._templates: dict[str, RecordedTemplate] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         if validate:
             _email_validator()  # compile now, not on the first request
-        # The fake's own routes; ``handle`` serves the API ones.
+        # The templates and the fake's own routes; ``handle`` serves the email ones.
+        api = self._template_route
         self.routes = Starlette(
             routes=[
+                Route("/templates", api(self._create_template), methods=["POST"]),
+                Route("/templates/{id}", api(self._get_template), methods=["GET"]),
+                Route("/templates/{id}", api(self._delete_template), methods=["DELETE"]),
+                Route("/templates/{id}/publish", api(self._publish_template), methods=["POST"]),
                 Route("/_fake/stats", self._stats_endpoint, methods=["GET"]),
                 Route("/_fake/messages", self._messages_endpoint, methods=["GET"]),
                 Route("/_fake/reset", self._reset_endpoint, methods=["POST"]),
@@ -684,15 +864,17 @@ class FakeResend:
         status: int = 500,
         retry_after: float | None = None,
         error_name: str | None = None,
+        path: str = "/emails",
     ) -> None:
-        """Answer the next ``n`` API requests with ``status`` (queued after earlier calls).
+        """Answer the next ``n`` API requests to ``path`` (a prefix: by default the
+        email routes, not the template ones) with ``status``, queued after earlier calls.
 
         ``error_name`` defaults to the usual name for the status (429:
         ``rate_limit_exceeded``; use ``daily_quota_exceeded`` for quota). A
         ``retry-after`` header is sent only when ``retry_after`` is given.
         """
         with self._lock:
-            self._faults.extend(_Fault(status, retry_after, error_name) for _ in range(n))
+            self._faults.extend(_Fault(status, retry_after, error_name, path) for _ in range(n))
 
     def fail_for(
         self,
@@ -707,7 +889,7 @@ class FakeResend:
         """
         with self._lock:
             self._fail_until = time.monotonic() + seconds
-            self._window_fault = _Fault(status, retry_after, error_name)
+            self._window_fault = _Fault(status, retry_after, error_name, "/")
 
     def set_latency(self, seconds: float) -> None:
         """Delay every request that gets past the faults by ``seconds``."""
@@ -727,8 +909,9 @@ class FakeResend:
             self._refilled_at = time.monotonic()
 
     def reset(self) -> None:
-        """Forget messages, requests, replays, idempotency keys and every fault."""
+        """Forget messages, requests, replays, idempotency keys, templates and every fault."""
         with self._lock:
+            self._templates = {}
             self._messages.clear()
             self._requests.clear()
             self._replays = 0
@@ -754,6 +937,12 @@ class FakeResend:
         """Answered API requests, in the order they were answered (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def templates(self) -> dict[str, RecordedTemplate]:
+        """Templates by id, created and not deleted (a copy)."""
+        with self._lock:
+            return dict(self._templates)
 
     @property
     def replays(self) -> int:
@@ -785,54 +974,57 @@ class FakeResend:
     async def handle(
         self, path: str, headers: dict[str, str], raw: bytearray, arrived: float
     ) -> tuple[_Answer, dict[str, str]]:
-        """The answer to ``POST path`` (an API route) and its rate-limit headers.
+        """The answer to ``POST path`` (an email route) and its rate-limit headers.
 
         ``headers`` has lower-case names; ``arrived`` is ``time.monotonic()``
         when the request began.
         """
         key = headers.get("idempotency-key")
         mode = headers.get("x-batch-validation")
-        body: Any = None
-        rate_headers, retry_after = self._take_token(arrived)
+        record = RecordedRequest(arrived, "POST", path, 0, key, mode)
+        return await self._metered(
+            record, headers.get("authorization"), lambda: self._serve(raw, path, key, mode)
+        )
+
+    async def _metered(
+        self,
+        record: RecordedRequest,
+        authorization: str | None,
+        serve: Callable[[], Awaitable[tuple[_Answer, Any]]],
+    ) -> tuple[_Answer, dict[str, str]]:
+        """``serve``'s answer once past the rate limit, auth and faults, and the
+        rate-limit headers; ``record`` is filled in and recorded either way."""
+        rate_headers, retry_after = self._take_token(record.timestamp)
+        answer: _Answer | None
         if retry_after is not None:
             answer = _error(429, "rate_limit_exceeded", retry_after=_fmt_seconds(retry_after))
         else:
-            answer, body = await self._serve(raw, path, headers, key, mode)
+            answer = await self._gate(authorization, record.path)
+        if answer is None:
+            answer, body = await serve()
+            if self.record_content:
+                record.body = body
+        record.status = answer.status
+        record.replayed = answer.replayed
         with self._lock:
-            self._requests.append(
-                RecordedRequest(
-                    timestamp=arrived,
-                    method="POST",
-                    path=path,
-                    status=answer.status,
-                    idempotency_key=key,
-                    batch_validation=mode,
-                    replayed=answer.replayed,
-                    body=body if self.record_content else None,
-                )
-            )
+            self._requests.append(record)
         return answer, rate_headers
 
-    async def _serve(
-        self,
-        raw: bytearray,
-        path: str,
-        headers: dict[str, str],
-        key: str | None,
-        mode: str | None,
-    ) -> tuple[_Answer, Any]:
-        auth = self._auth_error(headers.get("authorization"))
+    async def _gate(self, authorization: str | None, path: str) -> _Answer | None:
+        """The answer to a request refused by auth, a hang or a fault, else None."""
+        auth = self._auth_error(authorization)
         if auth is not None:
-            return auth, None
+            return auth
         # Polled, not an asyncio.Event: tests flip the flag from their own thread.
         while self._hang and not self._stopping:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if self._stopping:
-            return _error(503), None
-        fault = self._next_fault()
-        if fault is not None:
-            return fault, None
+            return _error(503)
+        return self._next_fault(path)
 
+    async def _serve(
+        self, raw: bytearray, path: str, key: str | None, mode: str | None
+    ) -> tuple[_Answer, Any]:
         try:
             body = _decode(raw, skip_bodies=path == "/emails/batch" and not self.record_content)
         except ValueError:  # malformed JSON or UTF-8
@@ -896,16 +1088,18 @@ class FakeResend:
             }
             return headers, wait
 
-    def _next_fault(self) -> _Answer | None:
+    def _next_fault(self, path: str) -> _Answer | None:
         with self._lock:
             now = time.monotonic()
+            queued = next((f for f in self._faults if path.startswith(f.path)), None)
             if self._window_fault is not None and now < self._fail_until:
                 fault = self._window_fault
                 retry_after = fault.retry_after
                 if retry_after is None and fault.status == 429:
                     retry_after = self._fail_until - now
-            elif self._faults:
-                fault = self._faults.popleft()
+            elif queued is not None:
+                fault = queued
+                self._faults.remove(fault)
                 retry_after = fault.retry_after
             else:
                 return None
@@ -938,22 +1132,28 @@ class FakeResend:
             else:
                 self._idempotency.pop(scope, None)
 
-    def _email_error(self, email: Any, batch: bool) -> tuple[str, str] | None:
+    def _email_error(
+        self, email: Any, batch: bool, templates: Mapping[str, RecordedTemplate]
+    ) -> tuple[str, str] | None:
         if not isinstance(email, dict):
             return "validation_error", "Each email must be a JSON object."
         if self.validate:
             found = _email_validator().error(email)
             if found is not None:
                 return found
-        return _semantic_error(email, batch)
+        found = _semantic_error(email, batch)
+        if found is not None or "template" not in email:
+            return found
+        return _template_use_error(email["template"], templates)
 
     def _accept(self, path: str, body: Any, key: str | None, permissive: bool) -> _Answer:
         """Validate and record; the answer for a request past every fault."""
+        templates = self._templates
         if path == "/emails":
-            found = self._email_error(body, batch=False)
+            found = self._email_error(body, batch=False, templates=templates)
             if found is not None:
                 return _error(422, *found)
-            (message_id,) = self._record([body], key, path)
+            (message_id,) = self._record([body], key, path, templates)
             return _Answer(200, orjson.dumps({"id": message_id}))
 
         if not isinstance(body, list):
@@ -962,7 +1162,7 @@ class FakeResend:
             return _error(422, "validation_error", f"Too many emails: at most {MAX_BATCH}.")
         errors: list[dict[str, Any]] = []
         for index, email in enumerate(body):
-            found = self._email_error(email, batch=True)
+            found = self._email_error(email, batch=True, templates=templates)
             if found is None:
                 continue
             if not permissive:
@@ -970,23 +1170,35 @@ class FakeResend:
                 return _error(422, name, f"emails[{index}]: {message}")
             errors.append({"index": index, "message": found[1]})
         failed = {e["index"] for e in errors}
-        ids = self._record([e for i, e in enumerate(body) if i not in failed], key, path)
+        accepted = [e for i, e in enumerate(body) if i not in failed]
+        ids = self._record(accepted, key, path, templates)
         answer: dict[str, Any] = {"data": [{"id": i} for i in ids]}
         if permissive:
             answer["errors"] = errors
         return _Answer(200, orjson.dumps(answer))
 
-    def _record(self, emails: list[dict[str, Any]], key: str | None, path: str) -> list[str]:
+    def _record(
+        self,
+        emails: list[dict[str, Any]],
+        key: str | None,
+        path: str,
+        templates: Mapping[str, RecordedTemplate],
+    ) -> list[str]:
         now = time.time()
         content = self.record_content
+        bodies = (
+            [_bodies(email, templates) for email in emails]
+            if content
+            else [(None, None)] * len(emails)
+        )
         records = [
             RecordedMessage(
                 id=message_id,
                 sender=email["from"],
                 to=_addresses(email["to"]) or [],
                 subject=email["subject"],
-                html=email.get("html") if content else None,
-                text=email.get("text") if content else None,
+                html=html,
+                text=text,
                 reply_to=email.get("reply_to"),
                 headers=dict(email.get("headers") or {}) if content else {},
                 tags=list(email.get("tags") or []),
@@ -994,11 +1206,100 @@ class FakeResend:
                 path=path,
                 created_at=now,
             )
-            for email, message_id in zip(emails, _new_ids(len(emails)), strict=True)
+            for email, message_id, (html, text) in zip(
+                emails, _new_ids(len(emails)), bodies, strict=True
+            )
         ]
         with self._lock:
             self._messages.extend(records)
         return [r.id for r in records]
+
+    def _template_route(
+        self, serve: Callable[[Request], Awaitable[tuple[_Answer, Any]]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint answering with ``serve``, metered and delayed like the email routes."""
+
+        async def endpoint(request: Request) -> Response:
+            path = request.url.path
+            record = RecordedRequest(time.monotonic(), request.method, path, 0, None, None)
+
+            async def served() -> tuple[_Answer, Any]:
+                if self._latency:
+                    await asyncio.sleep(self._latency)
+                return await serve(request)
+
+            answer, rate_headers = await self._metered(
+                record, request.headers.get("authorization"), served
+            )
+            headers = {"content-type": _JSON, **rate_headers, **answer.headers}
+            return Response(answer.body, answer.status, headers)
+
+        return endpoint
+
+    async def _create_template(self, request: Request) -> tuple[_Answer, Any]:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "validation_error", "The request body is not valid JSON."), None
+        found = _template_validator().error(body) if self.validate else None
+        found = found or _new_template_error(body)
+        if found is not None:
+            return _error(422, *found), body
+        now = _timestamp()
+        given = body.get("variables", [])
+        template_id, *variable_ids = _new_ids(1 + len(given))
+        variables = [
+            {"id": variable_id, "key": v["key"], "type": v.get("type"),
+             "fallback_value": v.get("fallback_value"), "created_at": now, "updated_at": now}
+            for variable_id, v in zip(variable_ids, given, strict=True)
+        ]  # fmt: skip
+        template = RecordedTemplate(
+            id=template_id,
+            name=body["name"],
+            alias=body.get("alias"),
+            sender=body.get("from"),
+            subject=body.get("subject"),
+            reply_to=body.get("reply_to"),
+            html=body["html"],
+            text=body.get("text"),
+            variables=variables,
+            required=tuple(v["key"] for v in variables if v["fallback_value"] is None),
+            status="draft",
+            created_at=now,
+            updated_at=now,
+        )
+        with self._lock:
+            self._templates = {**self._templates, template_id: template}
+        return _Answer(200, orjson.dumps({"id": template_id, "object": "template"})), body
+
+    async def _publish_template(self, request: Request) -> tuple[_Answer, Any]:
+        template_id: str = request.path_params["id"]
+        with self._lock:
+            template = self._templates.get(template_id)
+            if template is not None:
+                now = _timestamp()
+                published = replace(template, status="published", updated_at=now, published_at=now)
+                self._templates = {**self._templates, template_id: published}
+        if template is None:
+            return _template_not_found(), None
+        return _Answer(200, orjson.dumps({"id": template_id, "object": "template"})), None
+
+    async def _delete_template(self, request: Request) -> tuple[_Answer, Any]:
+        template_id: str = request.path_params["id"]
+        with self._lock:
+            templates = dict(self._templates)
+            deleted = templates.pop(template_id, None)
+            self._templates = templates
+        if deleted is None:
+            return _template_not_found(), None
+        answer = {"object": "template", "id": template_id, "deleted": True}
+        return _Answer(200, orjson.dumps(answer)), None
+
+    async def _get_template(self, request: Request) -> tuple[_Answer, Any]:
+        template = self._templates.get(request.path_params["id"])
+        if template is None:
+            return _template_not_found(), None
+        return _Answer(200, orjson.dumps(_template_resource(template))), None
 
     async def _stats_endpoint(self, request: Request) -> Response:
         return Response(orjson.dumps(self.stats()), media_type="application/json")
