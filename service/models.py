@@ -201,6 +201,9 @@ class Campaign(Base):
     send_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # The highest batch number handed to Kafka in the current window (see worker/sender.py).
     enqueue_cursor: Mapped[int] = mapped_column(Integer, server_default=text("-1"))
+    # How this round's messages go out: a provider template's id, '' for whole
+    # bodies, NULL until the first sender decides (migration 0012).
+    provider_template_id: Mapped[str | None] = mapped_column(String(100))
     last_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()

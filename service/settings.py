@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     email_provider: Literal["resend", "outbox", "smtp"] = "outbox"
     resend_api_key: SecretStr | None = None
     resend_api_url: str = "https://api.resend.com"
+    resend_templates: bool = True
     provider_rate_per_second: float = Field(default=2.0, gt=0)
     provider_batch_size: int = Field(default=100, ge=1, le=100)
     provider_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -129,6 +129,7 @@ async def test_deliveries_list_pages_through_every_row(
     assert all(row["provider_message_id"] and row["sent_at"] for row in seen)
 
 
+@pytest.mark.parametrize("templates", [True, False], ids=["template", "whole_bodies"])
 async def test_a_batch_handled_twice_sends_each_recipient_once(
     client: httpx.AsyncClient,
     sponsor: str,
@@ -136,8 +137,10 @@ async def test_a_batch_handled_twice_sends_each_recipient_once(
     fake_resend: FakeResend,
     sessions: async_sessionmaker[AsyncSession],
     migrated: Settings,
+    templates: bool,
 ) -> None:
-    """The same batch message delivered twice, even concurrently, sends once per recipient."""
+    """The same batch message delivered twice, even concurrently, to two senders, sends
+    once per recipient: with the body as a template (decided once) or whole."""
     headers = token(sponsor)
     domain = f"{sponsor}.example"
     await factories.add_leads(client, sponsor, headers, factories.leads(150, domain=domain))
@@ -148,6 +151,8 @@ async def test_a_batch_handled_twice_sends_each_recipient_once(
         await session.execute(
             update(Campaign).where(Campaign.id == campaign_id).values(status="queued")
         )
+        if not templates:  # decided as for a round whose template Resend refused
+            await repository.set_template_decision(session, campaign_id, "")
     isolated = migrated.model_copy(
         update={"kafka_topic_prefix": f"isolated-{uuid.uuid4().hex[:8]}-"}
     )
@@ -163,17 +168,35 @@ async def test_a_batch_handled_twice_sends_each_recipient_once(
     assert migrated.resend_api_key is not None
     provider = ResendProvider(migrated.resend_api_key.get_secret_value(), fake_resend.url)
     producer = Producer(isolated)
-    sender = Sender(sessions, provider, Pacer(1000), producer, isolated)
+    # Two senders, as two worker processes would be.
+    senders = [Sender(sessions, provider, Pacer(1000), producer, isolated) for _ in range(2)]
     batches = [CampaignBatch(campaign_id=campaign_id, batch_no=n) for n in (0, 1)]
     replays_before = fake_resend.replays
-    await asyncio.gather(*(sender.send_batch(b) for b in batches + batches))
-    await sender.send_batch(batches[0])
+    await asyncio.gather(*(s.send_batch(b) for s in senders for b in batches))
+    await senders[0].send_batch(batches[0])
     await provider.aclose()
     producer.close()
 
     per_recipient = Counter(m.to[0] for m in fake_resend.messages if m.to[0].endswith("@" + domain))
     assert len(per_recipient) == 150
     assert set(per_recipient.values()) == {1}
+    message = fake_resend.messages_to(f"lead1@{domain}")[0]
+    assert message.html and "Hi Lead 1," in message.html and message.text
+    created = [
+        r
+        for r in fake_resend.requests
+        if r.path == "/templates" and r.body["name"] == f"campaign {campaign_id}"
+    ]
+    emails = [
+        email
+        for r in fake_resend.requests
+        if r.path == "/emails/batch" and (r.idempotency_key or "").startswith(str(campaign_id))
+        for email in r.body or []
+    ]
+    assert emails and all(("template" in e) is templates for e in emails)
+    assert all(("html" in e) is not templates for e in emails)
+    assert len(created) == (1 if templates else 0)
+    assert not set(fake_resend.templates) & {e["template"]["id"] for e in emails if templates}
     assert fake_resend.replays >= replays_before
     async with sessions() as session:
         counts = await repository.counters(session, campaign_id)
@@ -263,3 +286,44 @@ async def test_releasing_the_next_batch_reads_the_index_once_however_many_batche
         await session.rollback()
     assert [row.key for row in outcome.released] == [f"{campaign_id}:8"] and cursor == 8
     assert read == 1  # the next batch's first row, not one row per batch left
+
+
+async def test_with_resend_templates_off_a_sender_decides_on_whole_bodies(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    fake_resend: FakeResend,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
+) -> None:
+    draft = await factories.draft(client, sponsor, token(sponsor))
+    campaign_id = uuid.UUID(draft["id"])
+    async with sessions.begin() as session:  # sending, with nothing to send
+        await session.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(status="sending")
+        )
+    from worker.providers.resend import ResendProvider
+    from worker.ratelimit import Pacer
+
+    assert migrated.resend_api_key is not None
+    provider = ResendProvider(migrated.resend_api_key.get_secret_value(), fake_resend.url)
+    producer = Producer(migrated)
+    try:
+        off = migrated.model_copy(update={"resend_templates": False})
+        context = await Sender(sessions, provider, Pacer(1000), producer, off)._context(campaign_id)
+    finally:
+        await provider.aclose()
+        producer.close()
+
+    assert context is not None and context.template is not None  # it could have been one
+    assert context.template_id is None
+    async with sessions() as session:
+        decided = await session.scalar(
+            select(Campaign.provider_template_id).where(Campaign.id == campaign_id)
+        )
+    assert decided == ""
+    name = f"campaign {campaign_id}"
+    assert not any(
+        r.path == "/templates" and r.status == 200 and r.body["name"] == name
+        for r in fake_resend.requests
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from service.templates.render import (
+    MAX_TEMPLATE_VARIABLES,
     Brand,
     CompiledMessage,
     Content,
@@ -173,3 +175,65 @@ def test_a_failing_expression_fails_the_recipient_as_jinja_does() -> None:
     lead = {"name": "x", "attributes": {"n": 1, "d": 0}}
     assert outcome(message, lead) == "RenderError: ZeroDivisionError: division by zero"
     assert outcome(jinja_only(message), lead) == outcome(message, lead)
+
+
+def filled(template: str, variables: dict[str, str]) -> str:
+    """``template`` as a provider fills it: each ``{{{KEY}}}`` replaced by its value as is."""
+    return re.sub(r"\{\{\{(\w+)\}\}\}", lambda m: variables[m.group(1)], template)
+
+
+TEMPLATE_CASES = sorted(case for case, message in MESSAGES.items() if message.provider_template())
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from(TEMPLATE_CASES), lead=leads)
+def test_a_provider_template_filled_with_the_variables_is_the_rendered_message(
+    case: str, lead: dict[str, Any]
+) -> None:
+    message = MESSAGES[case]
+    template = message.provider_template()
+    assert template is not None
+    urls = URLS.for_delivery(7, len(message.links))
+    try:
+        subject, values = message.variables(template, lead, urls)
+    except RenderError as exc:
+        assert outcome(message, lead) == f"RenderError: {exc}"
+        return
+    variables = dict(zip(template.keys, values, strict=True))
+    filled_message = RenderedMessage(
+        subject, filled(template.html, variables), filled(template.text, variables)
+    )
+    assert filled_message == outcome(message, lead)
+
+
+def test_most_messages_can_be_provider_templates() -> None:
+    assert len(TEMPLATE_CASES) >= len(GOLDEN_CASES)
+    template = MESSAGES["html_with_personal_link"].provider_template()
+    assert template is not None
+    assert template.keys == ("H0", "H1", "H2", "H3", "H4", "T0", "T1", "T2", "T3")
+    assert 'href="{{{H0}}}"' in template.html and "</a> {{{H1}}} &amp; {</p>" in template.html
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        # Jinja only: no slots to make variables of.
+        Content(subject="Hi", message_body="{% set who = name %}{{ who }}"),
+        # Static text a provider would read as a tag, or a brace touching a variable.
+        Content(subject="Hi", message_body="a", text_body="{{ '{{' }} literal"),
+        Content(subject="Hi", message_body="a", text_body="{{ '{' }}{{ name }}"),
+        Content(subject="Hi", message_body="a", text_body="{{ name }}{{ '}' }}"),
+    ],
+)
+def test_messages_a_provider_could_misread_are_not_provider_templates(content: Content) -> None:
+    assert compile_message(content, BRAND).provider_template() is None
+
+
+def test_a_message_with_more_variables_than_the_provider_takes_is_not_a_template() -> None:
+    # One slot per tracked link: 50 links, and name, company, pixel, unsubscribe, view.
+    message = compile_message(Content(subject="Hi", message_body=PARAGRAPH * 50), BRAND)
+    assert message.html_slots is not None and message.html_slots.slot_count == 55
+    assert message.provider_template() is None
+    # At the limit (40 links: 45 HTML slots and 5 text slots) it still is one.
+    template = MESSAGES["repeated_variables"].provider_template()
+    assert template is not None and len(template.keys) == MAX_TEMPLATE_VARIABLES

@@ -287,6 +287,82 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
     assert queued == 2  # committed, for the caller (or the relay) to publish
 
 
+def _batched_emails(fake: FakeResend, campaign_id: str) -> list[dict[str, Any]]:
+    """Every email the campaign's accepted batch requests carried, as sent."""
+    return [
+        email
+        for r in fake.requests
+        if r.path == "/emails/batch"
+        and r.status == 200
+        and (r.idempotency_key or "").startswith(campaign_id)
+        for email in r.body
+    ]
+
+
+def _templates_created(fake: FakeResend, campaign_id: str) -> int:
+    name = f"campaign {campaign_id}"
+    return sum(
+        r.path == "/templates" and r.status == 200 and r.body["name"] == name for r in fake.requests
+    )
+
+
+async def test_a_campaign_body_goes_to_resend_once_as_a_template(
+    api: Api, fake: FakeResend, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.leads(150, company="R&D <Labs>")
+    created = await api.create()
+    await api.wait_status(created["id"], "sent")
+
+    emails = _batched_emails(fake, created["id"])
+    assert len(emails) == 150
+    assert all("template" in e and "html" not in e and "text" not in e for e in emails)
+    assert _templates_created(fake, created["id"]) == 1
+    (template_id,) = {e["template"]["id"] for e in emails}
+    assert template_id not in fake.templates  # deleted once the campaign was sent
+    # Filled in by Resend, each message is the one the service renders.
+    (message,) = fake.messages_to(f"lead1@{api.domain}")
+    assert message.html and message.text and message.subject == "Hello Lead 1"
+    assert ">Hi Lead 1,</p>" in message.html
+    assert "welcome from R&amp;D &lt;Labs&gt;." in message.html
+    assert "welcome from R&D <Labs>." in message.text
+    unsubscribe = message.headers["List-Unsubscribe"].strip("<>")
+    assert f'href="{unsubscribe}"' in message.html and unsubscribe in message.text
+    async with sessions() as session:
+        decided = await session.scalar(
+            text("SELECT provider_template_id FROM campaigns WHERE id = :id"),
+            {"id": created["id"]},
+        )
+    assert decided is None  # the next round decides anew
+
+
+@pytest.mark.parametrize(
+    ("content", "template_fault"),
+    [
+        ({"message_body": "{% set who = name %}Hi {{ who }},"}, False),
+        ({}, True),
+    ],
+    ids=["needs_jinja_per_recipient", "template_refused"],
+)
+async def test_a_round_that_cannot_use_a_template_sends_whole_bodies(
+    api: Api, fake: FakeResend, content: dict[str, str], template_fault: bool
+) -> None:
+    await api.leads(30)
+    if template_fault:
+        fake.fail_next(1, status=422, path="/templates")
+    created = await api.create(**content)
+    stats = await api.wait_status(created["id"], "sent")
+
+    assert stats["sent"] == 30
+    emails = _batched_emails(fake, created["id"])
+    assert len(emails) == 30
+    assert all("html" in e and "template" not in e for e in emails)
+    assert _templates_created(fake, created["id"]) == 0
+    refused = [r for r in fake.requests if r.path == "/templates" and r.status == 422]
+    assert len(refused) == int(template_fault)
+    (message,) = fake.messages_to(f"lead1@{api.domain}")
+    assert message.html and "Hi Lead 1," in message.html
+
+
 async def test_transient_errors_are_retried_with_the_same_idempotency_key(
     api: Api, fake: FakeResend
 ) -> None:
@@ -335,6 +411,8 @@ async def test_a_rejected_batch_fails_its_rows_and_retry_failed_redrives_them(
     assert (stats["sent"], stats["failed"]) == (29, 1)
     assert f"lead0@{api.domain}" not in api.per_recipient(fake)
     assert set(api.per_recipient(fake).values()) == {1}
+    # The first round's template went when it was sent; the new round made its own.
+    assert _templates_created(fake, created["id"]) == 2
 
 
 async def test_a_quota_error_pauses_the_campaign_and_resume_continues(

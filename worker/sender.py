@@ -5,6 +5,10 @@ the batch's ``pending`` rows; the provider's idempotency key (campaign, batch,
 round and the exact set of rows) makes the second send a replay, and rows move
 out of ``pending`` only once, so no recipient gets two copies and counters
 count each row once.
+
+With Resend (``RESEND_TEMPLATES``), a round's body is stored at the provider
+once, as a template, and each message carries only the recipient's variables
+(``_decide_template``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from service.campaigns import repository
 from service.campaigns.repository import Recipient
 from service.errors import (
     PermanentProviderError,
+    ProviderError,
     QuotaExceeded,
     RateLimited,
     TransientProviderError,
@@ -46,9 +51,16 @@ from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.render import SAMPLE_LEAD, CompiledMessage, RenderError, single_line
+from service.templates.render import (
+    SAMPLE_LEAD,
+    CompiledMessage,
+    ProviderTemplate,
+    RenderError,
+    single_line,
+)
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
-from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
+from worker.providers import InstrumentedProvider
+from worker.providers.base import EmailProvider, OutgoingEmail, SendResult, TemplateProvider
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
@@ -70,6 +82,10 @@ class CampaignContext:
     message: CompiledMessage
     list_id: str
     checked_at: float
+    # The message as a provider template, and the id of the one this round sends
+    # with; messages go out whole while ``template_id`` is None.
+    template: ProviderTemplate | None = None
+    template_id: str | None = None
 
 
 class Sender:
@@ -95,6 +111,8 @@ class Sender:
         self._list_id_domain = templates.list_id_domain(settings)
         self._mailto = settings.unsubscribe_mailto
         self._as_json: bool = getattr(provider, "accepts_json_parts", False)
+        inner = provider.inner if isinstance(provider, InstrumentedProvider) else provider
+        self.templates = inner if isinstance(inner, TemplateProvider) else None
 
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
         events = []
@@ -124,12 +142,17 @@ class Sender:
             return cached
         async with self.sessions() as session:
             if cached:
-                status = await session.scalar(
-                    select(Campaign.status).where(Campaign.id == campaign_id)
-                )
-                if status is None:
+                found = (
+                    await session.execute(
+                        select(Campaign.status, Campaign.provider_template_id).where(
+                            Campaign.id == campaign_id
+                        )
+                    )
+                ).first()
+                if found is None:
                     return None
-                cached.status, cached.checked_at = status, now
+                cached.status, cached.checked_at = found.status, now
+                await self._decide_template(cached, found.provider_template_id)
                 return cached
             row = (
                 await session.execute(
@@ -154,8 +177,46 @@ class Sender:
             list_id=list_id(sponsor.name, sponsor.id, self._list_id_domain),
             checked_at=now,
         )
+        if self.templates is not None:
+            context.template = context.message.provider_template()
+        await self._decide_template(context, campaign.provider_template_id)
         self._campaigns[campaign_id] = context
         return context
+
+    async def _decide_template(self, context: CampaignContext, stored: str | None) -> None:
+        """Set ``context.template_id`` from this round's decision, deciding it if nobody has.
+
+        The first sender to see the round sending decides, under a lock: it
+        creates the provider template (when the provider keeps templates,
+        ``RESEND_TEMPLATES`` allows it and the message can be one) or records
+        '' (whole bodies). A round keeps its decision, so a batch sent again by
+        any sender sends the same request body under the same idempotency key.
+        """
+        templates = self.templates
+        if stored is None and templates is not None and context.status == "sending":
+            async with self.sessions.begin() as session:
+                status, stored = await repository.lock_template_decision(
+                    session, context.campaign_id
+                )
+                if stored is None and status == "sending":
+                    stored = await self._create_template(context, templates)
+                    await repository.set_template_decision(session, context.campaign_id, stored)
+        context.template_id = stored if stored and context.template is not None else None
+
+    async def _create_template(self, context: CampaignContext, templates: TemplateProvider) -> str:
+        """The new template's id, or '' to send whole bodies (also when the provider fails)."""
+        template = context.template
+        if template is None or not self.settings.resend_templates:
+            return ""
+        try:
+            for _ in range(2):  # creating and publishing: two requests at the provider's rate
+                await self.pacer.acquire()
+            return await templates.create_template(
+                f"campaign {context.campaign_id}", template.html, template.text, template.keys
+            )
+        except ProviderError as exc:
+            log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)
+            return ""
 
     async def send_batch(self, event: CampaignBatch) -> None:
         """Send one batch's pending rows once, record the outcome, release the next batch."""
@@ -237,9 +298,28 @@ class Sender:
         failed: list[tuple[int, str]] = []
         n_links = len(context.message.links)
         campaign_id = str(event.campaign_id)
+        template, template_id = context.template, context.template_id
         for recipient in recipients:
             urls = self.urls.for_delivery(recipient.delivery_id, n_links)
             try:
+                if template is not None and template_id is not None:
+                    subject, values = context.message.variables(template, recipient.fields, urls)
+                    emails.append(
+                        OutgoingEmail(
+                            delivery_id=recipient.delivery_id,
+                            campaign_id=campaign_id,
+                            sender=context.sender,
+                            to=recipient.email,
+                            subject=subject,
+                            html="",
+                            text="",
+                            reply_to=context.reply_to,
+                            headers=self.headers(context, urls),
+                            template_id=template_id,
+                            variables=dict(zip(template.keys, values, strict=True)),
+                        )
+                    )
+                    continue
                 rendered = context.message.render(recipient.fields, urls, as_json=self._as_json)
             except RenderError as exc:
                 failed.append((recipient.delivery_id, f"render_error: {exc}"))
@@ -390,10 +470,20 @@ class Sender:
             await self._pause(context, f"failure_rate: {counts['failed']} of {attempted} failed")
 
     async def _finish(self, campaign_id: uuid.UUID) -> None:
+        template_id = None
         async with self.sessions.begin() as session:
-            if await repository.finish_if_done(session, campaign_id):
-                log.info("campaign %s sent", campaign_id)
-                self._campaigns.pop(campaign_id, None)
+            if not await repository.finish_if_done(session, campaign_id):
+                return
+            log.info("campaign %s sent", campaign_id)
+            self._campaigns.pop(campaign_id, None)
+            # Nothing sends with the template any more; a later round decides anew.
+            _, template_id = await repository.lock_template_decision(session, campaign_id)
+            await repository.set_template_decision(session, campaign_id, None)
+        if template_id and self.templates is not None:
+            try:
+                await self.templates.remove_template(template_id)
+            except ProviderError as exc:
+                log.warning("campaign %s: template not removed: %s", campaign_id, exc)
 
 
 def list_id(name: str, sponsor_id: str, domain: str) -> str:

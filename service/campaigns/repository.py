@@ -430,6 +430,30 @@ async def finish_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
     return result.first() is not None
 
 
+async def lock_template_decision(
+    session: AsyncSession, campaign_id: uuid.UUID
+) -> tuple[str | None, str | None]:
+    """The campaign's status and provider template decision (migration 0012), read under
+    a lock that makes other deciders wait until this transaction ends."""
+    key = func.hashtextextended(f"provider-template:{campaign_id}", 0)
+    await session.execute(select(func.pg_advisory_xact_lock(key)))
+    row = (
+        await session.execute(
+            select(Campaign.status, Campaign.provider_template_id).where(Campaign.id == campaign_id)
+        )
+    ).first()
+    return (None, None) if row is None else (row.status, row.provider_template_id)
+
+
+async def set_template_decision(
+    session: AsyncSession, campaign_id: uuid.UUID, template_id: str | None
+) -> None:
+    """Record how this round sends: a template id, '' for whole bodies, None: undecided."""
+    await session.execute(
+        update(Campaign).where(Campaign.id == campaign_id).values(provider_template_id=template_id)
+    )
+
+
 async def counters(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:
     """The campaign's counters, summed over shards (at most ``STATS_SHARDS`` rows)."""
     row = (

@@ -79,6 +79,8 @@ ALLOWED_FILTERS = (
 )
 
 MAX_SUBJECT_BYTES = 998
+# Variables a provider-side template may declare (Resend's limit).
+MAX_TEMPLATE_VARIABLES = 50
 # Longest string or list a template may build with ``*``.
 MAX_PRODUCT = 10_000
 
@@ -143,6 +145,22 @@ class RenderedMessage:
     text: str
     html_json: bytes | None = None
     text_json: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTemplate:
+    """A message the provider renders: html and text with ``{{{KEY}}}`` variables.
+
+    ``keys`` name the variables in the order ``CompiledMessage.variables`` gives
+    their values: ``H<n>`` are the HTML part's slots (already escaped), ``T<n>``
+    the text part's.
+    """
+
+    html: str
+    text: str
+    keys: tuple[str, ...]
+    html_slots: SlotTemplate = field(repr=False, compare=False)
+    text_slots: SlotTemplate = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +513,38 @@ class CompiledMessage:
         context["_links"] = urls.links
         context["_pixel"] = urls.open_pixel
         return context
+
+    def provider_template(self) -> ProviderTemplate | None:
+        """This message as a template the provider fills in, or None if it cannot be one.
+
+        It can when both body parts render by slots (``slots.py``), their static
+        text reads as no template tag, and they have at most
+        ``MAX_TEMPLATE_VARIABLES`` slots. Substituting ``variables`` into it
+        gives exactly what ``render`` gives.
+        """
+        if self.html_slots is None or self.text_slots is None:
+            return None
+        html, text = self.html_slots.mustache("H"), self.text_slots.mustache("T")
+        if html is None or text is None:
+            return None
+        keys = tuple(f"H{n}" for n in range(self.html_slots.slot_count)) + tuple(
+            f"T{n}" for n in range(self.text_slots.slot_count)
+        )
+        if len(keys) > MAX_TEMPLATE_VARIABLES:
+            return None
+        return ProviderTemplate(html, text, keys, self.html_slots, self.text_slots)
+
+    def variables(
+        self, template: ProviderTemplate, lead: Mapping[str, Any], urls: DeliveryUrls
+    ) -> tuple[str, list[str]]:
+        """The subject and the values of ``template.keys`` for one recipient."""
+        context = self.context(lead, urls)
+        try:
+            subject = single_line(_part(self.subject_slots, self.subject_template, context))
+            values = template.html_slots.values(context) + template.text_slots.values(context)
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+        return _cap_bytes(subject, MAX_SUBJECT_BYTES), values
 
     def render(
         self, lead: Mapping[str, Any], urls: DeliveryUrls, *, as_json: bool = False

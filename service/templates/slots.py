@@ -56,7 +56,7 @@ class SlotTemplate:
     (``str.format`` was slower, and much slower still with ``Markup`` values.)
     """
 
-    __slots__ = ("_json_layout", "_json_statics", "_layout", "_slots", "_statics")
+    __slots__ = ("_json_layout", "_json_statics", "_layout", "_order", "_slots", "_statics")
 
     def __init__(self, pieces: list[str | int], slots: list[Callable[[Context], str]]) -> None:
         statics: list[str] = []
@@ -72,6 +72,7 @@ class SlotTemplate:
                     order.append(len(slots) + len(statics) - 1)
         self._slots = tuple(slots)
         self._statics = statics
+        self._order = tuple(order)
         # itemgetter of one index returns the item, not a 1-tuple: pad with an empty piece.
         statics.append("")
         order.append(len(slots) + len(statics) - 1)
@@ -89,6 +90,26 @@ class SlotTemplate:
     def render(self, context: Context) -> str:
         """The text for one recipient's context (as ``Template.render(context)``)."""
         return "".join(self._layout([slot(context) for slot in self._slots] + self._statics))
+
+    def values(self, context: Context) -> list[str]:
+        """Each slot's text for one recipient, in slot order (see ``mustache``)."""
+        return [slot(context) for slot in self._slots]
+
+    def mustache(self, prefix: str) -> str | None:
+        """The static text with slot ``n`` as ``{{{<prefix><n>}}}``, or None if ambiguous.
+
+        That is the template a provider renders (triple braces: inserted as
+        given, so HTML slots go out already escaped). None when the static text
+        holds ``{{`` itself or a brace touches a slot: the provider would read
+        it as a tag.
+        """
+        n = len(self._slots)
+        probe = "".join("\x00" if i < n else self._statics[i - n] for i in self._order)
+        if "{{" in probe or "{\x00" in probe or "\x00}" in probe:
+            return None
+        return "".join(
+            f"{{{{{{{prefix}{i}}}}}}}" if i < n else self._statics[i - n] for i in self._order
+        )
 
     def render_json(self, context: Context) -> bytes:
         """``orjson.dumps(self.render(context))``, without encoding the static text again."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,10 @@ class OutgoingEmail:
     # included), for providers that set ``accepts_json_parts``; the str is then "".
     html_json: bytes | None = None
     text_json: bytes | None = None
+    # Sent as the provider template ``template_id`` filled with ``variables``
+    # (``TemplateProvider``) instead of ``html``/``text``, which are then "".
+    template_id: str | None = None
+    variables: dict[str, str | int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +62,19 @@ class EmailProvider(Protocol):
     ) -> list[SendResult]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TemplateProvider(Protocol):
+    """A provider that keeps templates: a campaign's body is stored once, and each
+    message then carries only its variables (``OutgoingEmail.template_id``).
+
+    Templates use ``{{{KEY}}}`` for a variable, inserted as given. Both calls
+    raise ``service.errors.ProviderError`` subclasses as ``send_batch`` does.
+    """
+
+    async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
+        """Store and publish a template; its id."""
+        ...
+
+    async def remove_template(self, template_id: str) -> None: ...

@@ -10,6 +10,9 @@ Because those globals are process-wide, the provider re-installs its own values
 right before each call. Nothing awaits between that and the moment the SDK reads
 them, so several providers can share one event loop (not several threads).
 
+Templates (``TemplateProvider``) are created with ``POST /templates``, then
+published; a message sent with one carries ``template: {id, variables}``.
+
 Error mapping (SDK ``ResendError`` -> ``service.errors``):
 
 * ``daily_quota_exceeded`` / ``monthly_quota_exceeded`` (sent with 429) -> ``QuotaExceeded``
@@ -130,7 +133,7 @@ class PooledHTTPXClient(AsyncHTTPClient):
 
 
 class ResendProvider:
-    """``EmailProvider`` for Resend's ``POST /emails/batch``."""
+    """``EmailProvider`` for Resend's ``POST /emails/batch``, and ``TemplateProvider``."""
 
     name = "resend"
     # Bodies may come encoded (OutgoingEmail.html_json): spliced into the request
@@ -186,6 +189,32 @@ class ResendProvider:
             raise TransientProviderError("no_content", str(exc)) from exc
         return _results(emails, response)
 
+    async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
+        """Create and publish a template whose variables are ``keys`` (strings, "" by default)."""
+        params: resend.Templates.CreateParams = {
+            "name": name,
+            "html": html,
+            "text": text,
+            "variables": [{"key": key, "type": "string", "fallback_value": ""} for key in keys],
+        }
+        self._install()
+        try:
+            created = await resend.Templates.create_async(params)
+            self._install()
+            await resend.Templates.publish_async(created["id"])
+        except ResendError as exc:
+            raise _map_error(exc) from exc
+        return created["id"]
+
+    async def remove_template(self, template_id: str) -> None:
+        """Delete a template; one already gone counts as removed."""
+        self._install()
+        try:
+            await resend.Templates.remove_async(template_id)
+        except ResendError as exc:
+            if _status(exc.code) != 404:
+                raise _map_error(exc) from exc
+
     async def aclose(self) -> None:
         """Close the connection pool and give the SDK back its previous client."""
         if resend.default_async_http_client is self._http:
@@ -204,15 +233,18 @@ def _to_params(email: OutgoingEmail) -> resend.Emails.SendParams:
         "from": email.sender,
         "to": [email.to],
         "subject": email.subject,
-        "html": _body(email.html, email.html_json),
         "tags": [
             {"name": "campaign_id", "value": _tag_value(email.campaign_id)},
             {"name": "delivery_id", "value": _tag_value(str(email.delivery_id))},
         ],
     }
-    # An empty text part is worse than none: clients would show a blank body.
-    if email.text or email.text_json not in (None, b'""'):
-        params["text"] = _body(email.text, email.text_json)
+    if email.template_id is not None:
+        params["template"] = {"id": email.template_id, "variables": email.variables or {}}
+    else:
+        params["html"] = _body(email.html, email.html_json)
+        # An empty text part is worse than none: clients would show a blank body.
+        if email.text or email.text_json not in (None, b'""'):
+            params["text"] = _body(email.text, email.text_json)
     if email.reply_to:
         params["reply_to"] = email.reply_to
     if email.headers:
