@@ -178,7 +178,7 @@ async def refresh_delivery_statistics(session: AsyncSession, new_rows: int) -> b
     return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per recipient, cheaper; treat as read-only
 class Recipient:
     """A pending delivery with the lead fields a template may use."""
 

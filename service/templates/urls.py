@@ -22,7 +22,7 @@ from service.tracking.tokens import Kind, PreparedTokens, TokenSigner
 NO_DELIVERY = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per recipient, cheaper; treat as read-only
 class DeliveryUrls:
     """Every URL of one recipient's message."""
 

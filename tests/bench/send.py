@@ -234,6 +234,8 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
             "recipients": recipients,
             "body_kb": body_kb,
             "sender_processes": senders,
+            # Bodies as one Resend template per campaign, or whole in every message.
+            "resend_templates": settings.resend_templates,
             "messages_at_fake": sent.get("messages"),
             "planner_seconds": round(row[1].total_seconds(), 2),
             "send_seconds": round(row[2].total_seconds(), 2),

@@ -24,6 +24,7 @@ Error mapping (SDK ``ResendError`` -> ``service.errors``):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -222,6 +223,7 @@ class ResendProvider:
         await self._http.aclose()
 
 
+@functools.lru_cache(maxsize=1024)  # the same campaign id for every email of a batch
 def _tag_value(value: str) -> str:
     # Resend rejects the whole email for any other character; a UUID or an int
     # passes untouched, anything else is made safe rather than lost.
@@ -235,7 +237,8 @@ def _to_params(email: OutgoingEmail) -> resend.Emails.SendParams:
         "subject": email.subject,
         "tags": [
             {"name": "campaign_id", "value": _tag_value(email.campaign_id)},
-            {"name": "delivery_id", "value": _tag_value(str(email.delivery_id))},
+            # Digits (and a sign) only: already a valid tag value.
+            {"name": "delivery_id", "value": str(email.delivery_id)},
         ],
     }
     if email.template_id is not None:
@@ -273,7 +276,7 @@ def _results(emails: Sequence[OutgoingEmail], response: Mapping[str, Any]) -> li
     data: list[Any] = raw_data if isinstance(raw_data, list) else []
     errors: dict[int, str] = {}
     for item in raw_errors if isinstance(raw_errors, list) else []:
-        if not isinstance(item, Mapping):
+        if not isinstance(item, dict):
             continue
         index = item.get("index")
         if isinstance(index, int) and 0 <= index < count and index not in errors:
@@ -296,7 +299,7 @@ def _results(emails: Sequence[OutgoingEmail], response: Mapping[str, Any]) -> li
             results.append(SendResult(delivery_id=email.delivery_id, error=errors[i]))
             continue
         entry = ids[i]
-        message_id = entry.get("id") if isinstance(entry, Mapping) else None
+        message_id = entry.get("id") if isinstance(entry, dict) else None
         if isinstance(message_id, str) and message_id:
             results.append(
                 SendResult(delivery_id=email.delivery_id, provider_message_id=message_id)
