@@ -28,7 +28,9 @@ def _section(name: str, figures: dict[str, Any]) -> str:
     lines = [f"<!-- bench:{name} -->", f"### {name}", "", "| figure | value |", "|---|---|"]
     for key, value in figures.items():
         shown = (
-            f"{value:,.2f}"
+            ("yes" if value else "no")
+            if isinstance(value, bool)
+            else f"{value:,.2f}"
             if isinstance(value, float)
             else f"{value:,}"
             if isinstance(value, int)
