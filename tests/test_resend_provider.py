@@ -12,7 +12,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 from unittest.mock import ANY
 
 import httpx
@@ -503,18 +503,7 @@ async def test_a_published_template_is_filled_in_per_email(
     fake: FakeResend,
     provider: ResendProvider,  # points the SDK at the fake
 ) -> None:
-    created = await resend.Templates.create_async(
-        {
-            "name": "welcome",
-            "html": WELCOME_HTML,
-            "text": WELCOME_TEXT,
-            "variables": [
-                {"key": "NAME", "type": "string"},
-                {"key": "PLAN", "type": "string", "fallback_value": "free"},
-                {"key": "CODE", "type": "number", "fallback_value": 0},
-            ],
-        }
-    )
+    created = await resend.Templates.create_async(cast(resend.Templates.CreateParams, WELCOME))
     template_id = created["id"]
     assert created["object"] == "template"
     assert fake.templates[template_id].status == "draft"

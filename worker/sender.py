@@ -140,8 +140,8 @@ class Sender:
         now = time.monotonic()
         if cached and now - cached.checked_at < STATUS_TTL_SECONDS:
             return cached
-        async with self.sessions() as session:
-            if cached:
+        if cached:
+            async with self.sessions() as session:
                 found = (
                     await session.execute(
                         select(Campaign.status, Campaign.provider_template_id).where(
@@ -149,11 +149,12 @@ class Sender:
                         )
                     )
                 ).first()
-                if found is None:
-                    return None
-                cached.status, cached.checked_at = found.status, now
-                await self._decide_template(cached, found.provider_template_id)
-                return cached
+            if found is None:
+                return None
+            cached.status, cached.checked_at = found.status, now
+            await self._decide_template(cached, found.provider_template_id)
+            return cached
+        async with self.sessions() as session:
             row = (
                 await session.execute(
                     select(Campaign, Sponsor)
@@ -301,44 +302,31 @@ class Sender:
         template, template_id = context.template, context.template_id
         for recipient in recipients:
             urls = self.urls.for_delivery(recipient.delivery_id, n_links)
+            email = OutgoingEmail(
+                delivery_id=recipient.delivery_id,
+                campaign_id=campaign_id,
+                sender=context.sender,
+                to=recipient.email,
+                subject="",
+                reply_to=context.reply_to,
+                headers=self.headers(context, urls),
+            )
             try:
                 if template is not None and template_id is not None:
-                    subject, values = context.message.variables(template, recipient.fields, urls)
-                    emails.append(
-                        OutgoingEmail(
-                            delivery_id=recipient.delivery_id,
-                            campaign_id=campaign_id,
-                            sender=context.sender,
-                            to=recipient.email,
-                            subject=subject,
-                            html="",
-                            text="",
-                            reply_to=context.reply_to,
-                            headers=self.headers(context, urls),
-                            template_id=template_id,
-                            variables=dict(zip(template.keys, values, strict=True)),
-                        )
+                    email.subject, values = context.message.variables(
+                        template, recipient.fields, urls
                     )
-                    continue
-                rendered = context.message.render(recipient.fields, urls, as_json=self._as_json)
+                    email.template_id = template_id
+                    email.variables = dict(zip(template.keys, values, strict=True))
+                else:
+                    rendered = context.message.render(recipient.fields, urls, as_json=self._as_json)
+                    email.subject = rendered.subject
+                    email.html, email.text = rendered.html, rendered.text
+                    email.html_json, email.text_json = rendered.html_json, rendered.text_json
             except RenderError as exc:
                 failed.append((recipient.delivery_id, f"render_error: {exc}"))
                 continue
-            emails.append(
-                OutgoingEmail(
-                    delivery_id=recipient.delivery_id,
-                    campaign_id=campaign_id,
-                    sender=context.sender,
-                    to=recipient.email,
-                    subject=rendered.subject,
-                    html=rendered.html,
-                    text=rendered.text,
-                    reply_to=context.reply_to,
-                    headers=self.headers(context, urls),
-                    html_json=rendered.html_json,
-                    text_json=rendered.text_json,
-                )
-            )
+            emails.append(email)
         return emails, failed
 
     def headers(self, context: CampaignContext, urls: DeliveryUrls) -> dict[str, str]:
@@ -476,9 +464,10 @@ class Sender:
                 return
             log.info("campaign %s sent", campaign_id)
             self._campaigns.pop(campaign_id, None)
-            # Nothing sends with the template any more; a later round decides anew.
-            _, template_id = await repository.lock_template_decision(session, campaign_id)
-            await repository.set_template_decision(session, campaign_id, None)
+            if self.templates is not None:
+                # Nothing sends with the template any more; a later round decides anew.
+                _, template_id = await repository.lock_template_decision(session, campaign_id)
+                await repository.set_template_decision(session, campaign_id, None)
         if template_id and self.templates is not None:
             try:
                 await self.templates.remove_template(template_id)

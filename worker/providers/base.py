@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 
 # Not frozen: built once per recipient, and a frozen dataclass's __init__ costs
-# about three times as much. Treat instances as read-only.
+# about three times as much. Treat an instance as read-only once built.
 @dataclass(slots=True)
 class OutgoingEmail:
     """One rendered message for one recipient."""
@@ -18,8 +18,8 @@ class OutgoingEmail:
     sender: str  # "Name <address>" or a bare address
     to: str
     subject: str
-    html: str
-    text: str
+    html: str = ""
+    text: str = ""
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     # ``html``/``text`` already encoded as JSON string literals (UTF-8, quotes
