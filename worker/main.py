@@ -32,7 +32,7 @@ from service.startup import wait_for_dependencies
 from worker.ingester import Ingester
 from worker.lead_sync import LeadSync
 from worker.planner import Planner
-from worker.providers import build_provider
+from worker.providers import build_provider, templates_of
 from worker.ratelimit import Pacer
 from worker.relay import Relay
 from worker.runner import OnAssign, run_consumer
@@ -115,7 +115,8 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
             )
         )
     if "relay" in roles:
-        tasks.append(Relay(engine, sessions, producer, settings).run(stop))
+        relay = Relay(engine, sessions, producer, settings, templates=templates_of(provider))
+        tasks.append(relay.run(stop))
     if "lead-sync" in roles:
         tasks.append(
             run_consumer(

@@ -5,7 +5,8 @@ connection); the others wait to take over. Every cycle the leader publishes
 outbox rows the writers' fast path left behind and queues scheduled campaigns
 whose time has come; every ``RECONCILE_INTERVAL_SECONDS`` it re-creates
 missing topics and re-drives campaigns that stopped moving, so a broker that
-lost its data, a lost message or a poison batch never strands a campaign.
+lost its data, a lost message or a poison batch never strands a campaign, and
+deletes the provider templates of campaigns that are sent or cancelled.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from service import metrics, outbox
 from service.campaigns import logic, repository
+from service.errors import ProviderError
 from service.kafka import Producer, create_topics
 from service.settings import Settings
+from worker.providers.base import TemplateProvider
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,13 @@ class Relay:
         sessions: async_sessionmaker[AsyncSession],
         producer: Producer,
         settings: Settings,
+        templates: TemplateProvider | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = sessions
         self.producer = producer
         self.settings = settings
+        self.templates = templates
         self._leader: AsyncConnection | None = None
         self._reconciled_at = 0.0
 
@@ -96,6 +101,7 @@ class Relay:
         if time.monotonic() - self._reconciled_at >= self.settings.reconcile_interval_seconds:
             self._reconciled_at = time.monotonic()
             await self._duty("reconcile", self.reconcile)
+            await self._duty("templates", self.remove_finished_templates)
         published = await self._duty("outbox", self.publish_stale)
         metrics.OUTBOX_PUBLISHED.inc(published)
         await self._duty("backlog", self.measure_backlog)
@@ -113,6 +119,25 @@ class Relay:
 
     async def publish_stale(self) -> int:
         return await outbox.publish_stale(self.sessions, self.producer, STALE_AFTER_SECONDS)
+
+    async def remove_finished_templates(self) -> int:
+        """Delete the provider templates of sent and cancelled campaigns.
+
+        The campaign forgets its template first (the next round, if any, makes
+        its own); a template the provider fails to delete is logged and left.
+        """
+        if self.templates is None:
+            return 0
+        async with self.sessions.begin() as session:
+            finished = await repository.take_finished_templates(session)
+        for campaign_id, template_id in finished:
+            try:
+                await self.templates.remove_template(template_id)
+            except ProviderError as exc:
+                log.warning(
+                    "campaign %s: template %s not deleted: %s", campaign_id, template_id, exc
+                )
+        return len(finished)
 
     async def measure_backlog(self) -> int:
         """Outbox rows waiting to be published (the ``campaign_outbox_backlog`` gauge)."""

@@ -59,7 +59,7 @@ from service.templates.render import (
     single_line,
 )
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
-from worker.providers import InstrumentedProvider
+from worker.providers import templates_of
 from worker.providers.base import EmailProvider, OutgoingEmail, SendResult, TemplateProvider
 from worker.ratelimit import Pacer
 
@@ -111,8 +111,7 @@ class Sender:
         self._list_id_domain = templates.list_id_domain(settings)
         self._mailto = settings.unsubscribe_mailto
         self._as_json: bool = getattr(provider, "accepts_json_parts", False)
-        inner = provider.inner if isinstance(provider, InstrumentedProvider) else provider
-        self.templates = inner if isinstance(inner, TemplateProvider) else None
+        self.templates = templates_of(provider)
 
     async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
         events = []
@@ -458,21 +457,10 @@ class Sender:
             await self._pause(context, f"failure_rate: {counts['failed']} of {attempted} failed")
 
     async def _finish(self, campaign_id: uuid.UUID) -> None:
-        template_id = None
         async with self.sessions.begin() as session:
-            if not await repository.finish_if_done(session, campaign_id):
-                return
-            log.info("campaign %s sent", campaign_id)
-            self._campaigns.pop(campaign_id, None)
-            if self.templates is not None:
-                # Nothing sends with the template any more; a later round decides anew.
-                _, template_id = await repository.lock_template_decision(session, campaign_id)
-                await repository.set_template_decision(session, campaign_id, None)
-        if template_id and self.templates is not None:
-            try:
-                await self.templates.remove_template(template_id)
-            except ProviderError as exc:
-                log.warning("campaign %s: template not removed: %s", campaign_id, exc)
+            if await repository.finish_if_done(session, campaign_id):
+                log.info("campaign %s sent", campaign_id)
+                self._campaigns.pop(campaign_id, None)
 
 
 def list_id(name: str, sponsor_id: str, domain: str) -> str:

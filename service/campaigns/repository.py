@@ -454,6 +454,29 @@ async def set_template_decision(
     )
 
 
+_TAKE_FINISHED_TEMPLATES = text("""
+WITH done AS (
+    SELECT id, provider_template_id FROM campaigns
+    WHERE status IN ('sent', 'cancelled') AND provider_template_id <> ''
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE campaigns c SET provider_template_id = NULL
+FROM done WHERE c.id = done.id
+RETURNING done.id, done.provider_template_id
+""")
+
+
+async def take_finished_templates(
+    session: AsyncSession, limit: int = 100
+) -> list[tuple[uuid.UUID, str]]:
+    """Provider templates of campaigns that send no more, forgotten here for the caller to
+    delete; a later ``retry-failed`` round of such a campaign decides anew."""
+    rows = await session.execute(_TAKE_FINISHED_TEMPLATES, {"limit": limit})
+    return [(row[0], row[1]) for row in rows]
+
+
 async def counters(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:
     """The campaign's counters, summed over shards (at most ``STATS_SHARDS`` rows)."""
     row = (

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from service import metrics
 from service.errors import ProviderError, RateLimited
 from service.settings import Settings
-from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
+from worker.providers.base import EmailProvider, OutgoingEmail, SendResult, TemplateProvider
 
 
 class InstrumentedProvider:
@@ -44,6 +44,12 @@ class InstrumentedProvider:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def templates_of(provider: EmailProvider) -> TemplateProvider | None:
+    """The provider's template calls, if it keeps templates (instrumented or not)."""
+    inner = provider.inner if isinstance(provider, InstrumentedProvider) else provider
+    return inner if isinstance(inner, TemplateProvider) else None
 
 
 def build_provider(settings: Settings) -> InstrumentedProvider:
