@@ -446,9 +446,9 @@ async def lock_template_decision(
 
 
 async def set_template_decision(
-    session: AsyncSession, campaign_id: uuid.UUID, template_id: str | None
+    session: AsyncSession, campaign_id: uuid.UUID, template_id: str
 ) -> None:
-    """Record how this round sends: a template id, '' for whole bodies, None: undecided."""
+    """Record how this round sends: a template's id, or '' for whole bodies."""
     await session.execute(
         update(Campaign).where(Campaign.id == campaign_id).values(provider_template_id=template_id)
     )

@@ -131,6 +131,10 @@ class RenderError(Exception):
     """A template failed for one recipient (the others still render)."""
 
 
+# What a template can raise for one recipient's data; rendering turns them into RenderError.
+_RECIPIENT_ERRORS = (TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedMessage:
     """One recipient's message.
@@ -276,7 +280,7 @@ def _check(env: _Sandbox, source: str, field: str) -> None:
         template.render(context)
     except SecurityError as exc:
         raise Unprocessable("template_sandbox_violation", str(exc), field) from None
-    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError):
+    except _RECIPIENT_ERRORS:
         pass  # data-dependent; a recipient for whom it fails fails alone
 
 
@@ -540,11 +544,15 @@ class CompiledMessage:
         """The subject and the values of ``template.keys`` for one recipient."""
         context = self.context(lead, urls)
         try:
-            subject = single_line(_part(self.subject_slots, self.subject_template, context))
+            subject = self._subject(context)
             values = template.html_slots.values(context) + template.text_slots.values(context)
-        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except _RECIPIENT_ERRORS as exc:
             raise RenderError(f"{type(exc).__name__}: {exc}") from exc
-        return _cap_bytes(subject, MAX_SUBJECT_BYTES), values
+        return subject, values
+
+    def _subject(self, context: dict[str, Any]) -> str:
+        subject = single_line(_part(self.subject_slots, self.subject_template, context))
+        return _cap_bytes(subject, MAX_SUBJECT_BYTES)
 
     def render(
         self, lead: Mapping[str, Any], urls: DeliveryUrls, *, as_json: bool = False
@@ -552,8 +560,7 @@ class CompiledMessage:
         """Render for one recipient; ``as_json``: see ``RenderedMessage``."""
         context = self.context(lead, urls)
         try:
-            subject = single_line(_part(self.subject_slots, self.subject_template, context))
-            subject = _cap_bytes(subject, MAX_SUBJECT_BYTES)
+            subject = self._subject(context)
             if as_json:
                 html, html_json = _json_part(self.html_slots, self.html_template, context)
                 text, text_json = _json_part(self.text_slots, self.text_template, context)
@@ -563,7 +570,7 @@ class CompiledMessage:
                 html=_part(self.html_slots, self.html_template, context),
                 text=_part(self.text_slots, self.text_template, context),
             )
-        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except _RECIPIENT_ERRORS as exc:
             raise RenderError(f"{type(exc).__name__}: {exc}") from exc
 
 
