@@ -120,8 +120,11 @@ def test_metrics_from_several_processes_add_up(tmp_path: Path) -> None:
     assert 'campaign_messages_sent_total{provider="outbox"} 10.0' in output
 
 
-def _connections_of(pid: int, port: int) -> int:
-    """Established TCP connections on local ``port`` that process ``pid`` holds."""
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them
+
+
+def _sockets_of(pid: int, port: int, state: str = ESTABLISHED) -> int:
+    """TCP sockets in ``state`` on local ``port`` that process ``pid`` holds."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         target = str(fd.readlink()) if fd.is_symlink() else ""
@@ -132,7 +135,7 @@ def _connections_of(pid: int, port: int) -> int:
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            if local_port == port and fields[3] == state and fields[9] in inodes:
                 count += 1
     return count
 
@@ -170,13 +173,24 @@ def test_api_processes_each_take_a_share_of_the_connections(
                 pass
             assert time.monotonic() < deadline, "the API did not start"
             time.sleep(0.2)
+        # One process answering is not both listening: a slow machine may still be
+        # starting the other, which would then get no connection at all.
+        children_path = Path(f"/proc/{api.pid}/task/{api.pid}/children")
+
+        def listening() -> int:
+            children = children_path.read_text().split()
+            return sum(_sockets_of(int(child), port, LISTEN) > 0 for child in children)
+
+        while listening() < 2:
+            assert time.monotonic() < deadline, "both API processes did not start"
+            time.sleep(0.2)
         clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
         for client in clients:
             client.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
         for client in clients:
             assert client.recv(1024).startswith(b"HTTP/1.1 200")
-        children = Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split()
-        shares = [_connections_of(int(child), port) for child in children]
+        children = children_path.read_text().split()
+        shares = [_sockets_of(int(child), port) for child in children]
         shares = [share for share in shares if share]
         # An even spread is 20 each; one shared accept queue gave 29 to 3 and worse.
         assert len(shares) == 2 and min(shares) >= 8, shares
