@@ -344,6 +344,11 @@ _EMAIL = b'{"from":"a@b.c","to":"x@y.z","subject":"s",'
         (b"[" + _EMAIL + b'"html":"\xff"}]', 400, "validation_error"),  # UTF-8
         (b"[" + _EMAIL + b'"html":"\xc2\xb7","text":"\xff"}]', 400, "validation_error"),
         (b'[{"from":"a@b.c","to":"x@y.z","subject":"\xff","text":"t"}]', 400, "validation_error"),
+        # No html or text: the batch is decoded in one piece, with the same checks.
+        (b'[{"from":"a@b.c","to":"x@y.z","subject":"\xff","template":{"id":"t"}}]', 400,
+         "validation_error"),
+        (b'[{"from":"a@b.c","to":"x@y.z","subject":"s","template":{"id":"t"}', 400,
+         "validation_error"),
         (b"[" + _EMAIL + b'"html":"cut', 400, "validation_error"),
         (b"[" + _EMAIL + b'"html":5}]', 422, "validation_error"),
         (b'[{"from":"a@b.c","subject":"s","text":"t"}]', 422, "missing_required_field"),
