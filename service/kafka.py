@@ -94,6 +94,12 @@ class Producer:
                 except BufferError:
                     # The local queue is full: let the poll thread drain it.
                     await asyncio.sleep(0.01)
+                except confluent_kafka.KafkaException as exc:
+                    # A producer that failed for good between two sends refuses at once,
+                    # before any delivery report could say so.
+                    if not exc.args[0].fatal():
+                        raise KafkaUnavailable(str(exc)) from exc
+                    self._renew()
         if futures:
             await asyncio.gather(*futures)
 

@@ -1,9 +1,12 @@
-"""The outbox's fast path for rows a statement returned as it wrote them."""
+"""The outbox's fast path for rows a statement returned as it wrote them, and the
+producer it relies on."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import confluent_kafka
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,3 +49,34 @@ async def test_published_rows_are_deleted_and_rows_the_broker_refused_stay(
             )
         ).all()
     assert left == [rows[0].id]  # for the relay to publish
+
+
+class FailedForGood:
+    """A producer in librdkafka's fatal state: it refuses every message at once."""
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        error = confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced", fatal=True)
+        raise confluent_kafka.KafkaException(error)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0
+
+
+async def test_a_producer_that_failed_for_good_is_replaced_and_the_message_goes_out(
+    migrated: Settings,
+) -> None:
+    producer = Producer(migrated)
+    producer._producer = FailedForGood()  # type: ignore[assignment]
+    try:
+        payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
+        await asyncio.wait_for(producer.send([(TOPIC_CAMPAIGN_BATCHES, "k", payload)]), 30)
+    finally:
+        producer.close()
+
+    assert isinstance(producer._producer, confluent_kafka.Producer)  # a new one
