@@ -35,7 +35,7 @@ from worker.planner import Planner
 from worker.providers import build_provider, templates_of
 from worker.ratelimit import Pacer
 from worker.relay import Relay
-from worker.runner import OnAssign, run_consumer
+from worker.runner import OnAssign, run_consumer, run_consumer_concurrently
 from worker.sender import Sender
 
 log = logging.getLogger(__name__)
@@ -69,26 +69,24 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
         pacer = Pacer(settings.provider_rate_per_second)
         sender = Sender(sessions, provider, pacer, producer, settings)
         tasks.append(
-            run_consumer(
+            run_consumer_concurrently(
                 settings,
                 group="sender",
                 topics=[TOPIC_CAMPAIGN_BATCHES],
                 handle=sender.handle,
                 stop=stop,
-                max_messages=settings.send_max_in_flight * 2,
+                in_flight=settings.send_max_in_flight,
                 on_assign=_share_rate(settings, pacer),
-                fill=False,
             )
         )
         tasks.append(
-            run_consumer(
+            run_consumer_concurrently(
                 settings,
                 group="sender-retry",
                 topics=[TOPIC_CAMPAIGN_BATCHES_RETRY],
                 handle=sender.handle,
                 stop=stop,
-                max_messages=settings.send_max_in_flight,
-                fill=False,
+                in_flight=settings.send_max_in_flight,
             )
         )
         tasks.append(
