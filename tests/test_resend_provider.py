@@ -715,3 +715,35 @@ async def test_a_fake_without_content_accepts_a_template_batch(lean_fake: FakeRe
     assert len(response.json()["data"]) == 100
     assert [m.to for m in lean_fake.messages] == [[e["to"]] for e in emails]
     assert {(m.html, m.text) for m in lean_fake.messages} == {(None, None)}
+
+
+@pytest.mark.parametrize(
+    ("tag", "refused"),
+    [
+        ({"name": "campaign_id", "value": "d03479b1-fcc1-4bff-be8e-e0c4e244fca6"}, None),
+        ({"name": "N" * 256, "value": "9" * 256}, None),
+        ({"name": "delivery_id"}, None),
+        ({"name": "n", "value": ""}, None),
+        ({"name": "é", "value": "v"}, "names"),  # a letter, but not an ASCII one
+        ({"name": "n", "value": "²"}, "values"),  # a digit, but not an ASCII one
+        ({"name": "n", "value": "a b"}, "values"),
+        ({"name": "N" * 257, "value": "v"}, "names"),
+        ({"name": "n", "value": "9" * 257}, "values"),
+        ({"name": "", "value": "v"}, "names"),
+    ],
+)
+async def test_tags_use_only_ascii_letters_digits_underscores_and_dashes(
+    any_fake: FakeResend, tag: dict[str, str], refused: str | None
+) -> None:
+    email = {**MINIMAL, "html": "<p/>", "tags": [tag]}
+
+    response = await call(any_fake, "POST", "/emails/batch", [email])
+
+    if refused is None:
+        assert response.status_code == 200, response.text
+    else:
+        assert response.json() == {
+            "statusCode": 422,
+            "name": "validation_error",
+            "message": f"emails[0]: Invalid `tags` field: {refused} use only A-Z a-z 0-9 _ -.",
+        }
