@@ -82,6 +82,7 @@ class Producer:
         for topic, key, value in messages:
             fut: asyncio.Future[None] = loop.create_future()
             futures.append(fut)
+            renewed = False
             while True:
                 try:
                     self._producer.produce(
@@ -96,10 +97,11 @@ class Producer:
                     await asyncio.sleep(0.01)
                 except confluent_kafka.KafkaException as exc:
                     # A producer that failed for good between two sends refuses at once,
-                    # before any delivery report could say so.
-                    if not exc.args[0].fatal():
+                    # before any delivery report could say so: renewed once, it takes it.
+                    if renewed or not exc.args[0].fatal():
                         raise KafkaUnavailable(str(exc)) from exc
                     self._renew()
+                    renewed = True
         if futures:
             await asyncio.gather(*futures)
 
