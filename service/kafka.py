@@ -70,7 +70,10 @@ class Producer:
                 if err is None:
                     loop.call_soon_threadsafe(_resolve, fut, None)
                 else:
-                    if err.fatal() or err.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT:
+                    if (
+                        _failed_for_good(err)
+                        or err.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT
+                    ):
                         self._stuck = True
                     loop.call_soon_threadsafe(_resolve, fut, KafkaUnavailable(str(err)))
 
@@ -96,9 +99,10 @@ class Producer:
                     # The local queue is full: let the poll thread drain it.
                     await asyncio.sleep(0.01)
                 except confluent_kafka.KafkaException as exc:
-                    # A producer that failed for good between two sends refuses at once,
-                    # before any delivery report could say so: renewed once, it takes it.
-                    if renewed or not exc.args[0].fatal():
+                    # A producer that failed for good between two sends refuses at once
+                    # (``_FATAL``, without the fatal flag), before any delivery report
+                    # could say so: renewed once, it takes the message.
+                    if renewed or not _failed_for_good(exc.args[0]):
                         raise KafkaUnavailable(str(exc)) from exc
                     self._renew()
                     renewed = True
@@ -122,6 +126,10 @@ class Producer:
         self._producer.flush(timeout)
         self._running = False
         self._thread.join(timeout=1)
+
+
+def _failed_for_good(error: confluent_kafka.KafkaError) -> bool:
+    return bool(error.fatal()) or error.code() == confluent_kafka.KafkaError._FATAL
 
 
 def _resolve(fut: asyncio.Future[None], error: Exception | None) -> None:

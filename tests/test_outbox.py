@@ -55,7 +55,8 @@ class FailedForGood:
     """A producer in librdkafka's fatal state: it refuses every message at once."""
 
     def produce(self, *args: object, **kwargs: object) -> None:
-        error = confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced", fatal=True)
+        # As librdkafka reports it at produce: the code, without the fatal flag.
+        error = confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "Fatal error")
         raise confluent_kafka.KafkaException(error)
 
     def poll(self, timeout: float) -> int:
