@@ -206,15 +206,6 @@ def _slot(
     to_text: Callable[[Any], str],
     render_template: Renderer,
 ) -> Callable[[Context], str]:
-    if isinstance(expression, nodes.Name) and expression.ctx == "load":
-        # The most common slot (``{{ name }}``, every URL), in one call instead of two.
-        name, undefined = expression.name, env.undefined
-
-        def variable(context: Context) -> str:
-            value = context.get(name, _MISSING)
-            return to_text(undefined(name=name) if value is _MISSING else value)
-
-        return variable
     evaluate = _evaluator(env, expression)
     if evaluate is not None:
         found = evaluate
