@@ -111,7 +111,7 @@ async def run_consumer_concurrently(
                 task.add_done_callback(functools.partial(finished, message))
         if running:
             await asyncio.wait(running)
-        await asyncio.to_thread(_store_and_poll, consumer, offsets.take(), 0, 0)
+        await asyncio.to_thread(_store, consumer, offsets.take())
     finally:
         await asyncio.to_thread(consumer.close)
 
@@ -167,14 +167,21 @@ def _store_and_poll(
     max_messages: int,
     seconds: float,
 ) -> list[confluent_kafka.Message]:
-    """Store ``offsets`` (those of partitions no longer assigned are dropped: their
-    messages come again elsewhere), then take up to ``max_messages`` as ``_poll`` does."""
+    """``_store``, then take up to ``max_messages`` as ``_poll`` does."""
+    _store(consumer, offsets)
+    return _poll(consumer, max_messages, seconds, fill=False)
+
+
+def _store(
+    consumer: confluent_kafka.Consumer, offsets: list[confluent_kafka.TopicPartition]
+) -> None:
+    """Store ``offsets``; those of partitions no longer assigned are dropped (their
+    messages come again elsewhere)."""
     if offsets:
         try:
             consumer.store_offsets(offsets=offsets)
         except confluent_kafka.KafkaException as exc:
             log.info("offsets not stored after a rebalance: %s", exc)
-    return _poll(consumer, max_messages, seconds, fill=False) if max_messages else []
 
 
 def _subscribed(
