@@ -226,11 +226,6 @@ class CampaignDelivery(Base):
         ),
         Index("ix_deliveries_campaign_status_id", "campaign_id", "status", "id"),
         Index(
-            "ix_deliveries_provider_message_id",
-            "provider_message_id",
-            postgresql_where=text("provider_message_id IS NOT NULL"),
-        ),
-        Index(
             "ix_deliveries_sent_at",
             "campaign_id",
             "sent_at",

@@ -73,6 +73,10 @@ class SentCampaign:
     emails: list[str]
     links: dict[int, str]
 
+    def tags(self, i: int) -> dict[str, str]:
+        """The tags recipient ``i``'s message carried, which Resend echoes in its webhooks."""
+        return {"campaign_id": str(self.id), "delivery_id": str(self.delivery_ids[i])}
+
 
 async def sent_campaign(
     sessions: async_sessionmaker[AsyncSession],

@@ -46,7 +46,7 @@ def provider(
         provider_type=f"email.{kind}",
         email_id=campaign.provider_ids[i],
         occurred_at=at,
-        **fields,
+        **({"tags": campaign.tags(i)} | fields),
     )
 
 
@@ -345,13 +345,14 @@ async def test_a_hard_bounce_suppresses_the_address_for_the_next_campaign(
         bounced = (
             await session.execute(
                 text(
-                    "SELECT recipient_email, provider_message_id FROM campaign_deliveries "
+                    "SELECT id, recipient_email, provider_message_id FROM campaign_deliveries "
                     "WHERE campaign_id = :c ORDER BY id LIMIT 1"
                 ),
                 {"c": first["id"]},
             )
         ).one()
-    body = example("bounced", bounced.provider_message_id)
+    tags = {"campaign_id": first["id"], "delivery_id": str(bounced.id)}
+    body = example("bounced", bounced.provider_message_id, tags=tags)
     assert (await post(client, body)).status_code == 200
 
     async def suppressed() -> str | None:
@@ -392,8 +393,7 @@ async def test_an_event_that_overtakes_the_sender_leaves_the_status_to_the_sende
             ),
             {"id": target},
         )
-    tags = {"campaign_id": str(campaign.id), "delivery_id": str(target)}
-    event = provider("delivered", campaign, 0, datetime.now(UTC), tags=tags)
+    event = provider("delivered", campaign, 0, datetime.now(UTC))
     await ingester.handle_events([event])
     async with sessions() as session:
         row = (

@@ -34,7 +34,7 @@ def _provider(kind: str, c: SentCampaign, i: int, at: datetime, **kw: Any) -> Pr
         provider_type=f"email.{kind}",
         email_id=c.provider_ids[i],
         occurred_at=at,
-        **kw,
+        **({"tags": c.tags(i)} | kw),
     )
 
 

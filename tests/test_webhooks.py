@@ -70,6 +70,11 @@ def example(name: str, email_id: str | None = None, **data: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
+def about(campaign: SentCampaign, i: int) -> dict[str, Any]:
+    """What Resend's events about recipient ``i``'s message carry: its id and its tags."""
+    return {"email_id": campaign.provider_ids[i], "tags": campaign.tags(i)}
+
+
 async def post(client: httpx.AsyncClient, body: bytes, msg_id: str | None = None) -> httpx.Response:
     return await client.post("/api/v1/webhooks/resend", content=body, headers=signed(body, msg_id))
 
@@ -102,7 +107,7 @@ async def test_every_documented_event_type_is_accepted_and_logged(
         name = path.stem.removeprefix("email.")
         msg_id = f"msg_{uuid.uuid4().hex}"
         ids.append(f"resend:{msg_id}")
-        response = await post(client, example(name, campaign.provider_ids[i]), msg_id)
+        response = await post(client, example(name, **about(campaign, i)), msg_id)
         assert response.status_code == 200, (name, response.text)
 
     async def logged() -> int | None:
@@ -117,28 +122,46 @@ async def test_every_documented_event_type_is_accepted_and_logged(
 
 
 @pytest.mark.usefixtures("workers")
-async def test_events_map_by_email_id_or_else_by_tags(
+async def test_events_find_their_delivery_by_its_tag_when_tags_and_email_id_agree(
     client: httpx.AsyncClient, campaign: SentCampaign, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    by_id, by_tag = campaign.delivery_ids[0], campaign.delivery_ids[1]
-    await post(client, example("delivered", campaign.provider_ids[0]))
-    tags = {"campaign_id": str(campaign.id), "delivery_id": str(by_tag)}
-    await post(client, example("delivered", "unknown-to-us", tags=tags))
-    for delivery_id in (by_id, by_tag):
+    other_campaign = {**campaign.tags(1), "campaign_id": str(uuid.uuid4())}
+    bodies = [
+        example("delivered", **about(campaign, 0)),
+        # Recipient 1's tags, recipient 2's message: not trusted.
+        example("delivered", email_id=campaign.provider_ids[2], tags=campaign.tags(1)),
+        example("delivered", email_id=campaign.provider_ids[1], tags=other_campaign),
+        # The spec's example tags only: no delivery to find.
+        example("delivered", campaign.provider_ids[3]),
+    ]
+    msg_ids = [f"msg_{uuid.uuid4().hex}" for _ in bodies]
+    for body, msg_id in zip(bodies, msg_ids, strict=True):
+        assert (await post(client, body, msg_id)).status_code == 200
 
-        async def delivered(d: int = delivery_id) -> dict[str, Any] | None:
-            row = await delivery(sessions, d)
-            return row if row["status"] == "delivered" else None
+    async def logged() -> list[int | None] | None:
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    text(
+                        "SELECT event_id, delivery_id FROM delivery_events WHERE event_id = ANY(:e)"
+                    ),
+                    {"e": [f"resend:{m}" for m in msg_ids]},
+                )
+            ).all()
+        found: dict[str, int | None] = {row.event_id: row.delivery_id for row in rows}
+        return [found[f"resend:{m}"] for m in msg_ids] if len(found) == len(msg_ids) else None
 
-        row = await eventually(delivered)
-        assert row["delivered_at"] is not None
+    assert await eventually(logged) == [campaign.delivery_ids[0], None, None, None]
+    rows = [await delivery(sessions, d) for d in campaign.delivery_ids[:4]]
+    assert [row["status"] for row in rows] == ["delivered", "sent", "sent", "sent"]
+    assert rows[0]["delivered_at"] is not None
 
 
 @pytest.mark.usefixtures("workers")
 async def test_a_duplicated_webhook_counts_once(
     client: httpx.AsyncClient, campaign: SentCampaign, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    body = example("delivered", campaign.provider_ids[2])
+    body = example("delivered", **about(campaign, 2))
     msg_id = f"msg_{uuid.uuid4().hex}"
     for _ in range(3):
         assert (await post(client, body, msg_id)).status_code == 200
@@ -167,11 +190,10 @@ async def test_reordered_webhooks_end_in_the_right_state(
     client: httpx.AsyncClient, campaign: SentCampaign, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     target = campaign.delivery_ids[3]
-    pid = campaign.provider_ids[3]
     # Opened and complained arrive before delivered; delivered last must not move it back.
-    await post(client, example("opened", pid, created_at="2024-11-22T23:45:00Z"))
-    await post(client, example("complained", pid))
-    await post(client, example("delivered", pid))
+    await post(client, example("opened", **about(campaign, 3), created_at="2024-11-22T23:45:00Z"))
+    await post(client, example("complained", **about(campaign, 3)))
+    await post(client, example("delivered", **about(campaign, 3)))
 
     async def settled() -> dict[str, Any] | None:
         row = await delivery(sessions, target)

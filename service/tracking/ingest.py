@@ -2,8 +2,9 @@
 
 ``ingest(session, events)`` handles one batch in the caller's transaction:
 
-1. resolve each event's delivery (provider email id first, then the
-   ``delivery_id`` tag), and drop opens/clicks of campaigns with tracking off;
+1. resolve each event's delivery (ours carry its id; the provider's echo the
+   ``delivery_id`` tag of the message), and drop opens/clicks of campaigns
+   with tracking off;
 2. flag clicks within ``TRACKING_MACHINE_CLICK_SECONDS`` of sending as machine;
 3. insert into ``delivery_events`` with ``ON CONFLICT DO NOTHING`` — only the
    events that were new go further, so a replayed batch changes nothing;
@@ -111,13 +112,11 @@ async def ingest(
     batch = list(unique.values())
 
     ids = {e.delivery_id for e in batch if isinstance(e, TrackingEvent)}
-    provider_ids = {e.email_id for e in batch if isinstance(e, ProviderEvent) and e.email_id}
     for e in batch:
         if isinstance(e, ProviderEvent) and (tag := e.tags.get("delivery_id", "")).isdigit():
             ids.add(int(tag))
-    refs = await repository.deliveries(session, sorted(ids), sorted(provider_ids))
+    refs = await repository.deliveries(session, sorted(ids))
     by_id = {r.id: r for r in refs}
-    by_provider = {r.provider_message_id: r for r in refs if r.provider_message_id}
     positions = await repository.link_positions(
         session, [r.campaign_id for r in refs if r.tracking_enabled]
     )
@@ -125,7 +124,7 @@ async def ingest(
     rows: list[dict[str, Any]] = []
     resolved: dict[str, DeliveryRef | None] = {}
     for e in batch:
-        ref = _resolve(e, by_id, by_provider)
+        ref = _resolve(e, by_id)
         kind = e.type
         is_engagement = kind in ("open", "click", "opened", "clicked")
         if is_engagement and (ref is None or not ref.tracking_enabled):
@@ -293,19 +292,18 @@ def _status_time(a: repository.Applied) -> datetime | None:
     }.get(a.status)
 
 
-def _resolve(
-    e: TrackingEvent | ProviderEvent,
-    by_id: dict[int, DeliveryRef],
-    by_provider: dict[str, DeliveryRef],
-) -> DeliveryRef | None:
+def _resolve(e: TrackingEvent | ProviderEvent, by_id: dict[int, DeliveryRef]) -> DeliveryRef | None:
+    """The event's delivery; a provider event's tags and email id must agree with it."""
     if isinstance(e, TrackingEvent):
         return by_id.get(e.delivery_id)
-    if e.email_id and e.email_id in by_provider:
-        return by_provider[e.email_id]
     tag = e.tags.get("delivery_id", "")
     ref = by_id.get(int(tag)) if tag.isdigit() else None
-    if ref is not None and e.tags.get("campaign_id") not in (None, str(ref.campaign_id)):
+    if ref is None:
+        return None
+    if e.tags.get("campaign_id") not in (None, str(ref.campaign_id)):
         return None  # tags that contradict each other are not trusted
+    if e.email_id and ref.provider_message_id not in (None, e.email_id):
+        return None  # about another message than the one this delivery recorded
     return ref
 
 

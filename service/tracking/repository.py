@@ -36,23 +36,18 @@ SELECT d.id, d.campaign_id, d.batch_no, c.sponsor_id, d.recipient_email,
        d.provider_message_id, d.sent_at, c.tracking_enabled
 FROM campaign_deliveries d JOIN campaigns c ON c.id = d.campaign_id
 WHERE d.id = ANY(CAST(:ids AS bigint[]))
-   OR d.provider_message_id = ANY(CAST(:provider_ids AS text[]))
 """)
 
 
-async def deliveries(
-    session: AsyncSession, ids: Sequence[int], provider_ids: Sequence[str]
-) -> list[DeliveryRef]:
-    if not ids and not provider_ids:
+async def deliveries(session: AsyncSession, ids: Sequence[int]) -> list[DeliveryRef]:
+    if not ids:
         return []
-    rows = await session.execute(
-        _DELIVERIES, {"ids": list(ids), "provider_ids": list(provider_ids)}
-    )
+    rows = await session.execute(_DELIVERIES, {"ids": list(ids)})
     return [DeliveryRef(*row) for row in rows]
 
 
 async def delivery_for_unsubscribe(session: AsyncSession, delivery_id: int) -> DeliveryRef | None:
-    found = await deliveries(session, [delivery_id], [])
+    found = await deliveries(session, [delivery_id])
     return found[0] if found else None
 
 
