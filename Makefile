@@ -26,7 +26,7 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/campaignctl demo
 
-# Headless Chromium renders messages to PNG in the tests (tests/test_screenshots.py).
+# Headless Chromium renders messages to PNG in the tests (tests/templates/test_screenshots.py).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -53,7 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_NEGATIVE=1 $(BIN)/pytest tests/test_fuzz.py -q --timeout 3600
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_NEGATIVE=1 $(BIN)/pytest tests/operations/test_fuzz.py -q --timeout 3600
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

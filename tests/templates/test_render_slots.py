@@ -23,7 +23,7 @@ from service.templates.render import (
 )
 from service.templates.urls import UrlBuilder
 from service.tracking.tokens import TokenSigner
-from tests.test_render import GOLDEN_CASES
+from tests.templates.test_render import GOLDEN_CASES
 
 URLS = UrlBuilder("https://mail.example.org", TokenSigner(b"slots-secret-0123456789"))
 BRAND = Brand(

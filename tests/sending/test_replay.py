@@ -27,7 +27,7 @@ from service.models import Campaign, CampaignDelivery
 from service.settings import Settings
 from tests.conftest import TokenFactory
 from tests.fakes.resend_server import FakeResend
-from tests.test_sending import Api
+from tests.sending.test_sending import Api
 from worker.planner import Planner
 from worker.providers import build_provider
 from worker.ratelimit import Pacer

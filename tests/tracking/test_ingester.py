@@ -20,7 +20,7 @@ from service.settings import Settings
 from tests import factories
 from tests.conftest import eventually
 from tests.factories import SentCampaign, sent_campaign
-from tests.test_webhooks import example, post
+from tests.tracking.test_webhooks import example, post
 from worker.ingester import Ingester
 
 Event = TrackingEvent | ProviderEvent

@@ -1,7 +1,7 @@
 """Startup waits, the API's drain setting and connection spread, multi-process metrics.
 
 The worker's SIGTERM drain (no duplicate, nothing stranded) is proven on real
-worker processes in ``tests/test_recovery.py``.
+worker processes in ``tests/sending/test_recovery.py``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from service.cli import build_parser
 from service.settings import Settings
 from worker.main import ROLES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 IMAGE = "campaign-service"

@@ -18,7 +18,7 @@ from service.templates.render import Brand, Content, compile_message
 from service.templates.urls import UrlBuilder
 from service.tracking.tokens import TokenSigner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 # A closed local port: the pixel and links never leave the machine.
 URLS = UrlBuilder("http://127.0.0.1:9", TokenSigner(b"screenshot-secret-0123456789"))

@@ -2,7 +2,7 @@
 offsets the concurrent loop stores.
 
 The loop itself (offsets stored after the work, retries, drain) runs on the real
-broker in ``tests/test_recovery.py`` and ``tests/test_replay.py``.
+broker in ``tests/sending/test_recovery.py`` and ``tests/sending/test_replay.py``.
 """
 
 from __future__ import annotations
