@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.models import Base
-from service.settings import get_settings
+from service.settings import async_database_url, get_settings
 
 target_metadata = Base.metadata
 
@@ -22,7 +22,8 @@ def _run(connection: Connection) -> None:
 
 async def _main() -> None:
     url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
-    engine = create_async_engine(url)
+    # A URL set on the alembic command line may be in libpq's form too.
+    engine = create_async_engine(async_database_url(url))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

@@ -10,18 +10,49 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from service.tracking.tokens import TokenSigner
 
 KafkaConfig = dict[str, str | int | float | bool]
 
+# What PostgreSQL's own tools and hosting providers print, and SQLAlchemy's spelling.
+_POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
+
+
+def async_database_url(url: str) -> str:
+    """``url`` as the asyncpg URL the engine and alembic need.
+
+    ``postgresql://`` and ``postgres://`` (libpq's forms) name no driver, which
+    SQLAlchemy would take for a synchronous one. libpq's ``sslmode`` is
+    asyncpg's ``ssl``, with the same values.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError("DATABASE_URL is not a URL SQLAlchemy can read") from None
+    if parsed.drivername not in _POSTGRES_SCHEMES:
+        raise ValueError(
+            f"DATABASE_URL must start with postgresql://, postgres:// or "
+            f"postgresql+asyncpg://, not {parsed.drivername}://"
+        )
+    query = dict(parsed.query)
+    if "sslmode" in query:
+        query.setdefault("ssl", query.pop("sslmode"))
+    parsed = parsed.set(drivername="postgresql+asyncpg", query=query)
+    return parsed.render_as_string(hide_password=False)
+
 
 class Settings(BaseSettings):
     """Typed settings; secrets are ``SecretStr`` so they never print."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # An invalid DATABASE_URL would otherwise be echoed, password included, in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/campaigns"
     database_pool_size: int = Field(default=10, ge=1)
@@ -121,6 +152,11 @@ class Settings(BaseSettings):
     leads_import_max_bytes: int = Field(default=1024 * 2**20, ge=1)
     lead_sync_batch: int = Field(default=500, ge=1)
     audience_preview_exact_ms: int = Field(default=25, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, url: str) -> str:
+        return async_database_url(url)
 
     def topic(self, name: str) -> str:
         """The full topic name, with the deployment's prefix."""

@@ -6,10 +6,12 @@ import asyncio
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import db
+from service.cli import migrate
 from service.settings import Settings
 
 _BACKEND = db.DriverStatement.of(text("SELECT pg_backend_pid() + CAST(:zero AS int)"))
@@ -50,3 +52,40 @@ async def test_a_connection_found_closed_is_not_handed_out_again(
         assert again[0] != row[0]
     finally:
         await own.dispose()
+
+
+# ---------------------------------------------------------------- DATABASE_URL forms
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+asyncpg"])
+def test_database_url_in_libpq_or_sqlalchemy_form_means_asyncpg(scheme: str) -> None:
+    settings = Settings(database_url=f"{scheme}://app:s%40fe@db.example:5433/campaigns")
+    assert settings.database_url == "postgresql+asyncpg://app:s%40fe@db.example:5433/campaigns"
+
+
+def test_libpq_sslmode_becomes_asyncpg_ssl() -> None:
+    settings = Settings(database_url="postgresql://app@db.example/campaigns?sslmode=require")
+    assert settings.database_url == "postgresql+asyncpg://app@db.example/campaigns?ssl=require"
+
+
+@pytest.mark.parametrize("url", ["mysql://app@db.example/campaigns", "not a url"])
+def test_a_database_url_that_is_not_postgresql_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValidationError, match="DATABASE_URL") as refused:
+        Settings(database_url=url)
+    assert url not in str(refused.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_the_engine_and_migrations_work_with_a_libpq_url(
+    migrated: Settings, scheme: str
+) -> None:
+    libpq_url = migrated.database_url.replace("postgresql+asyncpg", scheme, 1)
+    settings = Settings(database_url=libpq_url)
+    await asyncio.to_thread(migrate, settings)  # already at head: alembic connects and checks
+    engine = db.create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    finally:
+        await engine.dispose()
+    assert version
