@@ -11,6 +11,8 @@ COPY service ./service
 COPY worker ./worker
 COPY schemas ./schemas
 COPY migrations ./migrations
+# Only what production runs: the package and its dependencies. The dev extra and
+# devtools/ (local stack, demo, terminal view) stay out (docs/development.md).
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --upgrade pip \
     && /opt/venv/bin/pip install .

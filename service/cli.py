@@ -19,7 +19,8 @@ def migrate(settings: Settings) -> None:
     from alembic.config import Config
 
     config = Config(str(Path(__file__).resolve().parent.parent / "migrations" / "alembic.ini"))
-    config.set_main_option("sqlalchemy.url", settings.database_url)
+    # The option is interpolated: a percent-encoded password needs its % doubled.
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
     command.upgrade(config, "head")
 
 
@@ -84,9 +85,26 @@ def _worker(args: argparse.Namespace) -> None:
     main(get_settings(), [args.role] if args.role else list(ROLES))
 
 
-def _status(args: argparse.Namespace) -> None:
-    from service.status import run_status
+def _devtools(module: str) -> Any:
+    """A module of the development tools, or exit with how to get them.
 
+    ``devtools`` (local stack, demo, terminal view) is not in the production
+    package or image: a missing import is a missing install, not a bug.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(f"devtools.{module}")
+    except ImportError as exc:
+        sys.exit(
+            f"campaignctl: this command needs the development tools, which are not installed "
+            f"({exc}). From a checkout: make run, or pip install -e '.[dev]' -e ./devtools "
+            f"(docs/development.md)."
+        )
+
+
+def _status(args: argparse.Namespace) -> None:
+    run_status = _devtools("status").run_status
     sys.exit(run_status(get_settings(), once=args.once, interval=args.interval))
 
 
@@ -103,10 +121,12 @@ def _kafka_init(_args: argparse.Namespace) -> None:
 
 
 def _devstack(args: argparse.Namespace) -> None:
-    from service.devstack import DevStack
-
-    stack = DevStack(Path(args.dir))
-    stack.start()
+    devstack = _devtools("devstack")
+    stack = devstack.DevStack(Path(args.dir))
+    try:
+        stack.start()
+    except devstack.DevStackError as exc:
+        sys.exit(f"campaignctl devstack: {exc}")
     for key, value in stack.env().items():
         print(f"export {key}={value}")
     sys.stdout.flush()
@@ -134,9 +154,12 @@ def _token(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from service.demo import run_demo
-
-    sys.exit(run_demo(Path(args.dir), serve=args.serve, port=args.port, leads=args.leads))
+    demo, devstack = _devtools("demo"), _devtools("devstack")
+    try:
+        code = demo.run_demo(Path(args.dir), serve=args.serve, port=args.port, leads=args.leads)
+    except devstack.DevStackError as exc:
+        sys.exit(f"campaignctl demo: {exc}")
+    sys.exit(code)
 
 
 def _import_leads(args: argparse.Namespace) -> None:

@@ -18,11 +18,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from devtools.devstack import DevStack
 from service.app import create_app
 from service.auth import mint_token
 from service.cli import migrate
 from service.db import create_engine, session_factory
-from service.devstack import DevStack
 from service.kafka import create_topics
 from service.settings import Settings
 from tests.fakes.resend_server import FakeResend

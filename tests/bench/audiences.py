@@ -24,10 +24,10 @@ from typing import Any
 import psutil
 from sqlalchemy import text
 
+from devtools.devstack import DevStack
 from service.audiences import repository as audiences
 from service.cli import migrate
 from service.db import create_engine, session_factory
-from service.devstack import DevStack
 from service.leads.csv_import import import_csv
 from service.settings import Settings, settings_from_env
 

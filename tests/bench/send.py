@@ -32,12 +32,12 @@ import psutil
 from prometheus_client import CollectorRegistry, multiprocess
 from sqlalchemy import text
 
+from devtools.devstack import DevStack, free_port, stop_processes, wait_for_port
 from schemas.http import CampaignIn
 from service import outbox
 from service.campaigns import logic
 from service.cli import migrate
 from service.db import create_engine, session_factory
-from service.devstack import DevStack, free_port, stop_processes, wait_for_port
 from service.kafka import Producer, create_topics
 from service.settings import Settings, settings_from_env
 from service.sponsors import repository as sponsors

@@ -25,10 +25,10 @@ import httpx
 import psutil
 from sqlalchemy import text
 
+from devtools.devstack import DevStack, free_port, wait_for_port
 from service.auth import mint_token
 from service.cli import migrate
 from service.db import create_engine
-from service.devstack import DevStack, free_port, wait_for_port
 from service.kafka import create_topics
 from service.settings import Settings, settings_from_env
 

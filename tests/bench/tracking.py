@@ -35,9 +35,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from devtools.devstack import DevStack, free_port, stop_processes, wait_for_port
 from service.cli import migrate
 from service.db import create_engine
-from service.devstack import DevStack, free_port, stop_processes, wait_for_port
 from service.kafka import create_topics
 from service.settings import Settings, settings_from_env
 from service.tracking.tokens import Kind

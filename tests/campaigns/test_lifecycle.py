@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from devtools.devstack import DevStack
 from service import cli
 from service.db import create_engine
-from service.devstack import DevStack
 from service.settings import Settings, get_settings
 from service.startup import missing_dependencies, wait_for_dependencies
 

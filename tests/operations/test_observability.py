@@ -20,11 +20,11 @@ from rich.console import Console
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from devtools.status import run_status
 from service import logs
 from service.campaigns import repository
 from service.models import Campaign
 from service.settings import Settings
-from service.status import run_status
 from tests import factories
 from tests.conftest import eventually
 from worker.main import start_metrics_server

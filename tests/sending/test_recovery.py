@@ -25,11 +25,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devtools.devstack import DevStack
 from schemas.http import CampaignIn
 from service.campaigns import logic
 from service.cli import migrate
 from service.db import create_engine, session_factory
-from service.devstack import DevStack
 from service.kafka import create_topics
 from service.settings import Settings, settings_from_env
 from service.sponsors import repository as sponsors

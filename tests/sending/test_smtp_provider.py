@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from devtools.devstack import DevStack
 from service.app import create_app
 from service.auth import mint_token
 from service.cli import migrate
 from service.db import create_engine, session_factory
-from service.devstack import DevStack
 from service.errors import PermanentProviderError, TransientProviderError
 from service.kafka import create_topics
 from service.models import CampaignDelivery

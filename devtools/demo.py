@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from devtools.devstack import DevStack, free_port, stop_processes
 from service.auth import mint_token
-from service.devstack import DevStack, free_port, stop_processes
 from service.settings import Settings, settings_from_env
 
 FIRST_NAMES = [

