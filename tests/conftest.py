@@ -89,7 +89,8 @@ def settings(
         send_retry_base_seconds=0.2,
         reconcile_interval_seconds=1.0,
         reconcile_stall_seconds=5.0,
-        api_rate_limits_enabled=False,  # tests/operations/test_limits.py turns them on for its own apps
+        # tests/operations/test_limits.py turns them on for its own apps.
+        api_rate_limits_enabled=False,
         # Small test audiences are always counted exactly, however busy the machine.
         audience_preview_exact_ms=10_000,
     )
