@@ -51,14 +51,9 @@ from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.render import (
-    SAMPLE_LEAD,
-    CompiledMessage,
-    ProviderTemplate,
-    RenderError,
-    single_line,
-)
+from service.templates.compiled import CompiledMessage, ProviderTemplate, RenderError, single_line
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
+from service.templates.variables import SAMPLE_LEAD
 from worker.providers import templates_of
 from worker.providers.base import EmailProvider, OutgoingEmail, SendResult, TemplateProvider
 from worker.ratelimit import Pacer

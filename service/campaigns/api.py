@@ -42,8 +42,9 @@ from service.sponsors import repository as sponsors
 from service.stats import api as stats_api
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.render import SAMPLE_LEAD, RenderError
+from service.templates.compiled import RenderError
 from service.templates.urls import NO_DELIVERY
+from service.templates.variables import SAMPLE_LEAD
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
 

@@ -16,7 +16,7 @@ from service.errors import Conflict, Forbidden, Unprocessable
 from service.models import Campaign, Sponsor
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.render import compile_message
+from service.templates.compiled import compile_message
 
 
 def ensure_can_send(sponsor: Sponsor) -> None:

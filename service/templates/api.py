@@ -22,7 +22,7 @@ from service.http import Cursor, decode_cursor, encode_cursor, transaction
 from service.models import Template, TemplateVersion
 from service.sponsors import repository as sponsors
 from service.templates import logic, repository
-from service.templates.render import RenderError
+from service.templates.compiled import RenderError
 from service.tracking.tokens import Kind
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/templates", tags=["templates"])

@@ -1,7 +1,7 @@
 """The message layout: a 600 px, table-based, dark-mode friendly shell with a footer.
 
 The shell is plain HTML with markers (``{content}``, ``{footer}``, …) filled in
-by ``render.compile_message``; its CSS is inlined at compile time, except the
+by ``compiled.compile_message``; its CSS is inlined at compile time, except the
 media queries (small screens, dark mode), which only work from a ``<style>``.
 """
 

@@ -14,16 +14,11 @@ from service.errors import Unprocessable
 from service.models import Campaign, Sponsor, Template, TemplateVersion
 from service.settings import Settings
 from service.templates import repository
-from service.templates.render import (
-    KNOWN_VARIABLES,
-    Brand,
-    CompiledMessage,
-    Content,
-    compile_message,
-    used_variables,
-    validate,
-)
+from service.templates.compiled import CompiledMessage, compile_message
+from service.templates.content import Brand, Content
 from service.templates.urls import UrlBuilder
+from service.templates.validate import used_variables, validate
+from service.templates.variables import KNOWN_VARIABLES
 
 
 def brand_for(sponsor: Sponsor, campaign: Campaign | None = None) -> Brand:

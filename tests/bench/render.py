@@ -13,7 +13,8 @@ import statistics
 import time
 from typing import Any
 
-from service.templates.render import Brand, Content, compile_message
+from service.templates.compiled import compile_message
+from service.templates.content import Brand, Content
 from service.templates.urls import UrlBuilder
 from service.tracking.tokens import TokenSigner
 

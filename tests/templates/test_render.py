@@ -12,15 +12,10 @@ import pytest
 
 from service.errors import Unprocessable
 from service.settings import Settings
-from service.templates.render import (
-    Brand,
-    CompiledMessage,
-    Content,
-    RenderError,
-    compile_message,
-    validate,
-)
+from service.templates.compiled import CompiledMessage, RenderError, compile_message
+from service.templates.content import Brand, Content
 from service.templates.urls import DeliveryUrls, UrlBuilder
+from service.templates.validate import validate
 from service.tracking.tokens import Kind, TokenSigner
 from tests import factories
 from tests.conftest import TokenFactory, eventually

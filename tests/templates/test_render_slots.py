@@ -12,15 +12,14 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from service.templates.render import (
+from service.templates.compiled import (
     MAX_TEMPLATE_VARIABLES,
-    Brand,
     CompiledMessage,
-    Content,
     RenderedMessage,
     RenderError,
     compile_message,
 )
+from service.templates.content import Brand, Content
 from service.templates.urls import UrlBuilder
 from service.tracking.tokens import TokenSigner
 from tests.templates.test_render import GOLDEN_CASES

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from service.templates.render import Brand, Content, compile_message
+from service.templates.compiled import compile_message
+from service.templates.content import Brand, Content
 from service.templates.urls import UrlBuilder
 from service.tracking.tokens import TokenSigner
 
