@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # Rendering and compliance headers (List-Id, List-Unsubscribe mailto).
     list_id_domain: str | None = None  # default: the host of PUBLIC_BASE_URL
     unsubscribe_mailto: str | None = None  # e.g. unsubscribe@example.com
+    # What one render of a sponsor's template may cost: far above any real newsletter.
+    template_max_output_chars: int = Field(default=1_000_000, ge=10_000)
+    template_render_seconds: float = Field(default=2.0, gt=0)
     # After sending: tracking hot paths, provider webhooks, ingestion, reputation guard.
     ip_hash_secret: SecretStr | None = None
     tracking_spool_dir: str = "var/tracking-spool"

@@ -25,11 +25,14 @@ so a normal render pays a counter per output chunk and nothing per expression
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -41,6 +44,8 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_eval_context
+
+from service.errors import Unprocessable
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -326,3 +331,28 @@ def render(template: Any, context: dict[str, Any]) -> str:
     finally:
         if token is not None:
             _budget.reset(token)
+
+
+# ------------------------------------------------------------------ off the event loop
+
+# A few threads: a burst of worst-case templates queues here, not in the loop's default
+# executor that the rest of the process shares.
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="template")
+
+
+async def off_loop(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``function(*args)`` on a template thread, so the event loop answers meanwhile.
+
+    Untrusted rendering (checks at save, previews, the view-in-browser page) runs
+    here; the render deadline stops the work itself, and the wait is a backstop
+    for what runs outside a render (Markdown, CSS inlining of a large body).
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(_pool, functools.partial(function, *args, **kwargs))
+    try:
+        return await asyncio.wait_for(future, timeout=2 * limits.render_seconds + 1)
+    except TimeoutError:
+        raise Unprocessable(
+            "template_sandbox_violation",
+            f"the template took longer than {limits.render_seconds:g} s to check",
+        ) from None
