@@ -303,12 +303,14 @@ async def preview_campaign(
         if lead_id is not None:
             fields = await templates_repository.lead_fields(session, sponsor_id, lead_id)
             delivery_id = await templates_repository.delivery_id_for(session, campaign_id, lead_id)
-    message = templates.compile_campaign(sponsor, campaign)
-    urls = templates.url_builder(request.app.state.settings).for_delivery(
-        delivery_id or NO_DELIVERY, len(message.links)
-    )
+    builder = templates.url_builder(request.app.state.settings)
     try:
-        rendered = message.render(fields, urls)
+        rendered = await templates.render_campaign(
+            sponsor,
+            campaign,
+            fields,
+            lambda n_links: builder.for_delivery(delivery_id or NO_DELIVERY, n_links),
+        )
     except RenderError as exc:
         raise Unprocessable("render_error", str(exc), "lead_id") from None
     if format == "html":

@@ -16,7 +16,6 @@ from service.errors import Conflict, Forbidden, Unprocessable
 from service.models import Campaign, Sponsor
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.compiled import compile_message
 
 
 def ensure_can_send(sponsor: Sponsor) -> None:
@@ -69,7 +68,7 @@ async def create(
         ),
     )
     # Validates the content (422 naming the field) and numbers its tracked links.
-    compiled = compile_message(
+    compiled = await templates.compile_for_save(
         content, templates.brand_for(sponsor, campaign), tracking=body.tracking_enabled
     )
     session.add(campaign)

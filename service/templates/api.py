@@ -18,6 +18,7 @@ from schemas.http import (
     TemplateVersionOut,
 )
 from service.auth import require
+from service.errors import Unprocessable
 from service.http import Cursor, decode_cursor, encode_cursor, transaction
 from service.models import Template, TemplateVersion
 from service.sponsors import repository as sponsors
@@ -190,12 +191,14 @@ async def view_in_browser(token: str, request: Request) -> HTMLResponse:
     if found is None:
         return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
     campaign, sponsor, fields = found
-    message = logic.compile_campaign(sponsor, campaign)
     try:
-        rendered = message.render(
-            fields, builder.for_delivery(claims.delivery_id, len(message.links))
+        rendered = await logic.render_campaign(
+            sponsor,
+            campaign,
+            fields,
+            lambda n_links: builder.for_delivery(claims.delivery_id, n_links),
         )
-    except RenderError:
+    except (RenderError, Unprocessable):  # content that no longer renders: nothing to show
         return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
     return HTMLResponse(
         rendered.html, headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}

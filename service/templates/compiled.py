@@ -31,7 +31,7 @@ from service.templates.sandbox import RECIPIENT_ERRORS, bounded, check_size, htm
 from service.templates.sandbox import render as _render
 from service.templates.slots import SlotTemplate, compile_slots
 from service.templates.urls import DeliveryUrls
-from service.templates.validate import validate
+from service.templates.validate import check_template
 from service.templates.variables import personalization
 
 MAX_SUBJECT_BYTES = 998
@@ -187,8 +187,12 @@ def _cap_bytes(value: str, limit: int) -> str:
 
 
 def compile_message(content: Content, brand: Brand, *, tracking: bool = True) -> CompiledMessage:
-    """Validate and compile; raises ``Unprocessable`` naming the field at fault."""
-    validate(content)
+    """Check and compile; raises ``Unprocessable`` naming the field at fault.
+
+    Saving content checks its links too (``validate``); compiling content saved
+    earlier does not.
+    """
+    check_template(content)
     return bounded(_compile, content, brand, tracking)
 
 

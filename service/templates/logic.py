@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,9 +15,11 @@ from service.errors import Unprocessable
 from service.models import Campaign, Sponsor, Template, TemplateVersion
 from service.settings import Settings
 from service.templates import repository
-from service.templates.compiled import CompiledMessage, compile_message
+from service.templates.compiled import CompiledMessage, RenderedMessage, compile_message
 from service.templates.content import Brand, Content
-from service.templates.urls import UrlBuilder
+from service.templates.links import check_links
+from service.templates.sandbox import off_loop
+from service.templates.urls import DeliveryUrls, UrlBuilder
 from service.templates.validate import used_variables, validate
 from service.templates.variables import KNOWN_VARIABLES
 
@@ -55,6 +58,40 @@ def compile_campaign(sponsor: Sponsor, campaign: Campaign) -> CompiledMessage:
     return compile_message(
         content_of(campaign), brand_for(sponsor, campaign), tracking=campaign.tracking_enabled
     )
+
+
+def _compile_for_save(content: Content, brand: Brand, tracking: bool) -> CompiledMessage:
+    check_links(content)
+    return compile_message(content, brand, tracking=tracking)
+
+
+async def compile_for_save(content: Content, brand: Brand, *, tracking: bool) -> CompiledMessage:
+    """Check content about to be saved (links included) and compile it, off the event loop."""
+    return await off_loop(_compile_for_save, content, brand, tracking)
+
+
+def _render_campaign(
+    sponsor: Sponsor,
+    campaign: Campaign,
+    lead: dict[str, Any],
+    urls_for: Callable[[int], DeliveryUrls],
+) -> RenderedMessage:
+    message = compile_campaign(sponsor, campaign)
+    return message.render(lead, urls_for(len(message.links)))
+
+
+async def render_campaign(
+    sponsor: Sponsor,
+    campaign: Campaign,
+    lead: dict[str, Any],
+    urls_for: Callable[[int], DeliveryUrls],
+) -> RenderedMessage:
+    """What ``lead`` gets (previews, the view-in-browser page), rendered off the event loop.
+
+    ``urls_for(n)`` gives the URLs of a message with ``n`` tracked links.
+    Raises ``RenderError`` when the lead's data breaks the template.
+    """
+    return await off_loop(_render_campaign, sponsor, campaign, lead, urls_for)
 
 
 def url_builder(settings: Settings) -> UrlBuilder:
@@ -129,7 +166,7 @@ async def create(
     session: AsyncSession, sponsor_id: str, body: TemplateIn
 ) -> tuple[Template, TemplateVersion]:
     content = _content(body)
-    validate(content)
+    await off_loop(validate, content)
     template = Template(
         id=uuid.uuid4(),
         sponsor_id=sponsor_id,
@@ -150,7 +187,7 @@ async def add_version(
 ) -> TemplateVersion:
     """A new immutable version; earlier ones (and campaigns using them) stay as they were."""
     content = _content(body)
-    validate(content)
+    await off_loop(validate, content)
     template = await repository.get(session, sponsor_id, template_id, lock=True)
     template.latest_version += 1
     template.updated_at = func.now()

@@ -112,10 +112,17 @@ def _check(env: Sandbox, source: str, field: str) -> None:
 
 
 def validate(content: Content) -> None:
-    """Check every part of ``content``; 422 names the first field at fault.
+    """Check every part of ``content`` before it is saved; 422 names the first field at fault.
 
     The trial renders of all parts share one deadline (``TEMPLATE_RENDER_SECONDS``).
     """
+    check_template(content)
+    check_links(content)
+
+
+def check_template(content: Content) -> None:
+    """``validate`` without the link rules, which apply to what is saved from now on:
+    content saved before them still compiles and sends."""
     bounded(_validate, content)
 
 
@@ -133,7 +140,6 @@ def _validate(content: Content) -> None:
         _check(html_env, content.html_body, "html_body")
     if content.text_body:
         _check(text_env, content.text_body, "text_body")
-    check_links(content)
 
 
 def used_variables(content: Content) -> set[str]:
