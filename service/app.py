@@ -9,21 +9,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import Receive, Scope, Send
 
 from schemas.http import ErrorBody
-from service import kafka, metrics
+from service import kafka
 from service.audiences.api import router as audiences_router
-from service.campaigns import repository as campaigns_repository
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
 from service.http import install_error_handlers
 from service.leads.api import router as leads_router
-from service.limits.api import BodyLimits, RateLimited
+from service.limits.api import RateLimited
+from service.limits.body import BodyLimits
 from service.logs import RequestContext
+from service.scrape import install_metrics_route, start_metrics_port
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
 from service.startup import wait_for_dependencies
@@ -86,9 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # for the life of the process, so keep it out of the collector's walks.
         gc.collect()
         gc.freeze()
+        scrape = start_metrics_port(app, settings)
         try:
             yield
         finally:
+            if scrape is not None:
+                await asyncio.to_thread(scrape.stop)
             await asyncio.to_thread(emitter.close)
             await asyncio.to_thread(app.state.producer.close)
             await engine.dispose()
@@ -102,11 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     sandbox.configure(settings.template_max_output_chars, settings.template_render_seconds)
     install_error_handlers(app)
-    app.add_middleware(
-        BodyLimits,
-        max_bytes=int(settings.api_max_body_mb * 1_048_576),
-        max_depth=settings.api_max_json_depth,
-    )
+    app.add_middleware(BodyLimits, settings=settings)
     app.add_middleware(RequestContext)
     limited: dict[str, Any] = {"dependencies": [RateLimited], "responses": ERROR_RESPONSES}
     app.include_router(sponsors_router, **limited)
@@ -121,17 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tracking_router)
     app.include_router(webhooks_router)
 
-    @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    async def metrics_endpoint(request: Request) -> Response:
-        """Prometheus metrics of this process (every process with PROMETHEUS_MULTIPROC_DIR)."""
-        counts: dict[str, int] = {}
-        try:
-            async with request.app.state.sessions() as session:
-                counts = await campaigns_repository.count_by_status(session)
-        except Exception:
-            counts = {}  # the process metrics still answer while the database is away
-        body = metrics.render([metrics.CampaignStatusCollector(lambda: counts)])
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    install_metrics_route(app, settings)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

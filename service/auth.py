@@ -16,6 +16,8 @@ from fastapi import Depends, Request
 from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
 
+# NumericDate claims (RFC 7519 section 2): a JSON number, seconds since the epoch.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 SCOPES = ("campaigns:read", "campaigns:write", "leads:write", "stats:read", "admin")
 
 
@@ -56,6 +58,13 @@ def decode_token(token: str, settings: Settings) -> Principal:
         raise Unauthorized("token_expired", "the bearer token has expired") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized("invalid_token", f"the bearer token is invalid: {exc}") from None
+    except (TypeError, ValueError, OverflowError):
+        # Older PyJWT releases let a list or an infinite ``exp`` escape as these.
+        raise Unauthorized("invalid_token", "a time claim is not a number") from None
+    for name in _TIME_CLAIMS:
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Unauthorized("invalid_token", f"the '{name}' claim must be a number")
     scope = claims.get("scope", "")
     sponsor_ids = claims.get("sponsor_ids", [])
     if not isinstance(scope, str) or not isinstance(sponsor_ids, list):

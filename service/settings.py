@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text", "auto"] = "auto"
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)  # 0: no metrics server
+    # The API's metrics: behind a bearer token, or on a port of their own (0: on the API's port).
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     startup_wait_seconds: float = Field(default=60.0, ge=0)
     api_shutdown_grace_seconds: int = Field(default=30, ge=1)
     api_rate_limits_enabled: bool = True

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 
 from schemas.http import BulkLeadsIn, BulkLeadsOut, IntentLevel, LeadOut, LeadsImportOut, Page
 from service.auth import require
-from service.errors import PayloadTooLarge, UnsupportedMediaType
-from service.http import Cursor, decode_id_cursor, encode_cursor, transaction
+from service.errors import UnsupportedMediaType
+from service.http import Cursor, LeadIdPath, decode_id_cursor, encode_cursor, transaction
 from service.leads import logic, repository
 from service.leads.csv_import import import_csv
-from service.settings import Settings
 from service.sponsors import repository as sponsors
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/leads", tags=["leads"])
@@ -50,17 +49,9 @@ async def import_leads(sponsor_id: str, request: Request) -> LeadsImportOut:
         raise UnsupportedMediaType(
             "unsupported_media_type", "send the file as 'Content-Type: text/csv'", None
         )
-    settings: Settings = request.app.state.settings
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-        size = 0
+        # The body limits middleware stops the stream at LEADS_IMPORT_MAX_BYTES.
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.leads_import_max_bytes:
-                raise PayloadTooLarge(
-                    "payload_too_large",
-                    f"the file is larger than {settings.leads_import_max_bytes} bytes",
-                    None,
-                )
             spool.write(chunk)
         spool.seek(0)
         async with transaction(request) as session:
@@ -103,14 +94,14 @@ async def list_leads(
 
 
 @router.get("/{lead_id}", response_model=LeadOut, dependencies=[require("campaigns:read")])
-async def get_lead(sponsor_id: str, lead_id: int, request: Request) -> LeadOut:
+async def get_lead(sponsor_id: str, lead_id: LeadIdPath, request: Request) -> LeadOut:
     async with transaction(request) as session:
         lead = await repository.get(session, sponsor_id, lead_id)
     return LeadOut.model_validate(lead, from_attributes=True)
 
 
 @router.delete("/{lead_id}", status_code=204, dependencies=[require("leads:write")])
-async def delete_lead(sponsor_id: str, lead_id: int, request: Request) -> Response:
+async def delete_lead(sponsor_id: str, lead_id: LeadIdPath, request: Request) -> Response:
     """Delete a lead: it leaves every future audience and its pending sends are cancelled."""
     async with transaction(request) as session:
         await repository.delete(session, sponsor_id, lead_id)

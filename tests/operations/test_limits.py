@@ -280,7 +280,7 @@ async def test_nan_in_free_form_json_is_422_not_500(
         content=body,
     )
     assert response.status_code == 422, response.text
-    assert response.json()["error"]["field"] == "metadata"
+    assert response.json()["error"]["field"] == "metadata.n"
 
 
 @pytest.mark.parametrize(
