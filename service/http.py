@@ -5,18 +5,22 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.exceptions import HTTPException
 
+from schemas.http import BIGINT_MAX, INT_MAX, PgDatetime
 from service.errors import BadRequest, ClientError, TooManyRequests
 
 # OpenAPI for routes that answer ``?format=csv`` with a CSV body instead of JSON.
@@ -24,6 +28,15 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {
 
 # A pagination cursor as a query parameter: opaque, and bounded like every string.
 Cursor = Annotated[str | None, Query(max_length=1000)]
+
+# Path and query numbers bounded like the columns they are compared with (bigint ids,
+# int versions): past them the driver fails the query, a 500 instead of a 422.
+LeadIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+VersionPath = Annotated[int, Path(ge=1, le=INT_MAX)]
+LeadIdQuery = Annotated[int | None, Query(ge=1, le=BIGINT_MAX)]
+
+_TIME = TypeAdapter(PgDatetime)
+_INVALID_CURSOR = ("invalid_cursor", "the cursor is not one this API gave", "cursor")
 
 # deadlock_detected, serialization_failure: the transaction was rolled back whole.
 _WRITE_CONFLICTS = ("40P01", "40001")
@@ -59,11 +72,9 @@ def decode_cursor(cursor: str, arity: int) -> list[object]:
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, orjson.JSONDecodeError):
-        raise BadRequest(
-            "invalid_cursor", "the cursor is not one this API gave", "cursor"
-        ) from None
+        raise BadRequest(*_INVALID_CURSOR) from None
     if not isinstance(values, list) or len(values) != arity:
-        raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
+        raise BadRequest(*_INVALID_CURSOR)
     return values
 
 
@@ -72,9 +83,21 @@ def decode_id_cursor(cursor: str | None) -> int | None:
     if not cursor:
         return None
     (value,) = decode_cursor(cursor, 1)
-    if not isinstance(value, int):
-        raise BadRequest("invalid_cursor", "the cursor is not one this API gave", "cursor")
+    # A bool is an int to Python; an id past bigint would fail in the driver.
+    if type(value) is not int or not 0 <= value <= BIGINT_MAX:
+        raise BadRequest(*_INVALID_CURSOR)
     return value
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The (created_at, id) a keyset page starts after; 400 if tampered or out of range."""
+    if not cursor:
+        return None
+    created_at, row_id = decode_cursor(cursor, 2)
+    try:
+        return _TIME.validate_python(str(created_at)), uuid.UUID(str(row_id))
+    except (ValidationError, ValueError):
+        raise BadRequest(*_INVALID_CURSOR) from None
 
 
 def _field(loc: tuple[object, ...]) -> str | None:

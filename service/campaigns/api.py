@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -31,8 +30,9 @@ from service.errors import Forbidden, Unprocessable
 from service.http import (
     CSV_RESPONSE,
     Cursor,
-    decode_cursor,
+    LeadIdQuery,
     decode_id_cursor,
+    decode_time_cursor,
     encode_cursor,
     transaction,
 )
@@ -113,13 +113,7 @@ async def list_campaigns(
     cursor: Cursor = None,
     status: CampaignStatus | None = None,
 ) -> Page[CampaignOut]:
-    after = None
-    if cursor:
-        created_at, campaign_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(str(created_at)), uuid.UUID(str(campaign_id)))
-        except ValueError:
-            after = None
+    after = decode_time_cursor(cursor)
     async with transaction(request) as session:
         await sponsors.get(session, sponsor_id)
         rows = await repository.list_page(
@@ -290,7 +284,7 @@ async def preview_campaign(
     sponsor_id: str,
     campaign_id: uuid.UUID,
     request: Request,
-    lead_id: int | None = None,
+    lead_id: LeadIdQuery = None,
     format: Annotated[Literal["html", "text", "json"], Query()] = "html",
 ) -> Any:
     """Exactly what ``lead_id`` would get (its own tokens once it has a delivery row),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from schemas.http import PgDatetime
 from schemas.stats import (
     AnalystOut,
     CampaignStatsOut,
@@ -68,8 +68,8 @@ async def analyst_campaigns(
     principal: Annotated[Principal, require("stats:read")],
     sponsor_id: Annotated[str | None, Query(max_length=64)] = None,
     event_id: Annotated[str | None, Query(max_length=100)] = None,
-    created_from: Annotated[datetime | None, Query(alias="from")] = None,
-    created_to: Annotated[datetime | None, Query(alias="to")] = None,
+    created_from: Annotated[PgDatetime | None, Query(alias="from")] = None,
+    created_to: Annotated[PgDatetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     format: Literal["json", "csv"] = "json",
 ) -> AnalystOut | Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,7 +18,7 @@ from schemas.http import (
 )
 from service.auth import require
 from service.errors import Unprocessable
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.http import Cursor, VersionPath, decode_time_cursor, encode_cursor, transaction
 from service.models import Template, TemplateVersion
 from service.sponsors import repository as sponsors
 from service.templates import logic, repository
@@ -70,13 +69,7 @@ async def list_templates(
     cursor: Cursor = None,
     category: Annotated[str | None, Query(max_length=60)] = None,
 ) -> Page[TemplateOut]:
-    after = None
-    if cursor:
-        created_at, template_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(str(created_at)), uuid.UUID(str(template_id)))
-        except ValueError:
-            after = None
+    after = decode_time_cursor(cursor)
     async with transaction(request) as session:
         await sponsors.get(session, sponsor_id)
         rows = await repository.list_page(
@@ -160,7 +153,7 @@ async def list_versions(
     dependencies=[require("campaigns:read")],
 )
 async def get_version(
-    sponsor_id: str, template_id: uuid.UUID, version: int, request: Request
+    sponsor_id: str, template_id: uuid.UUID, version: VersionPath, request: Request
 ) -> TemplateVersionOut:
     async with transaction(request) as session:
         template = await repository.get(session, sponsor_id, template_id)

@@ -1,0 +1,458 @@
+"""Bad input is refused cheaply and never answers 500: bodies, JSON, ranges, tokens, metrics."""
+
+from __future__ import annotations
+
+import gc
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import psutil
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import Message
+
+from service.app import create_app
+from service.settings import Settings
+from tests import factories
+
+Headers = Callable[..., dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+async def limited(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An API with a 10 KiB body limit and a 20 KiB CSV import limit."""
+    settings = migrated.model_copy(
+        update={
+            "api_rate_limits_enabled": False,
+            "api_max_body_mb": 0.01,
+            "leads_import_max_bytes": 20_480,
+        }
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+async def _chunks(total: int, size: int = 1024) -> AsyncIterator[bytes]:
+    for _ in range(total // size):
+        yield b" " * size
+
+
+# ------------------------------------------------------------------ bodies bounded before reading
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/csv", "TEXT/CSV", "Application/JSON", "application/octet-stream", "text/plain"],
+)
+async def test_a_chunked_body_over_the_limit_is_413_whatever_its_content_type(
+    limited: httpx.AsyncClient, sponsor: str, token: Headers, content_type: str | None
+) -> None:
+    headers = token(sponsor) | ({"content-type": content_type} if content_type else {})
+    response = await limited.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, content=_chunks(20_480)
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_declared_length_over_the_limit_is_413_for_a_csv_content_type(
+    limited: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    response = await limited.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers=token(sponsor) | {"content-type": "text/csv"},
+        content=b" " * 20_480,
+    )
+    assert response.status_code == 413
+
+
+async def test_a_csv_import_over_its_limit_is_413_naming_the_limit(
+    limited: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    rows = "".join(f"big{i}@{sponsor}.example,Lead {i}\n" for i in range(2000))
+    response = await limited.post(
+        f"/api/v1/sponsors/{sponsor}/leads/import",
+        headers=token(sponsor) | {"content-type": "Text/CSV; charset=utf-8"},
+        content=_chunks(len(rows) + 4096),
+    )
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "payload_too_large"
+    assert "20480 bytes" in error["message"]
+
+
+async def _asgi_post(
+    app: FastAPI, path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bool]:
+    """POST through the ASGI interface; the status and whether the body was ever read."""
+    read = False
+    status = 0
+
+    async def receive() -> Message:
+        nonlocal read
+        read = True
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return status, read
+
+
+@pytest.mark.parametrize(
+    ("path", "authorization"),
+    [
+        ("/api/v1/sponsors/sp-x/campaigns", None),
+        ("/api/v1/sponsors/sp-x/leads/import", b"Bearer not-a-jwt"),
+        ("/api/v1/sponsors/sp-x/leads/bulk", b"Basic dXNlcjpwdw=="),
+        ("/api/v1/suppressions", None),
+    ],
+)
+async def test_an_unauthenticated_request_is_refused_before_its_body_is_read(
+    app: FastAPI, path: str, authorization: bytes | None
+) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    if authorization:
+        headers.append((b"authorization", authorization))
+    status, read = await _asgi_post(app, path, headers)
+    assert status == 401
+    assert not read
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(migrated: Settings) -> Iterator[str]:
+    """The real app under uvicorn on a free port (its own thread and event loop)."""
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(migrated), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _stream_200_mb(base_url: str, path: str, headers: dict[str, str]) -> int:
+    """Send up to 200 MB chunked, stopping once the server answers; the status it gave."""
+    host, port = base_url.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n{head}\r\n"
+    chunk = b"%x\r\n" % 65536 + b"[" * 65536 + b"\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request.encode())
+        for _ in range(200 * 16):
+            if select.select([sock], [], [], 0)[0]:
+                break  # the answer came before the body was sent
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break  # the server closed the connection after answering
+        answer = b""
+        while b"\r\n" not in answer:
+            answer += sock.recv(65536)
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("content_type", ["text/csv", "application/json", "text/plain"])
+def test_a_streamed_200_mb_body_is_413_and_memory_stays_flat(
+    served: str, migrated: Settings, content_type: str
+) -> None:
+    from service.auth import mint_token
+
+    jwt_token = mint_token(migrated, subject="t", scopes=["admin"], sponsor_ids=[])
+    gc.collect()
+    before = psutil.Process().memory_info().rss
+    status = _stream_200_mb(
+        served,
+        "/api/v1/sponsors/sp-none/campaigns",
+        {"Authorization": f"Bearer {jwt_token}", "Content-Type": content_type},
+    )
+    grown = psutil.Process().memory_info().rss - before
+    assert status == 413
+    assert grown < 60 * 1_048_576, grown
+
+
+# ------------------------------------------------------------------ JSON checks on every body
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/JSON",
+        "APPLICATION/JSON; charset=utf-8",
+        "application/vnd.api+json",
+        "Application/Vnd.Api+JSON",
+    ],
+)
+async def test_json_checks_apply_whatever_the_content_type_spelling(
+    client: httpx.AsyncClient, sponsor: str, token: Headers, content_type: str
+) -> None:
+    url = f"/api/v1/sponsors/{sponsor}/campaigns"
+    headers = token(sponsor) | {"content-type": content_type}
+    deep = orjson.dumps(factories.campaign(draft=True, metadata=_deep(40)))
+    response = await client.post(url, headers=headers, content=deep)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "json_too_deep"
+    nul = orjson.dumps(factories.campaign(draft=True, name="a\x00b"))
+    response = await client.post(url, headers=headers, content=nul)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "nul_character"
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_non_finite_numbers_are_422_wherever_they_are(
+    client: httpx.AsyncClient, sponsor: str, token: Headers, constant: bytes
+) -> None:
+    body = orjson.dumps(
+        factories.campaign(
+            draft=True,
+            audience_type="custom",
+            audience_filter={"field": "intent_score", "op": "gte", "value": 0},
+        )
+    ).replace(b'"value":0', b'"value":' + constant)
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns",
+        headers=token(sponsor) | {"content-type": "application/json"},
+        content=body,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "non_finite_number"
+    assert response.json()["error"]["field"] == "audience_filter.value"
+
+
+async def test_a_deeply_nested_stored_metadata_does_not_break_the_campaign_list(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Headers,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    created = await factories.draft(client, sponsor, token(sponsor))
+    async with sessions.begin() as session:
+        await session.execute(
+            text("UPDATE campaigns SET metadata = CAST(:m AS jsonb) WHERE id = :id"),
+            {"m": '{"a":' * 300 + "1" + "}" * 300, "id": created["id"]},
+        )
+    url = f"/api/v1/sponsors/{sponsor}/campaigns"
+    listed = await client.get(url, headers=token(sponsor))
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"][0]["metadata"]["a"]["a"]["a"]
+    one = await client.get(f"{url}/{created['id']}", headers=token(sponsor))
+    assert one.status_code == 200, one.text
+
+
+# ------------------------------------------------------------------ numbers and dates in range
+
+BIG = 2**63
+INT32 = 2**31
+
+
+async def test_ids_beyond_bigint_in_the_path_are_422(
+    client: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    for method, url in (
+        ("GET", f"/api/v1/sponsors/{sponsor}/leads/{BIG}"),
+        ("DELETE", f"/api/v1/sponsors/{sponsor}/leads/{BIG}"),
+        ("GET", f"/api/v1/sponsors/{sponsor}/templates/{uuid.uuid4()}/versions/{INT32}"),
+    ):
+        response = await client.request(method, url, headers=token(sponsor))
+        assert response.status_code == 422, (url, response.text)
+
+
+async def test_ids_beyond_bigint_in_the_query_and_body_are_422(
+    client: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    draft = await factories.draft(client, sponsor, token(sponsor))
+    base = f"/api/v1/sponsors/{sponsor}/campaigns"
+    preview = await client.get(
+        f"{base}/{draft['id']}/preview?lead_id={BIG}", headers=token(sponsor)
+    )
+    assert preview.status_code == 422, preview.text
+    assert preview.json()["error"]["field"] == "lead_id"
+    test_send = await client.post(
+        f"{base}/{draft['id']}/test",
+        headers=token(sponsor),
+        json={"emails": ["a@b.example"], "lead_id": BIG},
+    )
+    assert test_send.status_code == 422, test_send.text
+    created = await client.post(
+        base,
+        headers=token(sponsor),
+        json={"name": "T", "template_id": str(uuid.uuid4()), "template_version": INT32},
+    )
+    assert created.status_code == 422, created.text
+    assert created.json()["error"]["field"] == "template_version"
+
+
+async def test_a_cursor_holding_an_id_beyond_bigint_is_refused_not_500(
+    client: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    from service.http import encode_cursor
+
+    for path in ("leads", "suppressions"):
+        response = await client.get(
+            f"/api/v1/sponsors/{sponsor}/{path}?cursor={encode_cursor(BIG)}",
+            headers=token(sponsor),
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_dates_beyond_what_postgresql_stores_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str], value: str
+) -> None:
+    response = await client.get("/api/v1/stats/campaigns", params={"from": value}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "from"
+
+
+async def test_a_cursor_holding_a_time_postgresql_cannot_store_is_refused_not_500(
+    client: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    from service.http import encode_cursor
+
+    cursor = encode_cursor("0001-01-01T00:00:00+14:00", str(uuid.uuid4()))
+    for path in ("campaigns", "templates"):
+        response = await client.get(
+            f"/api/v1/sponsors/{sponsor}/{path}?cursor={cursor}", headers=token(sponsor)
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+# ------------------------------------------------------------------ sponsors, tokens, metrics, CSV
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("from_email", "a@one.example, b@two.example"),
+        ("from_email", "Smith, John <j@one.example>"),
+        ("from_email", "not an address"),
+        ("reply_to", "a@one.example;b@two.example"),
+        ("reply_to", "x@one.example\r\nBcc: y@two.example"),
+    ],
+)
+async def test_a_sponsor_takes_exactly_one_valid_address(
+    client: httpx.AsyncClient, admin: dict[str, str], field: str, value: str
+) -> None:
+    body = {"name": "N", "from_email": "news@one.example", field: value}
+    response = await client.put(
+        f"/api/v1/sponsors/sp-{uuid.uuid4().hex[:10]}", headers=admin, json=body
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["soon", [1], {"at": 1}, True, float("inf")])
+async def test_a_token_whose_time_claim_is_not_a_number_is_401_not_500(
+    client: httpx.AsyncClient, migrated: Settings, claim: str, value: Any
+) -> None:
+    assert migrated.auth_jwt_secret is not None
+    claims: dict[str, Any] = {"sub": "t", "scope": "admin", "exp": int(time.time()) + 60}
+    claims[claim] = value
+    forged = jwt.encode(claims, migrated.auth_jwt_secret.get_secret_value(), algorithm="HS256")
+    response = await client.get(
+        "/api/v1/stats/campaigns", headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] in ("invalid_token", "token_expired")
+
+
+async def test_metrics_behind_a_token_need_it(migrated: Settings) -> None:
+    settings = migrated.model_copy(update={"metrics_token": SecretStr("scrape-me")})
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            assert (await http.get("/metrics")).status_code == 401
+            wrong = await http.get("/metrics", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            right = await http.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+            assert right.status_code == 200
+            assert b"campaigns" in right.content
+
+
+async def test_metrics_on_their_own_port_leave_the_api_route_off(migrated: Settings) -> None:
+    port = _free_port()
+    settings = migrated.model_copy(update={"metrics_port": port})
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            assert (await http.get("/metrics")).status_code == 404
+        async with httpx.AsyncClient() as outside:
+            scraped = await outside.get(f"http://127.0.0.1:{port}/metrics")
+    assert scraped.status_code == 200
+    assert b"campaigns" in scraped.content
+
+
+async def test_a_csv_error_names_its_line_after_a_quoted_newline(
+    client: httpx.AsyncClient, sponsor: str, token: Headers
+) -> None:
+    body = (
+        "email,name\n"
+        f'one@{sponsor}.example,"Two\nLines"\n'
+        f'two@{sponsor}.example,"Three\r\nmore\nlines"\n'
+        "not-an-address,Bad\n"
+    )
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/leads/import",
+        headers=token(sponsor, scopes="leads:write") | {"content-type": "text/csv"},
+        content=body,
+    )
+    assert response.status_code == 200, response.text
+    assert [r["line"] for r in response.json()["rejected"]] == [7]
