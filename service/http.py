@@ -150,5 +150,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         code = codes.get(exc.status_code, "http_error")
-        body = {"error": {"code": code, "message": str(exc.detail), "field": None}}
+        field = "body" if exc.status_code == 413 else None
+        body = {"error": {"code": code, "message": str(exc.detail), "field": field}}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

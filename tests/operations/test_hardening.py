@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Message
 
 from service.app import create_app
+from service.auth import mint_token
 from service.settings import Settings
 from tests import factories
 
@@ -93,6 +94,7 @@ async def test_a_csv_import_over_its_limit_is_413_naming_the_limit(
     assert response.status_code == 413
     error = response.json()["error"]
     assert error["code"] == "payload_too_large"
+    assert error["field"] == "body"
     assert "20480 bytes" in error["message"]
 
 
@@ -202,19 +204,27 @@ def _stream_200_mb(base_url: str, path: str, headers: dict[str, str]) -> int:
 def test_a_streamed_200_mb_body_is_413_and_memory_stays_flat(
     served: str, migrated: Settings, content_type: str
 ) -> None:
-    from service.auth import mint_token
-
-    jwt_token = mint_token(migrated, subject="t", scopes=["admin"], sponsor_ids=[])
+    admin = mint_token(migrated, subject="t", scopes=["admin"], sponsor_ids=[])
     gc.collect()
     before = psutil.Process().memory_info().rss
     status = _stream_200_mb(
         served,
         "/api/v1/sponsors/sp-none/campaigns",
-        {"Authorization": f"Bearer {jwt_token}", "Content-Type": content_type},
+        {"Authorization": f"Bearer {admin}", "Content-Type": content_type},
     )
     grown = psutil.Process().memory_info().rss - before
     assert status == 413
     assert grown < 60 * 1_048_576, grown
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sponsors/sp-none/campaigns", "/api/v1/suppressions"])
+def test_a_streamed_200_mb_body_without_a_token_is_401_at_once(served: str, path: str) -> None:
+    gc.collect()
+    before = psutil.Process().memory_info().rss
+    status = _stream_200_mb(served, path, {"Content-Type": "application/json"})
+    grown = psutil.Process().memory_info().rss - before
+    assert status == 401
+    assert grown < 10 * 1_048_576, grown
 
 
 # ------------------------------------------------------------------ JSON checks on every body
