@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from schemas.types import BigIntId, IntVersion, StoredJson, one_address
 
 T = TypeVar("T")
 
@@ -23,27 +24,6 @@ CampaignStatus = Literal[
 DeliveryStatus = Literal[
     "pending", "sent", "delivered", "bounced", "complained", "failed", "suppressed", "cancelled"
 ]
-
-
-# Numbers and times as PostgreSQL stores them: past these a query fails in the driver,
-# so they are refused as the caller's mistake (422) before any query is built.
-BIGINT_MAX = 2**63 - 1
-INT_MAX = 2**31 - 1
-BigIntId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
-IntVersion = Annotated[int, Field(ge=1, le=INT_MAX)]
-
-
-def _storable_time(value: datetime) -> datetime:
-    # PostgreSQL keeps UTC; Python cannot move 0001-01-01+14:00 or 9999-12-31-14:00 there.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must be between the years 1 and 9999 in UTC") from None
-
-
-PgDatetime = Annotated[datetime, AfterValidator(_storable_time)]
 
 
 # Free-form JSON objects (campaign metadata, lead attributes) are bounded as a whole.
@@ -63,45 +43,6 @@ def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
 Key = Annotated[str, Field(max_length=100)]
 FreeJson = Annotated[dict[Key, Any], Field(max_length=100), AfterValidator(_bounded_json)]
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
-
-
-# Stored JSON read back: anything nested deeper than this (written before the write
-# checks, or straight into the database) is cut there rather than failing the read.
-STORED_MAX_DEPTH = 64
-CUT = "[nested too deep]"
-
-
-def _cut_deep(value: dict[str, Any]) -> dict[str, Any]:
-    root: dict[str, Any] = {}
-    stack: list[tuple[Any, Any, int]] = [(value, root, 1)]
-    while stack:
-        source, target, depth = stack.pop()
-        items = source.items() if isinstance(source, dict) else enumerate(source)
-        for key, child in items:
-            if not isinstance(child, dict | list):
-                copy: Any = child
-            elif depth >= STORED_MAX_DEPTH:
-                copy = CUT
-            else:
-                copy = {} if isinstance(child, dict) else [None] * len(child)
-                stack.append((child, copy, depth + 1))
-            target[key] = copy
-    return root
-
-
-def _tolerate_depth(value: dict[str, Any]) -> dict[str, Any]:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > STORED_MAX_DEPTH:
-            return _cut_deep(value)
-        if isinstance(node, dict | list):
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return value
-
-
-StoredJson = Annotated[dict[str, Any], AfterValidator(_tolerate_depth)]
 
 
 def _plausible_time(value: datetime) -> datetime:
@@ -142,17 +83,6 @@ def _one_line(value: str | None) -> str | None:
     return value
 
 
-def _one_address(value: str | None) -> str | None:
-    """Exactly one bare address: a list or a display name would be pasted into a header."""
-    if value is None:
-        return None
-    try:
-        validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"must be one email address: {exc}") from None
-    return value
-
-
 class SponsorIn(_Body):
     name: str = Field(min_length=1, max_length=200)
     from_email: str = Field(min_length=3, max_length=320)
@@ -163,7 +93,7 @@ class SponsorIn(_Body):
     hourly_send_cap: int | None = Field(default=None, ge=1, le=10_000_000)
 
     _single_line = field_validator("name", "from_email", "from_name", "reply_to")(_one_line)
-    _one_address = field_validator("from_email", "reply_to")(_one_address)
+    _one_address = field_validator("from_email", "reply_to")(one_address)
 
 
 class SponsorOut(BaseModel):

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.exceptions import HTTPException
 
-from schemas.http import BIGINT_MAX, INT_MAX, PgDatetime
+from schemas.types import BIGINT_MAX, INT_MAX, PgDatetime
 from service.errors import BadRequest, ClientError, TooManyRequests
 
 # OpenAPI for routes that answer ``?format=csv`` with a CSV body instead of JSON.

@@ -9,11 +9,11 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from schemas.http import PgDatetime
 from schemas.stats import (
     AnalystOut,
     CampaignStatsOut,
 )
+from schemas.types import PgDatetime
 from service.auth import Principal, require
 from service.campaigns import repository as campaigns
 from service.errors import Forbidden
