@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.exceptions import HTTPException
 
 from schemas.types import BIGINT_MAX, INT_MAX, PgDatetime
-from service.errors import BadRequest, ClientError, TooManyRequests
+from service.errors import BadRequest, ClientError, TooManyRequests, Unprocessable
 
 # OpenAPI for routes that answer ``?format=csv`` with a CSV body instead of JSON.
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
@@ -79,25 +79,29 @@ def decode_cursor(cursor: str, arity: int) -> list[object]:
 
 
 def decode_id_cursor(cursor: str | None) -> int | None:
-    """The row id a keyset page starts after (None for the first page); 400 if tampered."""
+    """The row id a keyset page starts after (None for the first page).
+
+    400 when the cursor is not one this API encoded; 422 when it holds a value
+    PostgreSQL cannot store (the caller changed it).
+    """
     if not cursor:
         return None
     (value,) = decode_cursor(cursor, 1)
     # A bool is an int to Python; an id past bigint would fail in the driver.
     if type(value) is not int or not 0 <= value <= BIGINT_MAX:
-        raise BadRequest(*_INVALID_CURSOR)
+        raise Unprocessable(*_INVALID_CURSOR)
     return value
 
 
 def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    """The (created_at, id) a keyset page starts after; 400 if tampered or out of range."""
+    """The (created_at, id) a keyset page starts after; 400 if undecodable, 422 if out of range."""
     if not cursor:
         return None
     created_at, row_id = decode_cursor(cursor, 2)
     try:
         return _TIME.validate_python(str(created_at)), uuid.UUID(str(row_id))
     except (ValidationError, ValueError):
-        raise BadRequest(*_INVALID_CURSOR) from None
+        raise Unprocessable(*_INVALID_CURSOR) from None
 
 
 def _field(loc: tuple[object, ...]) -> str | None:

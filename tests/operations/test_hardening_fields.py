@@ -79,7 +79,7 @@ async def test_a_cursor_holding_an_id_beyond_bigint_is_refused_not_500(
             f"/api/v1/sponsors/{sponsor}/{path}?cursor={encode_cursor(BIG)}",
             headers=token(sponsor),
         )
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "invalid_cursor"
 
 
@@ -102,7 +102,7 @@ async def test_a_cursor_holding_a_time_postgresql_cannot_store_is_refused_not_50
         response = await client.get(
             f"/api/v1/sponsors/{sponsor}/{path}?cursor={cursor}", headers=token(sponsor)
         )
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "invalid_cursor"
 
 
