@@ -23,6 +23,10 @@ TOPIC_PROVIDER_EVENTS = "provider-events.v1"
 TOPIC_DELIVERY_EVENTS = "delivery-events.v1"
 TOPIC_LEADS = "leads.v1"
 TOPIC_CAMPAIGN_TESTS = "campaign-tests.v1"
+# Messages a consumer could not decode or handle for good, with the reason in their
+# headers (see ``worker/dead_letters.py``); ``campaign-batches-dlq.v1`` stays the
+# sender's own, for batches the provider kept refusing.
+TOPIC_DEAD_LETTERS = "dead-letters.v1"
 
 ALL_TOPICS = (
     TOPIC_CAMPAIGNS,
@@ -34,6 +38,7 @@ ALL_TOPICS = (
     TOPIC_DELIVERY_EVENTS,
     TOPIC_LEADS,
     TOPIC_CAMPAIGN_TESTS,
+    TOPIC_DEAD_LETTERS,
 )
 
 

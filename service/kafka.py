@@ -23,6 +23,8 @@ from service.settings import KafkaConfig, Settings
 log = logging.getLogger(__name__)
 
 Outgoing = tuple[str, str, bytes]  # (topic without prefix, key, value)
+Headers = list[tuple[str, str | bytes | None]]
+_Record = tuple[str, str | bytes | None, bytes | None, Headers | None]
 
 
 class KafkaUnavailable(Exception):
@@ -62,6 +64,16 @@ class Producer:
 
     async def send(self, messages: Iterable[Outgoing]) -> None:
         """Produce every message and wait until the broker has acknowledged all of them."""
+        await self._send((topic, key, value, None) for topic, key, value in messages)
+
+    async def send_one(
+        self, topic: str, key: str | bytes | None, value: bytes | None, headers: Headers
+    ) -> None:
+        """Produce one message with headers (a dead letter keeps its original's key,
+        value and headers) and wait until the broker has acknowledged it."""
+        await self._send([(topic, key, value, headers)])
+
+    async def _send(self, records: Iterable[_Record]) -> None:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
 
@@ -82,7 +94,7 @@ class Producer:
         if self._stuck:
             self._renew()
 
-        for topic, key, value in messages:
+        for topic, key, value, headers in records:
             fut: asyncio.Future[None] = loop.create_future()
             futures.append(fut)
             renewed = False
@@ -92,6 +104,7 @@ class Producer:
                         self._settings.topic(topic),
                         value=value,
                         key=key,
+                        headers=headers,
                         on_delivery=on_delivery(fut),
                     )
                     break

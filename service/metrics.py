@@ -100,6 +100,13 @@ TRACKING_HITS = Counter(
     f"{PREFIX}_tracking_hits", "Public tracking hits, by kind (open, click, unsubscribe).", ["kind"]
 )
 
+# ---------------------------------------------------------------- every consumer
+DEAD_LETTERS = Counter(
+    f"{PREFIX}_dead_letters",
+    "Messages sent to the dead-letter topic, by consumer group and reason class.",
+    ["group", "reason"],
+)
+
 # ---------------------------------------------------------------- API
 API_RATE_LIMITED = Counter(
     f"{PREFIX}_api_rate_limited", "API requests answered 429, by limit.", ["limit"]

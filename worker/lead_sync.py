@@ -1,6 +1,6 @@
 """The lead-sync role: applies ``leads.v1`` events from upstream lead capture.
 
-Thin: decode, then ``service.leads.logic.apply_event`` per event, all of a
+Thin: the runner decodes; this calls ``service.leads.logic.apply_event`` per event, all of a
 polled batch in one transaction. Idempotent by the events' ``updated_at``: a
 duplicate or an older event changes nothing, and a deletion leaves a tombstone
 so an older upsert arriving later cannot bring the lead back.
@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import confluent_kafka
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.leads import LeadDeleted, LeadUpserted, lead_events
+from schemas.leads import LeadDeleted, LeadUpserted
 from service.leads import logic
 
 log = logging.getLogger(__name__)
@@ -25,13 +23,7 @@ class LeadSync:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
-        events: list[LeadUpserted | LeadDeleted] = []
-        for message in messages:
-            try:
-                events.append(lead_events.validate_json(message.value() or b""))
-            except ValidationError as exc:
-                log.error("lead sync: dropping an unreadable message: %s", exc)
+    async def handle(self, events: Sequence[LeadUpserted | LeadDeleted]) -> None:
         if events:
             await self.apply(events)
 

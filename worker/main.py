@@ -13,31 +13,17 @@ import logging
 import signal
 from collections.abc import Sequence
 
-import confluent_kafka
-
-from schemas.events import (
-    TOPIC_CAMPAIGN_BATCHES,
-    TOPIC_CAMPAIGN_BATCHES_RETRY,
-    TOPIC_CAMPAIGN_TESTS,
-    TOPIC_CAMPAIGNS,
-    TOPIC_LEADS,
-    TOPIC_PROVIDER_EVENTS,
-    TOPIC_TRACKING_EVENTS,
-)
 from service.db import create_engine, session_factory
 from service.kafka import Producer
 from service.metrics import MetricsServer
 from service.settings import Settings
 from service.startup import wait_for_dependencies
 from service.templates import sandbox
-from worker.ingester import Ingester
-from worker.lead_sync import LeadSync
-from worker.planner import Planner
+from worker.dead_letters import DeadLetters
 from worker.providers import build_provider, templates_of
-from worker.ratelimit import Pacer
 from worker.relay import Relay
-from worker.runner import OnAssign, run_consumer, run_consumer_concurrently
-from worker.sender import Sender
+from worker.roles import consumer_roles
+from worker.runner import run_consumer, run_consumer_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -52,106 +38,20 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
     sessions = session_factory(engine)
     producer = Producer(settings)
     provider = build_provider(settings)
+    dead_letters = DeadLetters(producer)
     tasks = []
-    if "planner" in roles:
-        planner = Planner(
-            sessions, producer, settings.provider_batch_size, settings.send_window_batches
-        )
-        tasks.append(
-            run_consumer(
-                settings,
-                group="planner",
-                topics=[TOPIC_CAMPAIGNS],
-                handle=planner.handle,
-                stop=stop,
-                max_messages=10,
-            )
-        )
-    if "sender" in roles:
-        pacer = Pacer(settings.provider_rate_per_second)
-        sender = Sender(sessions, provider, pacer, producer, settings)
-        tasks.append(
-            run_consumer_concurrently(
-                settings,
-                group="sender",
-                topics=[TOPIC_CAMPAIGN_BATCHES],
-                handle=sender.handle,
-                stop=stop,
-                in_flight=settings.send_max_in_flight,
-                on_assign=_share_rate(settings, pacer),
-            )
-        )
-        tasks.append(
-            run_consumer_concurrently(
-                settings,
-                group="sender-retry",
-                topics=[TOPIC_CAMPAIGN_BATCHES_RETRY],
-                handle=sender.handle,
-                stop=stop,
-                in_flight=settings.send_max_in_flight,
-            )
-        )
-        tasks.append(
-            run_consumer(
-                settings,
-                group="sender-test",
-                topics=[TOPIC_CAMPAIGN_TESTS],
-                handle=sender.handle_tests,
-                stop=stop,
-                max_messages=10,
-            )
-        )
-    if "ingester" in roles:
-        ingester = Ingester(sessions, producer, settings)
-        tasks.append(
-            run_consumer(
-                settings,
-                group="ingester",
-                topics=[TOPIC_TRACKING_EVENTS, TOPIC_PROVIDER_EVENTS],
-                handle=ingester.handle,
-                stop=stop,
-                max_messages=settings.ingest_batch_size,
-                poll_seconds=0.2,
-            )
-        )
+    for role in consumer_roles(roles, settings, sessions, producer, provider):
+        run = run_consumer if role.concurrency is None else run_consumer_concurrently
+        tasks.append(run(settings, role, stop=stop, dead_letters=dead_letters))
     if "relay" in roles:
         relay = Relay(engine, sessions, producer, settings, templates=templates_of(provider))
         tasks.append(relay.run(stop))
-    if "lead-sync" in roles:
-        tasks.append(
-            run_consumer(
-                settings,
-                group="lead-sync",
-                topics=[TOPIC_LEADS],
-                handle=LeadSync(sessions).handle,
-                stop=stop,
-                max_messages=settings.lead_sync_batch,
-            )
-        )
     try:
         await asyncio.gather(*tasks)
     finally:
         await provider.aclose()
         await asyncio.to_thread(producer.close)
         await engine.dispose()
-
-
-def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
-    """On every rebalance, pace at the global rate × our share of the batch partitions."""
-    loop = asyncio.get_running_loop()
-    topic = settings.topic(TOPIC_CAMPAIGN_BATCHES)
-
-    def on_assign(
-        consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
-    ) -> None:
-        try:
-            total = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
-        except Exception:
-            total = settings.kafka_batch_partitions
-        loop.call_soon_threadsafe(pacer.set_share, len(partitions), total)
-        log.info("sender: %d of %d partitions", len(partitions), total)
-
-    return on_assign
 
 
 def start_metrics_server(settings: Settings, stop: asyncio.Event) -> MetricsServer | None:

@@ -7,8 +7,6 @@ import time
 import uuid
 from collections.abc import Sequence
 
-import confluent_kafka
-from pydantic import ValidationError
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,13 +35,8 @@ class Planner:
         self.batch_size = batch_size
         self.window = window
 
-    async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
-        for message in messages:
-            try:
-                event = CampaignQueued.model_validate_json(message.value() or b"")
-            except ValidationError as exc:
-                log.error("planner: dropping an unreadable message: %s", exc)
-                continue
+    async def handle(self, events: Sequence[CampaignQueued]) -> None:
+        for event in events:
             await self.plan(event.campaign_id)
 
     async def plan(self, campaign_id: uuid.UUID) -> None:

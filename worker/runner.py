@@ -1,11 +1,17 @@
-"""The consume loops of every role: at-least-once, offsets stored after commit.
+"""The consume loops of every role: decode, handle, dead-letter; offsets stored last.
 
-``run_consumer`` polls a batch, hands it to the role's ``handle``, and stores
-the offsets only when ``handle`` returned (its database work committed).
-``run_consumer_concurrently`` (the sender's) hands over one message at a time,
-several at once, and stores a partition's offsets as far as its messages are
-done. When ``handle`` raises, the same messages are retried with backoff, so a
-database or provider outage delays work but never skips it.
+``run_consumer`` polls a batch, decodes each message into its topic's event
+type (``worker/roles.py`` declares them), hands the events to the role's
+handler, and stores the offsets only when the handler returned (its database
+work committed). ``run_consumer_concurrently`` (the sender's) hands over one
+message at a time, several at once, and stores a partition's offsets as far as
+its messages are done.
+
+A transient failure (``worker.dead_letters.is_transient``) retries the same
+messages with backoff, so a database or provider outage delays work but never
+skips it. A message that does not decode, or whose handling fails for good, is
+dead-lettered with the reason and counts as done: one poison message never
+stops a consumer, and none is dropped silently.
 """
 
 from __future__ import annotations
@@ -15,49 +21,45 @@ import functools
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 
 from service.kafka import make_consumer
 from service.settings import Settings
+from worker.dead_letters import UNDECODABLE, DeadLetters, is_transient, reason_of
+
+if TYPE_CHECKING:
+    from worker.roles import Decoder, Role
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Sequence[confluent_kafka.Message]], Awaitable[None]]
-# Called from the consume thread with the consumer and its new assignment.
-OnAssign = Callable[[confluent_kafka.Consumer, list[confluent_kafka.TopicPartition]], None]
-
 
 async def run_consumer(
-    settings: Settings,
-    *,
-    group: str,
-    topics: Sequence[str],
-    handle: Handler,
-    stop: asyncio.Event,
-    max_messages: int = 100,
-    poll_seconds: float = 0.5,
+    settings: Settings, role: Role[Any], *, stop: asyncio.Event, dead_letters: DeadLetters
 ) -> None:
-    """Consume ``topics`` as consumer group ``group`` until ``stop`` is set.
+    """Consume ``role``'s topics as its consumer group until ``stop`` is set.
 
-    Each poll waits up to ``poll_seconds`` for ``max_messages`` (events are
-    cheaper handled in large batches), and ``handle`` takes them together.
+    Each poll waits up to ``role.poll_seconds`` for ``role.batch_size`` messages
+    (events are cheaper handled in large batches), and the role's handler takes
+    them together, decoded.
 
     On stop, the batch in hand is finished and its offsets stored before the
     consumer leaves the group (closing commits the stored offsets).
     """
-    consumer = _subscribed(settings, group, topics, None)
+    consumer = _subscribed(settings, role)
+    decoders = _decoders(settings, role)
     try:
         while not stop.is_set():
             messages = await asyncio.to_thread(
-                _poll, consumer, max_messages, poll_seconds, fill=True
+                _poll, consumer, role.batch_size, role.poll_seconds, fill=True
             )
-            usable = _usable(messages, group)
+            usable = _usable(messages, role.group)
             if not usable:
                 continue
-            await _handle_until_done(handle, usable, stop, group)
+            await _handle(role, decoders, usable, stop, dead_letters)
             for message in usable:
                 consumer.store_offsets(message=message)
     finally:
@@ -65,34 +67,30 @@ async def run_consumer(
 
 
 async def run_consumer_concurrently(
-    settings: Settings,
-    *,
-    group: str,
-    topics: Sequence[str],
-    handle: Handler,
-    stop: asyncio.Event,
-    in_flight: int,
-    poll_seconds: float = 0.5,
-    on_assign: OnAssign | None = None,
+    settings: Settings, role: Role[Any], *, stop: asyncio.Event, dead_letters: DeadLetters
 ) -> None:
     """Like ``run_consumer``, for messages that are each a lot of work: each is handled
-    on its own, up to ``in_flight`` at once, and the next is taken as soon as one
-    is done. (Handling a polled batch as a whole left cores idle while its last,
+    on its own, up to ``role.concurrency`` at once, and the next is taken as soon as
+    one is done. (Handling a polled batch as a whole left cores idle while its last,
     slowest messages ran.)
 
     A partition's offset is stored up to its first message not yet done, so a
     message done early waits for those before it. On stop, the messages in hand
     are finished and their offsets stored before the consumer leaves the group.
     """
-    consumer = _subscribed(settings, group, topics, on_assign)
+    consumer = _subscribed(settings, role)
+    decoders = _decoders(settings, role)
+    in_flight = role.concurrency or 1
     offsets = _InOrderOffsets()
     running: set[asyncio.Task[None]] = set()
 
     def finished(message: confluent_kafka.Message, task: asyncio.Task[None]) -> None:
         running.discard(task)
         if task.cancelled() or task.exception() is not None:
-            # Only on stop (see ``_handle_until_done``): not stored, the message comes again.
-            log.warning("consumer %s: message at offset %d left unhandled", group, message.offset())
+            # Only on stop (see ``_until_done``): not stored, the message comes again.
+            log.warning(
+                "consumer %s: message at offset %d left unhandled", role.group, message.offset()
+            )
             return
         offsets.done(message)
 
@@ -102,11 +100,15 @@ async def run_consumer_concurrently(
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             messages = await asyncio.to_thread(
-                _store_and_poll, consumer, offsets.take(), in_flight - len(running), poll_seconds
+                _store_and_poll,
+                consumer,
+                offsets.take(),
+                in_flight - len(running),
+                role.poll_seconds,
             )
-            for message in _usable(messages, group):
+            for message in _usable(messages, role.group):
                 offsets.add(message)
-                task = asyncio.create_task(_handle_until_done(handle, [message], stop, group))
+                task = asyncio.create_task(_handle(role, decoders, [message], stop, dead_letters))
                 running.add(task)
                 task.add_done_callback(functools.partial(finished, message))
         if running:
@@ -114,6 +116,69 @@ async def run_consumer_concurrently(
         await asyncio.to_thread(_store, consumer, offsets.take())
     finally:
         await asyncio.to_thread(consumer.close)
+
+
+async def _handle(
+    role: Role[Any],
+    decoders: Mapping[str, Decoder[Any]],
+    messages: Sequence[confluent_kafka.Message],
+    stop: asyncio.Event,
+    dead_letters: DeadLetters,
+) -> None:
+    """Decode and handle ``messages``; when this returns, every one is done or dead-lettered.
+
+    A batch that fails for good is handled again one message at a time, so only
+    the poison ones are dead-lettered, never the good events beside them (each
+    handler is idempotent, so those done before the failure may be done twice).
+    """
+    decoded: list[tuple[confluent_kafka.Message, Any]] = []
+    for message in messages:
+        try:
+            decoded.append((message, decoders[message.topic() or ""](message.value() or b"")))
+        except ValueError as exc:  # pydantic's ValidationError, JSON errors
+            await _until_done(dead_letters.send, (message, role.group, UNDECODABLE, exc), stop)
+    if not decoded:
+        return
+    try:
+        await _until_done(role.handle, ([event for _, event in decoded],), stop, role.group)
+        return
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # only once stopping: the batch comes again
+        if len(decoded) == 1:
+            await _until_done(
+                dead_letters.send, (decoded[0][0], role.group, reason_of(exc), exc), stop
+            )
+            return
+    for message, event in decoded:
+        try:
+            await _until_done(role.handle, ([event],), stop, role.group)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            await _until_done(dead_letters.send, (message, role.group, reason_of(exc), exc), stop)
+
+
+async def _until_done(
+    call: Callable[..., Awaitable[None]],
+    args: tuple[Any, ...],
+    stop: asyncio.Event,
+    group: str = "",
+) -> None:
+    """Await ``call(*args)``, retrying transient failures with backoff; permanent ones
+    raise at once. Once ``stop`` is set, a failure raises instead of waiting: the
+    message was not stored, so it comes again."""
+    delay = 0.2
+    while True:
+        try:
+            await call(*args)
+            return
+        except Exception as exc:
+            if stop.is_set() or not is_transient(exc):
+                raise
+            log.exception("consumer %s: handling failed; retrying in %.1fs", group, delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 10.0)
 
 
 @dataclass(slots=True)
@@ -184,16 +249,19 @@ def _store(
             log.info("offsets not stored after a rebalance: %s", exc)
 
 
-def _subscribed(
-    settings: Settings, group: str, topics: Sequence[str], on_assign: OnAssign | None
-) -> confluent_kafka.Consumer:
-    consumer = make_consumer(settings, group)
-    topic_names = [settings.topic(t) for t in topics]
-    if on_assign is None:
+def _subscribed(settings: Settings, role: Role[Any]) -> confluent_kafka.Consumer:
+    consumer = make_consumer(settings, role.group)
+    topic_names = [settings.topic(t) for t in role.reads]
+    if role.on_assign is None:
         consumer.subscribe(topic_names)
     else:
-        consumer.subscribe(topic_names, on_assign=on_assign)
+        consumer.subscribe(topic_names, on_assign=role.on_assign)
     return consumer
+
+
+def _decoders(settings: Settings, role: Role[Any]) -> dict[str, Decoder[Any]]:
+    """The role's decoders by full topic name, as messages name their topic."""
+    return {settings.topic(topic): decode for topic, decode in role.reads.items()}
 
 
 def _usable(
@@ -220,19 +288,3 @@ def _poll(
     if messages and max_messages > 1:
         messages += consumer.consume(max_messages - 1, 0)
     return messages
-
-
-async def _handle_until_done(
-    handle: Handler, messages: Sequence[confluent_kafka.Message], stop: asyncio.Event, group: str
-) -> None:
-    delay = 0.2
-    while True:
-        try:
-            await handle(messages)
-            return
-        except Exception:
-            if stop.is_set():
-                raise
-            log.exception("consumer %s: handling failed; retrying in %.1fs", group, delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 10.0)

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import formataddr
 
-import confluent_kafka
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -108,13 +106,7 @@ class Sender:
         self._as_json: bool = getattr(provider, "accepts_json_parts", False)
         self.templates = templates_of(provider)
 
-    async def handle(self, messages: Sequence[confluent_kafka.Message]) -> None:
-        events = []
-        for message in messages:
-            try:
-                events.append(CampaignBatch.model_validate_json(message.value() or b""))
-            except ValidationError as exc:
-                log.error("sender: dropping an unreadable message: %s", exc)
+    async def handle(self, events: Sequence[CampaignBatch]) -> None:
         await asyncio.gather(*(self._bounded(event) for event in events))
 
     async def _bounded(self, event: CampaignBatch) -> None:
@@ -335,14 +327,9 @@ class Sender:
             "List-Id": context.list_id,
         }
 
-    async def handle_tests(self, messages: Sequence[confluent_kafka.Message]) -> None:
+    async def handle_tests(self, events: Sequence[CampaignTestSend]) -> None:
         """``campaign-tests.v1``: test sends, outside deliveries and counters."""
-        for message in messages:
-            try:
-                event = CampaignTestSend.model_validate_json(message.value() or b"")
-            except ValidationError as exc:
-                log.error("sender: dropping an unreadable test send: %s", exc)
-                continue
+        for event in events:
             await self.send_test(event)
 
     async def send_test(self, event: CampaignTestSend) -> None:

@@ -20,7 +20,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGN_BATCHES_RETRY, TOPIC_CAMPAIGNS
+from schemas.events import (
+    TOPIC_CAMPAIGN_BATCHES,
+    TOPIC_CAMPAIGN_BATCHES_RETRY,
+    TOPIC_CAMPAIGNS,
+    CampaignBatch,
+    CampaignQueued,
+)
 from service.campaigns import repository
 from service.kafka import Producer, make_consumer
 from service.models import Campaign, CampaignDelivery
@@ -109,6 +115,7 @@ async def replay(
 ) -> dict[str, int]:
     """Hand the campaign's messages, from the start, to a new planner and sender."""
     found = await asyncio.to_thread(read_from_start, settings, campaign_id)
+    topic = settings.topic
     producer = Producer(settings)
     provider = build_provider(settings)
     try:
@@ -116,9 +123,14 @@ async def replay(
             sessions, producer, settings.provider_batch_size, settings.send_window_batches
         )
         sender = Sender(sessions, provider, Pacer(1000), producer, settings)
-        await planner.handle(found[settings.topic(TOPIC_CAMPAIGNS)])
-        await sender.handle(found[settings.topic(TOPIC_CAMPAIGN_BATCHES)])
-        await sender.handle(found[settings.topic(TOPIC_CAMPAIGN_BATCHES_RETRY)])
+        # Decoded as the runner does, into each topic's event type.
+        await planner.handle(
+            [CampaignQueued.model_validate_json(m.value()) for m in found[topic(TOPIC_CAMPAIGNS)]]
+        )
+        for name in (TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGN_BATCHES_RETRY):
+            await sender.handle(
+                [CampaignBatch.model_validate_json(m.value()) for m in found[topic(name)]]
+            )
     finally:
         await provider.aclose()
         await asyncio.to_thread(producer.close)

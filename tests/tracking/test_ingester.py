@@ -13,14 +13,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import TOPIC_DELIVERY_EVENTS
+from schemas.events import TOPIC_DELIVERY_EVENTS, TOPIC_PROVIDER_EVENTS
 from schemas.tracking import ProviderEvent, TrackingEvent
 from service.kafka import Producer, make_consumer
 from service.settings import Settings
 from tests import factories
 from tests.conftest import eventually
+from tests.dead_letters import dead_letter
 from tests.factories import SentCampaign, sent_campaign
-from tests.tracking.test_webhooks import example, post
+from tests.tracking.test_webhooks import about, example, post
 from worker.ingester import Ingester
 
 Event = TrackingEvent | ProviderEvent
@@ -404,3 +405,30 @@ async def test_an_event_that_overtakes_the_sender_leaves_the_status_to_the_sende
         ).one()
     assert row.status == "pending" and row.delivered_at is not None
     assert (await figures(sessions, campaign.id))["delivered"] == 1
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_webhook_with_an_out_of_range_delivery_id_is_dead_lettered_and_the_next_counts(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    migrated: Settings,
+) -> None:
+    campaign = await sent_campaign(sessions, sponsor, 1)
+    poison_id = f"msg_{_id()}"
+    tags = {"campaign_id": str(campaign.id), "delivery_id": "99999999999999999999"}
+    poison = example("delivered", campaign.provider_ids[0], tags=tags)
+    assert (await post(client, poison, poison_id)).status_code == 200
+    assert (await post(client, example("delivered", **about(campaign, 0)))).status_code == 200
+
+    async def delivered() -> bool:
+        row = await factories.delivery(sessions, campaign.delivery_ids[0])
+        return bool(row["status"] == "delivered")
+
+    assert await eventually(delivered)
+    value, headers = await dead_letter(migrated, poison_id)
+    assert value is not None and b"99999999999999999999" in value
+    assert headers["dead-letter.reason"] == "invalid_value"
+    assert headers["dead-letter.group"] == "ingester"
+    assert headers["dead-letter.topic"] == migrated.topic(TOPIC_PROVIDER_EVENTS)
+    assert "int64" in headers["dead-letter.error"]

@@ -1,0 +1,148 @@
+"""The table of consumer roles: what each reads, as which group, handled by whom.
+
+Each ``Role`` declares its consumer group, the topics it reads with the event
+type each carries (a decoder: bytes → event, raising ``ValueError`` for a
+message that is not one), the handler that takes decoded events, and how much
+it takes at once. ``worker/runner.py`` runs them; ``docs/topics.md`` lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import confluent_kafka
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.events import (
+    TOPIC_CAMPAIGN_BATCHES,
+    TOPIC_CAMPAIGN_BATCHES_RETRY,
+    TOPIC_CAMPAIGN_TESTS,
+    TOPIC_CAMPAIGNS,
+    TOPIC_LEADS,
+    TOPIC_PROVIDER_EVENTS,
+    TOPIC_TRACKING_EVENTS,
+    CampaignBatch,
+    CampaignQueued,
+    CampaignTestSend,
+)
+from schemas.leads import lead_events
+from schemas.tracking import ProviderEvent, TrackingEvent
+from service.kafka import Producer
+from service.settings import Settings
+from worker.ingester import Ingester
+from worker.lead_sync import LeadSync
+from worker.planner import Planner
+from worker.providers.base import EmailProvider
+from worker.ratelimit import Pacer
+from worker.sender import Sender
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+Decoder = Callable[[bytes], E]
+# Called from the consume thread with the consumer and its new assignment.
+OnAssign = Callable[[confluent_kafka.Consumer, list[confluent_kafka.TopicPartition]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Role(Generic[E]):
+    """One consumer group and what it reads.
+
+    ``concurrency`` None: polled batches of up to ``batch_size`` go to ``handle``
+    together. A number: each message is handled on its own, that many at once.
+    """
+
+    group: str
+    reads: Mapping[str, Decoder[E]]  # topic (without prefix) → its event type's decoder
+    handle: Callable[[Sequence[E]], Awaitable[None]]
+    batch_size: int = 100
+    concurrency: int | None = None
+    poll_seconds: float = 0.5
+    on_assign: OnAssign | None = None
+
+
+def consumer_roles(
+    names: Sequence[str],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    producer: Producer,
+    provider: EmailProvider,
+) -> list[Role[Any]]:
+    """The consumer roles behind the ``--role`` names given (the relay consumes nothing)."""
+    roles: list[Role[Any]] = []
+    if "planner" in names:
+        batch_size, window = settings.provider_batch_size, settings.send_window_batches
+        planner = Planner(sessions, producer, batch_size, window)
+        roles.append(
+            Role(
+                "planner", {TOPIC_CAMPAIGNS: CampaignQueued.model_validate_json}, planner.handle, 10
+            )
+        )
+    if "sender" in names:
+        pacer = Pacer(settings.provider_rate_per_second)
+        sender = Sender(sessions, provider, pacer, producer, settings)
+        batches = CampaignBatch.model_validate_json
+        in_flight = settings.send_max_in_flight
+        roles += [
+            Role(
+                "sender",
+                {TOPIC_CAMPAIGN_BATCHES: batches},
+                sender.handle,
+                concurrency=in_flight,
+                on_assign=_share_rate(settings, pacer),
+            ),
+            Role(
+                "sender-retry",
+                {TOPIC_CAMPAIGN_BATCHES_RETRY: batches},
+                sender.handle,
+                concurrency=in_flight,
+            ),
+            Role(
+                "sender-test",
+                {TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_validate_json},
+                sender.handle_tests,
+                batch_size=10,
+            ),
+        ]
+    if "ingester" in names:
+        ingester = Ingester(sessions, producer, settings)
+        reads: dict[str, Decoder[TrackingEvent | ProviderEvent]] = {
+            TOPIC_TRACKING_EVENTS: TrackingEvent.model_validate_json,
+            TOPIC_PROVIDER_EVENTS: ProviderEvent.model_validate_json,
+        }
+        roles.append(
+            Role("ingester", reads, ingester.handle, settings.ingest_batch_size, poll_seconds=0.2)
+        )
+    if "lead-sync" in names:
+        lead_sync = LeadSync(sessions)
+        roles.append(
+            Role(
+                "lead-sync",
+                {TOPIC_LEADS: lead_events.validate_json},
+                lead_sync.handle,
+                settings.lead_sync_batch,
+            )
+        )
+    return roles
+
+
+def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
+    """On every rebalance, pace at the global rate × our share of the batch partitions."""
+    loop = asyncio.get_running_loop()
+    topic = settings.topic(TOPIC_CAMPAIGN_BATCHES)
+
+    def on_assign(
+        consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
+        try:
+            total = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
+        except Exception:
+            total = settings.kafka_batch_partitions
+        loop.call_soon_threadsafe(pacer.set_share, len(partitions), total)
+        log.info("sender: %d of %d partitions", len(partitions), total)
+
+    return on_assign
