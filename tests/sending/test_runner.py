@@ -1,16 +1,35 @@
-"""How the consume loops take messages from the consumer's fetch queue, and which
-offsets the concurrent loop stores.
+"""How the consume loops take messages from the consumer's fetch queue, which
+offsets the concurrent loop stores, which failures are retried and which
+messages go to the dead-letter topic.
 
 The loop itself (offsets stored after the work, retries, drain) runs on the real
-broker in ``tests/sending/test_recovery.py`` and ``tests/sending/test_replay.py``.
+broker in ``tests/sending/test_recovery.py`` and ``tests/sending/test_replay.py``;
+here each consumer meets a poison message on the real broker and carries on.
 """
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any, cast
 
+import asyncpg
 import confluent_kafka
+import httpx
+import orjson
+import pytest
+import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS, TOPIC_LEADS
+from schemas.leads import LeadUpserted
+from service.errors import NotFound, PermanentProviderError, TransientProviderError
+from service.kafka import KafkaUnavailable, Producer
+from service.settings import Settings
+from tests import factories
+from tests.conftest import TokenFactory, eventually
+from tests.dead_letters import dead_letter
+from worker.dead_letters import is_transient, reason_of
 from worker.runner import _InOrderOffsets, _poll
 
 
@@ -105,3 +124,130 @@ def test_a_message_that_comes_again_never_moves_the_offset_back() -> None:
     offsets.done(message(0, 12))
     offsets.done(message(0, 11))
     assert stored(offsets) == [(0, 13)]
+
+
+def _wrapped(error: Exception) -> sqlalchemy.exc.DBAPIError:
+    """``error`` as SQLAlchemy raises it from asyncpg: wrapped, with the original as cause."""
+    try:
+        raise sqlalchemy.exc.DBAPIError("SELECT 1", {}, Exception(str(error))) from error
+    except sqlalchemy.exc.DBAPIError as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransientProviderError("timeout", "the provider timed out"),
+        KafkaUnavailable("no ack"),
+        ConnectionRefusedError(111, "refused"),
+        TimeoutError(),
+        _wrapped(asyncpg.ConnectionDoesNotExistError("connection was closed")),
+        _wrapped(asyncpg.SerializationError("could not serialize access")),
+        _wrapped(asyncpg.CannotConnectNowError("the database system is starting up")),
+        _wrapped(asyncpg.QueryCanceledError("statement timeout")),
+    ],
+    ids=type,
+)
+def test_outages_and_timeouts_are_transient(error: Exception) -> None:
+    assert is_transient(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (_wrapped(asyncpg.DataError("value out of int64 range")), "invalid_value"),
+        (_wrapped(asyncpg.DatetimeFieldOverflowError("date out of range")), "invalid_value"),
+        (OverflowError("date value out of range"), "invalid_value"),
+        (_wrapped(asyncpg.UniqueViolationError("duplicate key")), "constraint"),
+        (sqlalchemy.exc.NoResultFound("no row"), "missing_row"),
+        (NotFound("campaign_not_found", "no such campaign"), "domain_error"),
+        (PermanentProviderError("validation_error", "bad address"), "domain_error"),
+        (KeyError("field"), "unexpected"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else type(value).__name__,
+)
+def test_a_contract_violation_is_permanent_and_named(error: Exception, reason: str) -> None:
+    assert not is_transient(error)
+    assert reason_of(error) == reason
+
+
+async def _produce(settings: Settings, topic: str, key: str, *values: bytes) -> None:
+    producer = Producer(settings)
+    try:
+        await producer.send((topic, key, value) for value in values)
+    finally:
+        producer.close()
+
+
+async def _sent(
+    client: httpx.AsyncClient, sponsor: str, token: TokenFactory, leads: int = 3
+) -> None:
+    """A campaign goes all the way through planner and sender."""
+    headers = token(sponsor)
+    base = f"/api/v1/sponsors/{sponsor}/campaigns"
+    rows = factories.leads(leads, domain=f"{sponsor}.example")
+    await factories.add_leads(client, sponsor, headers, rows)
+    created = (await client.post(base, headers=headers, json=factories.campaign())).json()
+
+    async def sent() -> bool:
+        stats = (await client.get(f"{base}/{created['id']}/stats", headers=headers)).json()
+        return bool(stats["status"] == "sent" and stats["sent"] == leads)
+
+    assert await eventually(sent, within=90)
+
+
+@pytest.mark.usefixtures("workers")
+@pytest.mark.parametrize(
+    ("topic", "group"), [(TOPIC_CAMPAIGNS, "planner"), (TOPIC_CAMPAIGN_BATCHES, "sender")]
+)
+async def test_an_undecodable_message_is_dead_lettered_and_the_consumer_handles_the_next(
+    topic: str,
+    group: str,
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    migrated: Settings,
+) -> None:
+    key = f"poison-{uuid.uuid4().hex}"
+    await _produce(migrated, topic, key, b'{"type": "campaign.')
+    await _sent(client, sponsor, token)
+
+    value, headers = await dead_letter(migrated, key)
+    assert value == b'{"type": "campaign.'
+    assert headers["dead-letter.reason"] == "undecodable"
+    assert headers["dead-letter.group"] == group
+    assert headers["dead-letter.topic"] == migrated.topic(topic)
+    assert int(headers["dead-letter.offset"]) >= 0 and "dead-letter.partition" in headers
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_lead_postgresql_cannot_store_is_dead_lettered_alone_and_its_batch_applied(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str, migrated: Settings
+) -> None:
+    now = datetime.now(UTC)
+
+    def lead(email: str, updated_at: str | None = None) -> bytes:
+        event = LeadUpserted(id=uuid.uuid4().hex, sponsor_id=sponsor, email=email, updated_at=now)
+        body = event.model_dump(mode="json")
+        if updated_at is not None:
+            body["updated_at"] = updated_at
+        return orjson.dumps(body)
+
+    # A valid time with its offset, which falls before year 1 in UTC: it decodes, but
+    # neither Python nor PostgreSQL can hold it as a UTC time.
+    poison = lead("poison@example.com", "0001-01-01T00:00:00+14:00")
+    good = [lead("first@example.com"), lead("second@example.com")]
+    await _produce(migrated, TOPIC_LEADS, sponsor, good[0], poison, good[1])
+
+    async def synced() -> bool:
+        async with sessions() as session:
+            found = await session.scalar(
+                sqlalchemy.text("SELECT count(*) FROM leads WHERE sponsor_id = :s"), {"s": sponsor}
+            )
+        return bool(found == 2)
+
+    assert await eventually(synced)
+    value, headers = await dead_letter(migrated, sponsor)
+    assert value == poison
+    assert headers["dead-letter.reason"] == "invalid_value"
+    assert headers["dead-letter.group"] == "lead-sync"
