@@ -1,4 +1,4 @@
-"""Reading the dead-letter topic in tests: find the letter a poison message became."""
+"""Poison messages in tests: produce them, then find the dead letter each became."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 import confluent_kafka
 
 from schemas.events import TOPIC_DEAD_LETTERS
-from service.kafka import make_consumer
+from service.kafka import Producer, make_consumer
 from service.settings import Settings
 
 
@@ -39,3 +39,12 @@ async def dead_letter(
         for h in message.headers() or []
     }
     return message.value(), headers
+
+
+async def produce(settings: Settings, topic: str, key: str, *values: bytes) -> None:
+    """Produce ``values`` to ``topic`` (without prefix), all with ``key``, in order."""
+    producer = Producer(settings)
+    try:
+        await producer.send((topic, key, value) for value in values)
+    finally:
+        producer.close()

@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 import jsonschema
-from sqlalchemy import select
+import orjson
+import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.leads import TOPIC_LEADS, LeadDeleted, LeadUpserted, lead_events
@@ -21,6 +23,7 @@ from service.kafka import Producer
 from service.models import Lead
 from service.settings import Settings
 from tests.conftest import eventually
+from tests.dead_letters import dead_letter, produce
 from worker.lead_sync import LeadSync
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -203,3 +206,36 @@ def test_event_contracts_export_as_json_schema(tmp_path: Path) -> None:
     }
     for name in written:
         jsonschema.Draft202012Validator.check_schema(json.loads((tmp_path / name).read_text()))
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_lead_postgresql_cannot_store_is_dead_lettered_alone_and_its_batch_applied(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str, migrated: Settings
+) -> None:
+    now = datetime.now(UTC)
+
+    def lead(email: str, updated_at: str | None = None) -> bytes:
+        event = LeadUpserted(id=uuid.uuid4().hex, sponsor_id=sponsor, email=email, updated_at=now)
+        body = event.model_dump(mode="json")
+        if updated_at is not None:
+            body["updated_at"] = updated_at
+        return orjson.dumps(body)
+
+    # A valid time with its offset, which falls before year 1 in UTC: it decodes, but
+    # neither Python nor PostgreSQL can hold it as a UTC time.
+    poison = lead("poison@example.com", "0001-01-01T00:00:00+14:00")
+    good = [lead("first@example.com"), lead("second@example.com")]
+    await produce(migrated, TOPIC_LEADS, sponsor, good[0], poison, good[1])
+
+    async def synced() -> bool:
+        async with sessions() as session:
+            found = await session.scalar(
+                select(func.count()).select_from(Lead).where(Lead.sponsor_id == sponsor)
+            )
+        return bool(found == 2)
+
+    assert await eventually(synced)
+    value, headers = await dead_letter(migrated, sponsor)
+    assert value == poison
+    assert headers["dead-letter.reason"] == "invalid_value"
+    assert headers["dead-letter.group"] == "lead-sync"

@@ -13,9 +13,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import confluent_kafka
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from rich.console import Console
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,10 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from devtools.status import run_status
 from service import logs
 from service.campaigns import repository
+from service.kafka import Producer
 from service.models import Campaign
 from service.settings import Settings
 from tests import factories
 from tests.conftest import eventually
+from tests.dead_letters import dead_letter
+from worker.dead_letters import DeadLetters
 from worker.main import start_metrics_server
 
 
@@ -119,6 +124,35 @@ async def test_the_worker_serves_metrics_and_a_health_endpoint(migrated: Setting
             assert (await http.get("/healthz")).status_code == 503
     finally:
         server.stop()
+
+
+async def test_a_dead_letter_keeps_the_message_and_is_counted_by_group_and_reason(
+    migrated: Settings,
+) -> None:
+    key = f"observed-{uuid.uuid4().hex}"
+    original = confluent_kafka.Message(
+        topic=migrated.topic("leads.v1"),
+        partition=2,
+        offset=41,
+        key=key.encode(),
+        value=b"{}",
+        headers=[("traceparent", b"00-abc-01")],
+    )
+    labels = {"group": "observed", "reason": "invalid_value"}
+    before = REGISTRY.get_sample_value("campaign_dead_letters_total", labels) or 0.0
+    producer = Producer(migrated)
+    try:
+        await DeadLetters(producer).send(
+            original, "observed", "invalid_value", OverflowError("date value out of range")
+        )
+    finally:
+        producer.close()
+
+    assert REGISTRY.get_sample_value("campaign_dead_letters_total", labels) == before + 1
+    value, headers = await dead_letter(migrated, key)
+    assert value == b"{}" and headers["traceparent"] == "00-abc-01"
+    assert headers["dead-letter.error"] == "OverflowError: date value out of range"
+    assert (headers["dead-letter.partition"], headers["dead-letter.offset"]) == ("2", "41")
 
 
 def test_a_taken_metrics_port_costs_the_metrics_not_the_worker(migrated: Settings) -> None:

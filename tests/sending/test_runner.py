@@ -10,25 +10,21 @@ here each consumer meets a poison message on the real broker and carries on.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
 import confluent_kafka
 import httpx
-import orjson
 import pytest
 import sqlalchemy.exc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS, TOPIC_LEADS
-from schemas.leads import LeadUpserted
+from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS
 from service.errors import NotFound, PermanentProviderError, TransientProviderError
-from service.kafka import KafkaUnavailable, Producer
+from service.kafka import KafkaUnavailable
 from service.settings import Settings
 from tests import factories
 from tests.conftest import TokenFactory, eventually
-from tests.dead_letters import dead_letter
+from tests.dead_letters import dead_letter, produce
 from worker.dead_letters import is_transient, reason_of
 from worker.runner import _InOrderOffsets, _poll
 
@@ -171,14 +167,6 @@ def test_a_contract_violation_is_permanent_and_named(error: Exception, reason: s
     assert reason_of(error) == reason
 
 
-async def _produce(settings: Settings, topic: str, key: str, *values: bytes) -> None:
-    producer = Producer(settings)
-    try:
-        await producer.send((topic, key, value) for value in values)
-    finally:
-        producer.close()
-
-
 async def _sent(
     client: httpx.AsyncClient, sponsor: str, token: TokenFactory, leads: int = 3
 ) -> None:
@@ -209,7 +197,7 @@ async def test_an_undecodable_message_is_dead_lettered_and_the_consumer_handles_
     migrated: Settings,
 ) -> None:
     key = f"poison-{uuid.uuid4().hex}"
-    await _produce(migrated, topic, key, b'{"type": "campaign.')
+    await produce(migrated, topic, key, b'{"type": "campaign.')
     await _sent(client, sponsor, token)
 
     value, headers = await dead_letter(migrated, key)
@@ -218,36 +206,3 @@ async def test_an_undecodable_message_is_dead_lettered_and_the_consumer_handles_
     assert headers["dead-letter.group"] == group
     assert headers["dead-letter.topic"] == migrated.topic(topic)
     assert int(headers["dead-letter.offset"]) >= 0 and "dead-letter.partition" in headers
-
-
-@pytest.mark.usefixtures("workers")
-async def test_a_lead_postgresql_cannot_store_is_dead_lettered_alone_and_its_batch_applied(
-    sessions: async_sessionmaker[AsyncSession], sponsor: str, migrated: Settings
-) -> None:
-    now = datetime.now(UTC)
-
-    def lead(email: str, updated_at: str | None = None) -> bytes:
-        event = LeadUpserted(id=uuid.uuid4().hex, sponsor_id=sponsor, email=email, updated_at=now)
-        body = event.model_dump(mode="json")
-        if updated_at is not None:
-            body["updated_at"] = updated_at
-        return orjson.dumps(body)
-
-    # A valid time with its offset, which falls before year 1 in UTC: it decodes, but
-    # neither Python nor PostgreSQL can hold it as a UTC time.
-    poison = lead("poison@example.com", "0001-01-01T00:00:00+14:00")
-    good = [lead("first@example.com"), lead("second@example.com")]
-    await _produce(migrated, TOPIC_LEADS, sponsor, good[0], poison, good[1])
-
-    async def synced() -> bool:
-        async with sessions() as session:
-            found = await session.scalar(
-                sqlalchemy.text("SELECT count(*) FROM leads WHERE sponsor_id = :s"), {"s": sponsor}
-            )
-        return bool(found == 2)
-
-    assert await eventually(synced)
-    value, headers = await dead_letter(migrated, sponsor)
-    assert value == poison
-    assert headers["dead-letter.reason"] == "invalid_value"
-    assert headers["dead-letter.group"] == "lead-sync"
