@@ -139,4 +139,6 @@ class DeadLetters:
             message.offset(),
             reason,
             text,
+            # A bug's traceback is what tells it apart; the other reasons say it all.
+            exc_info=error if reason == UNEXPECTED else None,
         )

@@ -125,38 +125,44 @@ async def _handle(
     stop: asyncio.Event,
     dead_letters: DeadLetters,
 ) -> None:
-    """Decode and handle ``messages``; when this returns, every one is done or dead-lettered.
-
-    A batch that fails for good is handled again one message at a time, so only
-    the poison ones are dead-lettered, never the good events beside them (each
-    handler is idempotent, so those done before the failure may be done twice).
-    """
+    """Decode and handle ``messages``; when this returns, every one is done or dead-lettered."""
     decoded: list[tuple[confluent_kafka.Message, Any]] = []
     for message in messages:
         try:
             decoded.append((message, decoders[message.topic() or ""](message.value() or b"")))
         except ValueError as exc:  # pydantic's ValidationError, JSON errors
             await _until_done(dead_letters.send, (message, role.group, UNDECODABLE, exc), stop)
-    if not decoded:
-        return
+    if decoded:
+        await _bisect(role, decoded, stop, dead_letters)
+
+
+async def _bisect(
+    role: Role[Any],
+    decoded: Sequence[tuple[confluent_kafka.Message, Any]],
+    stop: asyncio.Event,
+    dead_letters: DeadLetters,
+) -> None:
+    """Handle the events together; if that fails for good, each half again, down to
+    the poison events alone, which are dead-lettered.
+
+    So the good events of a batch (the ingester's hold thousands) are never
+    dead-lettered with a poison one, at a few extra passes rather than one
+    transaction per event. Handlers are idempotent: events done before a failure
+    may be done again.
+    """
     try:
         await _until_done(role.handle, ([event for _, event in decoded],), stop, role.group)
         return
     except Exception as exc:
         if is_transient(exc):
-            raise  # only once stopping: the batch comes again
+            raise  # only once stopping: the messages come again
         if len(decoded) == 1:
-            await _until_done(
-                dead_letters.send, (decoded[0][0], role.group, reason_of(exc), exc), stop
-            )
+            error = (decoded[0][0], role.group, reason_of(exc), exc)
+            await _until_done(dead_letters.send, error, stop)
             return
-    for message, event in decoded:
-        try:
-            await _until_done(role.handle, ([event],), stop, role.group)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            await _until_done(dead_letters.send, (message, role.group, reason_of(exc), exc), stop)
+    half = len(decoded) // 2
+    await _bisect(role, decoded[:half], stop, dead_letters)
+    await _bisect(role, decoded[half:], stop, dead_letters)
 
 
 async def _until_done(

@@ -9,7 +9,9 @@ here each consumer meets a poison message on the real broker and carries on.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any, cast
 
 import asyncpg
@@ -25,8 +27,9 @@ from service.settings import Settings
 from tests import factories
 from tests.conftest import TokenFactory, eventually
 from tests.dead_letters import dead_letter, produce
-from worker.dead_letters import is_transient, reason_of
-from worker.runner import _InOrderOffsets, _poll
+from worker.dead_letters import DeadLetters, is_transient, reason_of
+from worker.roles import Role
+from worker.runner import _bisect, _InOrderOffsets, _poll
 
 
 class FetchQueue:
@@ -120,6 +123,48 @@ def test_a_message_that_comes_again_never_moves_the_offset_back() -> None:
     offsets.done(message(0, 12))
     offsets.done(message(0, 11))
     assert stored(offsets) == [(0, 13)]
+
+
+class Letters:
+    """Stands in for the dead-letter producer: records what would be dead-lettered."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str]] = []
+
+    async def send(self, message: Any, group: str, reason: str, error: BaseException) -> None:
+        self.sent.append((message.offset(), reason))
+
+
+async def test_a_batch_that_fails_for_good_dead_letters_only_its_poison_events() -> None:
+    handled: list[str] = []
+
+    async def handle(events: Sequence[str]) -> None:
+        if "poison" in events:
+            raise OverflowError("value out of int64 range")  # the whole batch rolls back
+        handled.extend(events)
+
+    letters = Letters()
+    batch = [(message(0, n), "poison" if n in (3, 6) else f"event {n}") for n in range(8)]
+    await _bisect(Role("test", {}, handle), batch, asyncio.Event(), cast(DeadLetters, letters))
+
+    assert letters.sent == [(3, "invalid_value"), (6, "invalid_value")]
+    assert handled == [f"event {n}" for n in (0, 1, 2, 4, 5, 7)]
+
+
+async def test_a_transient_failure_is_retried_not_dead_lettered() -> None:
+    calls: list[list[str]] = []
+
+    async def handle(events: Sequence[str]) -> None:
+        calls.append(list(events))
+        if len(calls) < 3:
+            raise ConnectionRefusedError(111, "the database is restarting")
+
+    letters = Letters()
+    batch = [(message(0, 1), "event 1"), (message(0, 2), "event 2")]
+    await _bisect(Role("test", {}, handle), batch, asyncio.Event(), cast(DeadLetters, letters))
+
+    assert calls == [["event 1", "event 2"]] * 3
+    assert letters.sent == []
 
 
 def _wrapped(error: Exception) -> sqlalchemy.exc.DBAPIError:
