@@ -14,6 +14,7 @@ from schemas.stats import (
     CampaignStatsOut,
 )
 from schemas.types import PgDatetime
+from service import exports
 from service.auth import Principal, require
 from service.campaigns import repository as campaigns
 from service.errors import Forbidden
@@ -56,9 +57,9 @@ def deliveries_csv(request: Request, campaign_id: uuid.UUID, filename: str) -> S
     """Every delivery row of a campaign as CSV, streamed from a server-side cursor."""
     chunks = repository.stream_deliveries(request.app.state.engine, campaign_id)
     return StreamingResponse(
-        logic.csv_stream(repository.DELIVERY_COLUMNS, chunks),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        exports.csv_stream(repository.DELIVERY_COLUMNS, chunks),
+        media_type=exports.MEDIA_TYPE,
+        headers=exports.attachment(filename),
     )
 
 
@@ -99,9 +100,9 @@ async def analyst_campaigns(
         lines = [[item[c] for c in logic.ANALYST_COLUMNS] for item in items]
         total_line = ["TOTAL", "", "", "", "", "", *(totals[c] for c in logic.ANALYST_COLUMNS[6:])]
         return Response(
-            logic.csv_text(logic.ANALYST_COLUMNS, [*lines, total_line]),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="campaign-stats.csv"'},
+            exports.csv_text(logic.ANALYST_COLUMNS, [*lines, total_line]),
+            media_type=exports.MEDIA_TYPE,
+            headers=exports.attachment("campaign-stats.csv"),
         )
     # Already validated figures: orjson writes them directly (1,000 rows in a few ms,
     # where building response models took most of the request).

@@ -1,11 +1,8 @@
-"""Figures → rates, totals and CSV rows (denominators in ``schemas.stats``)."""
+"""Figures → rates and totals (denominators in ``schemas.stats``)."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from schemas.stats import FIGURES, RATES
@@ -37,30 +34,6 @@ def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         for name in summed:
             summed[name] += int(row[name])
     return with_rates(summed)
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return "" if value is None else value
-
-
-def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header is not None:
-        writer.writerow(header)
-    writer.writerows([_cell(v) for v in row] for row in rows)
-    return buffer.getvalue()
-
-
-async def csv_stream(
-    header: Sequence[str], chunks: AsyncIterator[Sequence[Sequence[Any]]]
-) -> AsyncIterator[bytes]:
-    """CSV bytes, one chunk of rows at a time (memory stays flat for any row count)."""
-    yield csv_text(header, []).encode()
-    async for rows in chunks:
-        yield csv_text(None, rows).encode()
 
 
 ANALYST_COLUMNS = (

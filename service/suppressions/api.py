@@ -4,8 +4,6 @@ global (``/api/v1/suppressions``, admin only). Lists export as CSV with
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -13,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from schemas.http import Page, SuppressionIn, SuppressionOut
+from service import exports
 from service.auth import require
 from service.errors import BadRequest, NotFound
 from service.http import CSV_RESPONSE, Cursor, decode_id_cursor, encode_cursor, transaction
@@ -46,9 +45,9 @@ async def _list(
 ) -> Response | Page[SuppressionOut]:
     if _wants_csv(request, format_):
         return StreamingResponse(
-            _csv_rows(request, sponsor_id),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+            exports.csv_stream(_CSV_COLUMNS, _csv_rows(request, sponsor_id)),
+            media_type=exports.MEDIA_TYPE,
+            headers=exports.attachment("suppressions.csv"),
         )
     after_id = decode_id_cursor(cursor)
     async with transaction(request) as session:
@@ -60,27 +59,22 @@ async def _list(
     return Page[SuppressionOut](items=items, next_cursor=next_cursor)
 
 
-async def _csv_rows(request: Request, sponsor_id: str | None) -> AsyncIterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(_CSV_COLUMNS)
+async def _csv_rows(
+    request: Request, sponsor_id: str | None
+) -> AsyncIterator[list[tuple[object, ...]]]:
+    """Every suppression of the scope as export rows, one chunk at a time."""
     async with request.app.state.sessions() as session:
         async for rows in repository.stream_all(session, sponsor_id):
-            for row in rows:
-                writer.writerow(
-                    [
-                        row.email,
-                        row.reason,
-                        row.source or "",
-                        row.created_at.isoformat(),
-                        "global" if row.sponsor_id is None else "sponsor",
-                    ]
+            yield [
+                (
+                    row.email,
+                    row.reason,
+                    row.source,
+                    row.created_at,
+                    "global" if row.sponsor_id is None else "sponsor",
                 )
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue().encode()
+                for row in rows
+            ]
 
 
 async def _add(

@@ -99,6 +99,30 @@ async def test_suppressions_export_as_csv(
         ]
 
 
+async def test_suppressions_export_neutralises_formulas_in_addresses_and_sources(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    headers = token(sponsor)
+    cases = {
+        "=cmd@example.com": '=HYPERLINK("https://evil.example","open me")',
+        "+one@example.com": "+1+1",
+        "-two@example.com": "-2+3",
+        "three@example.com": "@SUM(A1:A2)",
+    }
+    for email, source in cases.items():
+        added = await client.post(
+            _url(sponsor), headers=headers, json={"email": email, "source": source}
+        )
+        assert added.status_code == 201, added.text
+    response = await client.get(_url(sponsor), headers=headers, params={"format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    quoted = {
+        (email if email[0].isalnum() else "'" + email): "'" + source
+        for email, source in cases.items()
+    }
+    assert {r["email"]: r["source"] for r in rows} == quoted
+
+
 async def test_sponsors_cannot_see_each_others_suppressions(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.tracking import ProviderEvent, TrackingEvent
+from service import exports
 from service.kafka import Producer
 from service.settings import Settings
 from tests.factories import SentCampaign, sent_campaign
@@ -150,6 +151,44 @@ async def test_deliveries_export_streams_every_row_as_csv(
     assert page.status_code == 403
 
 
+# Cells a spreadsheet would run as a formula, as leads and providers could send them.
+FORMULAS = ('=HYPERLINK("https://evil.example","open me")', "+1+1", "-2+3", "@SUM(A1:A2)")
+
+
+def test_an_export_cell_a_spreadsheet_would_run_is_quoted_and_data_is_kept() -> None:
+    for formula in (*FORMULAS, "\tcmd", "\rcmd"):
+        assert exports.safe_cell(formula) == "'" + formula
+    assert exports.safe_cell("ada@example.com") == "ada@example.com"
+    assert exports.safe_cell(-3) == -3
+    assert exports.safe_cell(None) == ""
+
+
+async def test_deliveries_export_neutralises_formulas_in_addresses_and_errors(
+    client: httpx.AsyncClient,
+    token: Any,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+) -> None:
+    campaign = await sent_campaign(sessions, sponsor, len(FORMULAS), links={})
+    async with sessions.begin() as session:
+        for delivery_id, formula in zip(campaign.delivery_ids, FORMULAS, strict=True):
+            await session.execute(
+                text(
+                    "UPDATE campaign_deliveries SET recipient_email = :f, last_error = :e "
+                    "WHERE id = :id"
+                ),
+                {"f": formula, "e": formula, "id": delivery_id},
+            )
+    url = f"/api/v1/sponsors/{sponsor}/campaigns/{campaign.id}/deliveries"
+    response = await client.get(
+        url, params={"format": "csv"}, headers=token(sponsor, scopes="stats:read")
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert sorted(r["recipient_email"] for r in rows) == sorted("'" + f for f in FORMULAS)
+    assert sorted(r["last_error"] for r in rows) == sorted("'" + f for f in FORMULAS)
+    assert {r["status"] for r in rows} == {"sent"}
+
+
 async def test_analysts_get_one_row_per_campaign_with_totals(
     client: httpx.AsyncClient,
     token: Any,
@@ -193,6 +232,29 @@ async def test_analysts_get_one_row_per_campaign_with_totals(
     assert forbidden.status_code == 403
     mine_only = (await client.get("/api/v1/stats/campaigns", headers=headers)).json()
     assert {item["sponsor_id"] for item in mine_only["items"]} == {sponsor}
+
+
+async def test_analysts_export_neutralises_formulas_in_campaign_names(
+    client: httpx.AsyncClient,
+    token: Any,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+) -> None:
+    for formula in FORMULAS:
+        campaign = await sent_campaign(sessions, sponsor, 1, links={})
+        async with sessions.begin() as session:
+            await session.execute(
+                text("UPDATE campaigns SET name = :f WHERE id = :id"),
+                {"f": formula, "id": campaign.id},
+            )
+    exported = await client.get(
+        "/api/v1/stats/campaigns",
+        params={"sponsor_id": sponsor, "format": "csv"},
+        headers=token(sponsor, scopes="stats:read"),
+    )
+    lines = list(csv.DictReader(io.StringIO(exported.text)))
+    assert sorted(line["name"] for line in lines[:-1]) == sorted("'" + f for f in FORMULAS)
+    assert lines[-1]["sent"] == str(len(FORMULAS))
 
 
 async def test_an_unknown_or_foreign_campaign_is_a_404(
