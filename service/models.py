@@ -295,7 +295,8 @@ class DeliveryEvent(Base):
 class CampaignStats(Base):
     """Counters per campaign, sharded so concurrent senders do not queue on one row.
 
-    A campaign's figure is the sum over its shards (at most ``STATS_SHARDS`` rows).
+    A campaign's figure is the sum over its shards (at most ``STATS_SHARDS`` rows,
+    see ``service.stats.counters``).
     """
 
     __tablename__ = "campaign_stats"

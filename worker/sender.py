@@ -47,6 +47,7 @@ from service.kafka import Producer
 from service.logs import bind, bound
 from service.models import Campaign, Sponsor
 from service.settings import Settings
+from service.stats import counters
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
 from service.templates.compiled import CompiledMessage, ProviderTemplate, RenderError, single_line
@@ -430,7 +431,7 @@ class Sender:
         if ratio <= 0:
             return
         async with self.sessions() as session:
-            counts = await repository.counters(session, context.campaign_id)
+            counts = await counters.sums(session, context.campaign_id)
         attempted = counts["sent"] + counts["failed"]
         if (
             attempted >= self.settings.send_failure_pause_min

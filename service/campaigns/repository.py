@@ -2,8 +2,8 @@
 
 Per-recipient work is set-based: the planner writes all delivery rows with one
 ``INSERT … SELECT``; the sender moves a whole batch with one ``UPDATE … FROM
-unnest(…)``. Counters live in ``campaign_stats``, sharded by batch number so
-concurrent senders do not queue on one row.
+unnest(…)``. Counters live in ``campaign_stats``, sharded by batch number
+(``service.stats.counters``) so concurrent senders do not queue on one row.
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ from service.audiences.filters import audience_clause, leads, suppressed_clause
 from service.errors import NotFound
 from service.models import Campaign, CampaignDelivery, CampaignStats, OutboxMessage, table_of
 from service.outbox import OutboxRow
-
-STATS_SHARDS = 16
-COUNTERS = ("pending", "sent", "failed", "suppressed", "cancelled")
-_COUNTER_COLUMNS = frozenset(COUNTERS)
+from service.stats import counters
 
 deliveries = table_of(CampaignDelivery)
 stats = table_of(CampaignStats)
@@ -131,7 +128,7 @@ async def plan_deliveries(session: AsyncSession, campaign: Campaign, batch_size:
         )
         or 0
     )
-    shard = deliveries.c.batch_no % STATS_SHARDS
+    shard = counters.shard_expression(deliveries.c.batch_no)
     await session.execute(
         pg_insert(stats)
         .from_select(
@@ -363,7 +360,7 @@ async def record_batch_outcome(
             "failed_ids": list(failed_ids),
             "errors": list(errors),
             "campaign_id": campaign_id,
-            "shard": batch_no % STATS_SHARDS,
+            "shard": counters.shard_of(batch_no),
             "topic": TOPIC_CAMPAIGN_BATCHES,
             "key_prefix": f"{campaign_id}:",
             "head": head,
@@ -385,7 +382,7 @@ async def record_batch_outcome(
                 "ids": list(sent_ids),
                 "message_ids": list(message_ids),
                 "campaign_id": campaign_id,
-                "shard": batch_no % STATS_SHARDS,
+                "shard": counters.shard_of(batch_no),
             },
         )
         n_sent += int(cancelled[0])
@@ -395,22 +392,6 @@ async def record_batch_outcome(
         else []
     )
     return BatchOutcome(sent=n_sent, failed=int(row["failed"]), released=released)
-
-
-async def bump_counters(
-    session: AsyncSession, campaign_id: uuid.UUID, batch_no: int, **deltas: int
-) -> None:
-    shard = batch_no % STATS_SHARDS
-    values = {name: delta for name, delta in deltas.items() if delta}
-    if not values:
-        return
-    stmt = pg_insert(stats).values(campaign_id=campaign_id, shard=shard, **values)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["campaign_id", "shard"],
-            set_={name: getattr(stats.c, name) + delta for name, delta in values.items()},
-        )
-    )
 
 
 async def finish_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
@@ -475,18 +456,6 @@ async def take_finished_templates(
     delete; a later ``retry-failed`` round of such a campaign decides anew."""
     rows = await session.execute(_TAKE_FINISHED_TEMPLATES, {"limit": limit})
     return [(row[0], row[1]) for row in rows]
-
-
-async def counters(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:
-    """The campaign's counters, summed over shards (at most ``STATS_SHARDS`` rows)."""
-    row = (
-        await session.execute(
-            select(*(func.coalesce(func.sum(getattr(stats.c, c)), 0) for c in COUNTERS)).where(
-                stats.c.campaign_id == campaign_id
-            )
-        )
-    ).one()
-    return {name: int(value) for name, value in zip(COUNTERS, row, strict=True)}
 
 
 async def deliveries_page(
@@ -571,7 +540,7 @@ async def move_rows(
     skip_suppressed: bool = False,
 ) -> int:
     """Move every row of one status to another and keep the counters in step."""
-    assert from_status in _COUNTER_COLUMNS and to_status in _COUNTER_COLUMNS
+    assert from_status in counters.SENDING and to_status in counters.SENDING
     suppressed = (
         """AND NOT EXISTS (
             SELECT 1 FROM suppressions s JOIN campaigns c ON c.id = d.campaign_id
@@ -585,7 +554,7 @@ async def move_rows(
 WITH moved AS (
     UPDATE campaign_deliveries d SET status = :to_status, last_error = NULL
     WHERE d.campaign_id = :campaign_id AND d.status = :from_status {suppressed}
-    RETURNING d.batch_no % {STATS_SHARDS} AS shard
+    RETURNING {counters.shard_sql("d.batch_no")} AS shard
 ), counted AS (
     INSERT INTO campaign_stats (campaign_id, shard, {from_status}, {to_status})
     SELECT :campaign_id, shard, -count(*), count(*) FROM moved GROUP BY shard

@@ -10,9 +10,9 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.campaigns.repository import STATS_SHARDS
 from service.errors import NotFound
 from service.models import Lead
+from service.stats import counters
 
 # Fields a bulk upsert may set; each is updated only where the row sent it.
 _FIELDS = {
@@ -166,14 +166,14 @@ WITH moved AS (
     UPDATE campaign_deliveries d SET status = 'cancelled'
     WHERE d.lead_id = ANY(CAST(:lead_ids AS bigint[])) AND d.status = 'pending'
       AND d.campaign_id IN (SELECT id FROM campaigns WHERE sponsor_id = :sponsor_id)
-    RETURNING d.campaign_id, d.batch_no % {STATS_SHARDS} AS shard
+    RETURNING d.campaign_id, {counters.shard_sql("d.batch_no")} AS shard
 )
 INSERT INTO campaign_stats (campaign_id, shard, pending, cancelled)
 SELECT campaign_id, shard, -count(*), count(*) FROM moved GROUP BY campaign_id, shard
 ON CONFLICT (campaign_id, shard) DO UPDATE SET
     pending = campaign_stats.pending + EXCLUDED.pending,
     cancelled = campaign_stats.cancelled + EXCLUDED.cancelled
-""")  # noqa: S608 - STATS_SHARDS is a constant
+""")  # noqa: S608 - the shard formula is a constant
 
 
 async def cancel_pending(session: AsyncSession, sponsor_id: str, lead_ids: list[int]) -> None:

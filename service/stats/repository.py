@@ -12,8 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from schemas.stats import FIGURES
+from service.stats import counters
 
-_SUMS = ", ".join(f"coalesce(sum(s.{name}), 0)::bigint AS {name}" for name in FIGURES)
+_SUMS = counters.sums_sql("s", FIGURES)
 
 
 _CAMPAIGN_FIGURES = text(f"""

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import TOPIC_DELIVERY_EVENTS
 from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
-from service.campaigns.repository import STATS_SHARDS
 from service.settings import Settings
+from service.stats import counters
 from service.tracking import repository
 from service.tracking.repository import DeliveryRef
 
@@ -234,7 +234,7 @@ async def ingest(
     for a in applied:
         ref = by_id.get(a.id) or next(r for r in refs if r.id == a.id)
         change = changes[a.id]
-        s = stats[(ref.campaign_id, ref.batch_no % STATS_SHARDS)]
+        s = stats[(ref.campaign_id, counters.shard_of(ref.batch_no))]
         s["opens"] += change.opens
         s["clicks"] += change.clicks
         s["opened"] += a.new_opened
@@ -273,8 +273,8 @@ async def ingest(
             )
             outbox.append((TOPIC_DELIVERY_EVENTS, str(a.id), message.to_bytes()))
 
-    await repository.bump_stats(session, stats)
-    await repository.bump_hourly(session, hourly)
+    await counters.bump(session, stats)
+    await counters.bump_hourly(session, hourly)
     await repository.bump_link_clicks(session, links)
     await repository.add_suppressions(session, suppress)
     outbox_ids = await repository.add_outbox(session, outbox)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.campaigns.repository import STATS_SHARDS
+from service.stats import counters
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +94,9 @@ ON CONFLICT (event_id) DO NOTHING
             "at": moved,
         },
     )
-    await bump_stats(session, {(ref.campaign_id, ref.batch_no % STATS_SHARDS): {"unsubscribed": 1}})
-    await bump_hourly(session, {(ref.campaign_id, _hour(moved)): {"unsubscribed": 1}})
+    shard = counters.shard_of(ref.batch_no)
+    await counters.bump(session, {(ref.campaign_id, shard): {"unsubscribed": 1}})
+    await counters.bump_hourly(session, {(ref.campaign_id, _hour(moved)): {"unsubscribed": 1}})
     return True
 
 
@@ -220,59 +221,6 @@ async def apply_to_deliveries(
         return []
     result = await session.execute(_APPLY, changes)
     return [Applied(*row) for row in result]
-
-
-async def bump_stats(
-    session: AsyncSession, deltas: dict[tuple[uuid.UUID, int], dict[str, int]]
-) -> None:
-    """Add to ``campaign_stats`` counters, one upsert per set of columns."""
-    await _bump(session, "campaign_stats", "shard", "smallint", deltas)
-
-
-async def bump_hourly(
-    session: AsyncSession, deltas: dict[tuple[uuid.UUID, datetime], dict[str, int]]
-) -> None:
-    await _bump(session, "campaign_stats_hourly", "bucket", "timestamptz", deltas)
-
-
-_STAT_COLUMNS = frozenset(
-    {
-        "sent", "failed", "suppressed", "delivered", "bounced", "complained", "unsubscribed",
-        "opened", "opens", "human_opened", "clicked", "clicks", "human_clicked", "human_opens",
-        "human_clicks",
-    }
-)  # fmt: skip
-
-
-async def _bump(
-    session: AsyncSession,
-    table: str,
-    key: str,
-    key_type: str,
-    deltas: dict[tuple[uuid.UUID, Any], dict[str, int]],
-) -> None:
-    rows = [(k, {c: n for c, n in v.items() if n}) for k, v in deltas.items()]
-    rows = [(k, v) for k, v in rows if v]
-    if not rows:
-        return
-    columns = sorted({c for _, v in rows for c in v})
-    assert _STAT_COLUMNS.issuperset(columns)
-    params: dict[str, Any] = {
-        "campaigns": [k[0] for k, _ in rows],
-        "keys": [k[1] for k, _ in rows],
-    }
-    for i, column in enumerate(columns):
-        params[f"c{i}"] = [v.get(column, 0) for _, v in rows]
-    arrays = ", ".join(f"CAST(:c{i} AS bigint[])" for i in range(len(columns)))
-    names = ", ".join(columns)
-    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in columns)
-    # Column and table names come from the whitelist above, never from input.
-    statement = text(f"""
-INSERT INTO {table} (campaign_id, {key}, {names})
-SELECT * FROM unnest(CAST(:campaigns AS uuid[]), CAST(:keys AS {key_type}[]), {arrays})
-ON CONFLICT (campaign_id, {key}) DO UPDATE SET {updates}
-""")  # noqa: S608
-    await session.execute(statement, params)
 
 
 async def bump_link_clicks(

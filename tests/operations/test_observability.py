@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devtools.status import run_status
 from service import logs
-from service.campaigns import repository
 from service.kafka import Producer
 from service.models import Campaign
 from service.settings import Settings
+from service.stats import counters
 from tests import factories
 from tests.conftest import eventually
 from tests.dead_letters import dead_letter
@@ -241,7 +241,7 @@ async def test_status_once_shows_a_campaign_in_flight(
             .where(Campaign.id == campaign_id)
             .values(status="paused", total_recipients=10, queued_at=func.now())
         )
-        await repository.bump_counters(session, campaign_id, 0, sent=4, failed=1, pending=5)
+        await counters.bump(session, {(campaign_id, 0): {"sent": 4, "failed": 1, "pending": 5}})
     output = io.StringIO()
     console = Console(file=output, width=200, force_terminal=False)
     assert await asyncio.to_thread(run_status, migrated, once=True, console=console) == 0

@@ -27,10 +27,10 @@ from schemas.events import (
     CampaignBatch,
     CampaignQueued,
 )
-from service.campaigns import repository
 from service.kafka import Producer, make_consumer
 from service.models import Campaign, CampaignDelivery
 from service.settings import Settings
+from service.stats import counters as stats_counters
 from tests.conftest import TokenFactory
 from tests.fakes.resend_server import FakeResend
 from tests.sending.test_sending import Api
@@ -108,7 +108,7 @@ async def snapshot(sessions: async_sessionmaker[AsyncSession], campaign_id: str)
             .scalars()
             .all()
         )
-        counters = await repository.counters(session, key)
+        counters = await stats_counters.sums(session, key)
     columns = CampaignDelivery.__table__.columns.keys()
     return (
         (campaign.status, campaign.send_round, campaign.completed_at, campaign.updated_at),

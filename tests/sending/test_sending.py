@@ -22,6 +22,7 @@ from service.campaigns import repository
 from service.kafka import make_consumer
 from service.models import CampaignDelivery, Suppression
 from service.settings import Settings
+from service.stats import counters as stats_counters
 from tests import factories
 from tests.conftest import TokenFactory, eventually
 from tests.fakes.resend_server import FakeResend
@@ -210,7 +211,7 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
             text("UPDATE campaign_deliveries SET status = 'cancelled' WHERE id = :id"),
             {"id": ids[0]},
         )
-        await repository.bump_counters(session, campaign_id, 0, pending=-1, cancelled=1)
+        await stats_counters.bump(session, {(campaign_id, 0): {"pending": -1, "cancelled": 1}})
 
     recorded = []
     for _ in range(2):  # the batch's message delivered twice
@@ -222,7 +223,7 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
 
     assert recorded == [(3, 0), (0, 0)]
     async with sessions() as session:
-        counters = await repository.counters(session, campaign_id)
+        counters = await stats_counters.sums(session, campaign_id)
         statuses = await session.scalars(
             select(CampaignDelivery.status).where(CampaignDelivery.campaign_id == campaign_id)
         )
@@ -245,7 +246,9 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
             {"id": ids[2]},
         )
         for batch_no in (0, 1, 3, 4):
-            await repository.bump_counters(session, campaign_id, batch_no, pending=1)
+            await stats_counters.bump(
+                session, {(campaign_id, stats_counters.shard_of(batch_no)): {"pending": 1}}
+            )
         # Sending, with recent progress: the reconciler leaves it alone.
         await session.execute(
             text(
@@ -275,7 +278,7 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
     assert [row.key for row in second.released] == [f"{campaign_id}:4"]
     assert (replayed.sent, replayed.failed, replayed.released) == (0, 0, [])
     async with sessions.begin() as session:
-        counters = await repository.counters(session, campaign_id)
+        counters = await stats_counters.sums(session, campaign_id)
         cursor = await session.scalar(
             text("SELECT enqueue_cursor FROM campaigns WHERE id = :c"), {"c": campaign_id}
         )
