@@ -10,7 +10,11 @@
     │   ├── PayloadTooLarge      413
     │   ├── UnsupportedMediaType 415
     │   ├── Unprocessable        422 (validation of content: templates, filters)
+    │   │   └── InvalidAudience    a filter or audience type that does not parse
     │   └── TooManyRequests      429; carries ``retry_after`` seconds
+    ├── RenderError            a template failed for one recipient's data
+    ├── InvalidSignature       a webhook its provider did not sign (or stale)
+    ├── KafkaUnavailable       the broker did not acknowledge in time: retry
     └── ProviderError          the email provider refused or failed a request
         ├── TransientProviderError   retry later with the same idempotency key
         │   └── RateLimited            429; carries the provider's retry-after
@@ -18,7 +22,10 @@
             └── QuotaExceeded          daily/monthly quota: pause the campaign
 
 Client errors carry a stable machine-readable ``code``, a human ``message``
-and, where one field is at fault, its dotted path in ``field``.
+and, where one field is at fault, its dotted path in ``field``. The other
+branches never reach a client as they are: a route or a worker decides what
+each means (a preview answers a ``RenderError`` with a 422, the sender records
+it on the delivery; a bad signature is a 401).
 """
 
 from __future__ import annotations
@@ -75,6 +82,11 @@ class Unprocessable(ClientError):
     status_code = 422
 
 
+class InvalidAudience(Unprocessable):
+    """An audience that does not parse: a 422 when a request sends it; a campaign
+    whose stored audience no longer parses (caps or fields changed) fails to plan."""
+
+
 class TooManyRequests(ClientError):
     """A per-sponsor API rate limit was reached; try again after ``retry_after`` seconds."""
 
@@ -83,6 +95,18 @@ class TooManyRequests(ClientError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__("rate_limited", message, None)
         self.retry_after = retry_after
+
+
+class RenderError(ServiceError):
+    """A template failed for one recipient (the others still render)."""
+
+
+class InvalidSignature(ServiceError):
+    """The webhook is not one the provider signed (or is too old / too new)."""
+
+
+class KafkaUnavailable(ServiceError):
+    """The broker did not acknowledge a message in time."""
 
 
 class ProviderError(ServiceError):

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from schemas.events import ALL_TOPICS, TOPIC_CAMPAIGN_BATCHES
+from service.errors import KafkaUnavailable
 from service.settings import KafkaConfig, Settings
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 Outgoing = tuple[str, str, bytes]  # (topic without prefix, key, value)
 Headers = list[tuple[str, str | bytes | None]]
 _Record = tuple[str, str | bytes | None, bytes | None, Headers | None]
-
-
-class KafkaUnavailable(Exception):
-    """The broker did not acknowledge a message in time."""
 
 
 class Producer:

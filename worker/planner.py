@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.events import CampaignQueued
 from service import metrics, outbox
 from service.campaigns import repository
-from service.errors import Unprocessable
+from service.errors import InvalidAudience
 from service.kafka import Producer
 from service.logs import bound
 
@@ -51,7 +51,7 @@ class Planner:
                 return
             try:
                 plan = await repository.plan_deliveries(session, campaign, self.batch_size)
-            except Unprocessable as exc:
+            except InvalidAudience as exc:
                 # A stored filter that no longer parses (caps or fields changed since it
                 # was accepted): retrying cannot help, so the campaign fails with the reason.
                 campaign.status = "failed"

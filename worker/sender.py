@@ -41,6 +41,7 @@ from service.errors import (
     ProviderError,
     QuotaExceeded,
     RateLimited,
+    RenderError,
     TransientProviderError,
 )
 from service.kafka import Producer
@@ -50,7 +51,7 @@ from service.settings import Settings
 from service.stats import counters
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.compiled import CompiledMessage, ProviderTemplate, RenderError, single_line
+from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
 from service.templates.variables import SAMPLE_LEAD
 from worker.providers import templates_of

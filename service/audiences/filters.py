@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Numeric, and_, case, exists, false, func, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.errors import Unprocessable
+from service.errors import InvalidAudience
 from service.models import Lead, Suppression, table_of
 
 leads = table_of(Lead)
@@ -92,8 +92,8 @@ _COLUMNS = {
 Node = dict[str, Any]
 
 
-def _fail(path: str, message: str, code: str = "invalid_filter") -> Unprocessable:
-    return Unprocessable(code, message, path)
+def _fail(path: str, message: str, code: str = "invalid_filter") -> InvalidAudience:
+    return InvalidAudience(code, message, path)
 
 
 # ---------------------------------------------------------------- parsing
@@ -417,7 +417,7 @@ def audience_criterion(
             raise _fail("audience_filter", "a custom audience needs audience_filter")
         return compile_filter(parse_filter(audience_filter))
     if audience_type not in PRESETS:
-        raise Unprocessable(
+        raise InvalidAudience(
             "unknown_audience_type",
             f"audience_type must be one of {', '.join(AUDIENCE_TYPES)}",
             "audience_type",

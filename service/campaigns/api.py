@@ -26,7 +26,7 @@ from schemas.http import (
 from service import outbox
 from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
-from service.errors import Forbidden, Unprocessable
+from service.errors import Forbidden, RenderError, Unprocessable
 from service.http import (
     CSV_RESPONSE,
     Cursor,
@@ -42,7 +42,6 @@ from service.sponsors import repository as sponsors
 from service.stats import api as stats_api
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
-from service.templates.compiled import RenderError
 from service.templates.urls import NO_DELIVERY
 from service.templates.variables import SAMPLE_LEAD
 

@@ -17,12 +17,11 @@ from schemas.http import (
     TemplateVersionOut,
 )
 from service.auth import require
-from service.errors import Unprocessable
+from service.errors import RenderError, Unprocessable
 from service.http import Cursor, VersionPath, decode_time_cursor, encode_cursor, transaction
 from service.models import Template, TemplateVersion
 from service.sponsors import repository as sponsors
 from service.templates import logic, repository
-from service.templates.compiled import RenderError
 from service.tracking.tokens import Kind
 
 router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/templates", tags=["templates"])

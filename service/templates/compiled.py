@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.errors import RenderError
 from service.templates import layout
 from service.templates.content import Brand, Content, Tags, inline_page, markdown_html
 from service.templates.content import text_from_html as _text_from_html
@@ -37,10 +38,6 @@ from service.templates.variables import personalization
 MAX_SUBJECT_BYTES = 998
 # Variables a provider-side template may declare (Resend's limit).
 MAX_TEMPLATE_VARIABLES = 50
-
-
-class RenderError(Exception):
-    """A template failed for one recipient (the others still render)."""
 
 
 def single_line(value: str) -> str:

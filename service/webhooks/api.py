@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from schemas.events import TOPIC_PROVIDER_EVENTS
 from schemas.http import ErrorBody
-from service.errors import BadRequest, PayloadTooLarge, Unauthorized
+from service.errors import BadRequest, InvalidSignature, PayloadTooLarge, Unauthorized
 from service.settings import Settings
 from service.webhooks import logic, svix
 
@@ -65,7 +65,7 @@ async def resend_webhook(request: Request) -> JSONResponse:
         msg_id = svix.verify(
             settings.resend_webhook_secret.get_secret_value(), request.headers, body
         )
-    except svix.InvalidSignature as exc:
+    except InvalidSignature as exc:
         raise Unauthorized("invalid_signature", str(exc)) from None
     seen = _seen(request)
     if msg_id in seen:

@@ -15,11 +15,9 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from service.errors import InvalidSignature
+
 TOLERANCE_SECONDS = 300
-
-
-class InvalidSignature(Exception):
-    """The webhook is not one the provider signed (or is too old / too new)."""
 
 
 def _key(secret: str) -> bytes:
