@@ -7,7 +7,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from schemas.types import BigIntId, IntVersion, StoredJson, one_address
 
@@ -192,7 +200,8 @@ class CampaignOut(BaseModel):
     audience_type: str
     audience_filter: StoredJson | None = None
     event_id: str | None
-    metadata: StoredJson
+    # The ORM model keeps it as ``metadata_`` (``metadata`` is SQLAlchemy's own).
+    metadata: StoredJson = Field(validation_alias=AliasChoices("metadata_", "metadata"))
     status: CampaignStatus
     status_reason: str | None
     total_recipients: int

@@ -58,6 +58,17 @@ async def autocommit(request: Request) -> AsyncIterator[AsyncConnection]:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
+@asynccontextmanager
+async def lookup(request: Request) -> AsyncIterator[AsyncSession]:
+    """An ORM session on an autocommit connection, for the reads a dependency does
+    before the route's unit of work: each statement commits alone (no BEGIN/ROLLBACK)."""
+    async with (
+        autocommit(request) as connection,
+        AsyncSession(bind=connection, expire_on_commit=False) as session,
+    ):
+        yield session
+
+
 def _retry_soon(status: int, code: str, message: str) -> JSONResponse:
     body = {"error": {"code": code, "message": f"{message}; retry", "field": None}}
     return JSONResponse(body, status_code=status, headers={"retry-after": "1"})

@@ -5,11 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 
-from schemas.events import TOPIC_CAMPAIGN_TESTS, CampaignTestSend
 from schemas.http import (
     CampaignIn,
     CampaignOut,
@@ -23,10 +21,11 @@ from schemas.http import (
     SendTestIn,
     SendTestOut,
 )
-from service import outbox
+from service import exports, outbox
 from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
-from service.errors import Forbidden, RenderError, Unprocessable
+from service.campaigns.deps import CurrentCampaign
+from service.errors import Forbidden
 from service.http import (
     CSV_RESPONSE,
     Cursor,
@@ -34,48 +33,25 @@ from service.http import (
     decode_id_cursor,
     decode_time_cursor,
     encode_cursor,
+    lookup,
     transaction,
 )
 from service.models import Campaign
 from service.settings import Settings
-from service.sponsors import repository as sponsors
-from service.stats import api as stats_api
-from service.templates import logic as templates
-from service.templates import repository as templates_repository
-from service.templates.urls import NO_DELIVERY
-from service.templates.variables import SAMPLE_LEAD
+from service.sponsors.deps import CurrentSponsor, KnownSponsor
+from service.stats import logic as stats
 
-router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/campaigns", tags=["campaigns"])
+router = APIRouter(
+    prefix="/api/v1/sponsors/{sponsor_id}/campaigns",
+    tags=["campaigns"],
+    dependencies=[KnownSponsor],
+)
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _out(campaign: Campaign) -> CampaignOut:
-    return CampaignOut(
-        id=campaign.id,
-        sponsor_id=campaign.sponsor_id,
-        name=campaign.name,
-        subject=campaign.subject,
-        message_body=campaign.message_body,
-        html_body=campaign.html_body,
-        text_body=campaign.text_body,
-        template_id=campaign.template_id,
-        template_version=campaign.template_version,
-        tracking_enabled=campaign.tracking_enabled,
-        audience_type=campaign.audience_type,
-        audience_filter=campaign.audience_filter,
-        event_id=campaign.event_id,
-        metadata=campaign.metadata_,
-        status=campaign.status,
-        status_reason=campaign.status_reason,
-        total_recipients=campaign.total_recipients,
-        send_at=campaign.send_at,
-        send_round=campaign.send_round,
-        created_at=campaign.created_at,
-        updated_at=campaign.updated_at,
-        queued_at=campaign.queued_at,
-        completed_at=campaign.completed_at,
-    )
+    return CampaignOut.model_validate(campaign, from_attributes=True)
 
 
 def _window(request: Request) -> int:
@@ -94,10 +70,11 @@ async def _publish(request: Request, outbox_ids: int | list[int] | None) -> None
 @router.post(
     "", status_code=202, response_model=CampaignOut, dependencies=[require("campaigns:write")]
 )
-async def create_campaign(sponsor_id: str, body: CampaignIn, request: Request) -> CampaignOut:
+async def create_campaign(
+    sponsor: CurrentSponsor, body: CampaignIn, request: Request
+) -> CampaignOut:
     """Create a campaign: queued at once (202), or kept as a draft with ``draft: true``."""
     async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
         campaign, outbox_id = await logic.create(session, sponsor, body)
         await session.refresh(campaign)
     await _publish(request, outbox_id)
@@ -114,7 +91,6 @@ async def list_campaigns(
 ) -> Page[CampaignOut]:
     after = decode_time_cursor(cursor)
     async with transaction(request) as session:
-        await sponsors.get(session, sponsor_id)
         rows = await repository.list_page(
             session, sponsor_id, limit=limit + 1, status=status, after=after
         )
@@ -126,9 +102,8 @@ async def list_campaigns(
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, dependencies=[require("campaigns:read")])
-async def get_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
-    async with transaction(request) as session:
-        return _out(await repository.get(session, sponsor_id, campaign_id))
+async def get_campaign(campaign: CurrentCampaign) -> CampaignOut:
+    return _out(campaign)
 
 
 @router.post(
@@ -137,11 +112,12 @@ async def get_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request
     response_model=CampaignOut,
     dependencies=[require("campaigns:write")],
 )
-async def send_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
+async def send_campaign(
+    sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
+) -> CampaignOut:
     """Queue a draft for sending."""
     async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor.id, campaign_id)
         outbox_id = await logic.queue(session, sponsor, campaign)
         await session.refresh(campaign)
     await _publish(request, outbox_id)
@@ -154,12 +130,11 @@ async def send_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Reques
     dependencies=[require("campaigns:write")],
 )
 async def schedule_campaign(
-    sponsor_id: str, campaign_id: uuid.UUID, body: ScheduleIn, request: Request
+    sponsor: CurrentSponsor, campaign_id: uuid.UUID, body: ScheduleIn, request: Request
 ) -> CampaignOut:
     """Schedule a draft (or move a scheduled campaign) to ``send_at``."""
     async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor.id, campaign_id)
         logic.schedule(sponsor, campaign, body.send_at)
         await session.flush()
         await session.refresh(campaign)
@@ -185,10 +160,11 @@ async def pause_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Reque
     response_model=CampaignOut,
     dependencies=[require("campaigns:write")],
 )
-async def resume_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
+async def resume_campaign(
+    sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
+) -> CampaignOut:
     async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor.id, campaign_id)
         outbox_ids = await logic.resume(session, sponsor, campaign, _window(request))
         await session.flush()
         await session.refresh(campaign)
@@ -214,11 +190,12 @@ async def cancel_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Requ
     response_model=RetryFailedOut,
     dependencies=[require("campaigns:write")],
 )
-async def retry_failed(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> RetryFailedOut:
+async def retry_failed(
+    sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
+) -> RetryFailedOut:
     """Re-drive only the failed recipients that are not suppressed (new idempotency keys)."""
     async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor.id, campaign_id)
         retried, outbox_ids = await logic.retry_failed(session, sponsor, campaign, _window(request))
         await session.flush()
         await session.refresh(campaign)
@@ -237,8 +214,7 @@ async def delete_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Requ
 
 @router.get("/{campaign_id}/deliveries", response_model=Page[DeliveryOut], responses=CSV_RESPONSE)
 async def list_deliveries(
-    sponsor_id: str,
-    campaign_id: uuid.UUID,
+    campaign: CurrentCampaign,
     request: Request,
     principal: Annotated[Principal, Depends(current_principal)],
     status: DeliveryStatus | None = None,
@@ -248,27 +224,23 @@ async def list_deliveries(
 ) -> Page[DeliveryOut] | StreamingResponse:
     """A page of deliveries (``campaigns:read``), or with ``?format=csv`` every row
     streamed (``stats:read`` or ``campaigns:read``)."""
-    if not principal.may_act_for(sponsor_id):
-        raise Forbidden("sponsor_forbidden", "this token may not act for this sponsor")
     scopes = ("campaigns:read", "stats:read") if format == "csv" else ("campaigns:read",)
     if not any(principal.has_scope(s) for s in scopes):
         raise Forbidden("insufficient_scope", f"this route needs the '{scopes[-1]}' scope")
     if format == "csv":
-        async with transaction(request) as session:
-            await repository.get(session, sponsor_id, campaign_id)
-        return stats_api.deliveries_csv(request, campaign_id, f"deliveries-{campaign_id}.csv")
+        return StreamingResponse(
+            stats.deliveries_csv(request.app.state.engine, campaign.id),
+            media_type=exports.MEDIA_TYPE,
+            headers=exports.attachment(f"deliveries-{campaign.id}.csv"),
+        )
     after_id = decode_id_cursor(cursor)
     async with transaction(request) as session:
-        await repository.get(session, sponsor_id, campaign_id)
         rows: list[Any] = await repository.deliveries_page(
-            session, campaign_id, status=status, after_id=after_id, limit=limit + 1
+            session, campaign.id, status=status, after_id=after_id, limit=limit + 1
         )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].id)
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return Page(
-        items=[DeliveryOut.model_validate(row, from_attributes=True) for row in rows],
+        items=[DeliveryOut.model_validate(row, from_attributes=True) for row in rows[:limit]],
         next_cursor=next_cursor,
     )
 
@@ -280,32 +252,18 @@ async def list_deliveries(
     responses={200: {"content": {"text/html": {}, "text/plain": {}}}},
 )
 async def preview_campaign(
-    sponsor_id: str,
-    campaign_id: uuid.UUID,
+    sponsor: CurrentSponsor,
+    campaign: CurrentCampaign,
     request: Request,
     lead_id: LeadIdQuery = None,
     format: Annotated[Literal["html", "text", "json"], Query()] = "html",
 ) -> Any:
     """Exactly what ``lead_id`` would get (its own tokens once it has a delivery row),
     or a sample lead; ``format=json`` gives subject, html and text together."""
-    async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
-        campaign = await repository.get(session, sponsor_id, campaign_id)
-        fields = dict(SAMPLE_LEAD)
-        delivery_id = None
-        if lead_id is not None:
-            fields = await templates_repository.lead_fields(session, sponsor_id, lead_id)
-            delivery_id = await templates_repository.delivery_id_for(session, campaign_id, lead_id)
-    builder = templates.url_builder(request.app.state.settings)
-    try:
-        rendered = await templates.render_campaign(
-            sponsor,
-            campaign,
-            fields,
-            lambda n_links: builder.for_delivery(delivery_id or NO_DELIVERY, n_links),
-        )
-    except RenderError as exc:
-        raise Unprocessable("render_error", str(exc), "lead_id") from None
+    settings: Settings = request.app.state.settings
+    async with lookup(request) as session:
+        fields, delivery_id = await logic.preview_lead(session, sponsor.id, campaign.id, lead_id)
+    rendered = await logic.render_preview(settings, sponsor, campaign, fields, delivery_id)
     if format == "html":
         return HTMLResponse(rendered.html)
     if format == "text":
@@ -320,36 +278,12 @@ async def preview_campaign(
     dependencies=[require("campaigns:write")],
 )
 async def send_test(
-    sponsor_id: str, campaign_id: uuid.UUID, body: SendTestIn, request: Request
+    sponsor: CurrentSponsor, campaign: CurrentCampaign, body: SendTestIn, request: Request
 ) -> SendTestOut:
-    """Send the message to up to 10 addresses through the sender, subject ``[TEST] …``.
-
-    Test messages have no delivery rows and are never counted; their tokens
-    name no delivery, so opens, clicks and unsubscribes from them are ignored.
-    """
-    emails = [validate_address(address, f"emails.{i}") for i, address in enumerate(body.emails)]
+    """Send the message to up to 10 addresses through the sender, subject ``[TEST] …``;
+    they have no delivery rows, are never counted, and their tokens are ignored."""
+    emails = [logic.validate_address(a, f"emails.{i}") for i, a in enumerate(body.emails)]
     async with transaction(request) as session:
-        sponsor = await sponsors.get(session, sponsor_id)
-        campaign = await repository.get(session, sponsor_id, campaign_id)
-        logic.ensure_can_send(sponsor)
-        if body.lead_id is not None:
-            await templates_repository.lead_fields(session, sponsor_id, body.lead_id)
-        event = CampaignTestSend(
-            request_id=uuid.uuid4(),
-            campaign_id=campaign.id,
-            sponsor_id=sponsor_id,
-            emails=emails,
-            lead_id=body.lead_id,
-        )
-        outbox_id = await outbox.add(
-            session, TOPIC_CAMPAIGN_TESTS, str(campaign.id), event.to_bytes()
-        )
+        event, outbox_id = await logic.send_test(session, sponsor, campaign, emails, body.lead_id)
     await _publish(request, outbox_id)
     return SendTestOut(request_id=event.request_id, recipients=emails)
-
-
-def validate_address(address: str, field: str) -> str:
-    try:
-        return validate_email(address, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise Unprocessable("invalid_email", str(exc), field) from None

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.events import TOPIC_CAMPAIGNS, CampaignQueued
+from schemas.events import TOPIC_CAMPAIGN_TESTS, TOPIC_CAMPAIGNS, CampaignQueued, CampaignTestSend
 from schemas.http import CampaignIn
 from service import outbox
 from service.campaigns import repository
-from service.errors import Conflict, Forbidden, Unprocessable
+from service.errors import Conflict, Forbidden, RenderError, Unprocessable
 from service.models import Campaign, Sponsor
+from service.settings import Settings
 from service.templates import logic as templates
 from service.templates import repository as templates_repository
+from service.templates.compiled import RenderedMessage
+from service.templates.urls import NO_DELIVERY
+from service.templates.variables import SAMPLE_LEAD
 
 
 def ensure_can_send(sponsor: Sponsor) -> None:
@@ -177,3 +183,72 @@ async def delete_draft(session: AsyncSession, campaign: Campaign) -> None:
             "invalid_status", f"only drafts can be deleted; this campaign is {campaign.status}"
         )
     await repository.delete_campaign(session, campaign.id)
+
+
+# ---------------------------------------------------------------- previews and test sends
+
+
+def validate_address(address: str, field: str) -> str:
+    """The address normalised, or a 422 naming ``field``."""
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise Unprocessable("invalid_email", str(exc), field) from None
+
+
+async def preview_lead(
+    session: AsyncSession, sponsor_id: str, campaign_id: uuid.UUID, lead_id: int | None
+) -> tuple[dict[str, Any], int | None]:
+    """What a preview personalises with: the lead's fields and its delivery, if it has one
+    (so the preview carries its own tokens), or a sample lead's fields; 404 for a lead
+    that is not the sponsor's."""
+    if lead_id is None:
+        return dict(SAMPLE_LEAD), None
+    fields = await templates_repository.lead_fields(session, sponsor_id, lead_id)
+    return fields, await templates_repository.delivery_id_for(session, campaign_id, lead_id)
+
+
+async def render_preview(
+    settings: Settings,
+    sponsor: Sponsor,
+    campaign: Campaign,
+    fields: dict[str, Any],
+    delivery_id: int | None,
+) -> RenderedMessage:
+    """The campaign's message for ``fields``; a template that fails for them is a 422."""
+    builder = templates.url_builder(settings)
+    try:
+        return await templates.render_campaign(
+            sponsor,
+            campaign,
+            fields,
+            lambda n_links: builder.for_delivery(delivery_id or NO_DELIVERY, n_links),
+        )
+    except RenderError as exc:
+        raise Unprocessable("render_error", str(exc), "lead_id") from None
+
+
+async def send_test(
+    session: AsyncSession,
+    sponsor: Sponsor,
+    campaign: Campaign,
+    emails: list[str],
+    lead_id: int | None,
+) -> tuple[CampaignTestSend, int]:
+    """Ask the sender (through the outbox) for a ``[TEST]`` message to each address.
+
+    Test messages have no delivery rows and are never counted; their tokens
+    name no delivery, so opens, clicks and unsubscribes from them are ignored.
+    """
+    ensure_can_send(sponsor)
+    if lead_id is not None:
+        await templates_repository.lead_fields(session, sponsor.id, lead_id)
+    event = CampaignTestSend(
+        request_id=uuid.uuid4(),
+        campaign_id=campaign.id,
+        sponsor_id=sponsor.id,
+        emails=emails,
+        lead_id=lead_id,
+    )
+    outbox_id = await outbox.add(session, TOPIC_CAMPAIGN_TESTS, str(campaign.id), event.to_bytes())
+    return event, outbox_id

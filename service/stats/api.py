@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
 from schemas.stats import (
     AnalystOut,
@@ -51,16 +50,6 @@ async def campaign_stats(
         "timeline": points,
     }
     return Response(orjson.dumps(body, default=str), media_type="application/json")
-
-
-def deliveries_csv(request: Request, campaign_id: uuid.UUID, filename: str) -> StreamingResponse:
-    """Every delivery row of a campaign as CSV, streamed from a server-side cursor."""
-    chunks = repository.stream_deliveries(request.app.state.engine, campaign_id)
-    return StreamingResponse(
-        exports.csv_stream(repository.DELIVERY_COLUMNS, chunks),
-        media_type=exports.MEDIA_TYPE,
-        headers=exports.attachment(filename),
-    )
 
 
 @router.get("/api/v1/stats/campaigns", response_model=AnalystOut, responses=CSV_RESPONSE)

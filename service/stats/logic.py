@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from schemas.stats import FIGURES, RATES
+from service import exports
+from service.stats import repository
 
 _RATE_OF = {
     "delivery_rate": ("delivered", "sent"),
@@ -40,3 +45,9 @@ ANALYST_COLUMNS = (
     "campaign_id", "sponsor_id", "event_id", "name", "status", "created_at", "recipients",
     *FIGURES, *RATES,
 )  # fmt: skip
+
+
+def deliveries_csv(engine: AsyncEngine, campaign_id: uuid.UUID) -> AsyncIterator[bytes]:
+    """Every delivery row of a campaign as CSV bytes, streamed from a server-side cursor."""
+    chunks = repository.stream_deliveries(engine, campaign_id)
+    return exports.csv_stream(repository.DELIVERY_COLUMNS, chunks)
