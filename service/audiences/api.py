@@ -9,8 +9,13 @@ from service.audiences import repository
 from service.auth import require
 from service.http import transaction
 from service.settings import Settings
+from service.sponsors.deps import KnownSponsor
 
-router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/audiences", tags=["audiences"])
+router = APIRouter(
+    prefix="/api/v1/sponsors/{sponsor_id}/audiences",
+    tags=["audiences"],
+    dependencies=[KnownSponsor],
+)
 
 
 @router.post(

@@ -13,9 +13,11 @@ from service.errors import UnsupportedMediaType
 from service.http import Cursor, LeadIdPath, decode_id_cursor, encode_cursor, transaction
 from service.leads import logic, repository
 from service.leads.csv_import import import_csv
-from service.sponsors import repository as sponsors
+from service.sponsors.deps import KnownSponsor
 
-router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/leads", tags=["leads"])
+router = APIRouter(
+    prefix="/api/v1/sponsors/{sponsor_id}/leads", tags=["leads"], dependencies=[KnownSponsor]
+)
 
 _SPOOL_BYTES = 8 * 2**20
 
@@ -25,7 +27,6 @@ async def bulk_upsert(sponsor_id: str, body: BulkLeadsIn, request: Request) -> B
     """Upsert up to 10,000 leads by email; invalid rows are reported, valid ones kept."""
     valid, rejected = logic.validate_leads(body.leads)
     async with transaction(request) as session:
-        await sponsors.get(session, sponsor_id)
         inserted, updated = await repository.upsert_many(session, sponsor_id, valid)
     return BulkLeadsOut(inserted=inserted, updated=updated, rejected=rejected)
 
@@ -55,7 +56,6 @@ async def import_leads(sponsor_id: str, request: Request) -> LeadsImportOut:
             spool.write(chunk)
         spool.seek(0)
         async with transaction(request) as session:
-            await sponsors.get(session, sponsor_id)
             return await import_csv(session, sponsor_id, spool)
 
 

@@ -10,6 +10,7 @@ from schemas.http import ID_PATTERN, SponsorIn, SponsorOut
 from service.auth import require
 from service.http import transaction
 from service.sponsors import repository
+from service.sponsors.deps import CurrentSponsor
 
 router = APIRouter(prefix="/api/v1/sponsors", tags=["sponsors"])
 SponsorPath = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -32,7 +33,5 @@ async def put_sponsor(
 
 
 @router.get("/{sponsor_id}", response_model=SponsorOut, dependencies=[require("campaigns:read")])
-async def get_sponsor(sponsor_id: SponsorPath, request: Request) -> SponsorOut:
-    async with transaction(request) as session:
-        sponsor = await repository.get(session, sponsor_id)
+async def get_sponsor(sponsor: CurrentSponsor) -> SponsorOut:
     return SponsorOut.model_validate(sponsor, from_attributes=True)

@@ -18,6 +18,7 @@ from service.auth import Principal, require
 from service.campaigns import repository as campaigns
 from service.errors import Forbidden
 from service.http import CSV_RESPONSE, autocommit, transaction
+from service.sponsors.deps import KnownSponsor
 from service.stats import logic, repository
 
 router = APIRouter(tags=["stats"])
@@ -26,7 +27,9 @@ CAMPAIGN = "/api/v1/sponsors/{sponsor_id}/campaigns/{campaign_id}"
 
 
 @router.get(
-    f"{CAMPAIGN}/stats", response_model=CampaignStatsOut, dependencies=[require("stats:read")]
+    f"{CAMPAIGN}/stats",
+    response_model=CampaignStatsOut,
+    dependencies=[require("stats:read"), KnownSponsor],
 )
 async def campaign_stats(
     sponsor_id: str,

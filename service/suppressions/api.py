@@ -4,7 +4,6 @@ global (``/api/v1/suppressions``, admin only). Lists export as CSV with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -13,25 +12,16 @@ from fastapi.responses import StreamingResponse
 from schemas.http import Page, SuppressionIn, SuppressionOut
 from service import exports
 from service.auth import require
-from service.errors import BadRequest, NotFound
+from service.errors import NotFound
 from service.http import CSV_RESPONSE, Cursor, decode_id_cursor, encode_cursor, transaction
-from service.leads.logic import normalize_email
-from service.sponsors import repository as sponsors
-from service.suppressions import repository
+from service.sponsors.deps import KnownSponsor
+from service.suppressions import logic, repository
 
 router = APIRouter(tags=["suppressions"])
 _SPONSOR = "/api/v1/sponsors/{sponsor_id}/suppressions"
 _GLOBAL = "/api/v1/suppressions"
 Limit = Annotated[int, Query(ge=1, le=500)]
 Format = Annotated[Literal["json", "csv"] | None, Query(alias="format")]
-_CSV_COLUMNS = ("email", "reason", "source", "created_at", "scope")
-
-
-def _email(address: str) -> str:
-    try:
-        return normalize_email(address)
-    except ValueError as exc:
-        raise BadRequest("invalid_email", str(exc), "email") from None
 
 
 def _wants_csv(request: Request, format_: str | None) -> bool:
@@ -45,45 +35,23 @@ async def _list(
 ) -> Response | Page[SuppressionOut]:
     if _wants_csv(request, format_):
         return StreamingResponse(
-            exports.csv_stream(_CSV_COLUMNS, _csv_rows(request, sponsor_id)),
+            logic.csv_export(request.app.state.sessions, sponsor_id),
             media_type=exports.MEDIA_TYPE,
             headers=exports.attachment("suppressions.csv"),
         )
     after_id = decode_id_cursor(cursor)
     async with transaction(request) as session:
-        if sponsor_id is not None:
-            await sponsors.get(session, sponsor_id)
         rows = await repository.list_page(session, sponsor_id, limit=limit + 1, after_id=after_id)
     items = [SuppressionOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return Page[SuppressionOut](items=items, next_cursor=next_cursor)
 
 
-async def _csv_rows(
-    request: Request, sponsor_id: str | None
-) -> AsyncIterator[list[tuple[object, ...]]]:
-    """Every suppression of the scope as export rows, one chunk at a time."""
-    async with request.app.state.sessions() as session:
-        async for rows in repository.stream_all(session, sponsor_id):
-            yield [
-                (
-                    row.email,
-                    row.reason,
-                    row.source,
-                    row.created_at,
-                    "global" if row.sponsor_id is None else "sponsor",
-                )
-                for row in rows
-            ]
-
-
 async def _add(
     request: Request, response: Response, sponsor_id: str | None, body: SuppressionIn
 ) -> SuppressionOut:
-    email = _email(body.email)
+    email = logic.address(body.email)
     async with transaction(request) as session:
-        if sponsor_id is not None:
-            await sponsors.get(session, sponsor_id)
         row, created = await repository.add(session, sponsor_id, email, body.reason, body.source)
         out = SuppressionOut.model_validate(row, from_attributes=True)
     response.status_code = 201 if created else 200
@@ -92,7 +60,7 @@ async def _add(
 
 async def _remove(request: Request, sponsor_id: str | None, email: str) -> Response:
     async with transaction(request) as session:
-        removed = await repository.remove(session, sponsor_id, _email(email))
+        removed = await repository.remove(session, sponsor_id, logic.address(email))
     if not removed:
         raise NotFound("suppression_not_found", "this address is not suppressed here", "email")
     return Response(status_code=204)
@@ -102,7 +70,7 @@ async def _remove(request: Request, sponsor_id: str | None, email: str) -> Respo
     _SPONSOR,
     response_model=Page[SuppressionOut],
     responses=CSV_RESPONSE,
-    dependencies=[require("campaigns:read")],
+    dependencies=[require("campaigns:read"), KnownSponsor],
 )
 async def list_suppressions(
     sponsor_id: str,
@@ -116,7 +84,10 @@ async def list_suppressions(
 
 
 @router.post(
-    _SPONSOR, response_model=SuppressionOut, dependencies=[require("leads:write")], status_code=201
+    _SPONSOR,
+    response_model=SuppressionOut,
+    dependencies=[require("leads:write"), KnownSponsor],
+    status_code=201,
 )
 async def add_suppression(
     sponsor_id: str, body: SuppressionIn, request: Request, response: Response
@@ -125,7 +96,9 @@ async def add_suppression(
     return await _add(request, response, sponsor_id, body)
 
 
-@router.delete(f"{_SPONSOR}/{{email}}", status_code=204, dependencies=[require("leads:write")])
+@router.delete(
+    f"{_SPONSOR}/{{email}}", status_code=204, dependencies=[require("leads:write"), KnownSponsor]
+)
 async def remove_suppression(sponsor_id: str, email: str, request: Request) -> Response:
     return await _remove(request, sponsor_id, email)
 

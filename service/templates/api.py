@@ -17,14 +17,16 @@ from schemas.http import (
     TemplateVersionOut,
 )
 from service.auth import require
-from service.errors import RenderError, Unprocessable
 from service.http import Cursor, VersionPath, decode_time_cursor, encode_cursor, transaction
 from service.models import Template, TemplateVersion
-from service.sponsors import repository as sponsors
+from service.sponsors.deps import KnownSponsor
 from service.templates import logic, repository
-from service.tracking.tokens import Kind
 
-router = APIRouter(prefix="/api/v1/sponsors/{sponsor_id}/templates", tags=["templates"])
+router = APIRouter(
+    prefix="/api/v1/sponsors/{sponsor_id}/templates",
+    tags=["templates"],
+    dependencies=[KnownSponsor],
+)
 public_router = APIRouter(tags=["public"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -35,16 +37,9 @@ def _version_out(version: TemplateVersion) -> TemplateVersionOut:
 
 
 def _out(template: Template, latest: TemplateVersion | None = None) -> TemplateOut:
-    return TemplateOut(
-        id=template.id,
-        sponsor_id=template.sponsor_id,
-        name=template.name,
-        category=template.category,
-        latest_version=template.latest_version,
-        created_at=template.created_at,
-        updated_at=template.updated_at,
-        latest=_version_out(latest) if latest is not None else None,
-    )
+    out = TemplateOut.model_validate(template, from_attributes=True)
+    out.latest = _version_out(latest) if latest is not None else None
+    return out
 
 
 @router.post(
@@ -53,7 +48,6 @@ def _out(template: Template, latest: TemplateVersion | None = None) -> TemplateO
 async def create_template(sponsor_id: str, body: TemplateIn, request: Request) -> TemplateOut:
     """A template and its version 1; the content is validated like a campaign's."""
     async with transaction(request) as session:
-        await sponsors.get(session, sponsor_id)
         template, version = await logic.create(session, sponsor_id, body)
         await session.refresh(template)
         await session.refresh(version)
@@ -70,7 +64,6 @@ async def list_templates(
 ) -> Page[TemplateOut]:
     after = decode_time_cursor(cursor)
     async with transaction(request) as session:
-        await sponsors.get(session, sponsor_id)
         rows = await repository.list_page(
             session, sponsor_id, limit=limit + 1, category=category, after=after
         )
@@ -173,25 +166,8 @@ _NOT_FOUND_PAGE = (
 )
 async def view_in_browser(token: str, request: Request) -> HTMLResponse:
     """The message a delivery got, rendered again; a bad token is a 404 page."""
-    settings = request.app.state.settings
-    builder = logic.url_builder(settings)
-    claims = builder.signer.verify(token, Kind.VIEW)
-    if claims is None:
+    state = request.app.state
+    html = await logic.view_in_browser(state.sessions, state.settings, token)
+    if html is None:
         return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
-    async with transaction(request) as session:
-        found = await repository.delivery_for_view(session, claims.delivery_id)
-    if found is None:
-        return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
-    campaign, sponsor, fields = found
-    try:
-        rendered = await logic.render_campaign(
-            sponsor,
-            campaign,
-            fields,
-            lambda n_links: builder.for_delivery(claims.delivery_id, n_links),
-        )
-    except (RenderError, Unprocessable):  # content that no longer renders: nothing to show
-        return HTMLResponse(_NOT_FOUND_PAGE, status_code=404)
-    return HTMLResponse(
-        rendered.html, headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
-    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Robots-Tag": "noindex"})

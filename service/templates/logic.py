@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.http import CampaignIn, TemplateContentIn, TemplateIn
-from service.errors import Unprocessable
+from service.errors import RenderError, Unprocessable
 from service.models import Campaign, Sponsor, Template, TemplateVersion
 from service.settings import Settings
 from service.templates import repository
@@ -22,6 +22,7 @@ from service.templates.sandbox import off_loop
 from service.templates.urls import DeliveryUrls, UrlBuilder
 from service.templates.validate import used_variables, validate
 from service.templates.variables import KNOWN_VARIABLES
+from service.tracking.tokens import Kind
 
 
 def brand_for(sponsor: Sponsor, campaign: Campaign | None = None) -> Brand:
@@ -208,3 +209,30 @@ def _version(template: Template, body: TemplateContentIn, content: Content) -> T
         text_body=body.text_body,
         variables=declared_variables(body, content),
     )
+
+
+async def view_in_browser(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, token: str
+) -> str | None:
+    """The HTML a delivery got, rendered again (off the event loop) for its signed "view"
+    token; None when the token is forged, its delivery is gone, or its content no longer
+    renders for the lead."""
+    builder = url_builder(settings)
+    claims = builder.signer.verify(token, Kind.VIEW)
+    if claims is None:
+        return None
+    async with sessions() as session:  # closed before rendering: no connection held
+        found = await repository.delivery_for_view(session, claims.delivery_id)
+    if found is None:
+        return None
+    campaign, sponsor, fields = found
+    try:
+        rendered = await render_campaign(
+            sponsor,
+            campaign,
+            fields,
+            lambda n_links: builder.for_delivery(claims.delivery_id, n_links),
+        )
+    except (RenderError, Unprocessable):  # content that no longer renders: nothing to show
+        return None
+    return rendered.html

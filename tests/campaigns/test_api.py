@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -256,10 +257,54 @@ async def test_a_row_with_a_bad_field_names_it(
     assert body["rejected"][0]["field"] == "intent_level"
 
 
-async def test_an_unknown_sponsor_is_404(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
-    response = await client.get("/api/v1/sponsors/nobody-here/campaigns", headers=admin)
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "sponsor_not_found"
+# Path parameters other than the sponsor, filled in so that each route would find nothing.
+_PATH_VALUES = {
+    "campaign_id": "00000000-0000-4000-8000-000000000000",
+    "template_id": "00000000-0000-4000-8000-000000000000",
+    "lead_id": "1",
+    "version": "1",
+    "email": "a@example.com",
+}
+
+
+def _sponsor_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every documented route under a sponsor, except the one that
+    creates it."""
+    return [
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        if "{sponsor_id}" in path
+        for method in operations
+        if (method, path) != ("put", "/api/v1/sponsors/{sponsor_id}")
+    ]
+
+
+async def test_every_route_of_an_unknown_sponsor_is_the_same_404(
+    client: httpx.AsyncClient, app: FastAPI, admin: dict[str, str]
+) -> None:
+    routes = _sponsor_routes(app)
+    assert len(routes) > 30
+    for method, path in routes:
+        url = path.format(sponsor_id="nobody-here", **_PATH_VALUES)
+        body = {"content": b"email\n", "headers": {**admin, "Content-Type": "text/csv"}}
+        if not path.endswith("/import"):
+            body = (
+                {"json": {}, "headers": admin}
+                if method in ("POST", "PATCH")
+                else {"headers": admin}
+            )
+        response = await client.request(method, url, **body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "sponsor_not_found", (method, path)
+
+
+async def test_a_token_for_another_sponsor_is_403_on_every_route_before_any_lookup(
+    client: httpx.AsyncClient, app: FastAPI, sponsor: str, token: Any
+) -> None:
+    for method, path in _sponsor_routes(app):
+        url = path.format(sponsor_id=sponsor, **_PATH_VALUES)
+        response = await client.request(method, url, headers=token("someone-else"))
+        assert response.status_code == 403, (method, path, response.text)
 
 
 async def test_a_tampered_cursor_is_400(
@@ -314,10 +359,21 @@ async def test_another_sponsors_campaign_is_404(
     await client.put(
         "/api/v1/sponsors/intruder", headers=admin, json={"name": "I", "from_email": "i@i.example"}
     )
-    response = await client.get(
-        f"/api/v1/sponsors/intruder/campaigns/{draft['id']}", headers=token("intruder")
-    )
-    assert response.status_code == 404
+    campaign = f"/api/v1/sponsors/intruder/campaigns/{draft['id']}"
+    headers = token("intruder")
+    for method, url, body in (
+        ("GET", campaign, None),
+        ("GET", f"{campaign}/preview", None),
+        ("GET", f"{campaign}/deliveries", None),
+        ("GET", f"{campaign}/stats", None),
+        ("POST", f"{campaign}/test", {"emails": ["i@i.example"]}),
+        ("POST", f"{campaign}/send", None),
+        ("POST", f"{campaign}/pause", None),
+        ("DELETE", campaign, None),
+    ):
+        response = await client.request(method, url, headers=headers, json=body)
+        assert response.status_code == 404, (method, url, response.text)
+        assert response.json()["error"]["code"] == "campaign_not_found", (method, url)
 
 
 async def test_campaigns_list_pages_newest_first(
