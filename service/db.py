@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from sqlalchemy import TextClause, event, exc
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -107,24 +109,45 @@ class DriverStatement:
         return cls(str(compiled), tuple(compiled.positiontup or ()))
 
 
-async def fetch(
-    session: AsyncSession, statement: DriverStatement, params: Mapping[str, object]
-) -> list[DriverRecord]:
-    """Run ``statement`` on the asyncpg connection under ``session``, SQLAlchemy bypassed.
+@dataclass(frozen=True, slots=True)
+class Driver:
+    """A pooled connection in autocommit mode, seen as its asyncpg connection."""
+
+    connection: AsyncConnection
+    raw: DriverConnection
+
+    async def fetch(
+        self, statement: DriverStatement, params: Mapping[str, object]
+    ) -> list[DriverRecord]:
+        """Run ``statement``, SQLAlchemy bypassed; it commits alone.
+
+        A connection found closed is invalidated, as SQLAlchemy would, so the
+        pool does not hand it out again.
+        """
+        try:
+            return await self.raw.fetch(statement.sql, *(params[name] for name in statement.names))
+        except Exception as error:
+            if self.raw.is_closed():
+                await self.connection.invalidate(error)
+            raise
+
+
+@asynccontextmanager
+async def driver(
+    source: AsyncEngine | async_sessionmaker[AsyncSession],
+) -> AsyncIterator[Driver]:
+    """Check out a pooled connection in autocommit mode for ``DriverStatement``s.
 
     For statements run per batch of recipients: SQLAlchemy's work per statement
-    (parameters, result rows) was most of the sender's database client CPU.
-    asyncpg keeps the statement prepared per connection. Outside SQLAlchemy's
-    transaction handling, the statement commits alone unless the session has
-    already run a statement through SQLAlchemy (which begins a transaction on the
-    server). A connection found closed is invalidated, as SQLAlchemy would, so
-    the pool does not hand it out again.
+    (parameters, result rows) was most of the sender's database client CPU, and
+    asyncpg keeps each statement prepared per connection. Autocommit is said
+    outright rather than left to how a session would have handled the
+    connection: each statement commits alone, none waits on a transaction
+    nobody commits, and nothing else runs on the connection meanwhile. Setting
+    the mode is the driver's own flag, not a statement: no extra round trip.
     """
-    connection = await session.connection()
-    driver = cast(DriverConnection, (await connection.get_raw_connection()).driver_connection)
-    try:
-        return await driver.fetch(statement.sql, *(params[name] for name in statement.names))
-    except Exception as error:
-        if driver.is_closed():
-            await connection.invalidate(error)
-        raise
+    engine = source if isinstance(source, AsyncEngine) else source.kw["bind"]
+    async with engine.connect() as pooled:
+        connection = await pooled.execution_options(isolation_level="AUTOCOMMIT")
+        raw = (await connection.get_raw_connection()).driver_connection
+        yield Driver(connection, cast(DriverConnection, raw))

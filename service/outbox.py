@@ -101,8 +101,8 @@ async def publish_rows(
     except Exception as exc:
         log.warning("outbox publish failed; the relay will retry: %s", exc)
         return False
-    async with sessions() as session:
-        await db.fetch(session, _DELETE, {"ids": [row.id for row in rows]})
+    async with db.driver(sessions) as driver:
+        await driver.fetch(_DELETE, {"ids": [row.id for row in rows]})
     return True
 
 

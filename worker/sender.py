@@ -33,7 +33,7 @@ from schemas.events import (
     CampaignBatch,
     CampaignTestSend,
 )
-from service import metrics, outbox
+from service import db, metrics, outbox
 from service.campaigns import repository
 from service.campaigns.repository import Recipient
 from service.errors import (
@@ -220,9 +220,9 @@ class Sender:
             return  # paused or cancelled: resume/retry re-open the window
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         with metrics.SEND_STAGE.labels("load").time():
-            async with self.sessions() as session:
+            async with db.driver(self.sessions) as driver:
                 recipients = await repository.load_pending_batch(
-                    session, event.campaign_id, event.batch_no
+                    driver, event.campaign_id, event.batch_no
                 )
         with metrics.SEND_STAGE.labels("render").time():
             emails, failed = self._render(context, event, recipients)
@@ -256,9 +256,9 @@ class Sender:
         sent = [(r.delivery_id, r.provider_message_id) for r in results if r.provider_message_id]
         failed.extend((r.delivery_id, r.error) for r in results if r.error)
         with metrics.SEND_STAGE.labels("record").time():
-            async with self.sessions() as session:
+            async with db.driver(self.sessions) as driver:
                 outcome = await repository.record_batch_outcome(
-                    session, event.campaign_id, event.batch_no, sent, failed
+                    driver, event.campaign_id, event.batch_no, sent, failed
                 )
         self._count(outcome.sent, failed[: outcome.failed], time.perf_counter() - started)
         if outcome.released:

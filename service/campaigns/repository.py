@@ -196,11 +196,11 @@ _LOAD_BATCH_ON_DRIVER = db.DriverStatement.of(_LOAD_BATCH)
 
 
 async def load_pending_batch(
-    session: AsyncSession, campaign_id: uuid.UUID, batch_no: int
+    driver: db.Driver, campaign_id: uuid.UUID, batch_no: int
 ) -> list[Recipient]:
-    """The batch's rows still ``pending``, in id order (see ``db.fetch``)."""
-    rows = await db.fetch(
-        session, _LOAD_BATCH_ON_DRIVER, {"campaign_id": campaign_id, "batch_no": batch_no}
+    """The batch's rows still ``pending``, in id order (see ``db.driver``)."""
+    rows = await driver.fetch(
+        _LOAD_BATCH_ON_DRIVER, {"campaign_id": campaign_id, "batch_no": batch_no}
     )
     return [
         Recipient(
@@ -334,7 +334,7 @@ class BatchOutcome:
 
 
 async def record_batch_outcome(
-    session: AsyncSession,
+    driver: db.Driver,
     campaign_id: uuid.UUID,
     batch_no: int,
     sent: Sequence[tuple[int, str]],
@@ -344,15 +344,14 @@ async def record_batch_outcome(
     release the next batch (see ``_RECORD_AND_RELEASE``).
 
     A batch handled twice moves nothing the second time, so counters stay right.
-    Each statement is atomic on its own and commits alone (``db.fetch``): the
+    Each statement is atomic on its own and commits alone (``db.driver``): the
     common batch is one round trip, and the campaign row is locked only while
     that statement runs.
     """
     sent_ids, message_ids = zip(*sent, strict=True) if sent else ((), ())
     failed_ids, errors = zip(*failed, strict=True) if failed else ((), ())
     head, middle, tail = _batch_payload_parts(campaign_id)
-    (row,) = await db.fetch(
-        session,
+    (row,) = await driver.fetch(
         _RECORD_AND_RELEASE,
         {
             "ids": list(sent_ids),
@@ -375,8 +374,7 @@ async def record_batch_outcome(
         # made the first one pass the row by (cancelled rows never go back), and
         # the common batch needs no locking read to learn what its rows were. A
         # crash between the two leaves such a row ``cancelled``, counted once.
-        (cancelled,) = await db.fetch(
-            session,
+        (cancelled,) = await driver.fetch(
             _MARK_CANCELLED_SENT,
             {
                 "ids": list(sent_ids),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import CampaignBatch
+from service import db
 from service.campaigns import logic, repository
 from service.kafka import Producer
 from service.models import Campaign, CampaignDelivery
@@ -279,7 +280,11 @@ async def test_releasing_the_next_batch_reads_the_index_once_however_many_batche
             .values(status="sending", batch_count=500, enqueue_cursor=7)
         )
         before = await session.scalar(entries_read)
-        outcome = await repository.record_batch_outcome(session, campaign_id, 7, [], [])
+        # The statement runs inside this test's transaction, to be measured and rolled back.
+        connection = await session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        driver = db.Driver(connection, cast(db.DriverConnection, raw))
+        outcome = await repository.record_batch_outcome(driver, campaign_id, 7, [], [])
         read = await session.scalar(entries_read) - before
         cursor = await session.scalar(
             select(Campaign.enqueue_cursor).where(Campaign.id == campaign_id)

@@ -1,14 +1,15 @@
-"""Statements run on the asyncpg connection itself (``service.db.fetch``)."""
+"""Statements run on the asyncpg connection itself (``service.db.driver``), and DATABASE_URL."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import asyncpg
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import db
 from service.cli import migrate
@@ -21,9 +22,35 @@ async def test_named_parameters_are_passed_in_their_places(engine: AsyncEngine) 
     statement = db.DriverStatement.of(
         text("SELECT CAST(:b AS int) - CAST(:a AS int), CAST(:a AS int) * 10")
     )
-    async with db.session_factory(engine)() as session:
-        (row,) = await db.fetch(session, statement, {"a": 2, "b": 7})
+    async with db.driver(engine) as driver:
+        (row,) = await driver.fetch(statement, {"a": 2, "b": 7})
     assert (row[0], row[1]) == (5, 20)
+
+
+async def test_driver_statements_each_commit_alone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """No statement waits inside a transaction that nobody commits."""
+    xid = db.DriverStatement.of(text("SELECT pg_current_xact_id()::text, CAST(:n AS int)"))
+    async with db.driver(sessions) as driver:
+        (first,) = await driver.fetch(xid, {"n": 1})
+        (second,) = await driver.fetch(xid, {"n": 2})
+    assert first[0] != second[0]
+
+
+async def test_a_driver_statement_costs_one_round_trip(engine: AsyncEngine) -> None:
+    """Autocommit is the driver's own flag: no BEGIN, COMMIT or reset statements."""
+    sent: list[str] = []
+
+    def log(record: asyncpg.connection.LoggedQuery) -> None:
+        sent.append(record.query)
+
+    async with db.driver(engine) as driver:
+        raw = cast(asyncpg.Connection, driver.raw)
+        raw.add_query_logger(log)
+        await driver.fetch(_BACKEND, {"zero": 0})
+    raw.remove_query_logger(log)  # after the connection went back to the pool
+    assert sent == [_BACKEND.sql]
 
 
 async def test_a_connection_found_closed_is_not_handed_out_again(
@@ -31,24 +58,20 @@ async def test_a_connection_found_closed_is_not_handed_out_again(
 ) -> None:
     """A backend gone (a restart, a terminated session) costs one failed statement only."""
     own = db.create_engine(migrated.model_copy(update={"database_pool_size": 1}))
-    sessions = db.session_factory(own)
     try:
-        async with sessions() as session:
-            (row,) = await db.fetch(session, _BACKEND, {"zero": 0})
+        async with db.driver(own) as driver:
+            (row,) = await driver.fetch(_BACKEND, {"zero": 0})
         async with engine.connect() as other:
             await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": row[0]})
-        async with sessions() as session:
-            raw = await (await session.connection()).get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
+        async with db.driver(own) as driver:
             for _ in range(100):  # asyncpg notices the closed socket when it reads it
-                if driver.is_closed():
+                if driver.raw.is_closed():
                     break
                 await asyncio.sleep(0.05)
             with pytest.raises(asyncpg.InterfaceError):
-                await db.fetch(session, _BACKEND, {"zero": 0})
-        async with sessions() as session:
-            (again,) = await db.fetch(session, _BACKEND, {"zero": 0})
+                await driver.fetch(_BACKEND, {"zero": 0})
+        async with db.driver(own) as driver:
+            (again,) = await driver.fetch(_BACKEND, {"zero": 0})
         assert again[0] != row[0]
     finally:
         await own.dispose()

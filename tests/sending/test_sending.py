@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES_DLQ, CampaignBatch
+from service import db
 from service.campaigns import repository
 from service.kafka import make_consumer
 from service.models import CampaignDelivery, Suppression
@@ -215,9 +216,9 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
 
     recorded = []
     for _ in range(2):  # the batch's message delivered twice
-        async with sessions.begin() as session:
+        async with db.driver(sessions) as driver:
             outcome = await repository.record_batch_outcome(
-                session, campaign_id, 0, [(i, f"message-{i}") for i in ids], []
+                driver, campaign_id, 0, [(i, f"message-{i}") for i in ids], []
             )
         recorded.append((outcome.sent, outcome.failed))
 
@@ -261,9 +262,9 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
     async def record(
         batch_no: int, sent: list[tuple[int, str]], failed: list[tuple[int, str]]
     ) -> repository.BatchOutcome:
-        async with sessions() as session:
+        async with db.driver(sessions) as driver:
             return await repository.record_batch_outcome(
-                session, campaign_id, batch_no, sent, failed
+                driver, campaign_id, batch_no, sent, failed
             )
 
     first = await record(0, [(ids[0], "message-0")], [])
