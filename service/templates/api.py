@@ -92,8 +92,7 @@ async def update_template(
     """Rename or re-categorize; content changes are new versions."""
     async with transaction(request) as session:
         template = await repository.get(session, sponsor_id, template_id)
-        for name in body.model_fields_set:
-            setattr(template, name, getattr(body, name))
+        logic.rename(template, body)
         await session.flush()
         await session.refresh(template)
         latest = await repository.get_version(session, template.id, template.latest_version)

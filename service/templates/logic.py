@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.http import CampaignIn, TemplateContentIn, TemplateIn
+from schemas.http import CampaignIn, TemplateContentIn, TemplateIn, TemplatePatch
 from service.errors import RenderError, Unprocessable
 from service.models import Campaign, Sponsor, Template, TemplateVersion
 from service.settings import Settings
@@ -236,3 +236,9 @@ async def view_in_browser(
     except (RenderError, Unprocessable):  # content that no longer renders: nothing to show
         return None
     return rendered.html
+
+
+def rename(template: Template, patch: TemplatePatch) -> None:
+    """Apply the name or category a PATCH sent; content changes are new versions."""
+    for name in patch.model_fields_set:
+        setattr(template, name, getattr(patch, name))
