@@ -28,8 +28,8 @@ import sqlalchemy.exc
 
 from schemas.events import TOPIC_DEAD_LETTERS
 from service import metrics
-from service.errors import ServiceError, TransientProviderError
-from service.kafka import Headers, KafkaUnavailable, Producer
+from service.errors import KafkaUnavailable, ServiceError, TransientProviderError
+from service.kafka import Headers, Producer
 
 log = logging.getLogger(__name__)
 
