@@ -286,14 +286,13 @@ async def test_every_route_of_an_unknown_sponsor_is_the_same_404(
     assert len(routes) > 30
     for method, path in routes:
         url = path.format(sponsor_id="nobody-here", **_PATH_VALUES)
-        body = {"content": b"email\n", "headers": {**admin, "Content-Type": "text/csv"}}
-        if not path.endswith("/import"):
-            body = (
-                {"json": {}, "headers": admin}
-                if method in ("POST", "PATCH")
-                else {"headers": admin}
-            )
-        response = await client.request(method, url, **body)
+        if path.endswith("/import"):
+            csv_headers = {**admin, "Content-Type": "text/csv"}
+            response = await client.request(method, url, content=b"email\n", headers=csv_headers)
+        elif method in ("POST", "PATCH"):
+            response = await client.request(method, url, json={}, headers=admin)
+        else:
+            response = await client.request(method, url, headers=admin)
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["error"]["code"] == "sponsor_not_found", (method, path)
 

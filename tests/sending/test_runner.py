@@ -21,8 +21,12 @@ import pytest
 import sqlalchemy.exc
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS
-from service.errors import NotFound, PermanentProviderError, TransientProviderError
-from service.kafka import KafkaUnavailable
+from service.errors import (
+    KafkaUnavailable,
+    NotFound,
+    PermanentProviderError,
+    TransientProviderError,
+)
 from service.settings import Settings
 from tests import factories
 from tests.conftest import TokenFactory, eventually

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.errors import Unprocessable
+from service.errors import RenderError, Unprocessable
 from service.models import Campaign, Lead
 from service.settings import Settings
 from service.templates import sandbox
-from service.templates.compiled import RenderError, compile_message
+from service.templates.compiled import compile_message
 from service.templates.content import Brand, Content
 from service.templates.logic import url_builder
 from service.templates.urls import UrlBuilder

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import Unprocessable
+from service.errors import RenderError, Unprocessable
 from service.settings import Settings
-from service.templates.compiled import CompiledMessage, RenderError, compile_message
+from service.templates.compiled import CompiledMessage, compile_message
 from service.templates.content import Brand, Content
 from service.templates.urls import DeliveryUrls, UrlBuilder
 from service.templates.validate import validate

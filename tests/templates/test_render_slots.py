@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from service.errors import RenderError
 from service.templates.compiled import (
     MAX_TEMPLATE_VARIABLES,
     CompiledMessage,
     RenderedMessage,
-    RenderError,
     compile_message,
 )
 from service.templates.content import Brand, Content
