@@ -112,3 +112,28 @@ class AnalystRow(Figures):
 class AnalystOut(BaseModel):
     items: list[AnalystRow]
     totals: Figures
+
+
+class UnmatchedCount(BaseModel):
+    provider: str
+    reason: str
+    count: int
+
+
+class UnmatchedEvent(BaseModel):
+    event_id: str
+    provider: str
+    type: str
+    reason: str
+    email_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class UnmatchedEventsOut(BaseModel):
+    """Provider events kept without a delivery (see ``docs/tracking.md``): how many,
+    why none matched, and the newest of them."""
+
+    total: int
+    by_reason: list[UnmatchedCount]
+    recent: list[UnmatchedEvent]

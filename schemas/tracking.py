@@ -72,6 +72,9 @@ class ProviderEvent(_Event):
     link: str | None = None
     detail: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    # The provider's ``to``, only on bounces, complaints and refusals: it lets the
+    # ingester suppress the address when the event matches no delivery row.
+    recipients: list[str] = Field(default_factory=list, max_length=50)
 
 
 DeliveryStatus = Literal[

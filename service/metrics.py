@@ -96,6 +96,12 @@ INGESTER_DELAY = Histogram(
     "Time from an event's occurrence to its ingestion.",
     buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
 )
+PROVIDER_EVENTS_UNMATCHED = Counter(
+    f"{PREFIX}_provider_events_unmatched",
+    "Provider events kept without a delivery, by why none matched (no_delivery_tag, "
+    "unknown_delivery, campaign_mismatch, email_id_mismatch).",
+    ["provider", "reason"],
+)
 TRACKING_HITS = Counter(
     f"{PREFIX}_tracking_hits", "Public tracking hits, by kind (open, click, unsubscribe).", ["kind"]
 )

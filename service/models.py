@@ -278,6 +278,11 @@ class DeliveryEvent(Base):
     __table_args__ = (
         Index("ix_delivery_events_campaign_time", "campaign_id", "occurred_at"),
         Index("ix_delivery_events_delivery", "delivery_id"),
+        Index(
+            "ix_delivery_events_unmatched",
+            "recorded_at",
+            postgresql_where=text("delivery_id IS NULL"),
+        ),
     )
 
     event_id: Mapped[str] = mapped_column(String(100), primary_key=True)

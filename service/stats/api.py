@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from schemas.stats import (
     AnalystOut,
     CampaignStatsOut,
+    UnmatchedEventsOut,
 )
 from schemas.types import PgDatetime
 from service import exports
@@ -100,4 +101,21 @@ async def analyst_campaigns(
     # where building response models took most of the request).
     return Response(
         orjson.dumps({"items": items, "totals": totals}, default=str), media_type="application/json"
+    )
+
+
+@router.get(
+    "/api/v1/stats/unmatched-events",
+    response_model=UnmatchedEventsOut,
+    dependencies=[require("admin")],
+)
+async def unmatched_events(
+    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> UnmatchedEventsOut:
+    """Provider events that matched no delivery (admin): counts by provider and reason,
+    and the newest ``limit`` of them. They are kept, never dropped; see docs/tracking.md."""
+    async with autocommit(request) as connection:
+        counts, recent = await repository.unmatched_events(connection, limit)
+    return UnmatchedEventsOut.model_validate(
+        {"total": sum(c["count"] for c in counts), "by_reason": counts, "recent": recent}
     )

@@ -124,3 +124,29 @@ async def stream_deliveries(
         result = await connection.stream(statement, {"id": campaign_id})
         async for rows in result.partitions(chunk):
             yield rows
+
+
+# Served by the partial index on rows without a delivery (migration 0014); events of
+# before it that carry no reason were kept because their delivery was unknown.
+_UNMATCHED_COUNTS = text("""
+SELECT coalesce(payload->>'source', 'unknown') AS provider,
+       coalesce(payload->>'unmatched', 'unknown_delivery') AS reason, count(*) AS count
+FROM delivery_events WHERE delivery_id IS NULL
+GROUP BY 1, 2 ORDER BY 1, 2
+""")
+_UNMATCHED_RECENT = text("""
+SELECT event_id, coalesce(payload->>'source', 'unknown') AS provider, type,
+       coalesce(payload->>'unmatched', 'unknown_delivery') AS reason,
+       payload->>'email_id' AS email_id, occurred_at, recorded_at
+FROM delivery_events WHERE delivery_id IS NULL
+ORDER BY recorded_at DESC LIMIT :limit
+""")
+
+
+async def unmatched_events(
+    connection: AsyncConnection, limit: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(counts by provider and reason, the newest ``limit``) of events with no delivery."""
+    counts = await connection.execute(_UNMATCHED_COUNTS)
+    recent = await connection.execute(_UNMATCHED_RECENT, {"limit": limit})
+    return [dict(r._mapping) for r in counts], [dict(r._mapping) for r in recent]

@@ -4,14 +4,16 @@
 
 1. resolve each event's delivery (ours carry its id; the provider's echo the
    ``delivery_id`` tag of the message), and drop opens/clicks of campaigns
-   with tracking off;
+   with tracking off; a provider event that matches no delivery is kept with
+   its reason (``unmatched``);
 2. flag clicks within ``TRACKING_MACHINE_CLICK_SECONDS`` of sending as machine;
 3. insert into ``delivery_events`` with ``ON CONFLICT DO NOTHING`` — only the
    events that were new go further, so a replayed batch changes nothing;
 4. merge per delivery with ``LEAST`` for first times and a forward-only status,
    so order of arrival does not matter (an open before ``delivered`` ends the same);
 5. count only what changed (a first open, a new status) into ``campaign_stats``,
-   the hourly timeline and per-link clicks; suppress hard bounces and complaints;
+   the hourly timeline and per-link clicks; suppress hard bounces and complaints
+   (for every sponsor that sent to the address when no delivery matched);
 6. queue a ``delivery-events.v1`` message per status change (outbox, same
    transaction) and check the sponsor's reputation.
 
@@ -34,9 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import TOPIC_DELIVERY_EVENTS
 from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
+from service import metrics
 from service.settings import Settings
 from service.stats import counters
-from service.tracking import repository
+from service.tracking import repository, unmatched
 from service.tracking.repository import DeliveryRef
 
 log = logging.getLogger(__name__)
@@ -113,8 +116,8 @@ async def ingest(
 
     ids = {e.delivery_id for e in batch if isinstance(e, TrackingEvent)}
     for e in batch:
-        if isinstance(e, ProviderEvent) and (tag := e.tags.get("delivery_id", "")).isdigit():
-            ids.add(int(tag))
+        if isinstance(e, ProviderEvent) and (tag := unmatched.delivery_tag(e)) is not None:
+            ids.add(tag)
     refs = await repository.deliveries(session, sorted(ids))
     by_id = {r.id: r for r in refs}
     positions = await repository.link_positions(
@@ -124,12 +127,16 @@ async def ingest(
     rows: list[dict[str, Any]] = []
     resolved: dict[str, DeliveryRef | None] = {}
     for e in batch:
-        ref = _resolve(e, by_id)
+        ref, reason = unmatched.resolve(e, by_id)
         kind = e.type
-        is_engagement = kind in ("open", "click", "opened", "clicked")
-        if is_engagement and (ref is None or not ref.tracking_enabled):
-            continue  # tracking is off for this campaign (or the delivery is unknown)
+        engagement = kind in ("open", "click", "opened", "clicked")
+        if engagement and ref is not None and not ref.tracking_enabled:
+            continue  # tracking is off for this campaign
+        if ref is None and reason is None:
+            continue  # a hit of our own pixel or redirect whose delivery row is gone
         machine, position, payload = _details(e, ref, settings, positions)
+        if reason is not None:
+            payload["unmatched"] = reason
         resolved[e.event_id] = ref
         rows.append(
             {
@@ -144,10 +151,14 @@ async def ingest(
                 "payload": orjson.dumps(payload).decode(),
                 "_machine": machine,
                 "_event": e,
+                "_reason": reason,
             }
         )
     new_ids = await repository.insert_events(session, rows)
     fresh = [row for row in rows if row["event_id"] in new_ids and row["delivery_id"] is not None]
+    lost = [row for row in rows if row["event_id"] in new_ids and row["delivery_id"] is None]
+    for row in lost:
+        metrics.PROVIDER_EVENTS_UNMATCHED.labels(row["_event"].provider, row["_reason"]).inc()
 
     changes: dict[int, _Change] = defaultdict(_Change)
     hourly: dict[tuple[uuid.UUID, datetime], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -194,20 +205,10 @@ async def ingest(
                 change.delivered = _min(change.delivered, at)
             elif status == "bounced":
                 change.bounced = _min(change.bounced, at)
-                suppress.append(
-                    (ref.sponsor_id, ref.recipient_email, "hard_bounce", "resend:bounced")
-                )
             elif status == "complained":
                 change.complained = _min(change.complained, at)
-                suppress.append(
-                    (ref.sponsor_id, ref.recipient_email, "complaint", "resend:complained")
-                )
-            elif status == "suppressed":
-                # Resend refused to send: the address bounced or complained before,
-                # possibly for another of its customers. Stop writing to it here too.
-                suppress.append(
-                    (ref.sponsor_id, ref.recipient_email, "hard_bounce", "resend:suppressed")
-                )
+            if (why := unmatched.suppression_of(e)) is not None:
+                suppress.append((ref.sponsor_id, ref.recipient_email, *why))
             if status is not None:
                 change.status = _higher(change.status, status)
 
@@ -276,6 +277,9 @@ async def ingest(
     await counters.bump(session, stats)
     await counters.bump_hourly(session, hourly)
     await repository.bump_link_clicks(session, links)
+    suppress += await unmatched.suppressions_for(
+        session, [row["_event"] for row in lost if isinstance(row["_event"], ProviderEvent)]
+    )
     await repository.add_suppressions(session, suppress)
     outbox_ids = await repository.add_outbox(session, outbox)
     paused: list[uuid.UUID] = []
@@ -290,21 +294,6 @@ def _status_time(a: repository.Applied) -> datetime | None:
         "bounced": a.bounced_at,
         "complained": a.complained_at,
     }.get(a.status)
-
-
-def _resolve(e: TrackingEvent | ProviderEvent, by_id: dict[int, DeliveryRef]) -> DeliveryRef | None:
-    """The event's delivery; a provider event's tags and email id must agree with it."""
-    if isinstance(e, TrackingEvent):
-        return by_id.get(e.delivery_id)
-    tag = e.tags.get("delivery_id", "")
-    ref = by_id.get(int(tag)) if tag.isdigit() else None
-    if ref is None:
-        return None
-    if e.tags.get("campaign_id") not in (None, str(ref.campaign_id)):
-        return None  # tags that contradict each other are not trusted
-    if e.email_id and ref.provider_message_id not in (None, e.email_id):
-        return None  # about another message than the one this delivery recorded
-    return ref
 
 
 def _details(

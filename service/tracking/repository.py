@@ -69,6 +69,31 @@ ON CONFLICT ((coalesce(sponsor_id, '')), email) DO NOTHING
     )
 
 
+# There is no index on deliveries by address (every planned row would pay for it),
+# so the path is sponsor → lead (unique (sponsor_id, email)) → that sponsor's
+# campaigns → (campaign_id, lead_id): one probe per sponsor and per campaign of a
+# sponsor that holds the address, for the few events that match no delivery.
+_SPONSORS_THAT_SENT = text("""
+SELECT l.sponsor_id, l.email
+FROM sponsors s
+CROSS JOIN unnest(CAST(:emails AS text[])) AS v(email)
+JOIN leads l ON l.sponsor_id = s.id AND l.email = v.email
+WHERE EXISTS (
+    SELECT 1 FROM campaigns c
+    JOIN campaign_deliveries d ON d.campaign_id = c.id AND d.lead_id = l.id
+    WHERE c.sponsor_id = l.sponsor_id AND d.status NOT IN ('pending', 'cancelled')
+)
+""")
+
+
+async def sponsors_that_sent(session: AsyncSession, emails: Sequence[str]) -> list[tuple[str, str]]:
+    """(sponsor, email) for each sponsor that sent a message to one of ``emails``."""
+    if not emails:
+        return []
+    rows = await session.execute(_SPONSORS_THAT_SENT, {"emails": list(emails)})
+    return [(row[0], row[1]) for row in rows]
+
+
 async def mark_unsubscribed(session: AsyncSession, ref: DeliveryRef) -> bool:
     """Set ``unsubscribed_at`` once, log the event and count it; True the first time."""
     moved = await session.scalar(

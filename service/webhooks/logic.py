@@ -9,6 +9,8 @@ from schemas.tracking import ProviderEvent, ProviderEventType
 from service.errors import BadRequest
 
 _KNOWN = frozenset(get_args(ProviderEventType))
+# Events that suppress the address: only these carry it further (see ``_recipients``).
+_SUPPRESSING = frozenset({"bounced", "complained", "suppressed"})
 
 
 def _time(value: Any) -> datetime | None:
@@ -32,6 +34,14 @@ def _tags(raw: Any) -> dict[str, str]:
             if isinstance(t, dict) and "name" in t
         }
     return {}
+
+
+def _recipients(kind: str, raw: Any) -> list[str]:
+    """The ``to`` addresses of a suppressing event, lower-cased as leads store them."""
+    if kind not in _SUPPRESSING:
+        return []
+    values = raw if isinstance(raw, list) else [raw]
+    return [v.strip().lower()[:320] for v in values if isinstance(v, str) and "@" in v][:50]
 
 
 def to_event(msg_id: str, payload: Any) -> ProviderEvent:
@@ -68,6 +78,8 @@ def to_event(msg_id: str, payload: Any) -> ProviderEvent:
         bounce_type=str(bounce["type"]) if bounce.get("type") else None,
         link=str(click["link"]) if click.get("link") else None,
         detail=detail,
-        # Addresses and content stay with the provider; ids and reasons are enough here.
+        # Addresses and content stay with the provider; ids and reasons are enough here,
+        # except the address of a bounce or complaint, which must be suppressed.
         data={k: v for k, v in data.items() if k in ("bounce", "failed", "suppressed", "tags")},
+        recipients=_recipients(kind, data.get("to")),
     )
