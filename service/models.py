@@ -213,11 +213,14 @@ class Campaign(Base):
 
 
 class CampaignDelivery(Base):
-    """One recipient of one campaign; written by the planner, moved by sender/ingester."""
+    """One recipient of one campaign; written by the planner, moved by sender/ingester.
+
+    Range-partitioned by ``id`` (migration 0015, ``service/retention``); (campaign_id,
+    lead_id) is unique within each partition, by an index created with the partition.
+    """
 
     __tablename__ = "campaign_deliveries"
     __table_args__ = (
-        UniqueConstraint("campaign_id", "lead_id", name="uq_deliveries_campaign_lead"),
         Index(
             "ix_deliveries_pending",
             "campaign_id",
@@ -233,7 +236,9 @@ class CampaignDelivery(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, server_default=text("nextval('campaign_deliveries_id_seq')")
+    )
     campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     # No foreign key: deleting a lead keeps its delivery history.
     lead_id: Mapped[int] = mapped_column(BigInteger)
@@ -272,7 +277,10 @@ class CampaignLink(Base):
 
 
 class DeliveryEvent(Base):
-    """Append-only log of what happened to deliveries (opens, clicks, webhooks)."""
+    """Append-only log of what happened to deliveries (opens, clicks, webhooks).
+
+    Range-partitioned by ``occurred_at``, one partition a day (migration 0015).
+    """
 
     __tablename__ = "delivery_events"
     __table_args__ = (
@@ -289,12 +297,29 @@ class DeliveryEvent(Base):
     delivery_id: Mapped[int | None] = mapped_column(BigInteger)
     campaign_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     type: Mapped[str] = mapped_column(String(40))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Part of the key: the partition key, and an event's own (a replay keeps it).
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     link_position: Mapped[int | None] = mapped_column(Integer)
     is_machine: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     ip_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     recorded_at: Mapped[datetime] = _now()
+
+
+class TablePartition(Base):
+    """A partition of ``campaign_deliveries`` (an id range) or ``delivery_events`` (a day),
+    and the time its newest row cannot be after (NULL while it still takes rows)."""
+
+    __tablename__ = "table_partitions"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    parent: Mapped[str] = mapped_column(Text)
+    low_id: Mapped[int | None] = mapped_column(BigInteger)
+    high_id: Mapped[int | None] = mapped_column(BigInteger)
+    low_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    high_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    newest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
 
 
 class CampaignStats(Base):

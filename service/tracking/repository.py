@@ -110,7 +110,7 @@ RETURNING unsubscribed_at
         text("""
 INSERT INTO delivery_events (event_id, delivery_id, campaign_id, type, occurred_at)
 VALUES (:event_id, :delivery_id, :campaign_id, 'unsubscribed', :at)
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, occurred_at) DO NOTHING
 """),
         {
             "event_id": f"unsubscribe:{ref.id}",
@@ -129,6 +129,8 @@ def _hour(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
+# The key is (event_id, occurred_at): the table is partitioned by time, and an
+# event's time travels with it, so a replay still meets its first copy.
 _INSERT_EVENTS = text("""
 INSERT INTO delivery_events
     (event_id, delivery_id, campaign_id, type, occurred_at, link_position, is_machine,
@@ -141,7 +143,7 @@ FROM unnest(CAST(:event_ids AS text[]), CAST(:delivery_ids AS bigint[]),
             CAST(:machine AS boolean[]), CAST(:ip_hashes AS text[]), CAST(:payloads AS text[]))
     AS v(event_id, delivery_id, campaign_id, type, occurred_at, link_position, is_machine,
          ip_hash, payload)
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, occurred_at) DO NOTHING
 RETURNING event_id
 """)
 

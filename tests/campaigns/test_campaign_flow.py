@@ -253,7 +253,13 @@ async def test_a_campaign_that_is_a_large_share_of_deliveries_is_analyzed_for_it
                 {"campaign_id": campaign_id, "batch_no": 7},
             )
         )
-    assert "ix_deliveries_pending" in plan, plan
+        # The table is partitioned: each partition has its own copy of the index.
+        pending_indexes = set(
+            await session.scalars(
+                text("SELECT relid::regclass::text FROM pg_partition_tree('ix_deliveries_pending')")
+            )
+        )
+    assert any(f" {name} " in plan for name in pending_indexes), plan
 
 
 async def test_releasing_the_next_batch_reads_the_index_once_however_many_batches_are_left(
@@ -264,7 +270,7 @@ async def test_releasing_the_next_batch_reads_the_index_once_however_many_batche
     campaign_id = uuid.UUID(draft["id"])
     entries_read = text(
         "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
-        "WHERE indrelid = 'campaign_deliveries'::regclass"
+        "WHERE indrelid IN (SELECT relid FROM pg_partition_tree('campaign_deliveries'))"
     )
     async with sessions() as session:  # rolled back: no worker ever sees this campaign
         await session.execute(
@@ -274,6 +280,10 @@ async def test_releasing_the_next_batch_reads_the_index_once_however_many_batche
             ),
             {"id": campaign_id},
         )
+        # As after planning (repository.refresh_delivery_statistics): with the table
+        # partitioned, statistics that do not know the campaign can make a sort of its
+        # rows look cheaper than reading each partition's index in order.
+        await session.execute(text("ANALYZE campaign_deliveries"))
         await session.execute(
             update(Campaign)
             .where(Campaign.id == campaign_id)
