@@ -88,6 +88,13 @@ class Settings(BaseSettings):
 
     relay_interval_seconds: float = Field(default=1.0, gt=0)
 
+    # Retention: deliveries and raw events live in partitions the relay's leader
+    # creates ahead and drops once older than this (docs/operations.md).
+    retention_days: int = Field(default=90, ge=1)
+    retention_archive_dir: str | None = None
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    delivery_partition_size: int = Field(default=10_000_000, ge=100)
+
     # Sending at scale: windows, retries, auto-pause, recovery, shutdown.
     # 48: with 2 senders x 8 batches in flight, a window of 24 left about a
     # quarter of the cores idle at 200,000 recipients (8,558 against 7,348/s).

@@ -6,7 +6,9 @@ outbox rows the writers' fast path left behind and queues scheduled campaigns
 whose time has come; every ``RECONCILE_INTERVAL_SECONDS`` it re-creates
 missing topics and re-drives campaigns that stopped moving, so a broker that
 lost its data, a lost message or a poison batch never strands a campaign, and
-deletes the provider templates of campaigns that are sent or cancelled.
+deletes the provider templates of campaigns that are sent or cancelled; every
+``RETENTION_INTERVAL_SECONDS`` it keeps the partitions of deliveries and raw
+events (``service/retention``): created ahead, dropped past retention.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from service import metrics, outbox
 from service.campaigns import logic, repository
 from service.errors import ProviderError
 from service.kafka import Producer, create_topics
+from service.retention import logic as retention
 from service.settings import Settings
 from worker.providers.base import TemplateProvider
 
@@ -50,6 +53,7 @@ class Relay:
         self.templates = templates
         self._leader: AsyncConnection | None = None
         self._reconciled_at = 0.0
+        self._maintained_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -102,6 +106,9 @@ class Relay:
             self._reconciled_at = time.monotonic()
             await self._duty("reconcile", self.reconcile)
             await self._duty("templates", self.remove_finished_templates)
+        if time.monotonic() - self._maintained_at >= self.settings.retention_interval_seconds:
+            self._maintained_at = time.monotonic()
+            await self._duty("retention", self.maintain_partitions)
         published = await self._duty("outbox", self.publish_stale)
         metrics.OUTBOX_PUBLISHED.inc(published)
         await self._duty("backlog", self.measure_backlog)
@@ -138,6 +145,21 @@ class Relay:
                     "campaign %s: template %s not deleted: %s", campaign_id, template_id, exc
                 )
         return len(finished)
+
+    async def maintain_partitions(self) -> int:
+        """Create partitions ahead, drop those past retention; returns how many were dropped."""
+        async with self.sessions.begin() as session:
+            done = await retention.maintain(session, self.settings)
+        if done.created or done.dropped or done.moved or done.kept_pending:
+            log.info(
+                "retention: created %s, dropped %s, moved %d rows out of default partitions, "
+                "kept %s (pending rows)",
+                done.created,
+                done.dropped,
+                done.moved,
+                done.kept_pending,
+            )
+        return len(done.dropped)
 
     async def measure_backlog(self) -> int:
         """Outbox rows waiting to be published (the ``campaign_outbox_backlog`` gauge)."""

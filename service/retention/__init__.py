@@ -1,0 +1,1 @@
+"""Retention: partitions of deliveries and raw events, created ahead and dropped when old."""
