@@ -36,6 +36,12 @@ def upgrade(settings: Settings, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+def downgrade(settings: Settings, revision: str) -> None:
+    config = Config(str(ROOT / "migrations" / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", settings.database_url)
+    command.downgrade(config, revision)
+
+
 @pytest.fixture
 async def fresh(engine: AsyncEngine, migrated: Settings) -> Settings:
     """An empty database of its own (maintenance here drops partitions; no other test's)."""
@@ -152,6 +158,36 @@ FROM campaign_deliveries d
             assert await tracking.insert_events(session, [replay]) == set()
         exported = [row async for chunk in stream_deliveries(own, campaign_id) for row in chunk]
         assert len(exported) == 300
+    finally:
+        await own.dispose()
+
+
+async def test_undoing_the_migration_keeps_every_row(fresh: Settings) -> None:
+    await asyncio.to_thread(migrate, fresh)
+    own = create_engine(fresh)
+    sessions = session_factory(own)
+    try:
+        async with sessions.begin() as session:
+            campaign_id = await add_campaign(session, ["sent"] * 20)
+            await session.execute(
+                text(
+                    "INSERT INTO delivery_events (event_id, type, occurred_at) "
+                    "VALUES ('e1', 'delivered', now())"
+                )
+            )
+        await own.dispose()
+        await asyncio.to_thread(downgrade, fresh, "0014")
+        async with sessions.begin() as session:
+            kind = "SELECT count(*) FROM pg_class WHERE relname = :t AND relkind = 'r'"
+            assert await count(session, kind, t="campaign_deliveries") == 1
+            where = "SELECT count(*) FROM campaign_deliveries WHERE campaign_id = :c"
+            assert await count(session, where, c=campaign_id) == 20
+            assert await count(session, "SELECT count(*) FROM delivery_events") == 1
+            await add_campaign(session, ["pending"], sponsor_id="sp-after")  # ids still given
+        await own.dispose()
+        await asyncio.to_thread(migrate, fresh)
+        async with sessions() as session:
+            assert await count(session, "SELECT count(*) FROM campaign_deliveries") == 21
     finally:
         await own.dispose()
 
