@@ -300,6 +300,6 @@ async def test_the_relay_leader_creates_partitions_ahead(
             found = await session.scalar(
                 text("SELECT count(*) FROM table_partitions WHERE name = :n"), {"n": day}
             )
-        return found == 1
+        return bool(found == 1)
 
     assert await eventually(made)
