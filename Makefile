@@ -55,7 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_NEGATIVE=1 $(BIN)/pytest tests/operations/test_fuzz.py -q --timeout 3600
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} FUZZ_NEGATIVE=1 $(BIN)/pytest tests/operations/test_fuzz.py -q --timeout 3600
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,10 @@ isolate themselves by using fresh sponsor ids; topics carry a per-session prefix
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Protocol, TypeVar
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -160,9 +165,8 @@ def admin(migrated: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt}"}
 
 
-@pytest.fixture
-async def sponsor(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
-    """A fresh sponsor, so each test sees only its own data."""
+async def create_sponsor(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
+    """A new sponsor with a fresh id, created through the API."""
     sponsor_id = f"sp-{uuid.uuid4().hex[:10]}"
     response = await client.put(
         f"/api/v1/sponsors/{sponsor_id}",
@@ -176,6 +180,35 @@ async def sponsor(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
     )
     assert response.status_code == 201, response.text
     return sponsor_id
+
+
+@pytest.fixture
+async def sponsor(client: httpx.AsyncClient, admin: dict[str, str]) -> str:
+    """A fresh sponsor, so each test sees only its own data."""
+    return await create_sponsor(client, admin)
+
+
+@contextlib.contextmanager
+def served(settings: Settings) -> Iterator[str]:
+    """The real app under uvicorn on a free port (its own thread and event loop)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 async def eventually(

@@ -9,16 +9,12 @@ runs the same with many more examples (``FUZZ_EXAMPLES``) and negative data.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
@@ -31,9 +27,9 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from service.app import create_app
 from service.auth import mint_token
 from service.settings import Settings
+from tests.conftest import served
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 MODES = [GenerationMode.POSITIVE] + (
@@ -47,28 +43,10 @@ CHECKS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(migrated: Settings) -> Iterator[str]:
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(migrated), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(migrated) as url:
+        yield url
 
 
 def test_every_operation_answers_as_documented_and_never_5xx(

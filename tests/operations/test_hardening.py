@@ -5,8 +5,6 @@ from __future__ import annotations
 import gc
 import select
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -14,7 +12,6 @@ import httpx
 import orjson
 import psutil
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +21,7 @@ from service.app import create_app
 from service.auth import mint_token
 from service.settings import Settings
 from tests import factories
+from tests.conftest import served
 
 Headers = Callable[..., dict[str, str]]
 
@@ -151,29 +149,10 @@ async def test_an_unauthenticated_request_is_refused_before_its_body_is_read(
     assert not read
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def served(migrated: Settings) -> Iterator[str]:
-    """The real app under uvicorn on a free port (its own thread and event loop)."""
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(migrated), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+def base_url(migrated: Settings) -> Iterator[str]:
+    with served(migrated) as url:
+        yield url
 
 
 def _stream_200_mb(base_url: str, path: str, headers: dict[str, str]) -> int:
@@ -199,13 +178,13 @@ def _stream_200_mb(base_url: str, path: str, headers: dict[str, str]) -> int:
 
 @pytest.mark.parametrize("content_type", ["text/csv", "application/json", "text/plain"])
 def test_a_streamed_200_mb_body_is_413_and_memory_stays_flat(
-    served: str, migrated: Settings, content_type: str
+    base_url: str, migrated: Settings, content_type: str
 ) -> None:
     admin = mint_token(migrated, subject="t", scopes=["admin"], sponsor_ids=[])
     gc.collect()
     before = psutil.Process().memory_info().rss
     status = _stream_200_mb(
-        served,
+        base_url,
         "/api/v1/sponsors/sp-none/campaigns",
         {"Authorization": f"Bearer {admin}", "Content-Type": content_type},
     )
@@ -215,10 +194,10 @@ def test_a_streamed_200_mb_body_is_413_and_memory_stays_flat(
 
 
 @pytest.mark.parametrize("path", ["/api/v1/sponsors/sp-none/campaigns", "/api/v1/suppressions"])
-def test_a_streamed_200_mb_body_without_a_token_is_401_at_once(served: str, path: str) -> None:
+def test_a_streamed_200_mb_body_without_a_token_is_401_at_once(base_url: str, path: str) -> None:
     gc.collect()
     before = psutil.Process().memory_info().rss
-    status = _stream_200_mb(served, path, {"Content-Type": "application/json"})
+    status = _stream_200_mb(base_url, path, {"Content-Type": "application/json"})
     grown = psutil.Process().memory_info().rss - before
     assert status == 401
     assert grown < 10 * 1_048_576, grown

@@ -17,7 +17,7 @@ from schemas.tracking import ProviderEvent
 from service.settings import Settings
 from service.tracking.ingest import ingest
 from service.webhooks.logic import to_event
-from tests.conftest import eventually
+from tests.conftest import create_sponsor, eventually
 from tests.factories import SentCampaign, sent_campaign
 from tests.tracking.test_webhooks import example, post
 
@@ -165,20 +165,7 @@ async def suppressed_for(
 
 
 async def _sponsors(client: httpx.AsyncClient, admin: dict[str, str], n: int) -> list[str]:
-    ids = [f"sp-{uuid.uuid4().hex[:10]}" for _ in range(n)]
-    for sponsor_id in ids:
-        response = await client.put(
-            f"/api/v1/sponsors/{sponsor_id}",
-            headers=admin,
-            json={
-                "name": "S",
-                "from_email": "news@sponsor.example",
-                "from_name": "S",
-                "postal_address": "1 Test Street, Berlin",
-            },
-        )
-        assert response.status_code == 201, response.text
-    return ids
+    return [await create_sponsor(client, admin) for _ in range(n)]
 
 
 @pytest.mark.usefixtures("workers")
