@@ -18,15 +18,14 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.audiences.filters import (
+from service.audiences.filter_language import (
     MAX_DEPTH,
     MAX_LIST,
     MAX_NODES,
     MAX_WIDTH,
-    compile_filter,
-    leads,
     parse_filter,
 )
+from service.audiences.filters import compile_filter, leads
 from service.errors import Unprocessable
 from service.models import Lead, Sponsor
 from tests import factories
