@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from worker.providers.base import OutgoingEmail
-from worker.providers.smtp import DKIMSigner, SMTPProvider
+from worker.providers.smtp import SMTPProvider
+from worker.providers.smtp_message import DKIMSigner
 
 MESSAGES = int(os.environ.get("BENCH_SMTP_MESSAGES", "5000"))
 POOL = int(os.environ.get("BENCH_SMTP_POOL", "4"))

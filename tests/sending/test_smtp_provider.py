@@ -38,7 +38,8 @@ from tests.fakes.smtp_server import FakeSMTP
 from worker.main import ROLES, run_worker
 from worker.providers import build_provider
 from worker.providers.base import OutgoingEmail
-from worker.providers.smtp import DKIMSigner, SMTPProvider
+from worker.providers.smtp import SMTPProvider
+from worker.providers.smtp_message import DKIMSigner
 
 CAMPAIGN = str(uuid.UUID(int=7))
 UNSUBSCRIBE = {

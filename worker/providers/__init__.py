@@ -69,7 +69,8 @@ def _build(settings: Settings) -> EmailProvider:
             timeout=settings.provider_timeout_seconds,
         )
     if settings.email_provider == "smtp":
-        from worker.providers.smtp import SMTPProvider, dkim_signer_from
+        from worker.providers.smtp import SMTPProvider
+        from worker.providers.smtp_message import dkim_signer_from
 
         password = settings.smtp_password
         dkim_key = settings.dkim_private_key
