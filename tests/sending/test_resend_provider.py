@@ -38,7 +38,8 @@ from tests.fakes.resend_server import (
     request_schema,
 )
 from worker.providers.base import OutgoingEmail, SendResult
-from worker.providers.resend import ResendProvider, _results
+from worker.providers.resend import ResendProvider
+from worker.providers.resend_request import pair_results
 
 API_KEY = "re_test_key"
 CAMPAIGN_ID = str(uuid.uuid4())
@@ -413,7 +414,7 @@ def test_results_accept_ids_aligned_by_position() -> None:
         "errors": [{"index": 1, "message": "bad `to`"}],
     }
 
-    assert _results(emails, answer) == [
+    assert pair_results(emails, answer) == [
         SendResult(delivery_id=1, provider_message_id="a"),
         SendResult(delivery_id=2, error="bad `to`"),
         SendResult(delivery_id=3, provider_message_id="c"),
@@ -424,7 +425,7 @@ def test_results_refuse_an_answer_that_cannot_be_paired() -> None:
     emails = [make_email(1), make_email(2), make_email(3)]
 
     with pytest.raises(PermanentProviderError):
-        _results(emails, {"data": [{"id": "a"}]})
+        pair_results(emails, {"data": [{"id": "a"}]})
 
 
 @pytest.mark.parametrize(

@@ -416,7 +416,7 @@ async def test_compliance_headers_reach_the_outbox_eml_and_the_resend_request(
 
     from worker.providers.base import OutgoingEmail
     from worker.providers.outbox import OutboxProvider
-    from worker.providers.resend import _to_params
+    from worker.providers.resend_request import email_params
 
     message = compiled("Hi {{ name }}")
     urls = URLS.for_delivery(11, len(message.links))
@@ -441,4 +441,4 @@ async def test_compliance_headers_reach_the_outbox_eml_and_the_resend_request(
     for name, value in headers.items():
         assert str(eml[name]) == value
     assert eml.get_body(("plain",)) is not None and eml.get_body(("html",)) is not None
-    assert _to_params(email)["headers"] == headers
+    assert email_params(email)["headers"] == headers

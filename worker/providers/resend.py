@@ -3,8 +3,9 @@
 The SDK (``resend.Batch.send_async``) reads module globals (``resend.api_key``,
 ``resend.api_url``, ``resend.default_async_http_client``). Its own async client
 opens a fresh connection per request, which costs a TLS handshake per batch, so
-this module installs :class:`PooledHTTPXClient`, keep-alive ``httpx``
-connections shared by every request.
+the provider installs ``resend_http.PooledHTTPXClient``, keep-alive ``httpx``
+connections shared by every request. The request body of a batch and the
+pairing of the answer with its emails are in ``resend_request``.
 
 Because those globals are process-wide, the provider re-installs its own values
 right before each call. Nothing awaits between that and the moment the SDK reads
@@ -24,16 +25,12 @@ Error mapping (SDK ``ResendError`` -> ``service.errors``):
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Literal
 
-import httpx
-import orjson
 import resend
 from resend.exceptions import NoContentError, ResendError
 from resend.http_client_async import AsyncHTTPClient
@@ -46,91 +43,14 @@ from service.errors import (
     TransientProviderError,
 )
 from worker.providers.base import OutgoingEmail, SendResult
+from worker.providers.resend_http import PooledHTTPXClient
+from worker.providers.resend_request import email_params, pair_results
 
-__all__ = ["PooledHTTPXClient", "ResendProvider"]
-
-# Sized for the worker's concurrency: ~32 batches in flight at once.
-MAX_CONNECTIONS = 32
-SHARDS = 4
-KEEPALIVE_EXPIRY_SECONDS = 30.0
+__all__ = ["ResendProvider"]
 
 _QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_TAG_MAX_LEN = 256
 
 BatchValidation = Literal["strict", "permissive"]
-
-
-class PooledHTTPXClient(AsyncHTTPClient):
-    """The SDK's async client interface over long-lived keep-alive ``httpx.AsyncClient``s.
-
-    The connections are split over ``shards`` clients, each request going to
-    the least busy one: httpcore's pool does per-request bookkeeping that grows
-    with the square of its connection count, and at 32 connections that was
-    half the CPU of a 100-email batch. Four pools of eight halve it.
-    ``shards=1`` is a plain single pool.
-    """
-
-    def __init__(
-        self, timeout: float = 30.0, max_connections: int = MAX_CONNECTIONS, shards: int = SHARDS
-    ) -> None:
-        shards = max(1, min(shards, max_connections))
-        per_shard = -(-max_connections // shards)  # ceil: never fewer connections in all
-        limits = httpx.Limits(
-            max_connections=per_shard,
-            max_keepalive_connections=per_shard,
-            keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
-        )
-        self._clients = [
-            httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits) for _ in range(shards)
-        ]
-        self._in_flight = [0] * shards
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        json: dict[str, object] | list[object] | None = None,
-        files: dict[str, Any] | None = None,
-        data: dict[str, str] | None = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        """Send one request; transport failures surface as ``RuntimeError``.
-
-        The SDK turns any exception raised here into ``ResendError(code=500,
-        error_type="HttpClientError")``. httpx timeout messages are often empty,
-        so the exception class name is kept in the text for the logs.
-        """
-        shard = min(range(len(self._clients)), key=self._in_flight.__getitem__)
-        client = self._clients[shard]
-        self._in_flight[shard] += 1
-        try:
-            if files is not None or data is not None:
-                resp = await client.request(method, url, headers=headers, files=files, data=data)
-            elif json is not None:
-                # orjson: the stdlib encoder took ~2 ms per 100-email batch.
-                resp = await client.request(
-                    method,
-                    url,
-                    headers={**headers, "Content-Type": "application/json"},
-                    content=orjson.dumps(json),
-                )
-            else:
-                resp = await client.request(method, url, headers=headers)
-        except httpx.HTTPError as exc:
-            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            self._in_flight[shard] -= 1
-        # A response and its stream point at each other, and through the response
-        # hangs the request with its body (4 MB for a batch): cut the loop so the
-        # body goes now, not at the next garbage collection.
-        resp.stream = httpx.ByteStream(b"")
-        return resp.content, resp.status_code, resp.headers
-
-    async def aclose(self) -> None:
-        """Close every pooled connection."""
-        for client in self._clients:
-            await client.aclose()
 
 
 class ResendProvider:
@@ -176,7 +96,7 @@ class ResendProvider:
         """Send ``emails`` in one request; see the module docstring for errors."""
         if not emails:
             return []
-        params = [_to_params(email) for email in emails]
+        params = [email_params(email) for email in emails]
         options: resend.Batch.SendOptions = {
             "idempotency_key": idempotency_key,
             "batch_validation": self._batch_validation,
@@ -188,7 +108,7 @@ class ResendProvider:
             raise _map_error(exc) from exc
         except NoContentError as exc:
             raise TransientProviderError("no_content", str(exc)) from exc
-        return _results(emails, response)
+        return pair_results(emails, response)
 
     async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
         """Create and publish a template whose variables are ``keys`` (strings, "" by default)."""
@@ -221,94 +141,6 @@ class ResendProvider:
         if resend.default_async_http_client is self._http:
             resend.default_async_http_client = self._previous_client
         await self._http.aclose()
-
-
-@functools.lru_cache(maxsize=1024)  # the same campaign id for every email of a batch
-def _tag_value(value: str) -> str:
-    # Resend rejects the whole email for any other character; a UUID or an int
-    # passes untouched, anything else is made safe rather than lost.
-    return _TAG_UNSAFE.sub("_", value)[:_TAG_MAX_LEN] or "_"
-
-
-def _to_params(email: OutgoingEmail) -> resend.Emails.SendParams:
-    params: resend.Emails.SendParams = {
-        "from": email.sender,
-        "to": [email.to],
-        "subject": email.subject,
-        "tags": [
-            {"name": "campaign_id", "value": _tag_value(email.campaign_id)},
-            # Digits (and a sign) only: already a valid tag value.
-            {"name": "delivery_id", "value": str(email.delivery_id)},
-        ],
-    }
-    if email.template_id is not None:
-        params["template"] = {"id": email.template_id, "variables": email.variables or {}}
-    else:
-        params["html"] = _body(email.html, email.html_json)
-        # An empty text part is worse than none: clients would show a blank body.
-        if email.text or email.text_json not in (None, b'""'):
-            params["text"] = _body(email.text, email.text_json)
-    if email.reply_to:
-        params["reply_to"] = email.reply_to
-    if email.headers:
-        params["headers"] = dict(email.headers)
-    return params
-
-
-def _body(value: str, encoded: bytes | None) -> Any:
-    return value if encoded is None else orjson.Fragment(encoded)
-
-
-def _results(emails: Sequence[OutgoingEmail], response: Mapping[str, Any]) -> list[SendResult]:
-    """Pair the answer's ids and per-email errors with ``emails``, in order.
-
-    Resend documents ``data`` as the ids of the *created* emails only, with
-    ``errors[].index`` pointing into the request; so ``data`` is compacted and
-    the i-th id belongs to the i-th email that has no error. An answer with one
-    entry per email (ids aligned by position) is accepted too. Any other shape
-    cannot be paired safely: some emails may be out, and resending would send
-    them twice, so the batch is refused as permanent (webhook events can still
-    be matched through the ``delivery_id`` tag).
-    """
-    count = len(emails)
-    raw_data = response.get("data")
-    raw_errors = response.get("errors") or []
-    data: list[Any] = raw_data if isinstance(raw_data, list) else []
-    errors: dict[int, str] = {}
-    for item in raw_errors if isinstance(raw_errors, list) else []:
-        if not isinstance(item, dict):
-            continue
-        index = item.get("index")
-        if isinstance(index, int) and 0 <= index < count and index not in errors:
-            errors[index] = str(item.get("message") or "rejected by provider")
-
-    accepted = [i for i in range(count) if i not in errors]
-    if len(data) == len(accepted):
-        ids = dict(zip(accepted, data, strict=True))
-    elif len(data) == count:
-        ids = {i: data[i] for i in accepted}
-    else:
-        raise PermanentProviderError(
-            "unpairable_response",
-            f"{len(data)} ids and {len(errors)} errors for a batch of {count}",
-        )
-
-    results: list[SendResult] = []
-    for i, email in enumerate(emails):
-        if i in errors:
-            results.append(SendResult(delivery_id=email.delivery_id, error=errors[i]))
-            continue
-        entry = ids[i]
-        message_id = entry.get("id") if isinstance(entry, dict) else None
-        if isinstance(message_id, str) and message_id:
-            results.append(
-                SendResult(delivery_id=email.delivery_id, provider_message_id=message_id)
-            )
-        else:
-            results.append(
-                SendResult(delivery_id=email.delivery_id, error="provider returned no message id")
-            )
-    return results
 
 
 def _status(code: object) -> int | None:

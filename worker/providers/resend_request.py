@@ -1,0 +1,107 @@
+"""The body of a Resend ``POST /emails/batch`` and the pairing of its answer with the emails."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import resend
+
+from service.errors import PermanentProviderError
+from worker.providers.base import OutgoingEmail, SendResult
+
+__all__ = ["email_params", "pair_results"]
+
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_TAG_MAX_LEN = 256
+
+
+@functools.lru_cache(maxsize=1024)  # the same campaign id for every email of a batch
+def _tag_value(value: str) -> str:
+    # Resend rejects the whole email for any other character; a UUID or an int
+    # passes untouched, anything else is made safe rather than lost.
+    return _TAG_UNSAFE.sub("_", value)[:_TAG_MAX_LEN] or "_"
+
+
+def email_params(email: OutgoingEmail) -> resend.Emails.SendParams:
+    params: resend.Emails.SendParams = {
+        "from": email.sender,
+        "to": [email.to],
+        "subject": email.subject,
+        "tags": [
+            {"name": "campaign_id", "value": _tag_value(email.campaign_id)},
+            # Digits (and a sign) only: already a valid tag value.
+            {"name": "delivery_id", "value": str(email.delivery_id)},
+        ],
+    }
+    if email.template_id is not None:
+        params["template"] = {"id": email.template_id, "variables": email.variables or {}}
+    else:
+        params["html"] = _body(email.html, email.html_json)
+        # An empty text part is worse than none: clients would show a blank body.
+        if email.text or email.text_json not in (None, b'""'):
+            params["text"] = _body(email.text, email.text_json)
+    if email.reply_to:
+        params["reply_to"] = email.reply_to
+    if email.headers:
+        params["headers"] = dict(email.headers)
+    return params
+
+
+def _body(value: str, encoded: bytes | None) -> Any:
+    return value if encoded is None else orjson.Fragment(encoded)
+
+
+def pair_results(emails: Sequence[OutgoingEmail], response: Mapping[str, Any]) -> list[SendResult]:
+    """Pair the answer's ids and per-email errors with ``emails``, in order.
+
+    Resend documents ``data`` as the ids of the *created* emails only, with
+    ``errors[].index`` pointing into the request; so ``data`` is compacted and
+    the i-th id belongs to the i-th email that has no error. An answer with one
+    entry per email (ids aligned by position) is accepted too. Any other shape
+    cannot be paired safely: some emails may be out, and resending would send
+    them twice, so the batch is refused as permanent (webhook events can still
+    be matched through the ``delivery_id`` tag).
+    """
+    count = len(emails)
+    raw_data = response.get("data")
+    raw_errors = response.get("errors") or []
+    data: list[Any] = raw_data if isinstance(raw_data, list) else []
+    errors: dict[int, str] = {}
+    for item in raw_errors if isinstance(raw_errors, list) else []:
+        if not isinstance(item, dict):
+            continue
+        index = item.get("index")
+        if isinstance(index, int) and 0 <= index < count and index not in errors:
+            errors[index] = str(item.get("message") or "rejected by provider")
+
+    accepted = [i for i in range(count) if i not in errors]
+    if len(data) == len(accepted):
+        ids = dict(zip(accepted, data, strict=True))
+    elif len(data) == count:
+        ids = {i: data[i] for i in accepted}
+    else:
+        raise PermanentProviderError(
+            "unpairable_response",
+            f"{len(data)} ids and {len(errors)} errors for a batch of {count}",
+        )
+
+    results: list[SendResult] = []
+    for i, email in enumerate(emails):
+        if i in errors:
+            results.append(SendResult(delivery_id=email.delivery_id, error=errors[i]))
+            continue
+        entry = ids[i]
+        message_id = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(message_id, str) and message_id:
+            results.append(
+                SendResult(delivery_id=email.delivery_id, provider_message_id=message_id)
+            )
+        else:
+            results.append(
+                SendResult(delivery_id=email.delivery_id, error="provider returned no message id")
+            )
+    return results
