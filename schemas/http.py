@@ -63,7 +63,9 @@ def _plausible_time(value: datetime) -> datetime:
 SendAt = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
+    """A request body: unknown fields are refused, strings stripped."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
@@ -91,7 +93,7 @@ def _one_line(value: str | None) -> str | None:
     return value
 
 
-class SponsorIn(_Body):
+class SponsorIn(Body):
     name: str = Field(min_length=1, max_length=200)
     from_email: str = Field(min_length=3, max_length=320)
     from_name: str | None = Field(default=None, max_length=200)
@@ -136,7 +138,7 @@ class LeadIn(BaseModel):
     attributes: FreeJson = Field(default_factory=dict)
 
 
-class BulkLeadsIn(_Body):
+class BulkLeadsIn(Body):
     leads: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
 
 
@@ -153,7 +155,7 @@ class BulkLeadsOut(BaseModel):
     rejected: list[RejectedRow]
 
 
-class CampaignIn(_Body):
+class CampaignIn(Body):
     """Inline content (``subject`` + ``message_body`` and/or ``html_body``) or a template."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -182,7 +184,7 @@ class CampaignIn(_Body):
     )
 
 
-class ScheduleIn(_Body):
+class ScheduleIn(Body):
     send_at: SendAt
 
 
@@ -231,50 +233,7 @@ class DeliveryOut(BaseModel):
     delivered_at: datetime | None
 
 
-class TemplateContentIn(_Body):
-    """One immutable version of a template; ``variables`` declares what it uses."""
-
-    subject: str = Field(min_length=1, max_length=998)
-    message_body: str | None = Field(default=None, min_length=1, max_length=200_000)
-    html_body: str | None = Field(default=None, max_length=500_000)
-    text_body: str | None = Field(default=None, max_length=200_000)
-    variables: list[Annotated[str, Field(max_length=100)]] | None = Field(
-        default=None, max_length=100, description="declared variables; detected when absent"
-    )
-
-
-class TemplateIn(TemplateContentIn):
-    name: str = Field(min_length=1, max_length=200)
-    category: str | None = Field(default=None, max_length=60)
-
-
-class TemplatePatch(_Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    category: str | None = Field(default=None, max_length=60)
-
-
-class TemplateVersionOut(BaseModel):
-    version: int
-    subject: str
-    message_body: str | None
-    html_body: str | None
-    text_body: str | None
-    variables: list[str]
-    created_at: datetime
-
-
-class TemplateOut(BaseModel):
-    id: uuid.UUID
-    sponsor_id: str
-    name: str
-    category: str | None
-    latest_version: int
-    created_at: datetime
-    updated_at: datetime
-    latest: TemplateVersionOut | None = None
-
-
-class SendTestIn(_Body):
+class SendTestIn(Body):
     emails: list[Annotated[str, Field(max_length=320)]] = Field(min_length=1, max_length=10)
     lead_id: BigIntId | None = Field(default=None, description="personalize as this lead")
 
@@ -313,7 +272,7 @@ class LeadOut(BaseModel):
     updated_at: datetime
 
 
-class AudiencePreviewIn(_Body):
+class AudiencePreviewIn(Body):
     audience_type: AudienceType = "all"
     audience_filter: dict[str, Any] | None = None
 
@@ -343,7 +302,7 @@ class LeadsImportOut(BaseModel):
     rejected: list[ImportRejectedRow] = Field(description="the first 1,000 rejected rows")
 
 
-class SuppressionIn(_Body):
+class SuppressionIn(Body):
     email: str = Field(min_length=3, max_length=320)
     reason: SuppressionReason = "manual"
     source: str | None = Field(default=None, max_length=100)

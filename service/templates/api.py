@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from schemas.http import (
-    Page,
+from schemas.http import Page
+from schemas.templates import (
     TemplateContentIn,
     TemplateIn,
     TemplateOut,

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.http import CampaignIn, TemplateContentIn, TemplateIn, TemplatePatch
+from schemas.http import CampaignIn
+from schemas.templates import TemplateContentIn, TemplateIn, TemplatePatch
 from service.errors import RenderError, Unprocessable
 from service.models import Campaign, Sponsor, Template, TemplateVersion
 from service.settings import Settings
