@@ -29,7 +29,7 @@ from service.sponsors.api import router as sponsors_router
 from service.startup import wait_for_dependencies
 from service.stats.api import router as stats_router
 from service.suppressions.api import router as suppressions_router
-from service.templates import sandbox
+from service.templates import budget
 from service.templates.api import public_router as view_router
 from service.templates.api import router as templates_router
 from service.tracking.api import router as tracking_router
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    sandbox.configure(settings.template_max_output_chars, settings.template_render_seconds)
+    budget.configure(settings.template_max_output_chars, settings.template_render_seconds)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, settings=settings)
     app.add_middleware(RequestContext)

@@ -18,7 +18,7 @@ from service.kafka import Producer
 from service.metrics import MetricsServer
 from service.settings import Settings
 from service.startup import wait_for_dependencies
-from service.templates import sandbox
+from service.templates import budget
 from worker.dead_letters import DeadLetters
 from worker.providers import build_provider, templates_of
 from worker.relay import Relay
@@ -32,7 +32,7 @@ ROLES = ("planner", "sender", "relay", "ingester", "lead-sync")
 
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:
     """Run the given roles until ``stop`` is set, then close everything cleanly."""
-    sandbox.configure(settings.template_max_output_chars, settings.template_render_seconds)
+    budget.configure(settings.template_max_output_chars, settings.template_render_seconds)
     engine = create_engine(settings)
     await wait_for_dependencies(settings, engine)
     sessions = session_factory(engine)

@@ -25,10 +25,11 @@ from typing import Any
 
 from service.errors import RenderError
 from service.templates import layout
+from service.templates.budget import bounded, check_size
 from service.templates.content import Brand, Content, Tags, inline_page, markdown_html
 from service.templates.content import text_from_html as _text_from_html
 from service.templates.links import TEXT_URL, Links, is_http, tracked_hrefs
-from service.templates.sandbox import RECIPIENT_ERRORS, bounded, check_size, html_env, text_env
+from service.templates.sandbox import RECIPIENT_ERRORS, html_env, text_env
 from service.templates.sandbox import render as _render
 from service.templates.slots import SlotTemplate, compile_slots
 from service.templates.urls import DeliveryUrls

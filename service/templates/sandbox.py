@@ -1,4 +1,4 @@
-"""The sandbox sponsors' templates run in, and what one render may cost.
+"""The sandbox sponsors' templates run in.
 
 Templates run in Jinja2's ``ImmutableSandboxedEnvironment`` with no globals
 (no ``range``, ``lipsum``, ``namespace``…), a whitelist of filters and no
@@ -17,8 +17,9 @@ can spend memory or CPU goes through one of three checkpoints:
 * **output**: ``render`` streams the template and stops past
   ``limits.max_output_chars``.
 
-Over a limit is a ``TemplateLimitError`` (a ``SecurityError``): refused at save,
-that one recipient fails at send. Everything is checked on the rendering thread,
+Over a limit is a ``TemplateLimitError`` (a ``SecurityError``, see
+``budget.py`` for what one render may cost): refused at save, that one
+recipient fails at send. Everything is checked on the rendering thread,
 so a normal render pays a counter per output chunk and nothing per expression
 (slot-filled parts, ``slots.py``, do not run Jinja at all).
 """
@@ -30,15 +31,12 @@ import functools
 import math
 import operator
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from jinja2 import nodes
-from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.exceptions import TemplateError
 from jinja2.filters import do_join, do_replace
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
@@ -46,6 +44,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_eval_context
 
 from service.errors import Unprocessable
+from service.templates.budget import (
+    Budget,
+    TemplateLimitError,
+    budget,
+    check_size,
+    limits,
+    render_budget,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,68 +98,6 @@ RECIPIENT_ERRORS = (
     LookupError,
     RecursionError,
 )
-
-
-@dataclass(slots=True)
-class Limits:
-    """What one render may cost (``TEMPLATE_MAX_OUTPUT_CHARS``, ``TEMPLATE_RENDER_SECONDS``)."""
-
-    max_output_chars: int = 1_000_000
-    render_seconds: float = 2.0
-
-
-# Process-wide: set once at startup from the settings (``configure``).
-limits = Limits()
-
-
-def configure(max_output_chars: int, render_seconds: float) -> None:
-    """Apply the deployment's limits to every later render in this process."""
-    limits.max_output_chars = max_output_chars
-    limits.render_seconds = render_seconds
-
-
-class TemplateLimitError(SecurityError):
-    """A template went past what one render may cost (size, time or depth)."""
-
-
-class Budget:
-    """One render's deadline and call depth."""
-
-    __slots__ = ("deadline", "depth")
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.depth = 0
-
-    def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise TemplateLimitError(
-                f"the template took longer than {limits.render_seconds:g} s to render"
-            )
-
-
-_budget: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
-
-
-def budget() -> Budget:
-    """The budget of the render under way (a fresh one outside any)."""
-    return _budget.get() or Budget(limits.render_seconds)
-
-
-def bounded(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``function(*args)`` as one render: one deadline for every template it renders."""
-    token = _budget.set(Budget(limits.render_seconds))
-    try:
-        return function(*args, **kwargs)
-    finally:
-        _budget.reset(token)
-
-
-def check_size(size: int, what: str) -> None:
-    if size > limits.max_output_chars:
-        raise TemplateLimitError(
-            f"{what} would be {size:,} characters (at most {limits.max_output_chars:,})"
-        )
 
 
 # ------------------------------------------------------------------ values
@@ -318,7 +262,9 @@ def render(template: Any, context: dict[str, Any]) -> str:
 
     The context is built per recipient and never reused, so sharing it is safe.
     """
-    token = _budget.set(Budget(limits.render_seconds)) if _budget.get() is None else None
+    token = (
+        render_budget.set(Budget(limits.render_seconds)) if render_budget.get() is None else None
+    )
     try:
         chunks: list[str] = []
         size, limit = 0, limits.max_output_chars
@@ -330,7 +276,7 @@ def render(template: Any, context: dict[str, Any]) -> str:
         return "".join(chunks)
     finally:
         if token is not None:
-            _budget.reset(token)
+            render_budget.reset(token)
 
 
 # ------------------------------------------------------------------ off the event loop

@@ -15,12 +15,12 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 
 from service.errors import Unprocessable
+from service.templates.budget import bounded
 from service.templates.content import Content
 from service.templates.links import check_links
 from service.templates.sandbox import (
     RECIPIENT_ERRORS,
     Sandbox,
-    bounded,
     html_env,
     render,
     text_env,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.errors import RenderError, Unprocessable
 from service.models import Campaign, Lead
 from service.settings import Settings
-from service.templates import sandbox
+from service.templates import budget, sandbox
 from service.templates.compiled import compile_message
 from service.templates.content import Brand, Content
 from service.templates.logic import url_builder
@@ -35,7 +35,7 @@ LONG = '"x" * 9000'  # as long as ``*`` lets a template build a string
 @pytest.fixture(autouse=True)
 def quick_deadline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A short render deadline, so the tests that reach it end quickly."""
-    monkeypatch.setattr(sandbox.limits, "render_seconds", 0.3)
+    monkeypatch.setattr(budget.limits, "render_seconds", 0.3)
     yield
 
 
