@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -70,7 +70,27 @@ class CampaignService(FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API application: routers, middleware, error handlers and health routes."""
     settings = settings or get_settings()
+    app = CampaignService(
+        title="campaign-service",
+        version="1.0.0",
+        summary="Kafka-driven email campaigns for sponsors' leads",
+        lifespan=_lifespan(settings),
+    )
+    app.state.settings = settings
+    budget.configure(settings.template_max_output_chars, settings.template_render_seconds)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimits, settings=settings)
+    app.add_middleware(RequestContext)
+    _include_routers(app)
+    install_metrics_route(app, settings)
+    _add_health_routes(app, settings)
+    return app
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the database, Kafka and tracking pieces at startup; close them at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,17 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(app.state.producer.close)
             await engine.dispose()
 
-    app = CampaignService(
-        title="campaign-service",
-        version="1.0.0",
-        summary="Kafka-driven email campaigns for sponsors' leads",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    budget.configure(settings.template_max_output_chars, settings.template_render_seconds)
-    install_error_handlers(app)
-    app.add_middleware(BodyLimits, settings=settings)
-    app.add_middleware(RequestContext)
+    return lifespan
+
+
+def _include_routers(app: FastAPI) -> None:
     limited: dict[str, Any] = {"dependencies": [RateLimited], "responses": ERROR_RESPONSES}
     app.include_router(sponsors_router, **limited)
     app.include_router(leads_router, **limited)
@@ -120,8 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tracking_router)
     app.include_router(webhooks_router)
 
-    install_metrics_route(app, settings)
 
+def _add_health_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -147,5 +160,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
         )
-
-    return app
