@@ -83,31 +83,7 @@ def consumer_roles(
             )
         )
     if "sender" in names:
-        pacer = Pacer(settings.provider_rate_per_second)
-        sender = Sender(sessions, provider, pacer, producer, settings)
-        batches = CampaignBatch.model_validate_json
-        in_flight = settings.send_max_in_flight
-        roles += [
-            Role(
-                "sender",
-                {TOPIC_CAMPAIGN_BATCHES: batches},
-                sender.handle,
-                concurrency=in_flight,
-                on_assign=_share_rate(settings, pacer),
-            ),
-            Role(
-                "sender-retry",
-                {TOPIC_CAMPAIGN_BATCHES_RETRY: batches},
-                sender.handle,
-                concurrency=in_flight,
-            ),
-            Role(
-                "sender-test",
-                {TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_validate_json},
-                sender.handle_tests,
-                batch_size=10,
-            ),
-        ]
+        roles += _sender_roles(settings, sessions, producer, provider)
     if "ingester" in names:
         ingester = Ingester(sessions, producer, settings)
         reads: dict[str, Decoder[TrackingEvent | ProviderEvent]] = {
@@ -128,6 +104,40 @@ def consumer_roles(
             )
         )
     return roles
+
+
+def _sender_roles(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    producer: Producer,
+    provider: EmailProvider,
+) -> list[Role[Any]]:
+    """First sends, retries and test sends: one sender and one pacer behind all three."""
+    pacer = Pacer(settings.provider_rate_per_second)
+    sender = Sender(sessions, provider, pacer, producer, settings)
+    batches = CampaignBatch.model_validate_json
+    in_flight = settings.send_max_in_flight
+    return [
+        Role(
+            "sender",
+            {TOPIC_CAMPAIGN_BATCHES: batches},
+            sender.handle,
+            concurrency=in_flight,
+            on_assign=_share_rate(settings, pacer),
+        ),
+        Role(
+            "sender-retry",
+            {TOPIC_CAMPAIGN_BATCHES_RETRY: batches},
+            sender.handle,
+            concurrency=in_flight,
+        ),
+        Role(
+            "sender-test",
+            {TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_validate_json},
+            sender.handle_tests,
+            batch_size=10,
+        ),
+    ]
 
 
 def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
