@@ -18,7 +18,7 @@ from email.utils import formataddr
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.campaigns import sending_repository as repository
+from service.campaigns import sending_repository
 from service.errors import ProviderError
 from service.models import Campaign, Sponsor
 from service.settings import Settings
@@ -107,14 +107,14 @@ class CampaignContexts:
             return cached
         if cached:
             async with self.sessions() as session:
-                found = await repository.status_and_template(session, campaign_id)
+                found = await sending_repository.status_and_template(session, campaign_id)
             if found is None:
                 return None
             (cached.status, stored), cached.checked_at = found, now
             await self._decide_template(cached, stored)
             return cached
         async with self.sessions() as session:
-            row = await repository.campaign_with_sponsor(session, campaign_id)
+            row = await sending_repository.campaign_with_sponsor(session, campaign_id)
         if row is None:
             return None
         campaign, sponsor = row
@@ -155,12 +155,14 @@ class CampaignContexts:
         templates = self.templates
         if stored is None and templates is not None and context.status == "sending":
             async with self.sessions.begin() as session:
-                status, stored = await repository.lock_template_decision(
+                status, stored = await sending_repository.lock_template_decision(
                     session, context.campaign_id
                 )
                 if stored is None and status == "sending":
                     stored = await self._create_template(context, templates)
-                    await repository.set_template_decision(session, context.campaign_id, stored)
+                    await sending_repository.set_template_decision(
+                        session, context.campaign_id, stored
+                    )
         context.template_id = stored if stored and context.template is not None else None
 
     async def _create_template(self, context: CampaignContext, templates: TemplateProvider) -> str:
