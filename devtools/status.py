@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.campaigns import repository
+from service.campaigns import reconciler_repository
 from service.db import create_engine, session_factory
 from service.settings import Settings
 
@@ -115,7 +115,7 @@ async def snapshot(
     sessions: async_sessionmaker[AsyncSession], previous: dict[uuid.UUID, tuple[int, float]]
 ) -> list[Row]:
     async with sessions() as session:
-        return rows_from(await repository.running_overview(session), previous)
+        return rows_from(await reconciler_repository.running_overview(session), previous)
 
 
 def run_status(

@@ -199,7 +199,7 @@ class Campaign(Base):
     total_recipients: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     batch_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     send_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    # The highest batch number handed to Kafka in the current window (see worker/sender.py).
+    # The highest batch number handed to Kafka in the current window (see sending_repository.py).
     enqueue_cursor: Mapped[int] = mapped_column(Integer, server_default=text("-1"))
     # How this round's messages go out: a provider template's id, '' for whole
     # bodies, NULL until the first sender decides (migration 0012).

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
-from service.campaigns import repository as campaigns_repository
+from service.campaigns import reconciler_repository
 from service.errors import Unauthorized
 from service.settings import Settings
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 async def _campaign_counts(app: FastAPI) -> dict[str, int]:
     try:
         async with app.state.sessions() as session:
-            return await campaigns_repository.count_by_status(session)
+            return await reconciler_repository.count_by_status(session)
     except Exception:
         return {}  # the process metrics still answer while the database is away
 

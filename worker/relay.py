@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import metrics, outbox
-from service.campaigns import logic, repository
+from service.campaigns import logic, reconciler_repository, repository
 from service.errors import ProviderError
 from service.kafka import Producer, create_topics
 from service.retention import logic as retention
@@ -136,7 +136,7 @@ class Relay:
         if self.templates is None:
             return 0
         async with self.sessions.begin() as session:
-            finished = await repository.take_finished_templates(session)
+            finished = await reconciler_repository.take_finished_templates(session)
         for campaign_id, template_id in finished:
             try:
                 await self.templates.remove_template(template_id)
@@ -170,7 +170,7 @@ class Relay:
 
     async def queue_due(self) -> int:
         async with self.sessions.begin() as session:
-            due = await repository.due_scheduled(session)
+            due = await reconciler_repository.due_scheduled(session)
             outbox_ids = [await logic.enqueue_planning(session, campaign) for campaign in due]
         await outbox.publish(self.sessions, self.producer, outbox_ids)
         return len(due)
@@ -180,7 +180,9 @@ class Relay:
         await asyncio.to_thread(create_topics, self.settings)
         outbox_ids: list[int] = []
         async with self.sessions.begin() as session:
-            campaigns = await repository.stalled(session, self.settings.reconcile_stall_seconds)
+            campaigns = await reconciler_repository.stalled(
+                session, self.settings.reconcile_stall_seconds
+            )
             for campaign in campaigns:
                 log.warning("reconciler: re-driving %s campaign %s", campaign.status, campaign.id)
                 metrics.RECONCILER_ACTIONS.labels(campaign.status).inc()

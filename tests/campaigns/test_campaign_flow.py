@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import CampaignBatch
 from service import db
-from service.campaigns import logic, repository
+from service.campaigns import logic, repository, sending_repository
 from service.kafka import Producer
 from service.models import Campaign, CampaignDelivery
 from service.settings import Settings
@@ -154,7 +154,7 @@ async def test_a_batch_handled_twice_sends_each_recipient_once(
             update(Campaign).where(Campaign.id == campaign_id).values(status="queued")
         )
         if not templates:  # decided as for a round whose template Resend refused
-            await repository.set_template_decision(session, campaign_id, "")
+            await sending_repository.set_template_decision(session, campaign_id, "")
     isolated = migrated.model_copy(
         update={"kafka_topic_prefix": f"isolated-{uuid.uuid4().hex[:8]}-"}
     )
@@ -249,7 +249,7 @@ async def test_a_campaign_that_is_a_large_share_of_deliveries_is_analyzed_for_it
         assert not await repository.refresh_delivery_statistics(session, 0)
         plan = "\n".join(
             await session.scalars(
-                text(f"EXPLAIN {repository._LOAD_BATCH.text}"),
+                text(f"EXPLAIN {sending_repository._LOAD_BATCH.text}"),
                 {"campaign_id": campaign_id, "batch_no": 7},
             )
         )
@@ -294,7 +294,7 @@ async def test_releasing_the_next_batch_reads_the_index_once_however_many_batche
         connection = await session.connection()
         raw = (await connection.get_raw_connection()).driver_connection
         driver = db.Driver(connection, cast(db.DriverConnection, raw))
-        outcome = await repository.record_batch_outcome(driver, campaign_id, 7, [], [])
+        outcome = await sending_repository.record_batch_outcome(driver, campaign_id, 7, [], [])
         read = await session.scalar(entries_read) - before
         cursor = await session.scalar(
             select(Campaign.enqueue_cursor).where(Campaign.id == campaign_id)
@@ -326,7 +326,8 @@ async def test_with_resend_templates_off_a_sender_decides_on_whole_bodies(
     producer = Producer(migrated)
     try:
         off = migrated.model_copy(update={"resend_templates": False})
-        context = await Sender(sessions, provider, Pacer(1000), producer, off)._context(campaign_id)
+        sender = Sender(sessions, provider, Pacer(1000), producer, off)
+        context = await sender.batches.contexts.get(campaign_id)
     finally:
         await provider.aclose()
         producer.close()

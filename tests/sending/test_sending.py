@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES_DLQ, CampaignBatch
 from service import db
-from service.campaigns import repository
+from service.campaigns import repository, sending_repository
 from service.kafka import make_consumer
 from service.models import CampaignDelivery, Suppression
 from service.settings import Settings
@@ -217,7 +217,7 @@ async def test_a_batch_records_rows_cancelled_while_with_the_provider_as_sent_on
     recorded = []
     for _ in range(2):  # the batch's message delivered twice
         async with db.driver(sessions) as driver:
-            outcome = await repository.record_batch_outcome(
+            outcome = await sending_repository.record_batch_outcome(
                 driver, campaign_id, 0, [(i, f"message-{i}") for i in ids], []
             )
         recorded.append((outcome.sent, outcome.failed))
@@ -261,9 +261,9 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
 
     async def record(
         batch_no: int, sent: list[tuple[int, str]], failed: list[tuple[int, str]]
-    ) -> repository.BatchOutcome:
+    ) -> sending_repository.BatchOutcome:
         async with db.driver(sessions) as driver:
-            return await repository.record_batch_outcome(
+            return await sending_repository.record_batch_outcome(
                 driver, campaign_id, batch_no, sent, failed
             )
 

@@ -393,15 +393,14 @@ async def test_sent_messages_carry_rfc8058_headers_and_list_id(
 
 
 def test_the_mailto_unsubscribe_is_added_when_configured(migrated: Settings) -> None:
-    from worker.sender import CampaignContext, Sender
+    from worker.delivery.context import CampaignContext
 
     settings = migrated.model_copy(update={"unsubscribe_mailto": "unsub@lists.example"})
-    sender = Sender.__new__(Sender)
-    sender._mailto = settings.unsubscribe_mailto
     urls = URLS.for_delivery(5, 0)
     context = CampaignContext.__new__(CampaignContext)
     context.list_id = "<acme.lists.example>"
-    headers = sender.headers(context, urls)
+    context.mailto = settings.unsubscribe_mailto
+    headers = context.headers(urls)
     token = urls.unsubscribe.rsplit("/", 1)[1]
     assert headers["List-Unsubscribe"] == (
         f"<{urls.unsubscribe}>, <mailto:unsub@lists.example?subject=unsubscribe%20{token}>"

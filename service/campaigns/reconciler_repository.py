@@ -1,0 +1,113 @@
+"""The SQL of watching campaigns rather than running one: the relay's scheduler
+and reconciler, the provider templates left to delete, the operator's status
+view and the campaigns-per-status gauge.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.campaigns.repository import stats
+from service.models import Campaign, table_of
+
+_TAKE_FINISHED_TEMPLATES = text("""
+WITH done AS (
+    SELECT id, provider_template_id FROM campaigns
+    WHERE status IN ('sent', 'cancelled') AND provider_template_id <> ''
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE campaigns c SET provider_template_id = NULL
+FROM done WHERE c.id = done.id
+RETURNING done.id, done.provider_template_id
+""")
+
+
+async def take_finished_templates(
+    session: AsyncSession, limit: int = 100
+) -> list[tuple[uuid.UUID, str]]:
+    """Provider templates of campaigns that send no more, forgotten here for the caller to
+    delete; a later ``retry-failed`` round of such a campaign decides anew."""
+    rows = await session.execute(_TAKE_FINISHED_TEMPLATES, {"limit": limit})
+    return [(row[0], row[1]) for row in rows]
+
+
+async def due_scheduled(session: AsyncSession, limit: int = 100) -> list[Campaign]:
+    """Scheduled campaigns whose time has come, locked for the caller."""
+    query = (
+        select(Campaign)
+        .where(Campaign.status == "scheduled", Campaign.send_at <= func.now())
+        .order_by(Campaign.send_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def stalled(session: AsyncSession, stall_seconds: float, limit: int = 100) -> list[Campaign]:
+    """Campaigns that should be moving but have not for ``stall_seconds``, locked.
+
+    ``sending`` without progress (lost batch messages, a poison message, a broker
+    that lost its data) or ``queued`` and never planned (a lost campaign event).
+    """
+    horizon = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, stall_seconds)
+    query = (
+        select(Campaign)
+        .where(
+            or_(
+                and_(
+                    Campaign.status == "sending",
+                    func.coalesce(Campaign.last_progress_at, Campaign.planned_at) < horizon,
+                ),
+                and_(Campaign.status == "queued", Campaign.queued_at < horizon),
+            )
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def running_overview(session: AsyncSession, limit: int = 50) -> list[Any]:
+    """Campaigns in flight (queued, sending, paused) with their counters, for ``status``."""
+    totals = (
+        select(
+            stats.c.campaign_id,
+            func.sum(stats.c.sent).label("sent"),
+            func.sum(stats.c.failed).label("failed"),
+            func.sum(stats.c.pending).label("pending"),
+        )
+        .group_by(stats.c.campaign_id)
+        .subquery()
+    )
+    campaigns = table_of(Campaign)
+    query = (
+        select(
+            campaigns.c.id,
+            campaigns.c.sponsor_id,
+            campaigns.c.name,
+            campaigns.c.status,
+            campaigns.c.total_recipients,
+            campaigns.c.queued_at,
+            func.now().label("now"),
+            func.coalesce(totals.c.sent, 0).label("sent"),
+            func.coalesce(totals.c.failed, 0).label("failed"),
+            func.coalesce(totals.c.pending, 0).label("pending"),
+        )
+        .select_from(campaigns.outerjoin(totals, totals.c.campaign_id == campaigns.c.id))
+        .where(campaigns.c.status.in_(("queued", "sending", "paused")))
+        .order_by(campaigns.c.queued_at.desc().nulls_last(), campaigns.c.id)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """Campaigns per status (the ``campaign_campaigns`` gauge; one grouped index scan)."""
+    rows = await session.execute(select(Campaign.status, func.count()).group_by(Campaign.status))
+    return {status: int(count) for status, count in rows.all()}

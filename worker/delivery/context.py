@@ -1,0 +1,190 @@
+"""The campaign context: what sending needs of a campaign, compiled once and cached.
+
+A campaign's message is compiled once per campaign, not per batch; its status
+is trusted for ``STATUS_TTL_SECONDS`` and then read again, which bounds how
+late a pause or cancel is seen. With Resend (``RESEND_TEMPLATES``), a round's
+body is stored at the provider once, as a template, and each message carries
+only the recipient's variables (``_decide_template``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import formataddr
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.campaigns import sending_repository
+from service.errors import ProviderError
+from service.models import Campaign, Sponsor
+from service.settings import Settings
+from service.templates import logic as template_logic
+from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
+from service.templates.urls import DeliveryUrls
+from worker.providers.base import TemplateProvider
+from worker.ratelimit import Pacer
+
+log = logging.getLogger(__name__)
+
+# How long a campaign's status is trusted before it is read again (pause/cancel latency).
+STATUS_TTL_SECONDS = 1.0
+
+
+@dataclass
+class CampaignContext:
+    """What the sender needs of a campaign, compiled once and cached."""
+
+    campaign_id: uuid.UUID
+    sponsor_id: str
+    status: str
+    sender: str
+    reply_to: str | None
+    hourly_cap: int | None
+    message: CompiledMessage
+    list_id: str
+    checked_at: float
+    # The message as a provider template, and the id of the one this round sends
+    # with; messages go out whole while ``template_id`` is None.
+    template: ProviderTemplate | None = None
+    template_id: str | None = None
+    # ``UNSUBSCRIBE_MAILTO``: an RFC 2369 mailto beside the one-click link.
+    mailto: str | None = None
+    # The campaign id as messages carry it (``OutgoingEmail.campaign_id``).
+    tag: str = ""
+
+    def headers(self, urls: DeliveryUrls) -> dict[str, str]:
+        """RFC 8058 one-click unsubscribe (+ RFC 2369 mailto when configured) and List-Id."""
+        unsubscribe = f"<{urls.unsubscribe}>"
+        if self.mailto:
+            token = urls.unsubscribe.rsplit("/", 1)[-1]
+            unsubscribe += f", <mailto:{self.mailto}?subject=unsubscribe%20{token}>"
+        return {
+            "List-Unsubscribe": unsubscribe,
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": self.list_id,
+        }
+
+
+class CampaignContexts:
+    """The cache of campaign contexts one sender process keeps."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        templates: TemplateProvider | None,
+        pacer: Pacer,
+        settings: Settings,
+    ) -> None:
+        self.sessions = sessions
+        self.templates = templates
+        self.pacer = pacer
+        self.settings = settings
+        self._campaigns: dict[uuid.UUID, CampaignContext] = {}
+        self._lock = asyncio.Lock()
+        self._list_id_domain = template_logic.list_id_domain(settings)
+
+    async def get(self, campaign_id: uuid.UUID) -> CampaignContext | None:
+        """The campaign's context, its status at most ``STATUS_TTL_SECONDS`` old."""
+        cached = self._campaigns.get(campaign_id)
+        if cached and time.monotonic() - cached.checked_at < STATUS_TTL_SECONDS:
+            return cached
+        # Batches arrive together: one of them compiles or refreshes, the others wait for it.
+        async with self._lock:
+            return await self._load(campaign_id)
+
+    def forget(self, campaign_id: uuid.UUID) -> None:
+        """Drop a campaign that sends no more."""
+        self._campaigns.pop(campaign_id, None)
+
+    async def _load(self, campaign_id: uuid.UUID) -> CampaignContext | None:
+        cached = self._campaigns.get(campaign_id)
+        now = time.monotonic()
+        if cached and now - cached.checked_at < STATUS_TTL_SECONDS:
+            return cached
+        if cached:
+            async with self.sessions() as session:
+                found = await sending_repository.status_and_template(session, campaign_id)
+            if found is None:
+                return None
+            (cached.status, stored), cached.checked_at = found, now
+            await self._decide_template(cached, stored)
+            return cached
+        async with self.sessions() as session:
+            row = await sending_repository.campaign_with_sponsor(session, campaign_id)
+        if row is None:
+            return None
+        campaign, sponsor = row
+        context = self._compile(campaign, sponsor, now)
+        await self._decide_template(context, campaign.provider_template_id)
+        self._campaigns[campaign_id] = context
+        return context
+
+    def _compile(self, campaign: Campaign, sponsor: Sponsor, now: float) -> CampaignContext:
+        context = CampaignContext(
+            campaign_id=campaign.id,
+            sponsor_id=sponsor.id,
+            status=campaign.status,
+            sender=formataddr(
+                (single_line(sponsor.from_name or ""), single_line(sponsor.from_email))
+            ),
+            reply_to=single_line(sponsor.reply_to) if sponsor.reply_to else None,
+            hourly_cap=sponsor.hourly_send_cap,
+            message=template_logic.compile_campaign(sponsor, campaign),
+            list_id=list_id(sponsor.name, sponsor.id, self._list_id_domain),
+            checked_at=now,
+            mailto=self.settings.unsubscribe_mailto,
+            tag=str(campaign.id),
+        )
+        if self.templates is not None:
+            context.template = context.message.provider_template()
+        return context
+
+    async def _decide_template(self, context: CampaignContext, stored: str | None) -> None:
+        """Set ``context.template_id`` from this round's decision, deciding it if nobody has.
+
+        The first sender to see the round sending decides, under a lock: it
+        creates the provider template (when the provider keeps templates,
+        ``RESEND_TEMPLATES`` allows it and the message can be one) or records
+        '' (whole bodies). A round keeps its decision, so a batch sent again by
+        any sender sends the same request body under the same idempotency key.
+        """
+        templates = self.templates
+        if stored is None and templates is not None and context.status == "sending":
+            async with self.sessions.begin() as session:
+                status, stored = await sending_repository.lock_template_decision(
+                    session, context.campaign_id
+                )
+                if stored is None and status == "sending":
+                    stored = await self._create_template(context, templates)
+                    await sending_repository.set_template_decision(
+                        session, context.campaign_id, stored
+                    )
+        context.template_id = stored if stored and context.template is not None else None
+
+    async def _create_template(self, context: CampaignContext, templates: TemplateProvider) -> str:
+        """The new template's id, or '' to send whole bodies (also when the provider fails)."""
+        template = context.template
+        if template is None or not self.settings.resend_templates:
+            return ""
+        try:
+            for _ in range(2):  # creating and publishing: two requests at the provider's rate
+                await self.pacer.acquire()
+            return await templates.create_template(
+                f"campaign {context.campaign_id}", template.html, template.text, template.keys
+            )
+        except ProviderError as exc:
+            log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)
+            return ""
+
+
+def list_id(name: str, sponsor_id: str, domain: str) -> str:
+    """RFC 2919 ``List-Id``: the sponsor's name as a phrase (ASCII only) and a stable id."""
+    phrase = "".join(
+        c for c in single_line(name) if c.isascii() and c.isprintable() and c not in '"\\'
+    )
+    identifier = f"<{sponsor_id}.{domain}>"
+    return f'"{phrase}" {identifier}' if phrase else identifier
