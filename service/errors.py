@@ -7,6 +7,7 @@
     │   ├── Forbidden            403
     │   ├── NotFound             404
     │   ├── Conflict             409
+    │   │   └── InvalidTransition    the campaign's status does not allow that action
     │   ├── PayloadTooLarge      413
     │   ├── UnsupportedMediaType 415
     │   ├── Unprocessable        422 (validation of content: templates, filters)
@@ -68,6 +69,23 @@ class NotFound(ClientError):
 
 class Conflict(ClientError):
     status_code = 409
+
+
+class InvalidTransition(Conflict):
+    """An action the campaign's current status does not allow (``service.campaigns.lifecycle``).
+
+    Takes plain strings so that this module depends on nothing.
+    """
+
+    def __init__(self, status: str, action: str, allowed_from: list[str]) -> None:
+        allowed = ", ".join(allowed_from) or "no status"
+        super().__init__(
+            "invalid_transition",
+            f"cannot {action.replace('_', ' ')} a campaign that is {status} (only from {allowed})",
+            "status",
+        )
+        self.status = status
+        self.action = action
 
 
 class PayloadTooLarge(ClientError):
