@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from sqlalchemy import TextClause, event, exc
@@ -115,6 +115,9 @@ class Driver:
 
     connection: AsyncConnection
     raw: DriverConnection
+    # What the work this connection serves keeps with it, as ``Session.info``
+    # (the outbox's unit of work keeps the rows its statements wrote here).
+    info: dict[str, Any] = field(default_factory=dict)
 
     async def fetch(
         self, statement: DriverStatement, params: Mapping[str, object]

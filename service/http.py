@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.exceptions import HTTPException
 
 from schemas.types import BIGINT_MAX, INT_MAX, PgDatetime
+from service import outbox
 from service.errors import BadRequest, ClientError, TooManyRequests, Unprocessable
 
 # OpenAPI for routes that answer ``?format=csv`` with a CSV body instead of JSON.
@@ -46,8 +47,13 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: commits on success, before the answer is sent."""
-    async with request.app.state.sessions.begin() as session:
+    """The request's unit of work: commits on success, then publishes the outbox rows
+    it wrote, before the answer is sent; on an error it rolls back and publishes nothing."""
+    state = request.app.state
+    async with (
+        outbox.unit_of_work(state.sessions, state.producer) as work,
+        work.transaction() as session,
+    ):
         yield session
 
 

@@ -34,9 +34,11 @@ class Ingester:
         await self.handle_events(list(events))
 
     async def handle_events(self, events: list[TrackingEvent | ProviderEvent]) -> IngestResult:
-        async with self._sessions.begin() as session:
+        async with (
+            outbox.unit_of_work(self._sessions, self._producer) as work,
+            work.transaction() as session,
+        ):
             result = await ingest(session, self._settings, events)
-        await outbox.publish(self._sessions, self._producer, result.outbox_ids)
         metrics.INGESTER_BATCH_SIZE.observe(len(events))
         now = datetime.now(UTC)
         for event in events:

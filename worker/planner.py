@@ -12,10 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import CampaignQueued
 from service import metrics, outbox
-from service.campaigns import repository
+from service.campaigns import lifecycle, repository
+from service.campaigns.lifecycle import Action, CampaignStatus
+from service.campaigns.repository import Plan
 from service.errors import InvalidAudience
 from service.kafka import Producer
 from service.logs import bound
+from service.models import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +48,19 @@ class Planner:
 
     async def _plan(self, campaign_id: uuid.UUID) -> None:
         started = time.perf_counter()
-        async with self.sessions.begin() as session:
-            campaign = await repository.get_for_update(session, campaign_id)
-            if campaign is None or campaign.status != "queued":
+        # The batches are published once the work is done: after the statistics.
+        async with outbox.unit_of_work(self.sessions, self.producer) as work:
+            async with work.transaction() as session:
+                campaign = await repository.get_for_update(session, campaign_id)
+                if campaign is None or campaign.status != CampaignStatus.QUEUED:
+                    return
+                plan = await self._write_plan(session, campaign)
+            if plan is None:
                 return
-            try:
-                plan = await repository.plan_deliveries(session, campaign, self.batch_size)
-            except InvalidAudience as exc:
-                # A stored filter that no longer parses (caps or fields changed since it
-                # was accepted): retrying cannot help, so the campaign fails with the reason.
-                campaign.status = "failed"
-                campaign.status_reason = f"audience: {exc.message} ({exc.field})"
-                campaign.updated_at = func.now()
-                log.error("campaign %s: %s", campaign_id, campaign.status_reason)
-                return
-            campaign.total_recipients = plan.recipients
-            campaign.batch_count = plan.batches
-            campaign.planned_at = func.now()
-            campaign.updated_at = func.now()
             if plan.recipients:
-                campaign.status = "sending"
-            else:
-                campaign.status = "sent"
-                campaign.completed_at = func.now()
-            outbox_ids = await repository.open_window(session, campaign, self.window)
-        if plan.recipients:
-            # Before the batches go out, so that the senders' queries are planned right.
-            async with self.sessions.begin() as session:
-                await repository.refresh_delivery_statistics(session, plan.recipients)
+                # Before the batches go out, so that the senders' queries are planned right.
+                async with work.transaction() as session:
+                    await repository.refresh_delivery_statistics(session, plan.recipients)
         log.info(
             "planned campaign %s: %d recipients in %d batches, %d suppressed, in %.2fs",
             campaign_id,
@@ -81,4 +69,25 @@ class Planner:
             plan.suppressed,
             time.perf_counter() - started,
         )
-        await outbox.publish(self.sessions, self.producer, outbox_ids)
+
+    async def _write_plan(self, session: AsyncSession, campaign: Campaign) -> Plan | None:
+        """Delivery rows, counters and the first window of batches; None if it failed."""
+        try:
+            plan = await repository.plan_deliveries(session, campaign, self.batch_size)
+        except InvalidAudience as exc:
+            # A stored filter that no longer parses (caps or fields changed since it
+            # was accepted): retrying cannot help, so the campaign fails with the reason.
+            reason = f"audience: {exc.message} ({exc.field})"
+            lifecycle.apply(campaign, Action.FAIL, reason)
+            log.error("campaign %s: %s", campaign.id, reason)
+            return None
+        campaign.total_recipients = plan.recipients
+        campaign.batch_count = plan.batches
+        campaign.planned_at = func.now()
+        if plan.recipients:
+            lifecycle.apply(campaign, Action.PLAN)
+        else:
+            lifecycle.apply(campaign, Action.PLAN_EMPTY)
+            campaign.completed_at = func.now()
+        await repository.open_window(session, campaign, self.window)
+        return plan

@@ -23,7 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import metrics, outbox
-from service.campaigns import logic, reconciler_repository, repository
+from service.campaigns import lifecycle, logic, reconciler_repository, repository
+from service.campaigns.lifecycle import Action, CampaignStatus
 from service.errors import ProviderError
 from service.kafka import Producer, create_topics
 from service.retention import logic as retention
@@ -169,29 +170,33 @@ class Relay:
         return 0
 
     async def queue_due(self) -> int:
-        async with self.sessions.begin() as session:
+        async with (
+            outbox.unit_of_work(self.sessions, self.producer) as work,
+            work.transaction() as session,
+        ):
             due = await reconciler_repository.due_scheduled(session)
-            outbox_ids = [await logic.enqueue_planning(session, campaign) for campaign in due]
-        await outbox.publish(self.sessions, self.producer, outbox_ids)
+            for campaign in due:
+                await logic.enqueue_planning(session, campaign, Action.START)
         return len(due)
 
     async def reconcile(self) -> int:
         """Re-create lost topics; re-drive every campaign that stopped moving."""
         await asyncio.to_thread(create_topics, self.settings)
-        outbox_ids: list[int] = []
-        async with self.sessions.begin() as session:
+        async with (
+            outbox.unit_of_work(self.sessions, self.producer) as work,
+            work.transaction() as session,
+        ):
             campaigns = await reconciler_repository.stalled(
                 session, self.settings.reconcile_stall_seconds
             )
             for campaign in campaigns:
                 log.warning("reconciler: re-driving %s campaign %s", campaign.status, campaign.id)
                 metrics.RECONCILER_ACTIONS.labels(campaign.status).inc()
-                if campaign.status == "queued":
-                    outbox_ids.append(await logic.enqueue_planning(session, campaign))
+                if campaign.status == CampaignStatus.QUEUED:
+                    await logic.enqueue_planning(session, campaign, Action.REDRIVE)
                     continue
-                window = self.settings.send_window_batches
-                outbox_ids += await repository.open_window(session, campaign, window)
+                lifecycle.apply(campaign, Action.REDRIVE)
+                await repository.open_window(session, campaign, self.settings.send_window_batches)
                 await session.flush()
                 await repository.finish_if_done(session, campaign.id)
-        await outbox.publish(self.sessions, self.producer, outbox_ids)
         return len(campaigns)

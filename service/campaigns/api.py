@@ -21,7 +21,7 @@ from schemas.http import (
     SendTestIn,
     SendTestOut,
 )
-from service import exports, outbox
+from service import exports
 from service.auth import Principal, current_principal, require
 from service.campaigns import logic, repository
 from service.campaigns.deps import CurrentCampaign
@@ -59,14 +59,6 @@ def _window(request: Request) -> int:
     return settings.send_window_batches
 
 
-async def _publish(request: Request, outbox_ids: int | list[int] | None) -> None:
-    """Publish committed outbox rows now; the relay retries whatever this misses."""
-    if outbox_ids is None:
-        return
-    ids = [outbox_ids] if isinstance(outbox_ids, int) else outbox_ids
-    await outbox.publish(request.app.state.sessions, request.app.state.producer, ids)
-
-
 @router.post(
     "", status_code=202, response_model=CampaignOut, dependencies=[require("campaigns:write")]
 )
@@ -75,9 +67,8 @@ async def create_campaign(
 ) -> CampaignOut:
     """Create a campaign: queued at once (202), or kept as a draft with ``draft: true``."""
     async with transaction(request) as session:
-        campaign, outbox_id = await logic.create(session, sponsor, body)
+        campaign = await logic.create(session, sponsor, body)
         await session.refresh(campaign)
-    await _publish(request, outbox_id)
     return _out(campaign)
 
 
@@ -117,10 +108,9 @@ async def send_campaign(
 ) -> CampaignOut:
     """Queue a draft for sending."""
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id)
-        outbox_id = await logic.queue(session, sponsor, campaign)
+        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
+        await logic.queue(session, sponsor, campaign)
         await session.refresh(campaign)
-    await _publish(request, outbox_id)
     return _out(campaign)
 
 
@@ -134,7 +124,7 @@ async def schedule_campaign(
 ) -> CampaignOut:
     """Schedule a draft (or move a scheduled campaign) to ``send_at``."""
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id)
+        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
         logic.schedule(sponsor, campaign, body.send_at)
         await session.flush()
         await session.refresh(campaign)
@@ -147,7 +137,7 @@ async def schedule_campaign(
 async def pause_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
     """Stop sending after the batches in flight; ``resume`` continues where it stopped."""
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id, lock=True)
         logic.pause(campaign)
         await session.flush()
         await session.refresh(campaign)
@@ -164,11 +154,10 @@ async def resume_campaign(
     sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
 ) -> CampaignOut:
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id)
-        outbox_ids = await logic.resume(session, sponsor, campaign, _window(request))
+        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
+        await logic.resume(session, sponsor, campaign, _window(request))
         await session.flush()
         await session.refresh(campaign)
-    await _publish(request, outbox_ids)
     return _out(campaign)
 
 
@@ -178,7 +167,7 @@ async def resume_campaign(
 async def cancel_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
     """Cancel for good: sent rows stay as they are, pending ones become ``cancelled``."""
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id, lock=True)
         await logic.cancel(session, campaign)
         await session.refresh(campaign)
     return _out(campaign)
@@ -195,11 +184,10 @@ async def retry_failed(
 ) -> RetryFailedOut:
     """Re-drive only the failed recipients that are not suppressed (new idempotency keys)."""
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id)
-        retried, outbox_ids = await logic.retry_failed(session, sponsor, campaign, _window(request))
+        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
+        retried = await logic.retry_failed(session, sponsor, campaign, _window(request))
         await session.flush()
         await session.refresh(campaign)
-    await _publish(request, outbox_ids)
     return RetryFailedOut(retried=retried, campaign=_out(campaign))
 
 
@@ -207,7 +195,7 @@ async def retry_failed(
 async def delete_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> Response:
     """Delete a draft; any other status is a 409."""
     async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor_id, campaign_id)
+        campaign = await repository.get(session, sponsor_id, campaign_id, lock=True)
         await logic.delete_draft(session, campaign)
     return Response(status_code=204)
 
@@ -284,6 +272,5 @@ async def send_test(
     they have no delivery rows, are never counted, and their tokens are ignored."""
     emails = [logic.validate_address(a, f"emails.{i}") for i, a in enumerate(body.emails)]
     async with transaction(request) as session:
-        event, outbox_id = await logic.send_test(session, sponsor, campaign, emails, body.lead_id)
-    await _publish(request, outbox_id)
+        event = await logic.send_test(session, sponsor, campaign, emails, body.lead_id)
     return SendTestOut(request_id=event.request_id, recipients=emails)

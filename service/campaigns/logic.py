@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.events import TOPIC_CAMPAIGN_TESTS, TOPIC_CAMPAIGNS, CampaignQueued, CampaignTestSend
 from schemas.http import CampaignIn
 from service import outbox
-from service.campaigns import repository
-from service.errors import Conflict, Forbidden, RenderError, Unprocessable
+from service.campaigns import lifecycle, repository
+from service.campaigns.lifecycle import Action, CampaignStatus
+from service.errors import Forbidden, RenderError, Unprocessable
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as templates
@@ -39,13 +40,8 @@ def ensure_can_send(sponsor: Sponsor) -> None:
         )
 
 
-async def create(
-    session: AsyncSession, sponsor: Sponsor, body: CampaignIn
-) -> tuple[Campaign, int | None]:
-    """Validate and insert a campaign; queue it unless it is a draft.
-
-    Returns the campaign and the outbox id to publish after the commit (None for drafts).
-    """
+async def create(session: AsyncSession, sponsor: Sponsor, body: CampaignIn) -> Campaign:
+    """Validate and insert a campaign; queue it unless it is a draft or scheduled."""
     content, template_id, template_version = await templates.campaign_content(
         session, sponsor.id, body
     )
@@ -67,7 +63,8 @@ async def create(
         audience_filter=body.audience_filter,
         event_id=body.event_id,
         metadata_=body.metadata,
-        status="scheduled" if scheduled else "draft",
+        # Every campaign is born a draft; creating it "scheduled" is the draft's schedule.
+        status=CampaignStatus.SCHEDULED if scheduled else CampaignStatus.DRAFT,
         send_at=body.send_at,
         total_recipients=await repository.count_audience(
             session, sponsor.id, body.audience_type, body.audience_filter
@@ -80,108 +77,90 @@ async def create(
     session.add(campaign)
     await session.flush()
     await templates_repository.save_links(session, campaign.id, compiled.links)
-    if body.draft or scheduled:
-        return campaign, None
-    return campaign, await queue(session, sponsor, campaign)
+    if not (body.draft or scheduled):
+        await queue(session, sponsor, campaign)
+    return campaign
 
 
-def _require_status(campaign: Campaign, action: str, *allowed: str) -> None:
-    if campaign.status not in allowed:
-        raise Conflict(
-            "invalid_status",
-            f"cannot {action} a campaign that is {campaign.status} (only {', '.join(allowed)})",
-            "status",
-        )
+async def queue(session: AsyncSession, sponsor: Sponsor, campaign: Campaign) -> None:
+    """draft/scheduled → queued, and the event the planner waits for, in one transaction.
 
-
-async def queue(session: AsyncSession, sponsor: Sponsor, campaign: Campaign) -> int:
-    """draft/scheduled → queued, and the event the planner waits for, in one transaction."""
-    _require_status(campaign, "send", "draft", "scheduled")
+    The caller holds the campaign's row lock (``repository.get(..., lock=True)``),
+    so of two concurrent sends of one draft the second sees it queued and is refused.
+    """
+    lifecycle.require(campaign.status, Action.SEND)
     ensure_can_send(sponsor)
-    return await enqueue_planning(session, campaign)
+    await enqueue_planning(session, campaign, Action.SEND)
 
 
-async def enqueue_planning(session: AsyncSession, campaign: Campaign) -> int:
-    """Mark the campaign queued and add the planner's event to the outbox."""
-    campaign.status = "queued"
+async def enqueue_planning(session: AsyncSession, campaign: Campaign, action: Action) -> None:
+    """Mark the campaign queued by ``action`` and write the planner's event to the outbox."""
+    lifecycle.apply(campaign, action)
     campaign.queued_at = func.now()
-    campaign.updated_at = func.now()
     await session.flush()
     event = CampaignQueued(campaign_id=campaign.id, sponsor_id=campaign.sponsor_id)
-    return await outbox.add(session, TOPIC_CAMPAIGNS, str(campaign.id), event.to_bytes())
+    await outbox.add(session, [(TOPIC_CAMPAIGNS, str(campaign.id), event.to_bytes())])
 
 
 def schedule(sponsor: Sponsor, campaign: Campaign, send_at: datetime) -> None:
     """draft → scheduled; the relay queues it when ``send_at`` comes."""
-    _require_status(campaign, "schedule", "draft", "scheduled")
+    lifecycle.require(campaign.status, Action.SCHEDULE)
     ensure_can_send(sponsor)
+    lifecycle.apply(campaign, Action.SCHEDULE)
     campaign.send_at = send_at
-    campaign.status = "scheduled"
-    campaign.updated_at = func.now()
 
 
 def pause(campaign: Campaign, reason: str = "paused by user") -> None:
     """Senders skip a paused campaign's batches (they check at most a second late)."""
-    _require_status(campaign, "pause", "scheduled", "queued", "sending")
-    campaign.status = "paused"
-    campaign.status_reason = reason
-    campaign.updated_at = func.now()
+    lifecycle.apply(campaign, Action.PAUSE, reason)
 
 
-async def resume(
-    session: AsyncSession, sponsor: Sponsor, campaign: Campaign, window: int
-) -> list[int]:
-    """paused → where it stopped; returns outbox ids to publish after the commit."""
-    _require_status(campaign, "resume", "paused")
+async def resume(session: AsyncSession, sponsor: Sponsor, campaign: Campaign, window: int) -> None:
+    """paused → where it stopped: scheduled, queued or sending (and its next batches)."""
+    lifecycle.require(campaign.status, Action.RESUME)
     ensure_can_send(sponsor)
-    campaign.status_reason = None
     if campaign.planned_at is None:
         if campaign.queued_at is None and campaign.send_at is not None:
-            campaign.status = "scheduled"  # paused before its time: wait for it again
-            return []
-        return [await enqueue_planning(session, campaign)]
-    campaign.status = "sending"
-    campaign.updated_at = func.now()
-    return await repository.open_window(session, campaign, window)
+            # Paused before its time: wait for it again.
+            lifecycle.apply(campaign, Action.RESUME_SCHEDULE)
+            return
+        await enqueue_planning(session, campaign, Action.RESUME_PLANNING)
+        return
+    lifecycle.apply(campaign, Action.RESUME)
+    await repository.open_window(session, campaign, window)
 
 
 async def cancel(session: AsyncSession, campaign: Campaign) -> int:
     """Stop for good: rows already sent stay; every pending row becomes ``cancelled``."""
-    _require_status(campaign, "cancel", "draft", "scheduled", "queued", "sending", "paused")
-    campaign.status = "cancelled"
+    lifecycle.apply(campaign, Action.CANCEL)
     campaign.completed_at = func.now()
-    campaign.updated_at = func.now()
     await session.flush()
     return await repository.move_rows(session, campaign.id, "pending", "cancelled")
 
 
 async def retry_failed(
     session: AsyncSession, sponsor: Sponsor, campaign: Campaign, window: int
-) -> tuple[int, list[int]]:
+) -> int:
     """Re-drive the failed recipients that are not suppressed, with new idempotency keys.
 
-    Returns how many rows were re-driven and the outbox ids to publish.
+    Returns how many rows were re-driven (none: the campaign stays as it is).
     """
-    _require_status(campaign, "retry", "sending", "paused", "sent")
+    lifecycle.require(campaign.status, Action.RETRY_FAILED)
     ensure_can_send(sponsor)
     moved = await repository.move_rows(
         session, campaign.id, "failed", "pending", skip_suppressed=True
     )
     if not moved:
-        return 0, []
+        return 0
     campaign.send_round += 1  # a new round: new idempotency keys for the same batches
-    campaign.status = "sending"
-    campaign.status_reason = None
+    lifecycle.apply(campaign, Action.RETRY_FAILED)
     campaign.completed_at = None
-    campaign.updated_at = func.now()
-    return moved, await repository.open_window(session, campaign, window)
+    await repository.open_window(session, campaign, window)
+    return moved
 
 
 async def delete_draft(session: AsyncSession, campaign: Campaign) -> None:
-    if campaign.status != "draft":
-        raise Conflict(
-            "invalid_status", f"only drafts can be deleted; this campaign is {campaign.status}"
-        )
+    lifecycle.require(campaign.status, Action.DELETE)
     await repository.delete_campaign(session, campaign.id)
 
 
@@ -234,7 +213,7 @@ async def send_test(
     campaign: Campaign,
     emails: list[str],
     lead_id: int | None,
-) -> tuple[CampaignTestSend, int]:
+) -> CampaignTestSend:
     """Ask the sender (through the outbox) for a ``[TEST]`` message to each address.
 
     Test messages have no delivery rows and are never counted; their tokens
@@ -250,5 +229,5 @@ async def send_test(
         emails=emails,
         lead_id=lead_id,
     )
-    outbox_id = await outbox.add(session, TOPIC_CAMPAIGN_TESTS, str(campaign.id), event.to_bytes())
-    return event, outbox_id
+    await outbox.add(session, [(TOPIC_CAMPAIGN_TESTS, str(campaign.id), event.to_bytes())])
+    return event

@@ -11,13 +11,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.campaigns import lifecycle
+from service.campaigns.lifecycle import Action, CampaignStatus
 from service.campaigns.repository import stats
 from service.models import Campaign, table_of
 
 _TAKE_FINISHED_TEMPLATES = text("""
 WITH done AS (
     SELECT id, provider_template_id FROM campaigns
-    WHERE status IN ('sent', 'cancelled') AND provider_template_id <> ''
+    WHERE status IN (:sent, :cancelled) AND provider_template_id <> ''
     ORDER BY id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -33,7 +35,14 @@ async def take_finished_templates(
 ) -> list[tuple[uuid.UUID, str]]:
     """Provider templates of campaigns that send no more, forgotten here for the caller to
     delete; a later ``retry-failed`` round of such a campaign decides anew."""
-    rows = await session.execute(_TAKE_FINISHED_TEMPLATES, {"limit": limit})
+    rows = await session.execute(
+        _TAKE_FINISHED_TEMPLATES,
+        {
+            "limit": limit,
+            "sent": CampaignStatus.SENT.value,
+            "cancelled": CampaignStatus.CANCELLED.value,
+        },
+    )
     return [(row[0], row[1]) for row in rows]
 
 
@@ -41,7 +50,7 @@ async def due_scheduled(session: AsyncSession, limit: int = 100) -> list[Campaig
     """Scheduled campaigns whose time has come, locked for the caller."""
     query = (
         select(Campaign)
-        .where(Campaign.status == "scheduled", Campaign.send_at <= func.now())
+        .where(Campaign.status.in_(lifecycle.sources(Action.START)), Campaign.send_at <= func.now())
         .order_by(Campaign.send_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -61,16 +70,19 @@ async def stalled(session: AsyncSession, stall_seconds: float, limit: int = 100)
         .where(
             or_(
                 and_(
-                    Campaign.status == "sending",
+                    Campaign.status == CampaignStatus.SENDING,
                     func.coalesce(Campaign.last_progress_at, Campaign.planned_at) < horizon,
                 ),
-                and_(Campaign.status == "queued", Campaign.queued_at < horizon),
+                and_(Campaign.status == CampaignStatus.QUEUED, Campaign.queued_at < horizon),
             )
         )
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list((await session.scalars(query)).all())
+
+
+_RUNNING = (CampaignStatus.QUEUED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
 
 
 async def running_overview(session: AsyncSession, limit: int = 50) -> list[Any]:
@@ -100,7 +112,7 @@ async def running_overview(session: AsyncSession, limit: int = 50) -> list[Any]:
             func.coalesce(totals.c.pending, 0).label("pending"),
         )
         .select_from(campaigns.outerjoin(totals, totals.c.campaign_id == campaigns.c.id))
-        .where(campaigns.c.status.in_(("queued", "sending", "paused")))
+        .where(campaigns.c.status.in_(_RUNNING))
         .order_by(campaigns.c.queued_at.desc().nulls_last(), campaigns.c.id)
         .limit(limit)
     )

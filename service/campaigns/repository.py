@@ -16,26 +16,37 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, not_, or_, select, text, update
+from sqlalchemy import and_, case, delete, func, literal, not_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
+from service import outbox
 from service.audiences.filters import audience_clause, leads, suppressed_clause
+from service.campaigns import lifecycle
+from service.campaigns.lifecycle import Action
 from service.errors import NotFound
-from service.models import Campaign, CampaignDelivery, CampaignStats, OutboxMessage, table_of
+from service.models import Campaign, CampaignDelivery, CampaignStats, table_of
 from service.stats import counters
 
 deliveries = table_of(CampaignDelivery)
 stats = table_of(CampaignStats)
-outbox_table = table_of(OutboxMessage)
 
 
-async def get(session: AsyncSession, sponsor_id: str, campaign_id: uuid.UUID) -> Campaign:
-    """The sponsor's campaign, or 404 (another sponsor's campaign does not exist for you)."""
-    campaign = await session.scalar(
-        select(Campaign).where(Campaign.id == campaign_id, Campaign.sponsor_id == sponsor_id)
-    )
+async def get(
+    session: AsyncSession, sponsor_id: str, campaign_id: uuid.UUID, *, lock: bool = False
+) -> Campaign:
+    """The sponsor's campaign, or 404 (another sponsor's campaign does not exist for you).
+
+    With ``lock``, the row stays locked until the transaction ends: an action that
+    changes the status reads it under the lock, so two at once take turns and the
+    second sees what the first did.
+    """
+    query = select(Campaign).where(Campaign.id == campaign_id, Campaign.sponsor_id == sponsor_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    campaign = await session.scalar(query)
     if campaign is None:
         raise campaign_not_found(campaign_id)
     return campaign
@@ -182,13 +193,48 @@ async def finish_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
         .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "pending")
         .exists()
     )
+    finished = await transition(
+        session, Action.FINISH, Campaign.id == campaign_id, not_(pending), completed_at=func.now()
+    )
+    return bool(finished)
+
+
+async def transition(
+    session: AsyncSession,
+    action: Action,
+    *where: ColumnElement[bool],
+    reason: str | None = None,
+    **values: Any,
+) -> list[uuid.UUID]:
+    """Move every campaign matching ``where`` that ``action`` is allowed from; their ids.
+
+    One conditional ``UPDATE``: sources and targets come from the lifecycle table,
+    so a campaign another actor moved meanwhile (a cancel, a pause) is left alone.
+    """
+    moves = lifecycle.moves(action)
+    target = case({s.value: t.value for s, t in moves.items()}, value=Campaign.status)
     result = await session.execute(
         update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == "sending", not_(pending))
-        .values(status="sent", completed_at=func.now(), updated_at=func.now())
+        .where(Campaign.status.in_([s.value for s in moves]), *where)
+        .values(status=target, status_reason=reason, updated_at=func.now(), **values)
         .returning(Campaign.id)
     )
-    return result.first() is not None
+    return list(result.scalars())
+
+
+async def auto_pause(session: AsyncSession, campaign_id: uuid.UUID, reason: str) -> bool:
+    """Pause a campaign that is queued or sending (the sender's guards); True if it did."""
+    paused = await transition(session, Action.AUTO_PAUSE, Campaign.id == campaign_id, reason=reason)
+    return bool(paused)
+
+
+async def auto_pause_sponsor(
+    session: AsyncSession, sponsor_id: str, reason: str
+) -> list[uuid.UUID]:
+    """Pause the sponsor's campaigns that are queued or sending (the reputation guard)."""
+    return await transition(
+        session, Action.AUTO_PAUSE, Campaign.sponsor_id == sponsor_id, reason=reason
+    )
 
 
 async def deliveries_page(
@@ -211,22 +257,21 @@ async def deliveries_page(
 
 async def queue_batches(
     session: AsyncSession, campaign_id: uuid.UUID, batch_nos: Sequence[int], send_round: int
-) -> list[int]:
-    """One ``campaign-batches.v1`` outbox row per batch; returns their outbox ids."""
-    if not batch_nos:
-        return []
-    rows = [
-        {
-            "topic": TOPIC_CAMPAIGN_BATCHES,
-            "key": f"{campaign_id}:{batch_no}",
-            "payload": CampaignBatch(
-                campaign_id=campaign_id, batch_no=batch_no, send_round=send_round
-            ).to_bytes(),
-        }
-        for batch_no in batch_nos
-    ]
-    result = await session.execute(insert(outbox_table).returning(outbox_table.c.id), rows)
-    return [int(row_id) for row_id in result.scalars()]
+) -> None:
+    """One ``campaign-batches.v1`` outbox message per batch."""
+    await outbox.add(
+        session,
+        (
+            (
+                TOPIC_CAMPAIGN_BATCHES,
+                f"{campaign_id}:{batch_no}",
+                CampaignBatch(
+                    campaign_id=campaign_id, batch_no=batch_no, send_round=send_round
+                ).to_bytes(),
+            )
+            for batch_no in batch_nos
+        ),
+    )
 
 
 # Batches of a campaign that still have pending rows, from a batch number up, in order:
@@ -251,17 +296,16 @@ async def _pending_batches(
     return [int(n) for n in rows.scalars()]
 
 
-async def open_window(session: AsyncSession, campaign: Campaign, size: int) -> list[int]:
+async def open_window(session: AsyncSession, campaign: Campaign, size: int) -> None:
     """(Re)start sending: the first ``size`` batches with pending rows go to Kafka.
 
     Used by the planner, resume, retry-failed and the reconciler. Batches that
     may already be in flight are harmless to send again (idempotent sender).
-    Returns the outbox ids to publish after the commit.
     """
     batch_nos = await _pending_batches(session, campaign.id, 0, campaign.batch_count - 1, size)
     campaign.enqueue_cursor = batch_nos[-1] if batch_nos else campaign.batch_count - 1
     campaign.last_progress_at = func.now()
-    return await queue_batches(session, campaign.id, batch_nos, campaign.send_round)
+    await queue_batches(session, campaign.id, batch_nos, campaign.send_round)
 
 
 async def move_rows(
@@ -303,13 +347,3 @@ SELECT count(*) FROM moved
         {"campaign_id": campaign_id, "from_status": from_status, "to_status": to_status},
     )
     return int(moved or 0)
-
-
-async def set_status(
-    session: AsyncSession, campaign_id: uuid.UUID, status: str, reason: str | None = None
-) -> None:
-    await session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id)
-        .values(status=status, status_reason=reason, updated_at=func.now())
-    )

@@ -17,7 +17,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
-from service import db
+from service import db, outbox
+from service.campaigns.lifecycle import CampaignStatus
 from service.models import Campaign, Sponsor
 from service.outbox import OutboxRow
 from service.stats import counters
@@ -105,9 +106,12 @@ async def load_pending_batch(
 # batch number left and sorting what was found read one entry per remaining
 # batch (a thousand on average for 200,000 recipients, more for larger
 # campaigns). Locks are taken in the order rows, counters, campaign
-# (``campaign`` reads ``counted`` for that). The message's payload is spliced
-# from a template around the batch and round numbers (``_batch_payload_parts``);
-# the outbox row comes back to be published at once.
+# (``campaign`` reads ``counted`` for that). This statement writes the outbox
+# row itself, so that recording a batch stays one round trip: the next batch's
+# number is only known inside it. Its payload is therefore spliced from the
+# encoded event around the batch and round numbers (``_batch_payload_parts``,
+# the one place that knows the cut); the row comes back and joins the caller's
+# unit of work (``outbox.register``).
 _RECORD_AND_RELEASE = db.DriverStatement.of(
     text("""
 WITH sent AS (
@@ -136,7 +140,7 @@ WITH sent AS (
     RETURNING 1
 ), campaign AS (
     SELECT enqueue_cursor, batch_count, send_round FROM campaigns
-    WHERE id = :campaign_id AND status = 'sending' AND (SELECT count(*) FROM counted) >= 0
+    WHERE id = :campaign_id AND status = :sending AND (SELECT count(*) FROM counted) >= 0
     FOR UPDATE
 ), next AS (
     SELECT d.batch_no AS n, campaign.send_round
@@ -200,11 +204,11 @@ SELECT count(*) FROM moved
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    """What recording a batch changed: rows that moved, the next batch's message."""
+    """What recording a batch changed: rows that moved, whether a next batch was released."""
 
     sent: int
     failed: int
-    released: list[OutboxRow]
+    released: bool
 
 
 async def record_batch_outcome(
@@ -215,7 +219,8 @@ async def record_batch_outcome(
     failed: Sequence[tuple[int, str]],
 ) -> BatchOutcome:
     """Move rows still ``pending`` to sent/failed, count only the rows that moved, and
-    release the next batch (see ``_RECORD_AND_RELEASE``).
+    release the next batch (see ``_RECORD_AND_RELEASE``), whose outbox row joins the
+    driver's unit of work (``outbox.UnitOfWork.driver``).
 
     A batch handled twice moves nothing the second time, so counters stay right.
     Each statement is atomic on its own and commits alone (``db.driver``): the
@@ -234,6 +239,7 @@ async def record_batch_outcome(
             "errors": list(errors),
             "campaign_id": campaign_id,
             "shard": counters.shard_of(batch_no),
+            "sending": CampaignStatus.SENDING.value,
             "topic": TOPIC_CAMPAIGN_BATCHES,
             "key_prefix": f"{campaign_id}:",
             "head": head,
@@ -258,11 +264,11 @@ async def record_batch_outcome(
             },
         )
         n_sent += int(cancelled[0])
-    released = (
-        [OutboxRow(row["outbox_id"], row["topic"], row["key"], row["payload"])]
-        if row["outbox_id"] is not None
-        else []
-    )
+    released = row["outbox_id"] is not None
+    if released:
+        outbox.register(
+            driver, [OutboxRow(row["outbox_id"], row["topic"], row["key"], row["payload"])]
+        )
     return BatchOutcome(sent=n_sent, failed=int(row["failed"]), released=released)
 
 

@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.events import TOPIC_DELIVERY_EVENTS
 from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
 from service import metrics
+from service import outbox as outbox_rows
+from service.campaigns import repository as campaigns
 from service.settings import Settings
 from service.stats import counters
 from service.tracking import repository, unmatched
@@ -99,7 +101,6 @@ def _higher(a: str | None, b: str) -> str:
 
 @dataclass
 class IngestResult:
-    outbox_ids: list[int]
     inserted: int
     paused: list[uuid.UUID]
 
@@ -281,11 +282,11 @@ async def ingest(
         session, [row["_event"] for row in lost if isinstance(row["_event"], ProviderEvent)]
     )
     await repository.add_suppressions(session, suppress)
-    outbox_ids = await repository.add_outbox(session, outbox)
+    await outbox_rows.add(session, outbox)
     paused: list[uuid.UUID] = []
     for sponsor_id in sorted(sponsors_to_check):
         paused += await reputation_guard(session, settings, sponsor_id)
-    return IngestResult(outbox_ids=outbox_ids, inserted=len(new_ids), paused=paused)
+    return IngestResult(inserted=len(new_ids), paused=paused)
 
 
 def _status_time(a: repository.Applied) -> datetime | None:
@@ -351,7 +352,7 @@ async def reputation_guard(
         )
     if reason is None:
         return []
-    paused = await repository.pause_running(session, sponsor_id, reason)
+    paused = await campaigns.auto_pause_sponsor(session, sponsor_id, reason)
     if paused:
         log.warning("%s: paused %d campaign(s) of %s", reason, len(paused), sponsor_id)
     return paused

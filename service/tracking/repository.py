@@ -289,22 +289,6 @@ async def link_positions(
     return {(row[0], row[1]): row[2] for row in rows}
 
 
-async def add_outbox(session: AsyncSession, rows: Sequence[tuple[str, str, bytes]]) -> list[int]:
-    """Queue many outbox messages (topic, key, payload) in the caller's transaction."""
-    if not rows:
-        return []
-    topics, keys, payloads = (list(col) for col in zip(*rows, strict=True))
-    result = await session.execute(
-        text("""
-INSERT INTO outbox (topic, key, payload)
-SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:payloads AS bytea[]))
-RETURNING id
-"""),
-        {"topics": topics, "keys": keys, "payloads": payloads},
-    )
-    return [int(row[0]) for row in result]
-
-
 async def sponsor_reputation(
     session: AsyncSession, sponsor_id: str, window: int
 ) -> tuple[int, int, int]:
@@ -328,16 +312,3 @@ SELECT count(*), count(bounced_at), count(complained_at) FROM (
         )
     ).one()
     return int(row[0]), int(row[1]), int(row[2])
-
-
-async def pause_running(session: AsyncSession, sponsor_id: str, reason: str) -> list[uuid.UUID]:
-    """Pause the sponsor's campaigns that are sending or about to; returns their ids."""
-    result = await session.execute(
-        text("""
-UPDATE campaigns SET status = 'paused', status_reason = :reason, updated_at = now()
-WHERE sponsor_id = :sponsor_id AND status IN ('queued', 'sending')
-RETURNING id
-"""),
-        {"sponsor_id": sponsor_id, "reason": reason},
-    )
-    return [row[0] for row in result]

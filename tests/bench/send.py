@@ -79,13 +79,11 @@ async def _load_leads(settings: Settings, sponsor_id: str, recipients: int) -> N
 async def _queue(settings: Settings, sponsor_id: str, body_kb: int) -> uuid.UUID:
     engine = create_engine(settings)
     sessions = session_factory(engine)
-    async with sessions.begin() as session:
+    producer = Producer(settings)
+    async with outbox.unit_of_work(sessions, producer) as work, work.transaction() as session:
         sponsor = await sponsors.get(session, sponsor_id)
         body = CampaignIn(name="bench", subject="Hello {{ name }}", message_body=_body(body_kb))
-        campaign, outbox_id = await logic.create(session, sponsor, body)
-    producer = Producer(settings)
-    assert outbox_id is not None
-    await outbox.publish(sessions, producer, [outbox_id])
+        campaign = await logic.create(session, sponsor, body)
     producer.close()
     await engine.dispose()
     return campaign.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -435,3 +436,23 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
+
+
+async def test_two_concurrent_sends_of_one_draft_answer_one_202_and_one_409(
+    client: httpx.AsyncClient, sponsor: str, token: Any, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    headers = token(sponsor)
+    draft = await factories.draft(client, sponsor, headers)
+    url = f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/send"
+
+    answers = await asyncio.gather(*(client.post(url, headers=headers) for _ in range(2)))
+
+    assert sorted(a.status_code for a in answers) == [202, 409]
+    refused = next(a for a in answers if a.status_code == 409).json()["error"]
+    assert refused["code"] == "invalid_transition"
+    assert "queued" in refused["message"]
+    async with sessions() as session:
+        queued = await session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.key == draft["id"])
+        )
+    assert queued == 0  # the event was published, then deleted, after the commit

@@ -1,19 +1,29 @@
-"""The outbox's fast path for rows a statement returned as it wrote them, and the
-producer it relies on."""
+"""The outbox: the unit of work that publishes what it committed, the fast path for rows
+in hand, and the producer it relies on."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
+from types import SimpleNamespace
 
 import confluent_kafka
+import httpx
+import pytest
+from fastapi import Request
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
+from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS, CampaignBatch
 from service import outbox
-from service.kafka import Producer
+from service.campaigns import logic, repository
+from service.http import transaction
+from service.kafka import Outgoing, Producer
 from service.settings import Settings
+from service.sponsors import repository as sponsors
+from tests import factories
+from tests.conftest import TokenFactory
 
 
 async def test_published_rows_are_deleted_and_rows_the_broker_refused_stay(
@@ -21,15 +31,14 @@ async def test_published_rows_are_deleted_and_rows_the_broker_refused_stay(
 ) -> None:
     # Batches of a campaign that does not exist: a sender that reads them skips them.
     payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
-    async with sessions.begin() as session:
+    key = f"refused-{uuid.uuid4()}"
+    async with sessions.begin() as session:  # outside a unit of work: nobody publishes
+        await outbox.add(session, [(TOPIC_CAMPAIGN_BATCHES, key, payload)] * 2)
         rows = [
-            outbox.OutboxRow(
-                await outbox.add(session, TOPIC_CAMPAIGN_BATCHES, "k", payload),
-                TOPIC_CAMPAIGN_BATCHES,
-                "k",
-                payload,
+            outbox.OutboxRow(row_id, TOPIC_CAMPAIGN_BATCHES, key, payload)
+            for row_id in await session.scalars(
+                text("SELECT id FROM outbox WHERE key = :k ORDER BY id"), {"k": key}
             )
-            for _ in range(2)
         ]
     down = migrated.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     refusing = Producer(down, **{"message.timeout.ms": 500})
@@ -81,3 +90,119 @@ async def test_a_producer_that_failed_for_good_is_replaced_and_the_message_goes_
         producer.close()
 
     assert isinstance(producer._producer, confluent_kafka.Producer)  # a new one
+
+
+class RecordingProducer(Producer):
+    """The real producer, remembering what it was asked to send."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.sent: list[Outgoing] = []
+
+    async def send(self, messages: Iterable[Outgoing]) -> None:
+        batch = list(messages)
+        self.sent += batch
+        await super().send(batch)
+
+
+async def _rows_keyed(sessions: async_sessionmaker[AsyncSession], key: str) -> int:
+    async with sessions() as session:
+        found = await session.scalar(text("SELECT count(*) FROM outbox WHERE key = :k"), {"k": key})
+    return int(found or 0)
+
+
+async def test_a_unit_of_work_publishes_its_committed_rows_once_and_deletes_them(
+    sessions: async_sessionmaker[AsyncSession], migrated: Settings
+) -> None:
+    producer = RecordingProducer(migrated)
+    key = f"committed-{uuid.uuid4()}"
+    payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
+    try:
+        async with outbox.unit_of_work(sessions, producer) as work:
+            async with work.transaction() as session:
+                await outbox.add(session, [(TOPIC_CAMPAIGN_BATCHES, key, payload)])
+            assert producer.sent == []  # committed, published only once the work is done
+            async with work.transaction() as session:
+                await outbox.add(session, [(TOPIC_CAMPAIGN_BATCHES, key, payload)])
+    finally:
+        producer.close()
+
+    assert producer.sent == [(TOPIC_CAMPAIGN_BATCHES, key, payload)] * 2
+    assert await _rows_keyed(sessions, key) == 0
+
+
+async def test_a_unit_of_work_that_fails_publishes_nothing_and_its_rollback_keeps_no_row(
+    sessions: async_sessionmaker[AsyncSession], migrated: Settings
+) -> None:
+    producer = RecordingProducer(migrated)
+    key = f"rolled-back-{uuid.uuid4()}"
+    payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
+    try:
+        with pytest.raises(RuntimeError):
+            async with (
+                outbox.unit_of_work(sessions, producer) as work,
+                work.transaction() as session,
+            ):
+                await outbox.add(session, [(TOPIC_CAMPAIGN_BATCHES, key, payload)])
+                raise RuntimeError("the request failed after writing")
+    finally:
+        producer.close()
+
+    assert producer.sent == []
+    assert await _rows_keyed(sessions, key) == 0
+
+
+def _request(sessions: async_sessionmaker[AsyncSession], producer: Producer) -> Request:
+    """A request of an app whose state holds these sessions and this producer."""
+    state = SimpleNamespace(sessions=sessions, producer=producer)
+    return Request({"type": "http", "app": SimpleNamespace(state=state)})
+
+
+async def test_an_api_actions_event_is_published_after_its_commit(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
+) -> None:
+    draft = await factories.draft(client, sponsor, token(sponsor))
+    producer = RecordingProducer(migrated)
+    try:
+        async with transaction(_request(sessions, producer)) as session:
+            owner = await sponsors.get(session, sponsor)
+            campaign = await repository.get(session, sponsor, uuid.UUID(draft["id"]), lock=True)
+            await logic.queue(session, owner, campaign)
+            assert producer.sent == []  # not before the commit
+    finally:
+        producer.close()
+
+    assert [(topic, key) for topic, key, _ in producer.sent] == [(TOPIC_CAMPAIGNS, draft["id"])]
+    assert await _rows_keyed(sessions, draft["id"]) == 0
+
+
+async def test_an_api_action_that_rolls_back_publishes_nothing_and_changes_nothing(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
+) -> None:
+    headers = token(sponsor)
+    draft = await factories.draft(client, sponsor, headers)
+    producer = RecordingProducer(migrated)
+    try:
+        with pytest.raises(RuntimeError):
+            async with transaction(_request(sessions, producer)) as session:
+                owner = await sponsors.get(session, sponsor)
+                campaign = await repository.get(session, sponsor, uuid.UUID(draft["id"]), lock=True)
+                await logic.queue(session, owner, campaign)
+                raise RuntimeError("the request failed after queueing")
+    finally:
+        producer.close()
+
+    assert producer.sent == []
+    assert await _rows_keyed(sessions, draft["id"]) == 0
+    answer = await client.get(
+        f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers
+    )
+    assert answer.json()["status"] == "draft"

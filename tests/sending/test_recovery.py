@@ -126,7 +126,7 @@ async def new_campaign(cluster: Cluster, engine: AsyncEngine, recipients: int) -
         )
     async with session_factory(engine).begin() as session:
         sponsor = await sponsors.get(session, sponsor_id)
-        campaign, _ = await logic.create(
+        campaign = await logic.create(
             session,
             sponsor,
             CampaignIn(name="r", subject="Hi {{ name }}", message_body="Hello {{ name }}"),

@@ -271,31 +271,29 @@ async def test_recording_a_batch_counts_its_rows_and_returns_the_next_pending_ba
     second = await record(1, [], [(ids[1], "validation_error: no")])
     replayed = await record(0, [(ids[0], "message-0")], [])
 
-    assert (first.sent, first.failed) == (1, 0)
-    assert [(row.key, row.payload) for row in first.released] == [
-        (f"{campaign_id}:3", CampaignBatch(campaign_id=campaign_id, batch_no=3).to_bytes())
-    ]
-    assert (second.sent, second.failed) == (0, 1)
-    assert [row.key for row in second.released] == [f"{campaign_id}:4"]
-    assert (replayed.sent, replayed.failed, replayed.released) == (0, 0, [])
+    assert (first.sent, first.failed, first.released) == (1, 0, True)
+    assert (second.sent, second.failed, second.released) == (0, 1, True)
+    assert (replayed.sent, replayed.failed, replayed.released) == (0, 0, False)
     async with sessions.begin() as session:
         counters = await stats_counters.sums(session, campaign_id)
         cursor = await session.scalar(
             text("SELECT enqueue_cursor FROM campaigns WHERE id = :c"), {"c": campaign_id}
         )
         # Taken back before the relay or the reconciler sends the rest for real.
-        queued = len(
-            (
-                await session.execute(
-                    text("DELETE FROM outbox WHERE id = ANY(:ids) RETURNING id"),
-                    {"ids": [row.id for row in first.released + second.released]},
-                )
-            ).all()
-        )
-        await repository.set_status(session, campaign_id, "paused")
+        released = (
+            await session.execute(
+                text("DELETE FROM outbox WHERE key LIKE :k RETURNING key, payload"),
+                {"k": f"{campaign_id}:%"},
+            )
+        ).all()
+        await repository.auto_pause(session, campaign_id, "test")
     assert (counters["sent"], counters["failed"], counters["pending"]) == (1, 1, 2)
     assert cursor == 4
-    assert queued == 2  # committed, for the caller (or the relay) to publish
+    # Committed, for the caller's unit of work (or the relay) to publish.
+    assert sorted((key, payload) for key, payload in released) == [
+        (f"{campaign_id}:3", CampaignBatch(campaign_id=campaign_id, batch_no=3).to_bytes()),
+        (f"{campaign_id}:4", CampaignBatch(campaign_id=campaign_id, batch_no=4).to_bytes()),
+    ]
 
 
 def _batched_emails(fake: FakeResend, campaign_id: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.events import CampaignBatch, CampaignTestSend
 from service import db, metrics, outbox
 from service.campaigns import repository, sending_repository
+from service.campaigns.lifecycle import CampaignStatus
 from service.errors import (
     PermanentProviderError,
     QuotaExceeded,
@@ -70,7 +71,7 @@ class CampaignBatches:
     async def _send_batch(self, event: CampaignBatch) -> None:
         await wait_until_due(event)
         context = await self.contexts.get(event.campaign_id)
-        if context is None or context.status != "sending":
+        if context is None or context.status != CampaignStatus.SENDING:
             return  # paused or cancelled: resume/retry re-open the window
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         with metrics.SEND_STAGE.labels("load").time():
@@ -112,17 +113,17 @@ class CampaignBatches:
         failed: list[core.Failure],
         started: float,
     ) -> None:
-        with metrics.SEND_STAGE.labels("record").time():
-            async with db.driver(self.sessions) as driver:
-                outcome = await sending_repository.record_batch_outcome(
-                    driver, event.campaign_id, event.batch_no, sent, failed
-                )
-        self.core.count(outcome.sent, failed[: outcome.failed], time.perf_counter() - started)
-        if outcome.released:
-            # A batch with pending rows was released: the campaign cannot be done yet.
-            await outbox.publish_rows(self.sessions, self.producer, outcome.released)
-        else:
-            await self._finish(event.campaign_id)
+        # The next batch's message, released by the record, is published as the work ends.
+        async with outbox.unit_of_work(self.sessions, self.producer) as work:
+            with metrics.SEND_STAGE.labels("record").time():
+                async with work.driver() as driver:
+                    outcome = await sending_repository.record_batch_outcome(
+                        driver, event.campaign_id, event.batch_no, sent, failed
+                    )
+            self.core.count(outcome.sent, failed[: outcome.failed], time.perf_counter() - started)
+            if not outcome.released:
+                # No batch with pending rows was released: the campaign may be done.
+                await self._finish(event.campaign_id)
         if outcome.failed:
             await self.guards.pause_if_failing(context)
 

@@ -19,6 +19,7 @@ from email.utils import formataddr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.campaigns import sending_repository
+from service.campaigns.lifecycle import CampaignStatus
 from service.errors import ProviderError
 from service.models import Campaign, Sponsor
 from service.settings import Settings
@@ -153,12 +154,12 @@ class CampaignContexts:
         any sender sends the same request body under the same idempotency key.
         """
         templates = self.templates
-        if stored is None and templates is not None and context.status == "sending":
+        if stored is None and templates is not None and context.status == CampaignStatus.SENDING:
             async with self.sessions.begin() as session:
                 status, stored = await sending_repository.lock_template_decision(
                     session, context.campaign_id
                 )
-                if stored is None and status == "sending":
+                if stored is None and status == CampaignStatus.SENDING:
                     stored = await self._create_template(context, templates)
                     await sending_repository.set_template_decision(
                         session, context.campaign_id, stored

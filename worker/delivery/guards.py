@@ -15,6 +15,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.campaigns import repository, sending_repository
+from service.campaigns.lifecycle import CampaignStatus
 from service.settings import Settings
 from service.stats import counters
 from worker.delivery.context import CampaignContext
@@ -43,9 +44,10 @@ class Guards:
 
     async def pause(self, context: CampaignContext, reason: str) -> None:
         async with self.sessions.begin() as session:
-            await repository.set_status(session, context.campaign_id, "paused", reason)
-        context.status = "paused"
-        log.warning("campaign %s paused: %s", context.campaign_id, reason)
+            paused = await repository.auto_pause(session, context.campaign_id, reason)
+        context.status = CampaignStatus.PAUSED  # or moved on already: no more sending either way
+        if paused:
+            log.warning("campaign %s paused: %s", context.campaign_id, reason)
 
     async def pause_if_failing(self, context: CampaignContext) -> None:
         """Auto-pause a campaign whose failure ratio passes ``SEND_FAILURE_PAUSE_RATIO``."""
