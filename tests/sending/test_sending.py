@@ -446,7 +446,9 @@ async def test_a_quota_error_pauses_the_campaign_and_resume_continues(
 async def test_a_campaign_that_keeps_failing_pauses_itself(
     api: Api, fake: FakeResend, migrated: Settings
 ) -> None:
-    await api.leads(migrated.send_failure_pause_min + 100)
+    # More batches than a sender has in flight: rows are still pending when the guard
+    # trips (a campaign that already finished is not paused, see docs/lifecycle.md).
+    await api.leads(migrated.send_failure_pause_min + 10 * migrated.provider_batch_size)
     fake.fail_for(60, status=422)
     created = await api.create()
     await api.wait_status(created["id"], "paused")
