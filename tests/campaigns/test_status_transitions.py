@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import get_args
 
+import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas import http
-from service.campaigns import lifecycle
+from service.campaigns import lifecycle, repository
 from service.campaigns.lifecycle import Action, CampaignStatus
 from service.errors import Conflict, InvalidTransition
+from service.models import Campaign
+from tests import factories
+from tests.conftest import TokenFactory
 
 S = CampaignStatus
 A = Action
@@ -83,3 +91,62 @@ def test_bulk_sources_come_from_the_table() -> None:
 
 def test_the_api_schema_lists_exactly_the_lifecycle_statuses() -> None:
     assert set(get_args(http.CampaignStatus)) == {status.value for status in CampaignStatus}
+
+
+# ------------------------------------------------------- through the API and the database
+
+
+async def test_pausing_a_draft_is_409_naming_the_status_and_the_allowed_ones(
+    client: httpx.AsyncClient, sponsor: str, token: TokenFactory
+) -> None:
+    headers = token(sponsor)
+    draft = await factories.draft(client, sponsor, headers)
+
+    answer = await client.post(
+        f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/pause", headers=headers
+    )
+
+    assert answer.status_code == 409
+    assert answer.json()["error"] == {
+        "code": "invalid_transition",
+        "message": "cannot pause a campaign that is draft (only from scheduled, queued, sending)",
+        "field": "status",
+    }
+
+
+async def test_a_scheduled_campaign_paused_by_its_user_resumes_to_scheduled(
+    client: httpx.AsyncClient, sponsor: str, token: TokenFactory
+) -> None:
+    headers = token(sponsor)
+    base = f"/api/v1/sponsors/{sponsor}/campaigns"
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    created = (
+        await client.post(base, headers=headers, json=factories.campaign(send_at=later))
+    ).json()
+
+    paused = await client.post(f"{base}/{created['id']}/pause", headers=headers)
+    resumed = await client.post(f"{base}/{created['id']}/resume", headers=headers)
+
+    assert (paused.json()["status"], paused.json()["status_reason"]) == ("paused", "paused by user")
+    assert (resumed.status_code, resumed.json()["status"]) == (202, "scheduled")
+    assert resumed.json()["status_reason"] is None
+
+
+async def test_an_automatic_pause_leaves_a_campaign_cancelled_meanwhile_cancelled(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    headers = token(sponsor)
+    draft = await factories.draft(client, sponsor, headers)
+    campaign_id = uuid.UUID(draft["id"])
+    await client.post(f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}/cancel", headers=headers)
+
+    async with sessions.begin() as session:
+        paused = await repository.auto_pause(session, campaign_id, "quota")
+    async with sessions() as session:
+        status = await session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+
+    assert not paused
+    assert status == "cancelled"
