@@ -1,4 +1,8 @@
-"""The database engine and session factory."""
+"""The database engine and session factory.
+
+The unit of work (a request's or a worker step's transactions, and the outbox
+rows they publish once committed) is ``service.outbox.unit_of_work``.
+"""
 
 from __future__ import annotations
 
