@@ -206,3 +206,52 @@ async def test_an_api_action_that_rolls_back_publishes_nothing_and_changes_nothi
         f"/api/v1/sponsors/{sponsor}/campaigns/{draft['id']}", headers=headers
     )
     assert answer.json()["status"] == "draft"
+
+
+async def test_the_batch_a_record_releases_is_published_by_the_senders_unit_of_work(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
+) -> None:
+    draft = await factories.draft(client, sponsor, token(sponsor))
+    campaign_id = uuid.UUID(draft["id"])
+    async with sessions.begin() as session:  # two batches of one row, the first in flight
+        await session.execute(
+            text(
+                "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, batch_no) "
+                "SELECT :id, n, 'r' || n || '@example.com', n FROM generate_series(0, 1) AS n"
+            ),
+            {"id": campaign_id},
+        )
+        await session.execute(
+            text(
+                "UPDATE campaigns SET status = 'sending', batch_count = 2, enqueue_cursor = 0 "
+                "WHERE id = :id"
+            ),
+            {"id": campaign_id},
+        )
+    producer = RecordingProducer(migrated)
+    try:
+        async with outbox.unit_of_work(sessions, producer) as work:
+            async with work.driver() as driver:
+                outcome = await repository.record_batch_outcome(driver, campaign_id, 0, [], [])
+            assert producer.sent == []  # written and committed, published as the work ends
+    finally:
+        producer.close()
+        async with sessions.begin() as session:  # a sender that reads batch 1 skips it
+            await session.execute(
+                text("UPDATE campaigns SET status = 'cancelled' WHERE id = :id"),
+                {"id": campaign_id},
+            )
+
+    assert outcome.released
+    assert producer.sent == [
+        (
+            TOPIC_CAMPAIGN_BATCHES,
+            f"{campaign_id}:1",
+            CampaignBatch(campaign_id=campaign_id, batch_no=1).to_bytes(),
+        )
+    ]
+    assert await _rows_keyed(sessions, f"{campaign_id}:1") == 0
