@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS, CampaignBatch
 from service import outbox
-from service.campaigns import logic, repository
+from service.campaigns import logic, repository, sending_repository
 from service.http import transaction
 from service.kafka import Outgoing, Producer
 from service.settings import Settings
@@ -236,7 +236,9 @@ async def test_the_batch_a_record_releases_is_published_by_the_senders_unit_of_w
     try:
         async with outbox.unit_of_work(sessions, producer) as work:
             async with work.driver() as driver:
-                outcome = await repository.record_batch_outcome(driver, campaign_id, 0, [], [])
+                outcome = await sending_repository.record_batch_outcome(
+                    driver, campaign_id, 0, [], []
+                )
             assert producer.sent == []  # written and committed, published as the work ends
     finally:
         producer.close()
