@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.http import (
     CampaignIn,
@@ -97,6 +99,29 @@ async def get_campaign(campaign: CurrentCampaign) -> CampaignOut:
     return _out(campaign)
 
 
+T = TypeVar("T")
+
+
+async def _act(
+    request: Request,
+    sponsor_id: str,
+    campaign_id: uuid.UUID,
+    action: Callable[[AsyncSession, Campaign], Awaitable[T]],
+) -> tuple[Campaign, T]:
+    """Run one lifecycle action on the campaign, locked in the request's transaction.
+
+    The row lock makes concurrent actions on one campaign take turns, so each
+    sees the status the previous one left (two sends of a draft: one 202, one 409).
+    Returns the campaign as committed and the action's result.
+    """
+    async with transaction(request) as session:
+        campaign = await repository.get(session, sponsor_id, campaign_id, lock=True)
+        result = await action(session, campaign)
+        await session.flush()
+        await session.refresh(campaign)
+    return campaign, result
+
+
 @router.post(
     "/{campaign_id}/send",
     status_code=202,
@@ -107,10 +132,11 @@ async def send_campaign(
     sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
 ) -> CampaignOut:
     """Queue a draft for sending."""
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
+
+    async def send(session: AsyncSession, campaign: Campaign) -> None:
         await logic.queue(session, sponsor, campaign)
-        await session.refresh(campaign)
+
+    campaign, _ = await _act(request, sponsor.id, campaign_id, send)
     return _out(campaign)
 
 
@@ -123,11 +149,11 @@ async def schedule_campaign(
     sponsor: CurrentSponsor, campaign_id: uuid.UUID, body: ScheduleIn, request: Request
 ) -> CampaignOut:
     """Schedule a draft (or move a scheduled campaign) to ``send_at``."""
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
+
+    async def schedule(session: AsyncSession, campaign: Campaign) -> None:
         logic.schedule(sponsor, campaign, body.send_at)
-        await session.flush()
-        await session.refresh(campaign)
+
+    campaign, _ = await _act(request, sponsor.id, campaign_id, schedule)
     return _out(campaign)
 
 
@@ -136,11 +162,11 @@ async def schedule_campaign(
 )
 async def pause_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
     """Stop sending after the batches in flight; ``resume`` continues where it stopped."""
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor_id, campaign_id, lock=True)
+
+    async def pause(session: AsyncSession, campaign: Campaign) -> None:
         logic.pause(campaign)
-        await session.flush()
-        await session.refresh(campaign)
+
+    campaign, _ = await _act(request, sponsor_id, campaign_id, pause)
     return _out(campaign)
 
 
@@ -153,11 +179,10 @@ async def pause_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Reque
 async def resume_campaign(
     sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
 ) -> CampaignOut:
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
+    async def resume(session: AsyncSession, campaign: Campaign) -> None:
         await logic.resume(session, sponsor, campaign, _window(request))
-        await session.flush()
-        await session.refresh(campaign)
+
+    campaign, _ = await _act(request, sponsor.id, campaign_id, resume)
     return _out(campaign)
 
 
@@ -166,10 +191,7 @@ async def resume_campaign(
 )
 async def cancel_campaign(sponsor_id: str, campaign_id: uuid.UUID, request: Request) -> CampaignOut:
     """Cancel for good: sent rows stay as they are, pending ones become ``cancelled``."""
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor_id, campaign_id, lock=True)
-        await logic.cancel(session, campaign)
-        await session.refresh(campaign)
+    campaign, _ = await _act(request, sponsor_id, campaign_id, logic.cancel)
     return _out(campaign)
 
 
@@ -183,11 +205,11 @@ async def retry_failed(
     sponsor: CurrentSponsor, campaign_id: uuid.UUID, request: Request
 ) -> RetryFailedOut:
     """Re-drive only the failed recipients that are not suppressed (new idempotency keys)."""
-    async with transaction(request) as session:
-        campaign = await repository.get(session, sponsor.id, campaign_id, lock=True)
-        retried = await logic.retry_failed(session, sponsor, campaign, _window(request))
-        await session.flush()
-        await session.refresh(campaign)
+
+    async def retry(session: AsyncSession, campaign: Campaign) -> int:
+        return await logic.retry_failed(session, sponsor, campaign, _window(request))
+
+    campaign, retried = await _act(request, sponsor.id, campaign_id, retry)
     return RetryFailedOut(retried=retried, campaign=_out(campaign))
 
 
