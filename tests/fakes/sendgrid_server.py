@@ -17,6 +17,8 @@ As a process, for benchmarks (prints ``listening on http://...`` once ready)::
 
     python -m tests.fakes.sendgrid_server --port 8026 [--no-validate]
 
+(``--no-validate`` also records no content: only the number of messages.)
+
 and read the counts from ``GET /_fake/stats``; ``POST /_fake/reset`` clears them.
 
 Behaviour worth knowing:
@@ -132,6 +134,9 @@ class RecordedMessage:
 @dataclass
 class _State:
     messages: list[RecordedMessage] = field(default_factory=list)
+    # Messages and requests, when their content is not recorded.
+    counted: int = 0
+    counted_requests: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[int] = field(default_factory=list)
     answered: dict[int, int] = field(default_factory=dict)
@@ -191,12 +196,14 @@ class FakeSendGrid:
         api_key: str = "SG.test",
         *,
         validate: bool = True,
+        record_content: bool = True,
         rate_limit: float | None = None,
         retry_in: float = 1.0,
         port: int = 0,
     ) -> None:
         self.api_key = api_key
         self.validate = validate
+        self.record_content = record_content
         self.rate_limit = rate_limit
         self.retry_in = retry_in
         self.port = port
@@ -286,8 +293,8 @@ class FakeSendGrid:
             state = self._state
             return JSONResponse(
                 {
-                    "messages": len(state.messages),
-                    "requests": len(state.requests),
+                    "messages": len(state.messages) + state.counted,
+                    "requests": len(state.requests) + state.counted_requests,
                     "answered": state.answered,
                 }
             )
@@ -358,6 +365,11 @@ class FakeSendGrid:
         return Response(status_code=202, headers={"X-Message-Id": message_id})
 
     def _record(self, body: dict[str, Any], message_id: str) -> None:
+        if not self.record_content:
+            with self._lock:
+                self._state.counted += sum(len(p["to"]) for p in body["personalizations"])
+                self._state.counted_requests += 1
+            return
         content = {c["type"]: c["value"] for c in body.get("content") or []}
         recorded = []
         for p in body["personalizations"]:
@@ -390,7 +402,12 @@ def main() -> None:
     parser.add_argument("--api-key", default="SG.bench")
     parser.add_argument("--no-validate", action="store_true")
     args = parser.parse_args()
-    fake = FakeSendGrid(args.api_key, validate=not args.no_validate, port=args.port).start()
+    fake = FakeSendGrid(
+        args.api_key,
+        validate=not args.no_validate,
+        record_content=not args.no_validate,
+        port=args.port,
+    ).start()
     print(f"listening on {fake.url}", flush=True)
     try:
         threading.Event().wait()
