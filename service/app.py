@@ -36,6 +36,7 @@ from service.tracking.api import router as tracking_router
 from service.tracking.emitter import Emitter
 from service.tracking.fastpath import TrackingFastPath, TrackingHub
 from service.webhooks.api import router as webhooks_router
+from service.webhooks.sendgrid import router as sendgrid_webhooks_router
 
 _ERRORS = {
     400: "the request is malformed (e.g. a tampered cursor)",
@@ -132,6 +133,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(view_router)
     app.include_router(tracking_router)
     app.include_router(webhooks_router)
+    app.include_router(sendgrid_webhooks_router)
 
 
 def _add_health_routes(app: FastAPI, settings: Settings) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,6 +21,8 @@ KafkaConfig = dict[str, str | int | float | bool]
 
 # What PostgreSQL's own tools and hosting providers print, and SQLAlchemy's spelling.
 _POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
+# Recipients one provider request may carry; a provider not named takes any batch.
+_MAX_BATCH = {"resend": 100, "outbox": 100, "smtp": 100, "sendgrid": 1000}
 
 
 def async_database_url(url: str) -> str:
@@ -69,12 +71,13 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
 
-    email_provider: Literal["resend", "outbox", "smtp"] = "outbox"
+    email_provider: Literal["resend", "outbox", "smtp", "sendgrid"] = "outbox"
     resend_api_key: SecretStr | None = None
     resend_api_url: str = "https://api.resend.com"
     resend_templates: bool = True
     provider_rate_per_second: float = Field(default=2.0, gt=0)
-    provider_batch_size: int = Field(default=100, ge=1, le=100)
+    # Up to the provider's own maximum (``_batch_fits_the_provider``).
+    provider_batch_size: int = Field(default=100, ge=1, le=1000)
     provider_timeout_seconds: float = Field(default=30.0, gt=0)
     outbox_dir: str = "var/outbox"
 
@@ -139,6 +142,11 @@ class Settings(BaseSettings):
     tracking_trusted_proxy_hops: int = Field(default=0, ge=0)
     tracking_machine_click_seconds: float = Field(default=10.0, ge=0)
     resend_webhook_secret: SecretStr | None = None
+    # SendGrid (EMAIL_PROVIDER=sendgrid) and its Signed Event Webhook (docs/providers.md).
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None  # base64 DER, as SendGrid shows it
+    sendgrid_webhook_tolerance_seconds: int = Field(default=600, ge=1)
     webhook_produce_timeout_seconds: float = Field(default=10.0, gt=0)
     # Per-batch work (transaction, lookups, counters) is most of the cost below ~2,000.
     ingest_batch_size: int = Field(default=2000, ge=1)
@@ -166,6 +174,14 @@ class Settings(BaseSettings):
     leads_import_max_bytes: int = Field(default=1024 * 2**20, ge=1)
     lead_sync_batch: int = Field(default=500, ge=1)
     audience_preview_exact_ms: int = Field(default=25, ge=0)
+
+    @model_validator(mode="after")
+    def _batch_fits_the_provider(self) -> Settings:
+        most = _MAX_BATCH.get(self.email_provider)
+        if most is not None and self.provider_batch_size > most:
+            provider = self.email_provider
+            raise ValueError(f"PROVIDER_BATCH_SIZE may be at most {most} with {provider}")
+        return self
 
     @field_validator("database_url")
     @classmethod

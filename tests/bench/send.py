@@ -1,9 +1,11 @@
-"""End-to-end send throughput: planner + senders + fake Resend, all local.
+"""End-to-end send throughput: planner + senders + fake Resend (or SendGrid), all local.
 
 Loads N leads with one SQL statement, queues one campaign, and times it from
 ``queued`` to ``sent`` with worker processes as in production (one planner +
 relay process, ``BENCH_SENDERS`` sender processes). The fake Resend runs in
-its own process with validation and content recording off and no rate limit.
+its own process with validation and content recording off and no rate limit;
+``BENCH_PROVIDER=sendgrid`` sends through the SendGrid adapter to the fake
+SendGrid instead (``BENCH_BATCH_SIZE`` up to 1000 then sets the batch size).
 Figures: recipients/s, planner seconds, the senders' peak RSS, the time a
 batch spends in each sender stage (from the workers' Prometheus metrics), and
 the CPU each kind of process used per recipient while the campaign was sent
@@ -45,6 +47,12 @@ from service.sponsors import repository as sponsors
 RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "100000"))
 SENDERS = int(os.environ.get("BENCH_SENDERS", "2"))
 BODY_KB = int(os.environ.get("BENCH_BODY_KB", "2"))
+PROVIDER = os.environ.get("BENCH_PROVIDER", "resend")
+# The fake's module, and the settings that point the senders at it, per provider.
+_FAKES: dict[str, tuple[str, dict[str, str]]] = {
+    "resend": ("tests.fakes.resend_server", {"RESEND_API_KEY": "re_bench"}),
+    "sendgrid": ("tests.fakes.sendgrid_server", {"SENDGRID_API_KEY": "SG.bench"}),
+}
 
 
 def _body(kilobytes: int) -> str:
@@ -131,6 +139,8 @@ def _role(process: psutil.Process) -> str:
         return "planner_relay"
     if "resend_server" in command:
         return "fake_resend"
+    if "sendgrid_server" in command:
+        return "fake_sendgrid"
     if "postgres" in process.name():
         return "postgres"
     return "broker"
@@ -181,26 +191,22 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
     stack = DevStack(workdir, fast=True)
     stack.start()
     fake_port = free_port()
+    fake_module, provider_env = _FAKES[PROVIDER]
     children: list[subprocess.Popen[bytes]] = []
     try:
         fake = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.fakes.resend_server",
-                "--port",
-                str(fake_port),
-                "--no-validate",
-            ],
+            [sys.executable, "-m", fake_module, "--port", str(fake_port), "--no-validate"],
         )
         children.append(fake)
         wait_for_port(fake_port)
+        batch_size = os.environ.get("BENCH_BATCH_SIZE")
         env = {
             **os.environ,
             **stack.env(),
-            "EMAIL_PROVIDER": "resend",
-            "RESEND_API_KEY": "re_bench",
-            "RESEND_API_URL": f"http://127.0.0.1:{fake_port}",
+            "EMAIL_PROVIDER": PROVIDER,
+            **provider_env,
+            f"{PROVIDER.upper()}_API_URL": f"http://127.0.0.1:{fake_port}",
+            **({"PROVIDER_BATCH_SIZE": batch_size} if batch_size else {}),
             "PROVIDER_RATE_PER_SECOND": "100000",
             "TRACKING_SECRET": "bench-tracking-secret-0123456789",
             "LOG_LEVEL": "WARNING",
@@ -232,6 +238,7 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
             "recipients": recipients,
             "body_kb": body_kb,
             "sender_processes": senders,
+            "provider": PROVIDER,
             # Bodies as one Resend template per campaign, or whole in every message.
             "resend_templates": settings.resend_templates,
             "messages_at_fake": sent.get("messages"),

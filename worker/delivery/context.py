@@ -165,6 +165,13 @@ class CampaignContexts:
                         session, context.campaign_id, stored
                     )
         context.template_id = stored if stored and context.template is not None else None
+        adopt = getattr(templates, "adopt_template", None)
+        if adopt is not None and context.template_id and context.template is not None:
+            # A provider that keeps templates in memory (SendGrid) learns one another
+            # process made; a different id means another compile: send whole bodies.
+            template = context.template
+            if adopt(template.html, template.text, template.keys) != context.template_id:
+                context.template_id = None
 
     async def _create_template(self, context: CampaignContext, templates: TemplateProvider) -> str:
         """The new template's id, or '' to send whole bodies (also when the provider fails)."""

@@ -68,6 +68,16 @@ def _build(settings: Settings) -> EmailProvider:
             api_url=settings.resend_api_url,
             timeout=settings.provider_timeout_seconds,
         )
+    if settings.email_provider == "sendgrid":
+        from worker.providers.sendgrid import SendGridProvider
+
+        if settings.sendgrid_api_key is None:
+            raise RuntimeError("EMAIL_PROVIDER=sendgrid needs SENDGRID_API_KEY")
+        return SendGridProvider(
+            api_key=settings.sendgrid_api_key.get_secret_value(),
+            api_url=settings.sendgrid_api_url,
+            timeout=settings.provider_timeout_seconds,
+        )
     if settings.email_provider == "smtp":
         from worker.providers.smtp import SMTPProvider
         from worker.providers.smtp_message import dkim_signer_from
