@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,6 +18,9 @@ from sqlalchemy.exc import ArgumentError
 from service.tracking.tokens import TokenSigner
 
 KafkaConfig = dict[str, str | int | float | bool]
+
+# Recipients one request of each provider may carry (PROVIDER_BATCH_SIZE's upper bound).
+PROVIDER_MAX_BATCH = {"resend": 100, "mailgun": 1000}
 
 # What PostgreSQL's own tools and hosting providers print, and SQLAlchemy's spelling.
 _POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
@@ -69,14 +72,22 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
 
-    email_provider: Literal["resend", "outbox", "smtp"] = "outbox"
+    email_provider: Literal["resend", "outbox", "smtp", "mailgun"] = "outbox"
     resend_api_key: SecretStr | None = None
     resend_api_url: str = "https://api.resend.com"
     resend_templates: bool = True
     provider_rate_per_second: float = Field(default=2.0, gt=0)
-    provider_batch_size: int = Field(default=100, ge=1, le=100)
+    # Up to the provider's own maximum (PROVIDER_MAX_BATCH), checked below.
+    provider_batch_size: int = Field(default=100, ge=1, le=1000)
     provider_timeout_seconds: float = Field(default=30.0, gt=0)
     outbox_dir: str = "var/outbox"
+    # Mailgun (EMAIL_PROVIDER=mailgun): batch sending with recipient variables.
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = None
+    mailgun_region: Literal["us", "eu"] = "us"
+    mailgun_api_url: str | None = None  # overrides MAILGUN_REGION (e.g. a fake)
+    mailgun_webhook_signing_key: SecretStr | None = None
+    mailgun_webhook_max_age_seconds: int = Field(default=300, ge=1)
 
     public_base_url: str = "http://127.0.0.1:8000"
     tracking_secret: SecretStr | None = None
@@ -166,6 +177,16 @@ class Settings(BaseSettings):
     leads_import_max_bytes: int = Field(default=1024 * 2**20, ge=1)
     lead_sync_batch: int = Field(default=500, ge=1)
     audience_preview_exact_ms: int = Field(default=25, ge=0)
+
+    @model_validator(mode="after")
+    def _batch_fits_the_provider(self) -> Settings:
+        limit = PROVIDER_MAX_BATCH.get(self.email_provider)
+        if limit is not None and self.provider_batch_size > limit:
+            raise ValueError(
+                f"PROVIDER_BATCH_SIZE={self.provider_batch_size} is over {self.email_provider}'s "
+                f"limit of {limit} recipients per request"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
