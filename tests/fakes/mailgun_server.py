@@ -147,7 +147,7 @@ class _State:
     requests: list[RecordedRequest] = field(default_factory=list)
     messages: list[RecordedMessage] = field(default_factory=list)
     refused: int = 0
-    faults: list[int] = field(default_factory=list)
+    faults: list[int | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -216,10 +216,11 @@ class FakeMailgun:
 
     # ------------------------------------------------------------ controls and records
 
-    def fail_next(self, n: int = 1, status: int = 500) -> None:
-        """Answer the next ``n`` requests with ``status`` (429: rate-limit headers too)."""
+    def fail_next(self, n: int = 1, status: int = 500, *, after: int = 0) -> None:
+        """Answer ``n`` requests with ``status`` (429: rate-limit headers too), once
+        ``after`` more have been served normally."""
         with self.state.lock:
-            self.state.faults.extend([status] * n)
+            self.state.faults.extend([None] * after + [status] * n)
 
     def reset(self) -> None:
         with self.state.lock:
