@@ -1,4 +1,7 @@
-"""End-to-end send throughput: planner + senders + fake Resend, all local.
+"""End-to-end send throughput: planner + senders + a fake provider, all local.
+
+``BENCH_PROVIDER`` picks the fake: ``resend`` (the default) or ``mailgun``
+(batches of ``BENCH_BATCH_SIZE``, default 1000, one request each).
 
 Loads N leads with one SQL statement, queues one campaign, and times it from
 ``queued`` to ``sent`` with worker processes as in production (one planner +
@@ -45,6 +48,25 @@ from service.sponsors import repository as sponsors
 RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "100000"))
 SENDERS = int(os.environ.get("BENCH_SENDERS", "2"))
 BODY_KB = int(os.environ.get("BENCH_BODY_KB", "2"))
+PROVIDER = os.environ.get("BENCH_PROVIDER", "resend")
+BATCH_SIZE = os.environ.get("BENCH_BATCH_SIZE", "1000" if PROVIDER == "mailgun" else "100")
+
+# What each fake provider needs: its module, and the settings that point at it.
+_PROVIDERS: dict[str, tuple[str, dict[str, str]]] = {
+    "resend": (
+        "tests.fakes.resend_server",
+        {"EMAIL_PROVIDER": "resend", "RESEND_API_KEY": "re_bench", "RESEND_API_URL": "{url}"},
+    ),
+    "mailgun": (
+        "tests.fakes.mailgun_server",
+        {
+            "EMAIL_PROVIDER": "mailgun",
+            "MAILGUN_API_KEY": "key-bench",
+            "MAILGUN_DOMAIN": "mg.bench.example",
+            "MAILGUN_API_URL": "{url}",
+        },
+    ),
+}
 
 
 def _body(kilobytes: int) -> str:
@@ -131,6 +153,8 @@ def _role(process: psutil.Process) -> str:
         return "planner_relay"
     if "resend_server" in command:
         return "fake_resend"
+    if "mailgun_server" in command:
+        return "fake_mailgun"
     if "postgres" in process.name():
         return "postgres"
     return "broker"
@@ -183,24 +207,18 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
     fake_port = free_port()
     children: list[subprocess.Popen[bytes]] = []
     try:
+        module, provider_env = _PROVIDERS[PROVIDER]
         fake = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.fakes.resend_server",
-                "--port",
-                str(fake_port),
-                "--no-validate",
-            ],
+            [sys.executable, "-m", module, "--port", str(fake_port), "--no-validate"]
         )
         children.append(fake)
         wait_for_port(fake_port)
+        url = f"http://127.0.0.1:{fake_port}"
         env = {
             **os.environ,
             **stack.env(),
-            "EMAIL_PROVIDER": "resend",
-            "RESEND_API_KEY": "re_bench",
-            "RESEND_API_URL": f"http://127.0.0.1:{fake_port}",
+            **{key: value.format(url=url) for key, value in provider_env.items()},
+            "PROVIDER_BATCH_SIZE": BATCH_SIZE,
             "PROVIDER_RATE_PER_SECOND": "100000",
             "TRACKING_SECRET": "bench-tracking-secret-0123456789",
             "LOG_LEVEL": "WARNING",
@@ -229,6 +247,8 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
         batches = -(-recipients // settings.provider_batch_size)
         sent = httpx.get(f"http://127.0.0.1:{fake_port}/_fake/stats").json()
         return {
+            "provider": PROVIDER,
+            "batch_size": settings.provider_batch_size,
             "recipients": recipients,
             "body_kb": body_kb,
             "sender_processes": senders,
