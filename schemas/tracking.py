@@ -3,9 +3,8 @@
 * ``tracking-events.v1`` (key: delivery id): opens and clicks seen by our own
   pixel and redirect. ``machine`` names why a hit looks automated (privacy
   proxy, link scanner, HEAD request, …) or is null for a person.
-* ``provider-events.v1`` (key: ``svix-id``; SendGrid: the event id): webhook
-  events from the email provider, as received, with the fields the ingester
-  maps them by.
+* ``provider-events.v1`` (key: the provider's event id): webhook events from the email
+  provider, as received, with the fields the ingester maps them by.
 * ``delivery-events.v1`` (key: delivery id): every status change of a
   delivery, for downstream consumers. Status only moves forward
   (``sent`` → ``delivered`` → ``bounced``/``complained``; ``failed``,
@@ -55,6 +54,7 @@ ProviderEventType = Literal[
     "clicked",
     "scheduled",
     "received",
+    "unsubscribed",
     "other",
 ]
 
@@ -64,7 +64,7 @@ class ProviderEvent(_Event):
 
     type: ProviderEventType
     event_id: str = Field(min_length=1, max_length=100)
-    provider: Literal["resend", "sendgrid"] = "resend"
+    provider: Literal["resend", "mailgun", "sendgrid"] = "resend"
     provider_type: str  # the provider's own name, e.g. ``email.bounced``
     email_id: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)

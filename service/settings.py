@@ -22,7 +22,7 @@ KafkaConfig = dict[str, str | int | float | bool]
 # What PostgreSQL's own tools and hosting providers print, and SQLAlchemy's spelling.
 _POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
 # Recipients one provider request may carry; a provider not named takes any batch.
-_MAX_BATCH = {"resend": 100, "outbox": 100, "smtp": 100, "sendgrid": 1000}
+PROVIDER_MAX_BATCH = {"resend": 100, "outbox": 100, "smtp": 100, "mailgun": 1000, "sendgrid": 1000}
 
 
 def async_database_url(url: str) -> str:
@@ -71,15 +71,22 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
 
-    email_provider: Literal["resend", "outbox", "smtp", "sendgrid"] = "outbox"
+    email_provider: Literal["resend", "outbox", "smtp", "mailgun", "sendgrid"] = "outbox"
     resend_api_key: SecretStr | None = None
     resend_api_url: str = "https://api.resend.com"
     resend_templates: bool = True
     provider_rate_per_second: float = Field(default=2.0, gt=0)
-    # Up to the provider's own maximum (``_batch_fits_the_provider``).
+    # Up to the provider's own maximum (PROVIDER_MAX_BATCH), checked below.
     provider_batch_size: int = Field(default=100, ge=1, le=1000)
     provider_timeout_seconds: float = Field(default=30.0, gt=0)
     outbox_dir: str = "var/outbox"
+    # Mailgun (EMAIL_PROVIDER=mailgun): batch sending with recipient variables.
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = None
+    mailgun_region: Literal["us", "eu"] = "us"
+    mailgun_api_url: str | None = None  # overrides MAILGUN_REGION (e.g. a fake)
+    mailgun_webhook_signing_key: SecretStr | None = None
+    mailgun_webhook_max_age_seconds: int = Field(default=300, ge=1)
 
     public_base_url: str = "http://127.0.0.1:8000"
     tracking_secret: SecretStr | None = None
@@ -177,10 +184,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _batch_fits_the_provider(self) -> Settings:
-        most = _MAX_BATCH.get(self.email_provider)
-        if most is not None and self.provider_batch_size > most:
-            provider = self.email_provider
-            raise ValueError(f"PROVIDER_BATCH_SIZE may be at most {most} with {provider}")
+        limit = PROVIDER_MAX_BATCH.get(self.email_provider)
+        if limit is not None and self.provider_batch_size > limit:
+            raise ValueError(
+                f"PROVIDER_BATCH_SIZE={self.provider_batch_size} is over {self.email_provider}'s "
+                f"limit of {limit} recipients per request"
+            )
         return self
 
     @field_validator("database_url")

@@ -62,6 +62,8 @@ def suppression_of(e: ProviderEvent) -> tuple[str, str] | None:
         return "hard_bounce", f"{e.provider}:bounced"
     if e.type == "complained":
         return "complaint", f"{e.provider}:complained"
+    if e.type == "unsubscribed":
+        return "unsubscribed", f"{e.provider}:unsubscribed"
     if e.type == "suppressed":
         # The provider refused to send: the address bounced or complained before,
         # possibly for another of its customers. Stop writing to it here too.

@@ -1,11 +1,13 @@
-"""End-to-end send throughput: planner + senders + fake Resend (or SendGrid), all local.
+"""End-to-end send throughput: planner + senders + a fake provider, all local.
+
+``BENCH_PROVIDER`` picks the fake: ``resend`` (the default), ``mailgun`` or
+``sendgrid`` (the last two in batches of ``BENCH_BATCH_SIZE``, default 1000,
+one request each).
 
 Loads N leads with one SQL statement, queues one campaign, and times it from
 ``queued`` to ``sent`` with worker processes as in production (one planner +
 relay process, ``BENCH_SENDERS`` sender processes). The fake Resend runs in
-its own process with validation and content recording off and no rate limit;
-``BENCH_PROVIDER=sendgrid`` sends through the SendGrid adapter to the fake
-SendGrid instead (``BENCH_BATCH_SIZE`` up to 1000 then sets the batch size).
+its own process with validation and content recording off and no rate limit.
 Figures: recipients/s, planner seconds, the senders' peak RSS, the time a
 batch spends in each sender stage (from the workers' Prometheus metrics), and
 the CPU each kind of process used per recipient while the campaign was sent
@@ -48,10 +50,27 @@ RECIPIENTS = int(os.environ.get("BENCH_RECIPIENTS", "100000"))
 SENDERS = int(os.environ.get("BENCH_SENDERS", "2"))
 BODY_KB = int(os.environ.get("BENCH_BODY_KB", "2"))
 PROVIDER = os.environ.get("BENCH_PROVIDER", "resend")
-# The fake's module, and the settings that point the senders at it, per provider.
-_FAKES: dict[str, tuple[str, dict[str, str]]] = {
-    "resend": ("tests.fakes.resend_server", {"RESEND_API_KEY": "re_bench"}),
-    "sendgrid": ("tests.fakes.sendgrid_server", {"SENDGRID_API_KEY": "SG.bench"}),
+BATCH_SIZE = os.environ.get("BENCH_BATCH_SIZE", "100" if PROVIDER == "resend" else "1000")
+
+# What each fake provider needs: its module, and the settings that point at it.
+_PROVIDERS: dict[str, tuple[str, dict[str, str]]] = {
+    "resend": (
+        "tests.fakes.resend_server",
+        {"EMAIL_PROVIDER": "resend", "RESEND_API_KEY": "re_bench", "RESEND_API_URL": "{url}"},
+    ),
+    "mailgun": (
+        "tests.fakes.mailgun_server",
+        {
+            "EMAIL_PROVIDER": "mailgun",
+            "MAILGUN_API_KEY": "key-bench",
+            "MAILGUN_DOMAIN": "mg.bench.example",
+            "MAILGUN_API_URL": "{url}",
+        },
+    ),
+    "sendgrid": (
+        "tests.fakes.sendgrid_server",
+        {"EMAIL_PROVIDER": "sendgrid", "SENDGRID_API_KEY": "SG.bench", "SENDGRID_API_URL": "{url}"},
+    ),
 }
 
 
@@ -139,6 +158,8 @@ def _role(process: psutil.Process) -> str:
         return "planner_relay"
     if "resend_server" in command:
         return "fake_resend"
+    if "mailgun_server" in command:
+        return "fake_mailgun"
     if "sendgrid_server" in command:
         return "fake_sendgrid"
     if "postgres" in process.name():
@@ -191,22 +212,20 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
     stack = DevStack(workdir, fast=True)
     stack.start()
     fake_port = free_port()
-    fake_module, provider_env = _FAKES[PROVIDER]
     children: list[subprocess.Popen[bytes]] = []
     try:
+        module, provider_env = _PROVIDERS[PROVIDER]
         fake = subprocess.Popen(
-            [sys.executable, "-m", fake_module, "--port", str(fake_port), "--no-validate"],
+            [sys.executable, "-m", module, "--port", str(fake_port), "--no-validate"]
         )
         children.append(fake)
         wait_for_port(fake_port)
-        batch_size = os.environ.get("BENCH_BATCH_SIZE")
+        url = f"http://127.0.0.1:{fake_port}"
         env = {
             **os.environ,
             **stack.env(),
-            "EMAIL_PROVIDER": PROVIDER,
-            **provider_env,
-            f"{PROVIDER.upper()}_API_URL": f"http://127.0.0.1:{fake_port}",
-            **({"PROVIDER_BATCH_SIZE": batch_size} if batch_size else {}),
+            **{key: value.format(url=url) for key, value in provider_env.items()},
+            "PROVIDER_BATCH_SIZE": BATCH_SIZE,
             "PROVIDER_RATE_PER_SECOND": "100000",
             "TRACKING_SECRET": "bench-tracking-secret-0123456789",
             "LOG_LEVEL": "WARNING",
@@ -235,10 +254,11 @@ def run(recipients: int, senders: int, body_kb: int) -> dict[str, Any]:
         batches = -(-recipients // settings.provider_batch_size)
         sent = httpx.get(f"http://127.0.0.1:{fake_port}/_fake/stats").json()
         return {
+            "provider": PROVIDER,
+            "batch_size": settings.provider_batch_size,
             "recipients": recipients,
             "body_kb": body_kb,
             "sender_processes": senders,
-            "provider": PROVIDER,
             # Bodies as one Resend template per campaign, or whole in every message.
             "resend_templates": settings.resend_templates,
             "messages_at_fake": sent.get("messages"),

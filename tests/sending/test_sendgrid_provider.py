@@ -146,7 +146,7 @@ async def test_a_batch_of_a_thousand_is_one_request(
 
 def test_the_batch_size_may_reach_sendgrids_maximum_but_not_resends() -> None:
     assert Settings(email_provider="sendgrid", provider_batch_size=1000).provider_batch_size == 1000
-    with pytest.raises(ValueError, match="at most 100"):
+    with pytest.raises(ValueError, match="limit of 100"):
         Settings(email_provider="resend", provider_batch_size=101)
 
 

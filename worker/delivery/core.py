@@ -65,6 +65,7 @@ class DeliveryCore:
         n_links = len(context.message.links)
         tag = context.tag
         template, template_id = context.template, context.template_id
+        parts = (template.html, template.text) if template is not None else None
         for recipient in recipients:
             urls = self.urls.for_delivery(recipient.delivery_id, n_links)
             email = OutgoingEmail(
@@ -82,6 +83,7 @@ class DeliveryCore:
                         template, recipient.fields, urls
                     )
                     email.template_id = template_id
+                    email.template_parts = parts
                     email.variables = dict(zip(template.keys, values, strict=True))
                 else:
                     rendered = context.message.render(recipient.fields, urls, as_json=self._as_json)

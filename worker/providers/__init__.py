@@ -78,6 +78,18 @@ def _build(settings: Settings) -> EmailProvider:
             api_url=settings.sendgrid_api_url,
             timeout=settings.provider_timeout_seconds,
         )
+    if settings.email_provider == "mailgun":
+        from worker.providers.mailgun import MailgunProvider
+
+        if settings.mailgun_api_key is None or not settings.mailgun_domain:
+            raise RuntimeError("EMAIL_PROVIDER=mailgun needs MAILGUN_API_KEY and MAILGUN_DOMAIN")
+        return MailgunProvider(
+            settings.mailgun_api_key.get_secret_value(),
+            settings.mailgun_domain,
+            region=settings.mailgun_region,
+            api_url=settings.mailgun_api_url,
+            timeout=settings.provider_timeout_seconds,
+        )
     if settings.email_provider == "smtp":
         from worker.providers.smtp import SMTPProvider
         from worker.providers.smtp_message import dkim_signer_from

@@ -30,6 +30,9 @@ class OutgoingEmail:
     # (``TemplateProvider``) instead of ``html``/``text``, which are then "".
     template_id: str | None = None
     variables: dict[str, str | int] | None = None
+    # The template's (html, text) with its ``{{{KEY}}}`` slots, beside ``template_id``:
+    # for providers that fill the slots in themselves (Mailgun's recipient variables).
+    template_parts: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)  # not frozen, as OutgoingEmail

@@ -1,0 +1,169 @@
+"""The form of a Mailgun batch send (``POST /v3/{domain}/messages``) and how a batch is split.
+
+One request carries many recipients (``to`` repeated) and a
+``recipient-variables`` object with each recipient's own values; Mailgun
+substitutes ``%recipient.KEY%`` in the subject, the bodies, the ``h:`` headers
+and the ``v:`` variables of each copy. Every field that is the same for the
+whole request is sent once, as it is; a field that differs is sent as
+``%recipient.KEY%`` and its values go into ``recipient-variables``:
+
+* a campaign sent as a provider template (``OutgoingEmail.template_parts``):
+  the body goes once, its ``{{{KEY}}}`` slots become ``%recipient.KEY%``, and
+  each recipient carries only its slot values;
+* whole bodies (a message that needs Jinja per recipient): each recipient's
+  body is one of its values; still one request, so pacing and retries stay per
+  batch, but the request grows with the bodies and is split at
+  ``MAX_REQUEST_BYTES``.
+
+``v:delivery_id`` and ``v:campaign_id`` come back in every webhook as
+``event-data.user-variables``, which is how events find their delivery.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.providers.base import OutgoingEmail
+
+__all__ = ["MAX_RECIPIENTS", "MAX_REQUEST_BYTES", "MailgunRequest", "encode_multipart", "requests"]
+
+# Mailgun's limit for one batch send.
+MAX_RECIPIENTS = 1000
+# Mailgun refuses messages over 25 MB; whole bodies of a large batch could come
+# near that, so a request is cut well before.
+MAX_REQUEST_BYTES = 16 * 2**20
+_SLOT = re.compile(r"\{\{\{([A-Za-z0-9_]+)\}\}\}")
+_TAG_UNSAFE = re.compile(r"[^\x20-\x7e]")
+_TAG_MAX_LEN = 128
+
+
+@dataclass(slots=True)
+class MailgunRequest:
+    """One request's recipients and its form fields (repeated names allowed, in order)."""
+
+    emails: list[OutgoingEmail]
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=64)  # one template per campaign, the same string every batch
+def _mailgun_slots(template: str) -> str:
+    return _SLOT.sub(r"%recipient.\1%", template)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag(value: str) -> str:
+    # Tags are ASCII, at most 128 characters; a UUID passes untouched.
+    return _TAG_UNSAFE.sub("_", value)[:_TAG_MAX_LEN] or "_"
+
+
+def _signature(email: OutgoingEmail) -> tuple[object, ...]:
+    # What must be equal for two messages to share a request: the fields that
+    # are not substituted (from, the tag) and the set of header names.
+    return (
+        email.sender,
+        email.campaign_id,
+        email.template_parts is not None,
+        email.template_parts,
+        tuple(email.headers),
+        email.reply_to is None,
+        email.text == "" and email.template_parts is None,
+    )
+
+
+def _size(email: OutgoingEmail) -> int:
+    if email.template_parts is not None:
+        return sum(len(str(v)) for v in (email.variables or {}).values()) + 256
+    return len(email.html) + len(email.text) + len(email.subject) + 256
+
+
+def requests(emails: Sequence[OutgoingEmail]) -> list[MailgunRequest]:
+    """``emails`` as few requests as Mailgun allows, in order within each request.
+
+    A request holds one message per address (``recipient-variables`` is keyed
+    by address), at most ``MAX_RECIPIENTS`` and about ``MAX_REQUEST_BYTES``.
+    """
+    open_: dict[tuple[object, ...], tuple[MailgunRequest, set[str], list[int]]] = {}
+    done: list[MailgunRequest] = []
+    for email in emails:
+        key = _signature(email)
+        current = open_.get(key)
+        address = email.to.lower()
+        size = _size(email)
+        if current is not None:
+            request, addresses, total = current
+            if (
+                address in addresses
+                or len(request.emails) >= MAX_RECIPIENTS
+                or total[0] + size > MAX_REQUEST_BYTES
+            ):
+                done.append(request)
+                current = None
+        if current is None:
+            current = (MailgunRequest([]), set(), [0])
+            open_[key] = current
+        current[0].emails.append(email)
+        current[1].add(address)
+        current[2][0] += size
+    done.extend(request for request, _, _ in open_.values())
+    for request in done:
+        request.fields = _fields(request.emails)
+    return done
+
+
+def _fields(emails: list[OutgoingEmail]) -> list[tuple[str, str]]:
+    first = emails[0]
+    per: list[dict[str, Any]] = [{} for _ in emails]
+    fields: list[tuple[str, str]] = [("from", first.sender)]
+    fields.extend(("to", email.to) for email in emails)
+
+    def shared(name: str, key: str, values: list[str]) -> None:
+        value = values[0]
+        if any(other != value for other in values):
+            value = f"%recipient.{key}%"
+            for mine, own in zip(per, values, strict=True):
+                mine[key] = own
+        fields.append((name, value))
+
+    shared("subject", "_subject", [email.subject for email in emails])
+    if first.template_parts is not None:
+        html, text = first.template_parts
+        fields.append(("html", _mailgun_slots(html)))
+        if text:
+            fields.append(("text", _mailgun_slots(text)))
+        for mine, email in zip(per, emails, strict=True):
+            mine.update(email.variables or {})
+    else:
+        shared("html", "_html", [email.html for email in emails])
+        if first.text:
+            shared("text", "_text", [email.text for email in emails])
+    if first.reply_to is not None:
+        shared("h:Reply-To", "_reply_to", [email.reply_to or "" for email in emails])
+    for n, name in enumerate(first.headers):
+        shared(f"h:{name}", f"_h{n}", [email.headers[name] for email in emails])
+    fields.append(("o:tag", _tag(first.campaign_id)))
+    fields.append(("v:campaign_id", first.campaign_id))
+    shared("v:delivery_id", "_delivery_id", [str(email.delivery_id) for email in emails])
+    # Always sent, even for one recipient: without it every copy would show
+    # every address of the request in its To.
+    variables = {email.to: mine for email, mine in zip(emails, per, strict=True)}
+    fields.append(("recipient-variables", orjson.dumps(variables).decode()))
+    return fields
+
+
+def encode_multipart(fields: Sequence[tuple[str, str]], boundary: str) -> bytes:
+    """``fields`` as a ``multipart/form-data`` body (names are ASCII, values UTF-8)."""
+    head = f"--{boundary}\r\n".encode()
+    parts: list[bytes] = []
+    for name, value in fields:
+        parts.append(head)
+        parts.append(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        parts.append(value.encode())
+        parts.append(b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts)
