@@ -9,8 +9,8 @@
 2. flag clicks within ``TRACKING_MACHINE_CLICK_SECONDS`` of sending as machine;
 3. insert into ``delivery_events`` with ``ON CONFLICT DO NOTHING`` — only the
    events that were new go further, so a replayed batch changes nothing;
-4. merge per delivery with ``LEAST`` for first times and a forward-only status,
-   so order of arrival does not matter (an open before ``delivered`` ends the same);
+4. merge per delivery (``merge``) with ``LEAST`` for first times and a forward-only
+   status, so order of arrival does not matter (an open before ``delivered`` ends the same);
 5. count only what changed (a first open, a new status) into ``campaign_stats``,
    the hourly timeline and per-link clicks; suppress hard bounces and complaints
    (for every sponsor that sent to the address when no delivery matched);
@@ -41,62 +41,10 @@ from service import outbox as outbox_rows
 from service.campaigns import repository as campaigns
 from service.settings import Settings
 from service.stats import counters
-from service.tracking import repository, unmatched
+from service.tracking import merge, repository, unmatched
 from service.tracking.repository import DeliveryRef
 
 log = logging.getLogger(__name__)
-
-# Provider event → the delivery status it implies (None: no status change).
-_STATUS_OF = {
-    "sent": "sent",
-    "delivered": "delivered",
-    "bounced": "bounced",
-    "complained": "complained",
-    "failed": "failed",
-    "suppressed": "suppressed",
-}
-
-
-@dataclass
-class _Change:
-    status: str | None = None
-    delivered: datetime | None = None
-    bounced: datetime | None = None
-    complained: datetime | None = None
-    opened: datetime | None = None
-    human_opened: datetime | None = None
-    clicked: datetime | None = None
-    human_clicked: datetime | None = None
-    opens: int = 0
-    clicks: int = 0
-    note: str | None = None
-    _seen: list[str] = field(default_factory=list)
-
-
-def _min(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
-_RANK = [
-    "pending",
-    "cancelled",
-    "sent",
-    "delivered",
-    "failed",
-    "suppressed",
-    "bounced",
-    "complained",
-]
-
-
-def _higher(a: str | None, b: str) -> str:
-    if a is None:
-        return b
-    return b if _RANK.index(b) > _RANK.index(a) else a
 
 
 @dataclass
@@ -110,11 +58,44 @@ async def ingest(
     settings: Settings,
     events: list[TrackingEvent | ProviderEvent],
 ) -> IngestResult:
+    """One batch in the caller's transaction, the steps of the module docstring in order."""
     unique: dict[str, TrackingEvent | ProviderEvent] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
-    batch = list(unique.values())
+    found = await _resolve(session, settings, list(unique.values()))  # 1, 2
+    new_ids = await repository.insert_events(session, found.rows)  # 3
+    new_rows = [row for row in found.rows if row["event_id"] in new_ids]
+    fresh = [row for row in new_rows if row["delivery_id"] is not None]
+    lost = [row for row in new_rows if row["delivery_id"] is None]
+    for row in lost:
+        metrics.PROVIDER_EVENTS_UNMATCHED.labels(row["_event"].provider, row["_reason"]).inc()
+    merged = merge.merge(fresh, found.resolved)  # 4
+    applied = await repository.apply_to_deliveries(session, merge.delivery_arrays(merged.changes))
+    counted = _count(applied, found.by_id, merged)  # 5, 6
+    await counters.bump(session, counted.stats)
+    await counters.bump_hourly(session, merged.hourly)
+    await repository.bump_link_clicks(session, merged.links)
+    await _suppress(session, merged.suppress, lost)
+    await outbox_rows.add(session, counted.outbox)
+    paused: list[uuid.UUID] = []
+    for sponsor_id in sorted(counted.sponsors_to_check):
+        paused += await reputation_guard(session, settings, sponsor_id)
+    return IngestResult(inserted=len(new_ids), paused=paused)
 
+
+@dataclass
+class _Resolved:
+    by_id: dict[int, DeliveryRef]
+    # One row per event kept, as ``repository.insert_events`` takes them; the
+    # ``_``-prefixed keys carry the event along for the later steps.
+    rows: list[dict[str, Any]]
+    resolved: dict[str, DeliveryRef | None]
+
+
+async def _resolve(
+    session: AsyncSession, settings: Settings, batch: list[TrackingEvent | ProviderEvent]
+) -> _Resolved:
+    """Steps 1–2: each event's delivery (two queries for the batch) and its event row."""
     ids = {e.delivery_id for e in batch if isinstance(e, TrackingEvent)}
     for e in batch:
         if isinstance(e, ProviderEvent) and (tag := unmatched.delivery_tag(e)) is not None:
@@ -124,9 +105,7 @@ async def ingest(
     positions = await repository.link_positions(
         session, [r.campaign_id for r in refs if r.tracking_enabled]
     )
-
-    rows: list[dict[str, Any]] = []
-    resolved: dict[str, DeliveryRef | None] = {}
+    found = _Resolved(by_id=by_id, rows=[], resolved={})
     for e in batch:
         ref, reason = unmatched.resolve(e, by_id)
         kind = e.type
@@ -138,8 +117,8 @@ async def ingest(
         machine, position, payload = _details(e, ref, settings, positions)
         if reason is not None:
             payload["unmatched"] = reason
-        resolved[e.event_id] = ref
-        rows.append(
+        found.resolved[e.event_id] = ref
+        found.rows.append(
             {
                 "event_id": e.event_id,
                 "delivery_id": ref.id if ref else None,
@@ -155,88 +134,28 @@ async def ingest(
                 "_reason": reason,
             }
         )
-    new_ids = await repository.insert_events(session, rows)
-    fresh = [row for row in rows if row["event_id"] in new_ids and row["delivery_id"] is not None]
-    lost = [row for row in rows if row["event_id"] in new_ids and row["delivery_id"] is None]
-    for row in lost:
-        metrics.PROVIDER_EVENTS_UNMATCHED.labels(row["_event"].provider, row["_reason"]).inc()
+    return found
 
-    changes: dict[int, _Change] = defaultdict(_Change)
-    hourly: dict[tuple[uuid.UUID, datetime], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    links: dict[tuple[uuid.UUID, int], tuple[int, int]] = {}
-    suppress: list[tuple[str | None, str, str, str]] = []
-    for row in fresh:
-        e = row["_event"]
-        ref = resolved[row["event_id"]]
-        assert ref is not None
-        change = changes[ref.id]
-        at: datetime = e.occurred_at
-        human = not row["is_machine"]
-        hour = (ref.campaign_id, at.replace(minute=0, second=0, microsecond=0))
-        kind = row["type"]
-        if kind in ("open", "opened"):
-            change.opened = _min(change.opened, at)
-            if kind == "open":
-                change.opens += 1
-                hourly[hour]["opens"] += 1
-                if human:
-                    change.human_opened = _min(change.human_opened, at)
-                    hourly[hour]["human_opens"] += 1
-        elif kind in ("click", "clicked"):
-            change.clicked = _min(change.clicked, at)
-            if kind == "click":
-                change.clicks += 1
-                hourly[hour]["clicks"] += 1
-                if human:
-                    change.human_clicked = _min(change.human_clicked, at)
-                    hourly[hour]["human_clicks"] += 1
-                key = (ref.campaign_id, row["link_position"])
-                total, humans = links.get(key, (0, 0))
-                links[key] = (total + 1, humans + int(human))
-        elif isinstance(e, ProviderEvent):
-            status = _STATUS_OF.get(kind)
-            if kind == "bounced" and (e.bounce_type or "").lower() != "permanent":
-                change.note = f"transient bounce: {e.detail or e.bounce_type or 'unknown'}"[:500]
-                status = None
-            elif kind == "delivery_delayed":
-                change.note = "delivery delayed"
-            elif kind in ("failed", "suppressed"):
-                change.note = f"{kind}: {e.detail or ''}"[:500]
-            if status == "delivered":
-                change.delivered = _min(change.delivered, at)
-            elif status == "bounced":
-                change.bounced = _min(change.bounced, at)
-            elif status == "complained":
-                change.complained = _min(change.complained, at)
-            if (why := unmatched.suppression_of(e)) is not None:
-                suppress.append((ref.sponsor_id, ref.recipient_email, *why))
-            if status is not None:
-                change.status = _higher(change.status, status)
 
-    ordered = sorted(changes)
-    arrays: dict[str, list[Any]] = {
-        "ids": ordered,
-        "statuses": [changes[i].status or "pending" for i in ordered],
-        "delivered": [changes[i].delivered for i in ordered],
-        "bounced": [changes[i].bounced for i in ordered],
-        "complained": [changes[i].complained for i in ordered],
-        "opened": [changes[i].opened for i in ordered],
-        "human_opened": [changes[i].human_opened for i in ordered],
-        "clicked": [changes[i].clicked for i in ordered],
-        "human_clicked": [changes[i].human_clicked for i in ordered],
-        "opens": [changes[i].opens for i in ordered],
-        "clicks": [changes[i].clicks for i in ordered],
-        "notes": [changes[i].note for i in ordered],
-    }
-    applied = await repository.apply_to_deliveries(session, arrays)
+@dataclass
+class _Counted:
+    # (campaign, stats shard) → counter name → increment.
+    stats: dict[tuple[uuid.UUID, int], dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
+    outbox: list[tuple[str, str, bytes]] = field(default_factory=list)
+    sponsors_to_check: set[str] = field(default_factory=set)
 
-    stats: dict[tuple[uuid.UUID, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    outbox: list[tuple[str, str, bytes]] = []
-    sponsors_to_check: set[str] = set()
+
+def _count(
+    applied: list[repository.Applied], by_id: dict[int, DeliveryRef], merged: merge.Merged
+) -> _Counted:
+    """Steps 5–6: count only what the update changed, queue a message per new status."""
+    counted = _Counted()
     for a in applied:
-        ref = by_id.get(a.id) or next(r for r in refs if r.id == a.id)
-        change = changes[a.id]
-        s = stats[(ref.campaign_id, counters.shard_of(ref.batch_no))]
+        ref = by_id[a.id]
+        change = merged.changes[a.id]
+        s = counted.stats[(ref.campaign_id, counters.shard_of(ref.batch_no))]
         s["opens"] += change.opens
         s["clicks"] += change.clicks
         s["opened"] += a.new_opened
@@ -250,43 +169,54 @@ async def ingest(
         ):
             if flag and when is not None:
                 s[name] += 1
-                hourly[(ref.campaign_id, when.replace(minute=0, second=0, microsecond=0))][
+                merged.hourly[(ref.campaign_id, when.replace(minute=0, second=0, microsecond=0))][
                     name
                 ] += 1
         if a.status != a.old_status:
-            if a.status in ("failed", "suppressed"):
-                s[a.status] += 1
-                if a.old_status in ("sent", "delivered"):
-                    # The provider took it, then gave up: no longer sent, and
-                    # retry-failed counts it as sent again when it goes out.
-                    s["sent"] -= 1
-            if a.old_status in ("failed", "suppressed"):
-                s[a.old_status] -= 1
+            _count_status(s, a)
             if a.status in ("bounced", "complained"):
-                sponsors_to_check.add(ref.sponsor_id)
-            message = DeliveryStatusChanged(
-                event_id=f"{a.id}:{a.status}",
-                delivery_id=a.id,
-                campaign_id=ref.campaign_id,
-                sponsor_id=ref.sponsor_id,
-                status=a.status,
-                previous_status=a.old_status,
-                occurred_at=_status_time(a) or datetime.now().astimezone(),
-            )
-            outbox.append((TOPIC_DELIVERY_EVENTS, str(a.id), message.to_bytes()))
+                counted.sponsors_to_check.add(ref.sponsor_id)
+            counted.outbox.append(_status_message(a, ref))
+    return counted
 
-    await counters.bump(session, stats)
-    await counters.bump_hourly(session, hourly)
-    await repository.bump_link_clicks(session, links)
-    suppress += await unmatched.suppressions_for(
+
+def _count_status(s: dict[str, int], a: repository.Applied) -> None:
+    """Move a delivery between the sending counters when its status changed."""
+    if a.status in ("failed", "suppressed"):
+        s[a.status] += 1
+        if a.old_status in ("sent", "delivered"):
+            # The provider took it, then gave up: no longer sent, and
+            # retry-failed counts it as sent again when it goes out.
+            s["sent"] -= 1
+    if a.old_status in ("failed", "suppressed"):
+        s[a.old_status] -= 1
+
+
+def _status_message(a: repository.Applied, ref: DeliveryRef) -> tuple[str, str, bytes]:
+    """The ``delivery-events.v1`` outbox row announcing a delivery's new status."""
+    message = DeliveryStatusChanged(
+        event_id=f"{a.id}:{a.status}",
+        delivery_id=a.id,
+        campaign_id=ref.campaign_id,
+        sponsor_id=ref.sponsor_id,
+        status=a.status,
+        previous_status=a.old_status,
+        occurred_at=_status_time(a) or datetime.now().astimezone(),
+    )
+    return (TOPIC_DELIVERY_EVENTS, str(a.id), message.to_bytes())
+
+
+async def _suppress(
+    session: AsyncSession,
+    suppress: list[tuple[str | None, str, str, str]],
+    lost: list[dict[str, Any]],
+) -> None:
+    """Suppress what matched deliveries asked for, and for unmatched provider events
+    the address at every sponsor that sent to it."""
+    suppress = suppress + await unmatched.suppressions_for(
         session, [row["_event"] for row in lost if isinstance(row["_event"], ProviderEvent)]
     )
     await repository.add_suppressions(session, suppress)
-    await outbox_rows.add(session, outbox)
-    paused: list[uuid.UUID] = []
-    for sponsor_id in sorted(sponsors_to_check):
-        paused += await reputation_guard(session, settings, sponsor_id)
-    return IngestResult(inserted=len(new_ids), paused=paused)
 
 
 def _status_time(a: repository.Applied) -> datetime | None:
