@@ -1,0 +1,48 @@
+"""SQLAlchemy models: the whole schema, PostgreSQL being the source of truth.
+
+One module per domain; every model is re-exported here, so ``from service.models
+import Campaign`` works, and importing the package registers every table on
+``Base.metadata`` (what migrations compare against, and what string references
+such as ``ForeignKey("sponsors.id")`` resolve through).
+
+Per-recipient tables (``campaign_deliveries``, ``delivery_events``) are only
+touched with set-based statements in ``repository`` modules; the ORM classes
+describe them for migrations and the few single-row reads.
+"""
+
+from service.models.base import Base, table_of
+from service.models.campaigns import (
+    Campaign,
+    CampaignDelivery,
+    CampaignLink,
+    CampaignStats,
+    CampaignStatsHourly,
+)
+from service.models.leads import Lead, LeadTally, LeadTombstone
+from service.models.outbox import OutboxMessage
+from service.models.retention import TablePartition
+from service.models.sponsors import ApiRateCounter, Sponsor, SponsorHourlySends
+from service.models.templates import Template, TemplateVersion
+from service.models.tracking import DeliveryEvent, Suppression
+
+__all__ = [
+    "ApiRateCounter",
+    "Base",
+    "Campaign",
+    "CampaignDelivery",
+    "CampaignLink",
+    "CampaignStats",
+    "CampaignStatsHourly",
+    "DeliveryEvent",
+    "Lead",
+    "LeadTally",
+    "LeadTombstone",
+    "OutboxMessage",
+    "Sponsor",
+    "SponsorHourlySends",
+    "Suppression",
+    "TablePartition",
+    "Template",
+    "TemplateVersion",
+    "table_of",
+]
