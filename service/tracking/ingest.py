@@ -169,9 +169,8 @@ def _count(
         ):
             if flag and when is not None:
                 s[name] += 1
-                merged.hourly[(ref.campaign_id, when.replace(minute=0, second=0, microsecond=0))][
-                    name
-                ] += 1
+                hour = when.replace(minute=0, second=0, microsecond=0)
+                merged.hourly[(ref.campaign_id, hour)][name] += 1
         if a.status != a.old_status:
             _count_status(s, a)
             if a.status in ("bounced", "complained"):
