@@ -31,14 +31,11 @@ Error mapping (HTTP status -> ``service.errors``):
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -50,25 +47,16 @@ from service.errors import (
     RateLimited,
     TransientProviderError,
 )
+from worker.providers.accepted import AcceptedBatches
 from worker.providers.base import OutgoingEmail, SendResult
 from worker.providers.mailgun_request import MailgunRequest, encode_multipart, requests
 
 __all__ = ["REGIONS", "MailgunProvider"]
 
 REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
-# Batches whose accepted messages are remembered for retries in this process.
-REMEMBERED_BATCHES = 4096
 MAX_CONNECTIONS = 32
 _TRY_AGAIN = re.compile(r"try again after (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
 _QUOTA = re.compile(r"quota|sending limit|(daily|monthly|hourly) limit", re.IGNORECASE)
-
-
-@dataclass(slots=True)
-class _Batch:
-    """What Mailgun accepted of one batch (by idempotency key): delivery id → message id."""
-
-    accepted: dict[int, str] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class MailgunProvider:
@@ -95,7 +83,7 @@ class MailgunProvider:
         self._http = httpx.AsyncClient(
             auth=httpx.BasicAuth("api", api_key), timeout=httpx.Timeout(timeout), limits=limits
         )
-        self._batches: OrderedDict[str, _Batch] = OrderedDict()
+        self._batches = AcceptedBatches()
 
     async def send_batch(
         self, emails: Sequence[OutgoingEmail], idempotency_key: str
@@ -103,14 +91,7 @@ class MailgunProvider:
         """Send ``emails`` in as few requests as Mailgun allows; see the module docstring."""
         if not emails:
             return []
-        batch = self._batches.get(idempotency_key)
-        if batch is None:
-            batch = self._batches[idempotency_key] = _Batch()
-        self._batches.move_to_end(idempotency_key)
-        while len(self._batches) > REMEMBERED_BATCHES:
-            self._batches.popitem(last=False)
-        # The same batch twice at once (a rebalance, a replay) runs one copy at a
-        # time, so the second sends only what the first did not.
+        batch = self._batches.of(idempotency_key)
         async with batch.lock:
             todo = [email for email in emails if email.delivery_id not in batch.accepted]
             for request in requests(todo):

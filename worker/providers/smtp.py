@@ -37,16 +37,16 @@ import asyncio
 import logging
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Literal
 
 import aiosmtplib
 
 from service.errors import PermanentProviderError, ProviderError, TransientProviderError
+from worker.providers.accepted import AcceptedBatches
 from worker.providers.base import OutgoingEmail, SendResult
 from worker.providers.smtp_message import DKIMSigner, build_message
 
@@ -60,16 +60,6 @@ TLSMode = Literal["starttls", "tls", "none"]
 # drop idle clients (Postfix after 300 s), and a dead connection found in the
 # middle of a batch would cost a retry.
 IDLE_CHECK_SECONDS = 30.0
-# Batches whose accepted messages are remembered for retries in this process.
-REMEMBERED_BATCHES = 4096
-
-
-@dataclass(slots=True)
-class _Batch:
-    """What the server accepted of one batch (by idempotency key): delivery id → id."""
-
-    accepted: dict[int, str] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -113,7 +103,7 @@ class SMTPProvider:
         self._idle: asyncio.LifoQueue[_Connection | None] = asyncio.LifoQueue()
         for _ in range(pool_size):
             self._idle.put_nowait(None)
-        self._batches: OrderedDict[str, _Batch] = OrderedDict()
+        self._batches = AcceptedBatches()
         self.connections_opened = 0
 
     async def send_batch(
@@ -122,14 +112,7 @@ class SMTPProvider:
         """Send every message of the batch; see the module docstring for errors."""
         if not emails:
             return []
-        batch = self._batches.get(idempotency_key)
-        if batch is None:
-            batch = self._batches[idempotency_key] = _Batch()
-        self._batches.move_to_end(idempotency_key)
-        while len(self._batches) > REMEMBERED_BATCHES:
-            self._batches.popitem(last=False)
-        # The same batch twice at once (a rebalance, a replay) runs one copy at a
-        # time, so the second sends only what the first did not.
+        batch = self._batches.of(idempotency_key)
         async with batch.lock:
             return await self._send(emails, batch.accepted)
 
