@@ -28,7 +28,9 @@ Behaviour worth knowing:
   ``amp-html``/``template``; at most 1,000 recipients; ``recipient-variables``
   a JSON object of objects; at most 10 ``o:tag`` of 128 ASCII characters;
   ``o:``/``h:``/``v:``/``t:`` parameters at most 16 KB together; a body over
-  25 MB is 413.
+  25 MB is 413. ``attachment`` and ``inline`` must be file parts, and only
+  they may be; each is recorded (``FormFile``) on the request and on every
+  message of it.
 * Each ``to`` is recorded as one message, with ``%recipient.KEY%`` replaced in
   the subject, bodies, ``h:`` headers and ``v:`` variables from its
   ``recipient-variables`` (an unknown key is left as it is, so a test sees it).
@@ -64,6 +66,7 @@ MESSAGES_PATH = "/v3/{domain_name}/messages"
 _ROUTE = re.compile(r"^/v3/([^/]+)/messages$")
 _SUBSTITUTION = re.compile(r"%recipient\.([A-Za-z0-9_.-]+)%")
 _OPTION_PREFIXES = ("o:", "h:", "v:", "t:")
+_FILE_FIELDS = frozenset(("attachment", "inline"))
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -99,22 +102,51 @@ def _limit(name: str) -> int:
     return int(value)
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
-    """The (name, value) fields of a ``multipart/form-data`` body, in order."""
+@dataclass(frozen=True)
+class FormFile:
+    """A file part of the form (``attachment`` or ``inline``), as received."""
+
+    name: str
+    filename: str
+    content_type: str
+    content: bytes
+
+
+def parse_form(body: bytes, content_type: str) -> tuple[list[tuple[str, str]], list[FormFile]]:
+    """The (name, value) fields and the file parts of a ``multipart/form-data`` body, in order."""
     found = re.search(r'boundary="?([^";]+)"?', content_type)
     if found is None:
         raise ValueError("no boundary in Content-Type")
     delimiter = b"--" + found.group(1).encode()
     fields: list[tuple[str, str]] = []
+    files: list[FormFile] = []
     for part in body.split(delimiter)[1:]:
         if part.startswith(b"--"):
             break
         head, _, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        name = re.search(rb'name="([^"]*)"', head)
+        value = value.removesuffix(b"\r\n")
+        name = re.search(rb'(?:^|[; ])name="([^"]*)"', head)
         if name is None:
             raise ValueError("a part without a name")
-        fields.append((name.group(1).decode(), value.removesuffix(b"\r\n").decode()))
-    return fields
+        filename = re.search(rb'filename="([^"]*)"', head)
+        if filename is None:
+            fields.append((name.group(1).decode(), value.decode()))
+            continue
+        kind = re.search(rb"(?im)^content-type:[ \t]*([^\r\n;]+)", head)
+        files.append(
+            FormFile(
+                name.group(1).decode(),
+                filename.group(1).decode(),
+                kind.group(1).decode().strip() if kind else "application/octet-stream",
+                value,
+            )
+        )
+    return fields, files
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """The (name, value) fields of a ``multipart/form-data`` body, in order (no files)."""
+    return parse_form(body, content_type)[0]
 
 
 @dataclass
@@ -130,6 +162,7 @@ class RecordedMessage:
     headers: dict[str, str]
     variables: dict[str, str]
     tags: list[str]
+    attachments: list[FormFile] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +173,7 @@ class RecordedRequest:
     domain: str
     fields: list[tuple[str, str]]
     recipients: int
+    files: list[FormFile] = field(default_factory=list)
 
 
 @dataclass
@@ -291,14 +325,14 @@ class FakeMailgun:
         if len(body) > 25 * 2**20:
             return self._refuse(413, "Request Entity Too Large")
         try:
-            fields = parse_multipart(body, headers.get("content-type", ""))
+            fields, files = parse_form(body, headers.get("content-type", ""))
         except (ValueError, UnicodeDecodeError) as exc:
             return self._refuse(400, f"the body is not multipart/form-data: {exc}")
-        error = self._form_error(fields)
+        error = self._files_error(fields, files) or self._form_error(fields, files)
         if error is not None:
             return self._refuse(400, error)
         message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{uuid.uuid4().hex[:16]}@{route[1]}>"
-        self._record(message_id, route.group(1), fields)
+        self._record(message_id, route.group(1), fields, files)
         return 200, {"id": message_id, "message": "Queued. Thank you."}, {}
 
     def _authorized(self, header: str) -> bool:
@@ -333,9 +367,23 @@ class FakeMailgun:
         )
         return 429, {"message": message}, headers
 
-    def _form_error(self, fields: list[tuple[str, str]]) -> str | None:
+    @staticmethod
+    def _files_error(fields: list[tuple[str, str]], files: list[FormFile]) -> str | None:
+        for name, _ in fields:
+            if name in _FILE_FIELDS:
+                return f"'{name}' must be a file part (multipart/form-data)"
+        for file in files:
+            if file.name not in _FILE_FIELDS:
+                return f"'{file.name}' is not a file parameter"
+            if not file.filename:
+                return f"'{file.name}' has no file name"
+        return None
+
+    def _form_error(self, fields: list[tuple[str, str]], files: list[FormFile]) -> str | None:
         form: dict[str, Any] = {}
         schema = request_schema()["properties"]
+        for file in files:  # the schema says "string, format binary": its name stands in
+            form.setdefault(file.name, []).append(file.filename)
         for name, value in fields:
             if schema.get(name, {}).get("type") == "array":
                 form.setdefault(name, []).append(value)
@@ -372,13 +420,19 @@ class FakeMailgun:
                 return "recipient-variables must be an object of objects"
         return None
 
-    def _record(self, message_id: str, domain: str, fields: list[tuple[str, str]]) -> None:
+    def _record(
+        self, message_id: str, domain: str, fields: list[tuple[str, str]], files: list[FormFile]
+    ) -> None:
         recipients = [v for n, v in fields if n == "to"]
         request = RecordedRequest(
-            message_id, domain, fields if self.record_content else [], len(recipients)
+            message_id,
+            domain,
+            fields if self.record_content else [],
+            len(recipients),
+            files if self.record_content else [],
         )
         messages = (
-            [self._message(message_id, to, fields) for to in recipients]
+            [self._message(message_id, to, fields, files) for to in recipients]
             if self.record_content
             else []
         )
@@ -387,7 +441,9 @@ class FakeMailgun:
             self.state.messages.extend(messages)
 
     @staticmethod
-    def _message(message_id: str, to: str, fields: list[tuple[str, str]]) -> RecordedMessage:
+    def _message(
+        message_id: str, to: str, fields: list[tuple[str, str]], files: list[FormFile]
+    ) -> RecordedMessage:
         single = dict(fields)
         values: dict[str, Any] = json.loads(single.get("recipient-variables", "{}")).get(to, {})
         return RecordedMessage(
@@ -400,6 +456,7 @@ class FakeMailgun:
             headers={n[2:]: _fill(v, values) for n, v in fields if n.startswith("h:")},
             variables={n[2:]: _fill(v, values) for n, v in fields if n.startswith("v:")},
             tags=[v for n, v in fields if n == "o:tag"],
+            attachments=list(files),
         )
 
 

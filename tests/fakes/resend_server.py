@@ -32,7 +32,11 @@ Behaviour worth knowing:
   in ``from``/``to``, no ``html``/``text``/``template`` or ``html``/``text``
   with a ``template``, the template checks below, tag names or values
   outside ``[A-Za-z0-9_-]{1,256}``, attachments in a batch, more than 100
-  emails) answer 422. ``x-batch-validation: permissive`` sends the valid emails
+  emails; on ``POST /emails`` an attachment without ``content`` or ``path``
+  (``invalid_attachment``), a ``content`` that is not base64, or attachments
+  over ``MAX_ATTACHMENTS_BASE64`` (40 MB after base64) in all) answer 422.
+  Accepted attachments are recorded as sent (``RecordedMessage.attachments``).
+  ``x-batch-validation: permissive`` sends the valid emails
   and lists the others in ``errors: [{index, message}]``; ``data`` then holds
   the ids of the created emails only, in request order (as Resend documents).
   ``validate=False`` skips only the (slower) schema check. Without
@@ -72,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import gc
 import http
@@ -107,6 +112,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 __all__ = [
+    "MAX_ATTACHMENTS_BASE64",
     "MAX_BATCH",
     "MAX_TEMPLATE_VARIABLES",
     "UNLIMITED_ADVERTISED",
@@ -122,6 +128,8 @@ SPEC_DIR = Path(__file__).resolve().parent.parent / "specs" / "resend"
 MAX_BATCH = 100
 MAX_TEMPLATE_VARIABLES = 50
 MAX_IDEMPOTENCY_KEY = 256
+# api-facts.json ``attachments_limit``: "40 MB per email after Base64 encoding".
+MAX_ATTACHMENTS_BASE64 = 40 * 2**20
 UNLIMITED_ADVERTISED = 1000
 _NEVER = 2**31 - 1  # the largest collection threshold the gc module takes
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
@@ -499,8 +507,32 @@ def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | Non
                 return "validation_error", "Invalid `tags` field: names use only A-Z a-z 0-9 _ -."
             if not isinstance(value, str) or (value and not _is_tag(value)):
                 return "validation_error", "Invalid `tags` field: values use only A-Z a-z 0-9 _ -."
-    if batch and "attachments" in email:
-        return "validation_error", "The `attachments` field is not supported yet."
+    if "attachments" in email:
+        if batch:
+            return "validation_error", "The `attachments` field is not supported yet."
+        return _attachments_error(email["attachments"])
+    return None
+
+
+def _attachments_error(attachments: Any) -> tuple[str, str] | None:
+    """A single email's attachments as Resend checks them (the schema checks their types)."""
+    if not isinstance(attachments, list):
+        return "validation_error", "Invalid `attachments` field."
+    total = 0
+    for i, attachment in enumerate(attachments):
+        if not isinstance(attachment, dict):
+            return "validation_error", f"Invalid `attachments.{i}` field."
+        content = attachment.get("content")
+        if content is None and not attachment.get("path"):
+            return "invalid_attachment", _error_messages()["invalid_attachment"]
+        if isinstance(content, str):
+            try:
+                base64.b64decode(content, validate=True)
+            except ValueError:
+                return "validation_error", f"Invalid `attachments.{i}.content`: not base64."
+            total += len(content)
+    if total > MAX_ATTACHMENTS_BASE64:
+        return "validation_error", "Attachments are limited to 40 MB per email after encoding."
     return None
 
 
@@ -588,6 +620,8 @@ class RecordedMessage:
     idempotency_key: str | None
     path: str
     created_at: float
+    # As sent: filename, content (base64), content_type, content_id.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
     def tag(self, name: str) -> str | None:
         """The value of tag ``name``, if the email carried it."""
@@ -1220,8 +1254,8 @@ class FakeResend:
             else [(None, None)] * len(emails)
         )
         # Positional arguments in the fields' order (id, sender, to, subject, html, text,
-        # reply_to, headers, tags, idempotency_key, path, created_at): half the cost of
-        # keywords, for every message.
+        # reply_to, headers, tags, idempotency_key, path, created_at, attachments): half
+        # the cost of keywords, for every message.
         records = [
             RecordedMessage(
                 message_id,
@@ -1236,6 +1270,7 @@ class FakeResend:
                 key,
                 path,
                 now,
+                list(email.get("attachments") or ()),
             )
             for email, message_id, (html, text) in zip(emails, ids, bodies, strict=True)
         ]

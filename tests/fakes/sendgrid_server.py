@@ -27,10 +27,13 @@ Behaviour worth knowing:
 * Validation (400, ``errors[].field`` naming the property): the schema, then
   1000 recipients (to + cc + bcc) per request, ``text/plain`` before
   ``text/html``, substitutions over 10,000 bytes per personalization,
-  custom_args values that are not strings, a body of 30 MB or more (413).
+  custom_args values that are not strings, a body of 30 MB or more (413),
+  attachments whose content is not base64, whose filename or type holds CRLF
+  or ";", or inline without a ``content_id``.
 * Answers 202 with an empty body and an ``X-Message-Id``; each recipient's
   message is recorded with the content as it would be delivered (each
-  substitution key replaced by its value) and its ``custom_args``.
+  substitution key replaced by its value), its ``custom_args`` and its
+  ``attachments`` as sent.
 * Faults: ``fail_next(n, status)`` answers the next ``n`` requests with
   ``status``; a 429 carries ``X-RateLimit-Limit/-Remaining/-Reset`` (reset
   ``retry_in`` seconds ahead). ``rate_limit`` requests per second (token
@@ -129,6 +132,8 @@ class RecordedMessage:
     headers: dict[str, str]
     custom_args: dict[str, str]
     categories: list[str]
+    # As sent: content (base64), type, filename, disposition, content_id.
+    attachments: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -151,7 +156,27 @@ def _field(path: Any) -> str | None:
     return ".".join(str(p) for p in path) or None
 
 
+def _attachment_error(body: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The errors page's "Attachment errors" (the schema checks the rest)."""
+    for i, item in enumerate(body.get("attachments") or []):
+        where = f"attachments.{i}"
+        try:
+            base64.b64decode(str(item.get("content", "")), validate=True)
+        except ValueError:
+            return "The attachment content must be base64 encoded.", f"{where}.content"
+        for name in ("filename", "type"):
+            value = str(item.get(name, ""))
+            if "\r" in value or "\n" in value or ";" in value:
+                return f"The {name} of your attachment can't contain CRLF characters.", where
+        if item.get("disposition") == "inline" and not item.get("content_id"):
+            return "The content_id is required when the disposition is inline.", where
+    return None
+
+
 def _semantic_error(body: dict[str, Any]) -> tuple[str, str | None] | None:
+    found = _attachment_error(body)
+    if found is not None:
+        return found
     personalizations = body["personalizations"]
     recipients = sum(len(p.get(k) or []) for p in personalizations for k in ("to", "cc", "bcc"))
     if recipients > MAX_RECIPIENTS:
@@ -389,6 +414,7 @@ class FakeSendGrid:
                             **(p.get("custom_args") or {}),
                         },
                         categories=list(body.get("categories") or []),
+                        attachments=list(body.get("attachments") or []),
                     )
                 )
         with self._lock:

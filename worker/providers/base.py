@@ -7,6 +7,17 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a message; with ``content_id`` it is inline, shown where the
+    HTML says ``cid:<content_id>`` instead of in the list of attachments."""
+
+    filename: str
+    content_type: str  # "type/subtype", no parameters
+    content: bytes
+    content_id: str | None = None
+
+
 # Not frozen: built once per recipient, and a frozen dataclass's __init__ costs
 # about three times as much. Treat an instance as read-only once built.
 @dataclass(slots=True)
@@ -33,6 +44,9 @@ class OutgoingEmail:
     # The template's (html, text) with its ``{{{KEY}}}`` slots, beside ``template_id``:
     # for providers that fill the slots in themselves (Mailgun's recipient variables).
     template_parts: tuple[str, str] | None = None
+    # Campaign messages carry none; a provider whose bulk endpoint cannot carry
+    # them sends such a message on its own (see each adapter).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(slots=True)  # not frozen, as OutgoingEmail

@@ -105,7 +105,7 @@ class MailgunProvider:
 
     async def _post(self, request: MailgunRequest) -> str:
         boundary = uuid.uuid4().hex
-        body = encode_multipart(request.fields, boundary)
+        body = encode_multipart(request.fields, boundary, request.files)
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         try:
             response = await self._http.post(self.url, content=body, headers=headers)

@@ -15,6 +15,12 @@ whole request is sent once, as it is; a field that differs is sent as
   batch, but the request grows with the bodies and is split at
   ``MAX_REQUEST_BYTES``.
 
+Attachments are file parts: ``attachment``, or ``inline`` for one with a
+``content_id``. Mailgun names an inline file's ``Content-ID`` after its file
+name, so an inline part's file name is its ``content_id`` (the HTML's
+``cid:`` then finds it). They are the same for every recipient of a request,
+so only messages with equal attachments share one.
+
 ``v:delivery_id`` and ``v:campaign_id`` come back in every webhook as
 ``event-data.user-variables``, which is how events find their delivery.
 """
@@ -29,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from worker.providers.base import OutgoingEmail
+from worker.providers.base import Attachment, OutgoingEmail
 
 __all__ = ["MAX_RECIPIENTS", "MAX_REQUEST_BYTES", "MailgunRequest", "encode_multipart", "requests"]
 
@@ -49,6 +55,8 @@ class MailgunRequest:
 
     emails: list[OutgoingEmail]
     fields: list[tuple[str, str]] = field(default_factory=list)
+    # (field name, attachment): ``attachment`` or ``inline``.
+    files: list[tuple[str, Attachment]] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=64)  # one template per campaign, the same string every batch
@@ -73,13 +81,17 @@ def _signature(email: OutgoingEmail) -> tuple[object, ...]:
         tuple(email.headers),
         email.reply_to is None,
         email.text == "" and email.template_parts is None,
+        email.attachments,
     )
 
 
 def _size(email: OutgoingEmail) -> int:
+    # Attachments travel once per request, but a request with them is counted
+    # as if each recipient added them: an over-estimate only cuts it sooner.
+    files = sum(len(a.content) for a in email.attachments) if email.attachments else 0
     if email.template_parts is not None:
-        return sum(len(str(v)) for v in (email.variables or {}).values()) + 256
-    return len(email.html) + len(email.text) + len(email.subject) + 256
+        return sum(len(str(v)) for v in (email.variables or {}).values()) + 256 + files
+    return len(email.html) + len(email.text) + len(email.subject) + 256 + files
 
 
 def requests(emails: Sequence[OutgoingEmail]) -> list[MailgunRequest]:
@@ -113,6 +125,10 @@ def requests(emails: Sequence[OutgoingEmail]) -> list[MailgunRequest]:
     done.extend(request for request, _, _ in open_.values())
     for request in done:
         request.fields = _fields(request.emails)
+        request.files = [
+            ("attachment" if a.content_id is None else "inline", a)
+            for a in request.emails[0].attachments
+        ]
     return done
 
 
@@ -156,8 +172,13 @@ def _fields(emails: list[OutgoingEmail]) -> list[tuple[str, str]]:
     return fields
 
 
-def encode_multipart(fields: Sequence[tuple[str, str]], boundary: str) -> bytes:
-    """``fields`` as a ``multipart/form-data`` body (names are ASCII, values UTF-8)."""
+def encode_multipart(
+    fields: Sequence[tuple[str, str]],
+    boundary: str,
+    files: Sequence[tuple[str, Attachment]] = (),
+) -> bytes:
+    """``fields`` and ``files`` as a ``multipart/form-data`` body (names are ASCII,
+    values UTF-8; ``boundary`` must not occur in a file's bytes, so a random one)."""
     head = f"--{boundary}\r\n".encode()
     parts: list[bytes] = []
     for name, value in fields:
@@ -165,5 +186,19 @@ def encode_multipart(fields: Sequence[tuple[str, str]], boundary: str) -> bytes:
         parts.append(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
         parts.append(value.encode())
         parts.append(b"\r\n")
+    for name, attachment in files:
+        filename = attachment.filename if name == "attachment" else attachment.content_id
+        parts.append(head)
+        parts.append(
+            f'Content-Disposition: form-data; name="{name}"; filename="{_quoted(filename or "")}"'
+            f"\r\nContent-Type: {attachment.content_type}\r\n\r\n".encode()
+        )
+        parts.append(attachment.content)
+        parts.append(b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts)
+
+
+def _quoted(value: str) -> str:
+    # As browsers (and httpx) write a form's file name: the quote and line breaks escaped.
+    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")

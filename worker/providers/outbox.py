@@ -1,7 +1,9 @@
 """The local provider: each message becomes an ``.eml`` file under ``OUTBOX_DIR``.
 
 Files are named by delivery id, so writing a batch twice leaves one file per
-recipient (idempotent by construction).
+recipient (idempotent by construction). Attachments are in the file as a mail
+client would receive them: inline ones beside the HTML (``multipart/related``),
+the others in ``multipart/mixed``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from worker.providers.base import OutgoingEmail, SendResult
+from worker.providers.base import Attachment, OutgoingEmail, SendResult
 
 
 class OutboxProvider:
@@ -41,6 +43,8 @@ class OutboxProvider:
                 message[name] = value
             message.set_content(email.text)
             message.add_alternative(email.html, subtype="html")
+            if email.attachments:
+                _attach(message, email.attachments)
             path = folder / f"{email.delivery_id}.eml"
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(bytes(message))
@@ -54,3 +58,25 @@ class OutboxProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _attach(message: EmailMessage, attachments: Sequence[Attachment]) -> None:
+    html = message.get_body(("html",))
+    assert html is not None  # added just before
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        if attachment.content_id is not None:
+            html.add_related(
+                attachment.content,
+                maintype,
+                subtype,
+                cid=f"<{attachment.content_id}>",
+                filename=attachment.filename,
+                disposition="inline",
+            )
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        if attachment.content_id is None:
+            message.add_attachment(
+                attachment.content, maintype, subtype, filename=attachment.filename
+            )

@@ -11,6 +11,12 @@ Because those globals are process-wide, the provider re-installs its own values
 right before each call. Nothing awaits between that and the moment the SDK reads
 them, so several providers can share one event loop (not several threads).
 
+The batch endpoint takes no attachments, so an email that carries some goes
+alone through ``POST /emails``, one request each, with its own idempotency key
+derived from the batch's (``resend_request.single_key``); the rest of the batch
+still goes as one batch under the batch's key. A 400/422 for such an email is
+that email's ``SendResult.error``: the others went out.
+
 Templates (``TemplateProvider``) are created with ``POST /templates``, then
 published; a message sent with one carries ``template: {id, variables}``.
 
@@ -44,7 +50,7 @@ from service.errors import (
 )
 from worker.providers.base import OutgoingEmail, SendResult
 from worker.providers.resend_http import PooledHTTPXClient
-from worker.providers.resend_request import email_params, pair_results
+from worker.providers.resend_request import email_params, pair_results, single_key
 
 __all__ = ["ResendProvider"]
 
@@ -93,9 +99,57 @@ class ResendProvider:
     async def send_batch(
         self, emails: Sequence[OutgoingEmail], idempotency_key: str
     ) -> list[SendResult]:
-        """Send ``emails`` in one request; see the module docstring for errors."""
+        """Send ``emails`` in one request (those with attachments one by one); see the
+        module docstring for errors."""
         if not emails:
             return []
+        for email in emails:
+            if email.attachments:
+                return await self._send_mixed(emails, idempotency_key)
+        return await self._send_bulk(emails, idempotency_key)
+
+    async def _send_mixed(
+        self, emails: Sequence[OutgoingEmail], idempotency_key: str
+    ) -> list[SendResult]:
+        """The batch without the emails that carry attachments, then those one by one.
+
+        One after the other, not at once: each is a request against the team's
+        rate limit. A retry of the batch splits it the same way, so every request
+        is replayed under the key it had.
+        """
+        results: list[SendResult | None] = [None] * len(emails)
+        bulk = [i for i, email in enumerate(emails) if not email.attachments]
+        if bulk:
+            sent = await self._send_bulk([emails[i] for i in bulk], idempotency_key)
+            for i, result in zip(bulk, sent, strict=True):
+                results[i] = result
+        for i, email in enumerate(emails):
+            if results[i] is None:
+                results[i] = await self._send_one(
+                    email, single_key(idempotency_key, email.delivery_id)
+                )
+        return [result for result in results if result is not None]
+
+    async def _send_one(self, email: OutgoingEmail, key: str) -> SendResult:
+        options: resend.Emails.SendOptions = {"idempotency_key": key}
+        self._install()
+        try:
+            response = await resend.Emails.send_async(email_params(email), options)
+        except ResendError as exc:
+            error = _map_error(exc)
+            if type(error) is PermanentProviderError and error.status in (400, 422):
+                return SendResult(email.delivery_id, error=f"{error.code}: {error.message}")
+            raise error from exc
+        except NoContentError as exc:
+            raise TransientProviderError("no_content", str(exc)) from exc
+        message_id = response.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            return SendResult(email.delivery_id, error="provider returned no message id")
+        return SendResult(email.delivery_id, provider_message_id=message_id)
+
+    async def _send_bulk(
+        self, emails: Sequence[OutgoingEmail], idempotency_key: str
+    ) -> list[SendResult]:
         params = [email_params(email) for email in emails]
         options: resend.Batch.SendOptions = {
             "idempotency_key": idempotency_key,

@@ -141,7 +141,7 @@ class SendGridProvider:
                 requests.append((whole_body(email), [email]))
                 continue
             subs = substitutions(template, email.variables or {})
-            if not fits(subs):
+            if email.attachments or not fits(subs):
                 html, text = substituted(template, subs)
                 requests.append((whole_body(email, html, text), [email]))
                 continue

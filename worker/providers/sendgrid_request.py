@@ -9,6 +9,9 @@ Two shapes (docs/providers.md, "SendGrid"):
   the template's own placeholders, replaced as given).
 * **Whole bodies.** ``content`` is global to a request, so an email rendered
   whole (per-recipient Jinja) is a request of its own with one personalization.
+  So are ``attachments`` (global too): an email that carries some goes whole,
+  its template filled in here, each file base64 with its ``disposition``
+  (``inline`` with its ``content_id``, else ``attachment``).
 
 Every personalization carries ``custom_args`` ``delivery_id`` and
 ``campaign_id``: SendGrid copies them onto each webhook event, which is how an
@@ -17,6 +20,7 @@ event finds its delivery (``service/webhooks/sendgrid_events.py``).
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from worker.providers.base import OutgoingEmail
+from worker.providers.base import Attachment, OutgoingEmail
 
 __all__ = [
     "MAX_SUBSTITUTION_BYTES",
@@ -142,4 +146,18 @@ def whole_body(
         email, _content(email.html if html is None else html, email.text if text is None else text)
     )
     body["personalizations"] = [_personalization(email)]
+    if email.attachments:
+        body["attachments"] = [_attachment(a) for a in email.attachments]
     return body
+
+
+def _attachment(attachment: Attachment) -> dict[str, str]:
+    item = {
+        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "type": attachment.content_type,
+        "filename": attachment.filename,
+        "disposition": "attachment" if attachment.content_id is None else "inline",
+    }
+    if attachment.content_id is not None:
+        item["content_id"] = attachment.content_id
+    return item

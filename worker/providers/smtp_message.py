@@ -1,5 +1,9 @@
 """The bytes of one SMTP message: headers, MIME parts, ``Message-ID`` and DKIM.
 
+A message with attachments is ``multipart/mixed`` around the body and the
+files; inline files (those with a ``content_id``) go with the HTML in a
+``multipart/related`` part, each with its ``Content-ID``.
+
 Every message carries a ``Message-ID`` derived from its delivery row, so a
 copy sent again after a crash has the same ``Message-ID`` as the first one
 (see ``worker.providers.smtp`` for why that matters). Header values rendered
@@ -9,6 +13,7 @@ inject a header.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 import uuid
@@ -16,11 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
+from urllib.parse import quote
 
 import dkim
 import dkim.crypto
 
-from worker.providers.base import OutgoingEmail
+from worker.providers.base import Attachment, OutgoingEmail
 
 __all__ = ["DKIMSigner", "build_message", "dkim_signer_from", "message_id"]
 
@@ -93,27 +99,83 @@ def build_message(
         canonical[clean.lower()] = clean
     headers["MIME-Version"] = "1.0"
     lines = [f"{name}: {value}" for name, value in headers.items()]
-    if email.text:
-        boundary = f"=_{email.delivery_id}_{uuid.uuid4().hex}"  # "=_" never occurs in QP
-        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-        head = "\r\n".join(lines).encode() + b"\r\n\r\n"
-        dash = b"--" + boundary.encode()
-        body = b"".join(
-            (
-                dash + b"\r\n" + _TEXT_PART + _qp(email.text) + b"\r\n",
-                dash + b"\r\n" + _HTML_PART + _qp(email.html) + b"\r\n",
-                dash + b"--\r\n",
-            )
-        )
-    else:
-        head = "\r\n".join(lines).encode() + b"\r\n" + _HTML_PART
-        body = _qp(email.html) + b"\r\n"
-    raw = head + body
+    entity = _body_entity(email)
+    if email.attachments:
+        entity = _with_attachments(entity, email.attachments, bool(email.text))
+    raw = "\r\n".join(lines).encode() + b"\r\n" + entity
     if dkim_signer is not None:
         present = {name.lower() for name in headers}
         raw = dkim_signer.sign(raw, [h for h in DKIM_HEADERS if h.lower() in present])
     # The stored id is this Message-ID; the deliveries column holds 100 characters.
     return mid.strip("<>")[:100], raw
+
+
+def _body_entity(email: OutgoingEmail) -> bytes:
+    """The text and HTML, with their ``Content-Type`` header, ending in CRLF."""
+    if not email.text:
+        return _HTML_PART + _qp(email.html) + b"\r\n"
+    return _multipart(
+        "alternative",
+        [_TEXT_PART + _qp(email.text) + b"\r\n", _HTML_PART + _qp(email.html) + b"\r\n"],
+    )
+
+
+def _multipart(subtype: str, parts: Sequence[bytes], params: str = "") -> bytes:
+    """A ``multipart/<subtype>`` entity of ``parts`` (each with its headers, ending in CRLF)."""
+    boundary = f"=_{subtype}_{uuid.uuid4().hex}"  # "=_" never occurs in QP or base64
+    dash = b"--" + boundary.encode()
+    out = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"{params}\r\n\r\n'.encode()]
+    for part in parts:
+        out += (dash, b"\r\n", part)
+    out.append(dash + b"--\r\n")
+    return b"".join(out)
+
+
+def _with_attachments(body: bytes, attachments: Sequence[Attachment], alternative: bool) -> bytes:
+    """``multipart/mixed`` of the body (with its inline files in ``multipart/related``)
+    and the other files."""
+    inline = [_attachment_part(a) for a in attachments if a.content_id is not None]
+    files = [_attachment_part(a) for a in attachments if a.content_id is None]
+    if inline:
+        root = "multipart/alternative" if alternative else "text/html"
+        body = _multipart("related", [body, *inline], f'; type="{root}"')
+    if files:
+        body = _multipart("mixed", [body, *files])
+    return body
+
+
+def _attachment_part(attachment: Attachment) -> bytes:
+    content_type = attachment.content_type
+    if not _MIME_TYPE.fullmatch(content_type):
+        content_type = "application/octet-stream"
+    disposition = "attachment" if attachment.content_id is None else "inline"
+    lines = [
+        f"Content-Type: {content_type}; {_param('name', attachment.filename)}",
+        "Content-Transfer-Encoding: base64",
+        f"Content-Disposition: {disposition}; {_param('filename', attachment.filename)}",
+    ]
+    if attachment.content_id is not None:
+        lines.append(f"Content-ID: <{_NOT_IN_CONTENT_ID.sub('', attachment.content_id)}>")
+    # encodebytes: lines of 76 characters, as RFC 2045 asks.
+    content = base64.encodebytes(attachment.content).replace(b"\n", b"\r\n") or b"\r\n"
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + content
+
+
+def _param(name: str, value: str) -> str:
+    """A header parameter: quoted when short plain ASCII, else RFC 2231 UTF-8 in pieces
+    (a long or non-ASCII file name would otherwise make a line too long for SMTP)."""
+    value = _LINE_BREAKS.sub(" ", value)
+    plain = value.isascii() and value.isprintable() and len(value) <= _PARAM_PIECE
+    if plain and '"' not in value and "\\" not in value:
+        return f'{name}="{value}"'
+    pieces = [""]
+    for char in value:
+        quoted = quote(char, safe="")  # a character at a time: its %XX is never cut
+        if len(pieces[-1]) + len(quoted) > _PARAM_PIECE:
+            pieces.append("")
+        pieces[-1] += quoted
+    pieces[0] = "utf-8''" + pieces[0]
+    return ";\r\n ".join(f"{name}*{n}*={piece}" for n, piece in enumerate(pieces))
 
 
 _TEXT_PART = (
@@ -125,6 +187,11 @@ _HTML_PART = (
     b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
 )
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_MIME_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
+_NOT_IN_CONTENT_ID = re.compile(r"[^!-;=?-~]")  # printable ASCII except "<" and ">"
+_PARAM_PIECE = 60
 _NOT_A_HEADER_NAME = re.compile(r"[^!-9;-~]")  # RFC 5322: printable ASCII except ":"
 
 

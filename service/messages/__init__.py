@@ -1,0 +1,1 @@
+"""Transactional messages: one-to-one emails (attachments so far)."""
