@@ -122,9 +122,11 @@ def _body_entity(email: OutgoingEmail) -> bytes:
 
 def _multipart(subtype: str, parts: Sequence[bytes], params: str = "") -> bytes:
     """A ``multipart/<subtype>`` entity of ``parts`` (each with its headers, ending in CRLF)."""
-    boundary = f"=_{subtype}_{uuid.uuid4().hex}"  # "=_" never occurs in QP or base64
+    boundary = f"=_{uuid.uuid4().hex}"  # "=_" never occurs in QP or base64
     dash = b"--" + boundary.encode()
-    out = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"{params}\r\n\r\n'.encode()]
+    # Folded: one line would pass the 78 characters RFC 5322 asks for.
+    head = f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"{params}\r\n\r\n'
+    out = [head.encode()]
     for part in parts:
         out += (dash, b"\r\n", part)
     out.append(dash + b"--\r\n")
@@ -138,7 +140,7 @@ def _with_attachments(body: bytes, attachments: Sequence[Attachment], alternativ
     files = [_attachment_part(a) for a in attachments if a.content_id is None]
     if inline:
         root = "multipart/alternative" if alternative else "text/html"
-        body = _multipart("related", [body, *inline], f'; type="{root}"')
+        body = _multipart("related", [body, *inline], f';\r\n type="{root}"')
     if files:
         body = _multipart("mixed", [body, *files])
     return body
@@ -150,9 +152,9 @@ def _attachment_part(attachment: Attachment) -> bytes:
         content_type = "application/octet-stream"
     disposition = "attachment" if attachment.content_id is None else "inline"
     lines = [
-        f"Content-Type: {content_type}; {_param('name', attachment.filename)}",
+        f"Content-Type: {content_type};\r\n {_param('name', attachment.filename)}",
         "Content-Transfer-Encoding: base64",
-        f"Content-Disposition: {disposition}; {_param('filename', attachment.filename)}",
+        f"Content-Disposition: {disposition};\r\n {_param('filename', attachment.filename)}",
     ]
     if attachment.content_id is not None:
         lines.append(f"Content-ID: <{_NOT_IN_CONTENT_ID.sub('', attachment.content_id)}>")
@@ -191,7 +193,7 @@ _MIME_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 )
 _NOT_IN_CONTENT_ID = re.compile(r"[^!-;=?-~]")  # printable ASCII except "<" and ">"
-_PARAM_PIECE = 60
+_PARAM_PIECE = 50  # a piece and its name stay within 78 characters a line
 _NOT_A_HEADER_NAME = re.compile(r"[^!-9;-~]")  # RFC 5322: printable ASCII except ":"
 
 
