@@ -294,17 +294,23 @@ async def test_mailgun_a_batch_mixing_emails_with_and_without_attachments_sends_
     assert sorted(r.recipients for r in mailgun_fake.requests) == [2, 2]
 
 
-async def test_the_mailgun_fake_refuses_an_attachment_sent_as_a_plain_field(
+async def test_the_mailgun_fake_takes_files_only_as_attachment_or_inline_file_parts(
     mailgun_fake: FakeMailgun,
 ) -> None:
     form = {"from": "a@acme.example", "to": "b@example.org", "subject": "s", "text": "x"}
+    url = f"{mailgun_fake.url}/v3/mg.acme.example/messages"
     async with httpx.AsyncClient(auth=("api", "key-test")) as client:
-        answer = await client.post(
-            f"{mailgun_fake.url}/v3/mg.acme.example/messages",
-            data={**form, "attachment": "not a file"},
-            files={"o:tag": ("x.txt", b"x")},
+        as_text = await client.post(
+            url, data={**form, "attachment": "not a file"}, files={"inline": ("logo", b"x")}
         )
-    assert answer.status_code == 400
+        elsewhere = await client.post(url, data=form, files={"o:tag": ("x.txt", b"x")})
+        as_file = await client.post(url, data=form, files={"attachment": ("x.txt", b"x")})
+
+    assert as_text.status_code == 400
+    assert "must be a file part" in as_text.json()["message"]
+    assert elsewhere.status_code == 400
+    assert "not a file parameter" in elsewhere.json()["message"]
+    assert as_file.status_code == 200
 
 
 # ------------------------------------------------------------------ SendGrid
