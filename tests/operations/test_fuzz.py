@@ -18,6 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
+from pydantic import SecretStr
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -30,6 +31,7 @@ from schemathesis.core.result import Ok
 from service.auth import mint_token
 from service.settings import Settings
 from tests.conftest import served
+from tests.fakes.sendgrid_server import PUBLIC_KEY as SENDGRID_PUBLIC_KEY
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 MODES = [GenerationMode.POSITIVE] + (
@@ -45,7 +47,15 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def base_url(migrated: Settings) -> Iterator[str]:
-    with served(migrated) as url:
+    # Every webhook configured, so the fuzz reaches signature checks instead of the
+    # 503 an unconfigured provider answers (the provider retries it later).
+    configured = migrated.model_copy(
+        update={
+            "mailgun_webhook_signing_key": SecretStr("fuzz-mailgun-signing-key"),
+            "sendgrid_webhook_public_key": SENDGRID_PUBLIC_KEY,
+        }
+    )
+    with served(configured) as url:
         yield url
 
 
