@@ -284,6 +284,14 @@ class AudiencePreviewOut(BaseModel):
     exact: bool = Field(
         description="false when the count is an estimate (a very broad audience on a busy database)"
     )
+    error_bound: int = Field(
+        default=0,
+        description="an estimate is off by at most this many leads, with probability "
+        "`confidence`; 0 when exact",
+    )
+    confidence: float = Field(
+        default=1.0, description="how sure `count ± error_bound` holds the true count; 1 when exact"
+    )
     sample: list[LeadOut]
 
 

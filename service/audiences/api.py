@@ -25,7 +25,7 @@ async def preview(sponsor_id: str, body: AudiencePreviewIn, request: Request) ->
     """How many leads a campaign with this audience would reach now, and up to 10 of them."""
     settings: Settings = request.app.state.settings
     async with transaction(request) as session:
-        count, exact, sample = await repository.preview(
+        answer = await repository.preview(
             session,
             sponsor_id,
             body.audience_type,
@@ -33,7 +33,9 @@ async def preview(sponsor_id: str, body: AudiencePreviewIn, request: Request) ->
             settings.audience_preview_exact_ms,
         )
     return AudiencePreviewOut(
-        count=count,
-        exact=exact,
-        sample=[LeadOut.model_validate(lead, from_attributes=True) for lead in sample],
+        count=answer.count,
+        exact=answer.exact,
+        error_bound=answer.error_bound,
+        confidence=answer.confidence,
+        sample=[LeadOut.model_validate(lead, from_attributes=True) for lead in answer.sample],
     )

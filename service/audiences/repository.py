@@ -7,9 +7,9 @@ only, are counted exactly without reading the leads: a sum over
 
 Other custom filters count the matching leads, suppressed ones left out:
 exact whenever PostgreSQL can produce the count within
-``AUDIENCE_PREVIEW_EXACT_MS``. Past that budget — broad audiences of hundreds
-of thousands of leads, where a count reads most of the table — the preview
-answers an estimate from a block sample of ``leads`` and says so
+``AUDIENCE_PREVIEW_EXACT_MS``. Past that budget the preview answers an
+estimate from a uniform random sample of the sponsor's leads, with its error
+bound and confidence (``service.audiences.estimate``), and says so
 (``exact: false``). An audience the sample already puts above
 ``EXACT_CEILING`` is not counted exactly at all: that attempt could only time
 out. With no budget (0) every count is exact.
@@ -19,15 +19,18 @@ Campaign creation and the planner always count exactly.
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, and_, func, not_, select, text, true
+from sqlalchemy import BigInteger, Column, and_, func, literal, not_, select, text, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.util import ClauseAdapter
 
+from service.audiences.estimate import Estimate, estimate
 from service.audiences.filters import (
     audience_clause,
     audience_criterion,
@@ -39,14 +42,36 @@ from service.models import Lead, LeadTally, table_of
 tallies = table_of(LeadTally)
 
 SAMPLE_SIZE = 10
-# Rows an estimate reads: enough for a few per cent of error on a broad audience.
-ESTIMATE_ROWS = 20_000
+# Leads an estimate draws: one primary-key probe each. The bound shrinks with
+# the square root of the draws, the cost grows with them.
+ESTIMATE_DRAWS = 4_000
 EXACT_CEILING = 100_000
 # A sponsor's tally rows (one per statement that changed leads) are folded into
 # one per group once there are more than this.
 COMPACT_ABOVE = 200
 _TALLIED = ("intent_level", "follow_up_status")
 _QUERY_CANCELED = "57014"
+# Which leads an estimate draws; tests seed it.
+_draws = random.Random()
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """The audience's size now, suppressed addresses left out, and up to 10 of its leads.
+
+    Exact: ``error_bound`` 0 and ``confidence`` 1. An estimate: the true count
+    lies within ``count ± error_bound`` with probability ``confidence``.
+    """
+
+    count: int
+    exact: bool
+    sample: list[Lead] = field(default_factory=list)
+    error_bound: int = 0
+    confidence: float = 1.0
+
+    @classmethod
+    def estimated(cls, guess: Estimate, sample: list[Lead]) -> Preview:
+        return cls(guess.count, False, sample, guess.error_bound, guess.confidence)
 
 
 async def preview(
@@ -55,8 +80,8 @@ async def preview(
     audience_type: str,
     audience_filter: Any,
     exact_budget_ms: int = 0,
-) -> tuple[int, bool, list[Lead]]:
-    """(count, exact, sample): leads the audience reaches now, suppressed left out.
+) -> Preview:
+    """The leads the audience reaches now, suppressed left out: count and sample.
 
     The same compiled clause as campaign creation and the planner.
     ``exact_budget_ms`` 0 means no budget: always exact.
@@ -71,16 +96,16 @@ async def preview(
         ).all()
     )
     if len(sample) < SAMPLE_SIZE:
-        return len(sample), True, sample
+        return Preview(len(sample), True, sample)
     on_tallies = _on_tallies(criterion)
     if on_tallies is not None:
-        return await _tallied(session, sponsor_id, on_tallies), True, sample
+        return Preview(await _tallied(session, sponsor_id, on_tallies), True, sample)
     count_query = select(func.count()).select_from(leads).where(audience, not_(suppressed_clause()))
     if exact_budget_ms <= 0:
-        return int(await session.scalar(count_query) or 0), True, sample
-    estimate = await _estimate(session, audience)
-    if estimate > EXACT_CEILING:
-        return estimate, False, sample
+        return Preview(int(await session.scalar(count_query) or 0), True, sample)
+    guess = await estimate_audience(session, sponsor_id, criterion, len(sample))
+    if guess.count - guess.error_bound > EXACT_CEILING:
+        return Preview.estimated(guess, sample)
     try:
         async with session.begin_nested():
             await session.execute(
@@ -89,11 +114,11 @@ async def preview(
             )
             count = int(await session.scalar(count_query) or 0)
             await session.execute(text("SELECT set_config('statement_timeout', '0', true)"))
-        return count, True, sample
+        return Preview(count, True, sample)
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != _QUERY_CANCELED:
             raise
-    return max(estimate, len(sample)), False, sample
+    return Preview.estimated(guess, sample)
 
 
 def _on_tallies(criterion: ColumnElement[bool] | None) -> ColumnElement[bool] | None:
@@ -148,15 +173,49 @@ async def compact_tallies(session: AsyncSession, sponsor_id: str) -> None:
     )
 
 
-async def _estimate(session: AsyncSession, audience: Any) -> int:
-    """Count over a block sample of ``leads`` (TABLESAMPLE SYSTEM), scaled up."""
-    rows = float(
-        await session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'leads'::regclass"))
+async def estimate_audience(
+    session: AsyncSession,
+    sponsor_id: str,
+    criterion: ColumnElement[bool] | None,
+    at_least: int = 0,
+) -> Estimate:
+    """The audience's size from ``ESTIMATE_DRAWS`` leads drawn uniformly at random.
+
+    Ids are drawn uniformly between the sponsor's lowest and highest lead id
+    and looked up by primary key: an id that is no lead of the sponsor with an
+    email is a miss and not counted, so the leads that are found are a uniform
+    sample of them whatever the gaps (deleted leads, other sponsors' ids). A
+    block sample (``TABLESAMPLE SYSTEM``) is cheaper per row but its rows come
+    in clusters (an import writes similar leads side by side), so no binomial
+    bound holds for it. ``at_least`` leads are known to match.
+    """
+    low, high = (
+        await session.execute(
+            select(func.min(leads.c.id), func.max(leads.c.id)).where(
+                leads.c.sponsor_id == sponsor_id
+            )
+        )
+    ).one()
+    population = int(
+        await session.scalar(
+            select(func.coalesce(func.sum(tallies.c.leads), 0)).where(
+                tallies.c.sponsor_id == sponsor_id
+            )
+        )
         or 0
     )
-    percent = min(100.0, max(0.01, 100.0 * ESTIMATE_ROWS / max(rows, 1.0)))
-    sampled = leads.tablesample(func.system(percent))
-    adapter = ClauseAdapter(sampled)
-    where = (adapter.traverse(audience), not_(adapter.traverse(suppressed_clause())))
-    hits = int(await session.scalar(select(func.count()).select_from(sampled).where(*where)) or 0)
-    return round(hits * 100.0 / percent)
+    if low is None or population == 0:
+        return estimate(0, 0, 0)
+    ids = [_draws.randint(low, high) for _ in range(ESTIMATE_DRAWS)]
+    drawn = func.unnest(literal(ids, ARRAY(BigInteger))).table_valued("id").render_derived("drawn")
+    matching = not_(suppressed_clause())
+    if criterion is not None:
+        matching = and_(criterion, matching)
+    hits, found = (
+        await session.execute(
+            select(func.count().filter(matching), func.count())
+            .select_from(drawn.join(leads, leads.c.id == drawn.c.id))
+            .where(audience_clause(sponsor_id, "all"))
+        )
+    ).one()
+    return estimate(int(hits), int(found), population, at_least)

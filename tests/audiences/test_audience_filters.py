@@ -744,15 +744,13 @@ async def test_a_broad_audience_past_the_budget_is_an_estimate_that_says_so(
     expected = len(_emails(rows, lambda r: r["title"] is not None))
     async with sessions() as session:
         exact = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=10_000)
-    assert exact[:2] == (expected, True)
-    monkeypatch.setattr(repository, "EXACT_CEILING", 0)
-    monkeypatch.setattr(repository, "ESTIMATE_ROWS", 10**12)
+    assert (exact.count, exact.exact, exact.error_bound, exact.confidence) == (expected, True, 0, 1)
+    monkeypatch.setattr(repository, "EXACT_CEILING", -(10**9))
     async with sessions() as session:
-        count, is_exact, sample = await repository.preview(
-            session, sponsor_id, "custom", raw, exact_budget_ms=10_000
-        )
-    # A "sample" as large as the table reads all of it: the estimate is the count.
-    assert (count, is_exact, len(sample)) == (expected, False, 10)
+        guess = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=10_000)
+    assert (guess.exact, guess.confidence, len(guess.sample)) == (False, 0.95, 10)
+    assert 0 < guess.error_bound < len(rows)
+    assert abs(guess.count - expected) <= guess.error_bound
 
 
 async def test_a_stored_filter_that_no_longer_parses_fails_the_campaign(

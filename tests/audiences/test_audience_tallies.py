@@ -64,10 +64,13 @@ async def _check(sessions: async_sessionmaker[AsyncSession], sponsor_id: str) ->
     async with sessions.begin() as session:
         for audience_type, audience_filter in AUDIENCES:
             expected = await _counted(session, sponsor_id, audience_type, audience_filter)
-            count, exact, _ = await repository.preview(
+            answer = await repository.preview(
                 session, sponsor_id, audience_type, audience_filter, exact_budget_ms=1
             )
-            assert (count, exact) == (expected, True), (audience_type, audience_filter)
+            assert (answer.count, answer.exact) == (expected, True), (
+                audience_type,
+                audience_filter,
+            )
 
 
 async def test_tallied_counts_equal_the_leads_through_a_random_history(

@@ -131,9 +131,10 @@ async def _time_preview(
         for run in range(runs + 2):
             started = time.perf_counter()
             async with sessions.begin() as session:
-                count, exact, _sample = await audiences.preview(
+                answer = await audiences.preview(
                     session, "bench", audience_type, audience_filter, budget_ms
                 )
+            count, exact = answer.count, answer.exact
             if run >= 2:  # the first two warm the cache and the connection
                 timings.append((time.perf_counter() - started) * 1000)
     finally:
