@@ -750,7 +750,9 @@ async def test_a_broad_audience_past_the_budget_is_an_estimate_that_says_so(
         guess = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=10_000)
     assert (guess.exact, guess.confidence, len(guess.sample)) == (False, 0.95, 10)
     assert 0 < guess.error_bound < len(rows)
-    assert abs(guess.count - expected) <= guess.error_bound
+    # Twice the 95 % bound: off by more one time in ten thousand, not one in twenty
+    # (the rate itself is test_audience_counts' business).
+    assert abs(guess.count - expected) <= 2 * guess.error_bound
 
 
 async def test_a_stored_filter_that_no_longer_parses_fails_the_campaign(
