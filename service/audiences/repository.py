@@ -10,7 +10,7 @@ exact whenever PostgreSQL can produce the count within
 ``AUDIENCE_PREVIEW_EXACT_MS``. Past that budget the preview answers an
 estimate from a uniform random sample of the sponsor's leads, with its error
 bound and confidence (``service.audiences.estimate``), and says so
-(``exact: false``). An audience the sample already puts above
+(``exact: false``). An audience PostgreSQL's statistics put above
 ``EXACT_CEILING`` is not counted exactly at all: that attempt could only time
 out. With no budget (0) every count is exact.
 
@@ -19,6 +19,7 @@ Campaign creation and the planner always count exactly.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,11 @@ from sqlalchemy import BigInteger, Column, and_, func, literal, not_, select, te
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import visitors
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.selectable import Select
 
 from service.audiences.estimate import Estimate, estimate
 from service.audiences.filters import (
@@ -103,8 +107,10 @@ async def preview(
     count_query = select(func.count()).select_from(leads).where(audience, not_(suppressed_clause()))
     if exact_budget_ms <= 0:
         return Preview(int(await session.scalar(count_query) or 0), True, sample)
-    guess = await estimate_audience(session, sponsor_id, criterion, len(sample))
-    if guess.count - guess.error_bound > EXACT_CEILING:
+    # The planner's guess only routes: an audience it puts past the ceiling
+    # would only time out, so its budget goes unspent.
+    if await _planned_rows(session, audience) > EXACT_CEILING:
+        guess = await estimate_audience(session, sponsor_id, criterion, len(sample))
         return Preview.estimated(guess, sample)
     try:
         async with session.begin_nested():
@@ -118,7 +124,30 @@ async def preview(
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != _QUERY_CANCELED:
             raise
+    guess = await estimate_audience(session, sponsor_id, criterion, len(sample))
     return Preview.estimated(guess, sample)
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON)`` of a statement, with its bound parameters."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: Any, **kw: Any) -> str:
+    return f"EXPLAIN (FORMAT JSON) {compiler.process(element.statement, **kw)}"
+
+
+async def _planned_rows(session: AsyncSession, audience: ColumnElement[bool]) -> float:
+    """How many leads PostgreSQL's statistics expect the audience to match: planning, no count."""
+    plan = await session.scalar(_Explain(select(literal(1)).select_from(leads).where(audience)))
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"]) if plan else 0.0
 
 
 def _on_tallies(criterion: ColumnElement[bool] | None) -> ColumnElement[bool] | None:
