@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     # Audiences: CSV import size, lead sync batch, time budget of an exact preview count.
     leads_import_max_bytes: int = Field(default=1024 * 2**20, ge=1)
     lead_sync_batch: int = Field(default=500, ge=1)
-    audience_preview_exact_ms: int = Field(default=25, ge=0)
+    audience_preview_exact_ms: int = Field(default=60, ge=0)
 
     @model_validator(mode="after")
     def _batch_fits_the_provider(self) -> Settings:
