@@ -48,7 +48,7 @@ tallies = table_of(LeadTally)
 SAMPLE_SIZE = 10
 # Leads an estimate draws: one primary-key probe each. The bound shrinks with
 # the square root of the draws, the cost grows with them.
-ESTIMATE_DRAWS = 4_000
+ESTIMATE_DRAWS = 2_500
 EXACT_CEILING = 100_000
 # A sponsor's tally rows (one per statement that changed leads) are folded into
 # one per group once there are more than this.
