@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.http import LeadIn, RejectedRow
 from schemas.leads import LeadDeleted, LeadUpserted
 from service.leads import repository
+from service.leads.validation import fast_email, fast_lead
 from service.nul import nul_character
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ def normalize_email(address: str) -> str:
 
     Raises ``ValueError`` with a human message when the address is not valid.
     """
+    if (normalized := fast_email(address)) is not None:
+        return normalized
     try:
         result = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -36,6 +39,13 @@ def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, st
     The values keep only the fields present in the row, so an upsert changes
     what was sent and leaves the rest as stored.
     """
+    if (values := fast_lead(raw)) is not None:
+        return values
+    return full_validation(raw)
+
+
+def full_validation(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, str | None]:
+    """``validate_lead`` without the fast path: every rule, and the wording of a rejection."""
     if (path := nul_character(raw)) is not None:
         return "invalid_field", "NUL characters are not allowed", path
     try:
@@ -45,8 +55,8 @@ def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, st
         field = ".".join(str(p) for p in error["loc"]) or None
         return "invalid_field", error["msg"], field
     try:
-        email = normalize_email(lead.email)
-    except ValueError as exc:
+        email = validate_email(lead.email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
         return "invalid_email", str(exc), "email"
     values = lead.model_dump(include=set(raw.keys()) | {"email"})
     values["email"] = email
