@@ -137,6 +137,7 @@ class Chunk:
     rows: int
     records: list[tuple[Any, ...]]
     rejected: list[tuple[int, str, str, str | None]]
+    lines: dict[str, int]  # address → its line in this chunk
 
 
 def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
@@ -156,7 +157,7 @@ def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
             rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
             continue
         records.append(repository.staged_record(line, result))
-    return Chunk(len(parsed), records, rejected)
+    return Chunk(len(parsed), records, rejected, first_lines)
 
 
 @dataclass
@@ -184,12 +185,15 @@ class ImportTally:
         )
 
 
-async def _load(session: AsyncSession, sponsor_id: str, chunk: Chunk, tally: ImportTally) -> None:
+async def _load(
+    session: AsyncSession, sponsor_id: str, chunk: Chunk, number: int, tally: ImportTally
+) -> None:
     rejected = list(chunk.rejected)
     if chunk.records:
         await repository.stage(session, chunk.records)
-        for line, first in await repository.claim_staged(session):
-            rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
+        for email, first in (await repository.claim_staged(session, number)).items():
+            message = f"same address as line {first}"
+            rejected.append((chunk.lines[email], "duplicate_in_upload", message, "email"))
         inserted, updated = await repository.upsert_staged(session, sponsor_id)
         tally.inserted += inserted
         tally.updated += updated
@@ -213,10 +217,12 @@ async def import_csv(
     tally = ImportTally()
     await repository.start_import(session)
     upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
+    number = 0
     try:
         while (chunk := await upcoming) is not None:
             upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
-            await _load(session, sponsor_id, chunk, tally)
+            number += 1
+            await _load(session, sponsor_id, chunk, number, tally)
             if progress is not None:
                 progress(parser.bytes_read)
     finally:

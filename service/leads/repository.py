@@ -16,6 +16,7 @@ from service.stats import counters
 
 # Fields a bulk upsert may set; each is updated only where the row sent it,
 # which the row's ``present`` bit mask says (bit i: the i-th field).
+# ``attributes`` comes last, as in ``staged_record``.
 _FIELDS = {
     "name": "text",
     "first_name": "text",
@@ -45,20 +46,34 @@ _INSERT_VALUES = ", ".join(
 
 def _upsert(source: str) -> Any:
     """One statement: update the leads that exist, insert the others, from ``source``
-    (a FROM item named ``i``: rows of ``_RECORD``'s shape, one per address)."""
+    (a FROM item named ``i``: rows of ``_RECORD``'s shape, one per address).
+
+    Existing leads are found by probing the (sponsor, email) index row by row
+    (``OFFSET 0`` keeps the planner from turning the probe into a join) and
+    updated by id. A join would be planned from the sponsor's row estimate,
+    which a large import makes stale within its own transaction: hashing all
+    the sponsor's leads for every chunk made imports slow down as they grew.
+    """
     return text(f"""
-WITH updated AS (
+WITH existing AS MATERIALIZED (
+    SELECT i.*, m.id AS lead_id
+    FROM {source}
+    CROSS JOIN LATERAL (
+        SELECT x.id FROM leads x
+        WHERE x.sponsor_id = :sponsor_id AND x.email = i.email OFFSET 0
+    ) AS m
+), updated AS (
     UPDATE leads l SET
     {_UPDATES},
     updated_at = now()
-    FROM {source}
-    WHERE l.sponsor_id = :sponsor_id AND l.email = i.email
-    RETURNING l.email
+    FROM existing i
+    WHERE l.id = ANY(ARRAY(SELECT lead_id FROM existing)) AND l.id = i.lead_id
+    RETURNING 1
 ), inserted AS (
     INSERT INTO leads (sponsor_id, email, {", ".join(_FIELDS)})
     SELECT :sponsor_id, i.email, {_INSERT_VALUES}
     FROM {source}
-    WHERE NOT EXISTS (SELECT 1 FROM updated u WHERE u.email = i.email)
+    WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.email = i.email)
     ON CONFLICT (sponsor_id, email) DO NOTHING
     RETURNING 1
 )
@@ -77,7 +92,13 @@ _CLEAR_STAGE = text("TRUNCATE lead_import_rows")
 
 def present_mask(lead: dict[str, Any]) -> int:
     """The ``present`` bits of a row: which fields it sent."""
-    return sum(bit for name, bit in _BITS.items() if name in lead)
+    mask = 0
+    for name in lead:
+        mask |= _BITS.get(name, 0)
+    return mask
+
+
+_PLAIN_FIELDS = tuple(name for name in _FIELDS if name != "attributes")
 
 
 def staged_record(line: int, lead: dict[str, Any]) -> tuple[Any, ...]:
@@ -87,7 +108,7 @@ def staged_record(line: int, lead: dict[str, Any]) -> tuple[Any, ...]:
         line,
         lead["email"],
         present_mask(lead),
-        *(lead.get(name) for name in _FIELDS if name != "attributes"),
+        *map(lead.get, _PLAIN_FIELDS),
         None if attributes is None else orjson.dumps(attributes).decode(),
     )
 
@@ -135,22 +156,22 @@ async def upsert_many(
 
 _START_IMPORT = text(
     "CREATE TEMP TABLE IF NOT EXISTS lead_import_emails "
-    "(email text PRIMARY KEY, line integer NOT NULL) ON COMMIT DROP"
+    "(email text PRIMARY KEY, line integer NOT NULL, chunk integer NOT NULL) ON COMMIT DROP"
 )
-# The staged rows' addresses are claimed for this upload; an address an earlier
-# chunk claimed comes back with the line that claimed it (the CTE's own inserts
-# are not visible to the join, so only earlier chunks' rows match).
+# The staged rows' addresses are claimed for this upload. An address an earlier
+# chunk claimed conflicts; the no-op update makes the statement return that
+# row, with the line and chunk that claimed it. Each row is one index probe,
+# never a join with the whole table of the upload's addresses.
 _CLAIM = text("""
 WITH claimed AS (
-    INSERT INTO lead_import_emails (email, line)
-    SELECT email, line FROM lead_import_rows
-    ON CONFLICT (email) DO NOTHING
+    INSERT INTO lead_import_emails (email, line, chunk)
+    SELECT email, line, :chunk FROM lead_import_rows
+    ON CONFLICT (email) DO UPDATE SET chunk = lead_import_emails.chunk
+    RETURNING email, line, chunk
 )
-SELECT r.line, e.line AS first_line
-FROM lead_import_rows r JOIN lead_import_emails e USING (email)
-ORDER BY r.line
+SELECT email, line FROM claimed WHERE chunk <> :chunk
 """)
-_UNSTAGE = text("DELETE FROM lead_import_rows WHERE line = ANY(CAST(:lines AS integer[]))")
+_UNSTAGE = text("DELETE FROM lead_import_rows WHERE email = ANY(CAST(:emails AS text[]))")
 
 
 async def start_import(session: AsyncSession) -> None:
@@ -158,13 +179,14 @@ async def start_import(session: AsyncSession) -> None:
     await session.execute(_START_IMPORT)
 
 
-async def claim_staged(session: AsyncSession) -> list[tuple[int, int]]:
+async def claim_staged(session: AsyncSession, chunk: int) -> dict[str, int]:
     """Claim the staged rows' addresses for this upload (rows must have distinct
-    addresses); rows whose address an earlier chunk claimed are unstaged and
-    returned as (line, line first seen)."""
-    duplicates = [(int(r.line), int(r.first_line)) for r in await session.execute(_CLAIM)]
+    addresses, ``chunk`` must number this chunk); rows whose address an earlier
+    chunk claimed are unstaged, their addresses returned with the line first seen."""
+    claimed = await session.execute(_CLAIM, {"chunk": chunk})
+    duplicates = {row.email: int(row.line) for row in claimed}
     if duplicates:
-        await session.execute(_UNSTAGE, {"lines": [line for line, _ in duplicates]})
+        await session.execute(_UNSTAGE, {"emails": list(duplicates)})
     return duplicates
 
 
