@@ -113,7 +113,8 @@ def staged_record(line: int, lead: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-async def _asyncpg(session: AsyncSession) -> Any:
+async def asyncpg_connection(session: AsyncSession) -> Any:
+    """The session's asyncpg connection, for COPY."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     return raw.driver_connection
@@ -123,7 +124,7 @@ async def stage(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
     """Replace the staging table's rows with ``records`` (see ``staged_record``)."""
     await session.execute(_STAGE)
     await session.execute(_CLEAR_STAGE)
-    driver = await _asyncpg(session)
+    driver = await asyncpg_connection(session)
     await driver.copy_records_to_table("lead_import_rows", records=records, columns=_COLUMNS)
 
 
