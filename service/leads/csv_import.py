@@ -138,6 +138,7 @@ class Chunk:
     records: list[tuple[Any, ...]]
     rejected: list[tuple[int, str, str, str | None]]
     lines: dict[str, int]  # address → its line in this chunk
+    bytes_read: int  # of the file, up to the end of this chunk
 
 
 def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
@@ -157,7 +158,7 @@ def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
             rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
             continue
         records.append(repository.staged_record(line, result))
-    return Chunk(len(parsed), records, rejected, first_lines)
+    return Chunk(len(parsed), records, rejected, first_lines, parser.bytes_read)
 
 
 @dataclass
@@ -224,7 +225,7 @@ async def import_csv(
             number += 1
             await _load(session, sponsor_id, chunk, number, tally)
             if progress is not None:
-                progress(parser.bytes_read)
+                progress(chunk.bytes_read)
     finally:
         # A failed load leaves the parser busy in its thread: let it finish
         # before the caller closes the file under it.
