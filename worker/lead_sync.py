@@ -1,7 +1,8 @@
 """The lead-sync role: applies ``leads.v1`` events from upstream lead capture.
 
-Thin: the runner decodes; this calls ``service.leads.logic.apply_event`` per event, all of a
-polled batch in one transaction. Idempotent by the events' ``updated_at``: a
+Thin: the runner decodes; this hands a polled batch to
+``service.leads.logic.apply_events``, in one transaction (event by event, or
+set-based when the batch is large). Idempotent by the events' ``updated_at``: a
 duplicate or an older event changes nothing, and a deletion leaves a tombstone
 so an older upsert arriving later cannot bring the lead back.
 """
@@ -29,8 +30,5 @@ class LeadSync:
 
     async def apply(self, events: Sequence[LeadUpserted | LeadDeleted]) -> int:
         """Apply events in one transaction; returns how many changed something."""
-        changed = 0
         async with self.sessions.begin() as session:
-            for event in events:
-                changed += await logic.apply_event(session, event)
-        return changed
+            return await logic.apply_events(session, events)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -12,10 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.http import LeadIn, RejectedRow
 from schemas.leads import LeadDeleted, LeadUpserted
-from service.leads import repository
+from service.leads import repository, sync_repository
+from service.leads.validation import fast_email, fast_lead
 from service.nul import nul_character
 
 log = logging.getLogger(__name__)
+
+# From this many events on, lead sync applies a batch set-based (COPY and one
+# statement per kind) rather than event by event.
+SYNC_BULK_MIN_EVENTS = 100
 
 
 def normalize_email(address: str) -> str:
@@ -23,6 +29,8 @@ def normalize_email(address: str) -> str:
 
     Raises ``ValueError`` with a human message when the address is not valid.
     """
+    if (normalized := fast_email(address)) is not None:
+        return normalized
     try:
         result = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -36,6 +44,13 @@ def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, st
     The values keep only the fields present in the row, so an upsert changes
     what was sent and leaves the rest as stored.
     """
+    if (values := fast_lead(raw)) is not None:
+        return values
+    return full_validation(raw)
+
+
+def full_validation(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, str | None]:
+    """``validate_lead`` without the fast path: every rule, and the wording of a rejection."""
     if (path := nul_character(raw)) is not None:
         return "invalid_field", "NUL characters are not allowed", path
     try:
@@ -45,8 +60,8 @@ def validate_lead(raw: Mapping[str, Any]) -> dict[str, Any] | tuple[str, str, st
         field = ".".join(str(p) for p in error["loc"]) or None
         return "invalid_field", error["msg"], field
     try:
-        email = normalize_email(lead.email)
-    except ValueError as exc:
+        email = validate_email(lead.email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
         return "invalid_email", str(exc), "email"
     values = lead.model_dump(include=set(raw.keys()) | {"email"})
     values["email"] = email
@@ -89,19 +104,59 @@ def validate_leads(
     return valid, rejected
 
 
-async def apply_event(session: AsyncSession, event: LeadUpserted | LeadDeleted) -> bool:
-    """Apply one ``leads.v1`` event idempotently; False when it changed nothing
-    (older than what is stored, a duplicate, an invalid address or an unknown sponsor)."""
+def _sync_email(event: LeadUpserted | LeadDeleted) -> str | None:
+    """The event's normalized address, or None (logged) when the event cannot apply."""
     try:
         email = normalize_email(event.email)
     except ValueError as exc:
         log.warning("lead sync: skipping event %s: %s", event.id, exc)
-        return False
+        return None
     if nul_character(event.model_dump(mode="json")) is not None:
         log.warning("lead sync: skipping event %s: NUL characters", event.id)
+        return None
+    return email
+
+
+def _sync_values(event: LeadUpserted, email: str) -> dict[str, Any]:
+    values = event.model_dump(exclude={"id", "sponsor_id", "updated_at", "type"})
+    values["email"] = email
+    return values
+
+
+async def apply_event(session: AsyncSession, event: LeadUpserted | LeadDeleted) -> bool:
+    """Apply one ``leads.v1`` event idempotently; False when it changed nothing
+    (older than what is stored, a duplicate, an invalid address or an unknown sponsor)."""
+    if (email := _sync_email(event)) is None:
         return False
     if isinstance(event, LeadDeleted):
         return await repository.sync_delete(session, event.sponsor_id, email, event.updated_at)
-    values = event.model_dump(exclude={"id", "sponsor_id", "updated_at", "type"})
-    values["email"] = email
+    values = _sync_values(event, email)
     return await repository.sync_upsert(session, event.sponsor_id, values, event.updated_at)
+
+
+async def apply_events(session: AsyncSession, events: Sequence[LeadUpserted | LeadDeleted]) -> int:
+    """Apply ``leads.v1`` events; returns how many changed something.
+
+    A batch of ``SYNC_BULK_MIN_EVENTS`` or more is applied set-based: only the
+    newest upsert and the newest deletion of each address count (the end state
+    is the one the events give one by one), and the count is of leads changed.
+    """
+    if len(events) < SYNC_BULK_MIN_EVENTS:
+        changed = 0
+        for event in events:
+            changed += await apply_event(session, event)
+        return changed
+    upserts: dict[sync_repository.Key, tuple[datetime, dict[str, Any]]] = {}
+    deletions: dict[sync_repository.Key, datetime] = {}
+    for event in events:
+        if (email := _sync_email(event)) is None:
+            continue
+        key = (event.sponsor_id, email)
+        if isinstance(event, LeadDeleted):
+            deletions[key] = max(event.updated_at, deletions.get(key, event.updated_at))
+        elif key not in upserts or event.updated_at > upserts[key][0]:
+            # On equal times the first one stays, as one by one.
+            upserts[key] = (event.updated_at, _sync_values(event, email))
+    await sync_repository.tombstone_many(session, deletions)
+    changed = await sync_repository.upsert_many(session, upserts)
+    return changed + await sync_repository.delete_many(session, deletions)

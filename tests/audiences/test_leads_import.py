@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.leads.csv_import import CHUNK_ROWS
 from service.settings import Settings
 from tests import factories
 
@@ -114,13 +115,19 @@ async def test_duplicates_across_chunks_are_reported(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:
     headers = token(sponsor)
-    rows = [f"u{i}@example.com" for i in range(6000)] + ["u1@example.com", "u5999@example.com"]
+    n = CHUNK_ROWS + 1000
+    rows = [f"u{i}@example.com" for i in range(n)]
+    # Line 3 is u1, line n + 1 is u{n - 1}: one duplicate in the first chunk's
+    # place of the file, two in the second chunk (one of each chunk's address).
+    rows[10] = "U1@example.com"
+    rows += ["u1@example.com", f"u{n - 1}@example.com"]
     response = await _import(client, sponsor, headers, "email\n" + "\n".join(rows) + "\n")
     body = response.json()
-    assert body["inserted"] == 6000
+    assert body["inserted"] == n - 1
     assert [(r["line"], r["message"]) for r in body["rejected"]] == [
-        (6002, "same address as line 3"),
-        (6003, "same address as line 6001"),
+        (12, "same address as line 3"),
+        (n + 2, "same address as line 3"),
+        (n + 3, f"same address as line {n + 1}"),
     ]
 
 

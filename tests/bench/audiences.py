@@ -7,6 +7,9 @@ dashboard's live count (``POST …/audiences/preview``'s query: exact count +
 custom filters: p50/p95 over repeated runs. Then imports a generated CSV file
 of ``BENCH_IMPORT_ROWS`` rows through the same code as ``campaignctl
 import-leads`` and reports rows/s and the process's peak RSS growth.
+
+``BENCH_AUDIENCES=import`` (or ``preview``) runs one part only; with
+``BENCH_LEADS=0`` the import then runs alone on an empty database.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from service.settings import Settings, settings_from_env
 LEADS = int(os.environ.get("BENCH_LEADS", "1000000"))
 IMPORT_ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "1000000"))
 RUNS = int(os.environ.get("BENCH_PREVIEW_RUNS", "30"))
+PARTS = frozenset(os.environ.get("BENCH_AUDIENCES", "preview,import").split(","))
 
 AUDIENCES: dict[str, tuple[str, dict[str, Any] | None]] = {
     "all": ("all", None),
@@ -258,8 +262,9 @@ def main() -> dict[str, Any]:
             "leads": LEADS,
             "load_and_vacuum_seconds": round(time.perf_counter() - started, 1),
         }
-        figures.update(asyncio.run(_previews(settings)))
-        if IMPORT_ROWS:
+        if "preview" in PARTS:
+            figures.update(asyncio.run(_previews(settings)))
+        if IMPORT_ROWS and "import" in PARTS:
             path = workdir / "leads.csv"
             _write_csv(path, IMPORT_ROWS)
             figures.update(asyncio.run(_import(settings, str(path), path.stat().st_size)))

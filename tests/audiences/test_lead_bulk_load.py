@@ -1,0 +1,208 @@
+"""Leads in at bulk-load speed: the validation fast path agrees with the full rules,
+and the staged, set-based upsert keeps the cells rule and the tallies exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.leads import repository
+from service.leads.csv_import import CHUNK_ROWS
+from service.leads.logic import full_validation, validate_lead
+from service.leads.validation import fast_email, fast_lead
+from tests.audiences.test_audience_tallies import _check
+
+TRICKY_ADDRESSES = [
+    "a@b.com",
+    "Ada.Lovelace+News@Mail.Example.CO.UK",
+    "x'o=y_z-1@sub-domain.example.org",
+    "x@localhost",
+    "x@foo.test",
+    "x@printer.local",
+    "x@hidden.onion",
+    "x@b.arpa",
+    "x@b.invalid",
+    "x@xn--bcher-kva.com",
+    "x@ab--cd.com",
+    "x@xn--p1ai.xn--p1ai",
+    "x@a-.com",
+    "x@-a.com",
+    "x@a.c",
+    "x@1.23",
+    "x@a.123",
+    "x@a..com",
+    ".x@a.com",
+    "x.@a.com",
+    "x..y@a.com",
+    "é@b.com",
+    "a@bücher.de",
+    "\u212a@b.com",
+    "a" * 64 + "@b.com",
+    "a" * 65 + "@b.com",
+    "a@" + "b" * 63 + ".com",
+    "a@" + "b" * 64 + ".com",
+    "a@" + ".".join(["b" * 60] * 4) + ".com",
+    " a@b.com",
+    "a@b.com ",
+    "a b@b.com",
+    "a@b_c.com",
+    "_@b.com",
+    "@b.com",
+    "a@",
+    "a@b.com.",
+    "a@.b.com",
+    "a@b@c.com",
+    '"a"@b.com',
+    "a@[1.2.3.4]",
+    "a@b.c0m",
+    "a{b}@b.com",
+    "a@b.museum",
+]
+
+ROWS: list[dict[str, Any]] = [
+    {"email": "a@b.com", "intent_score": "090"},
+    {"email": "a@b.com", "intent_score": "100"},
+    {"email": "a@b.com", "intent_score": "101"},
+    {"email": "a@b.com", "intent_score": 100},
+    {"email": "a@b.com", "intent_score": True},
+    {"email": "a@b.com", "intent_score": "٣"},
+    {"email": "a@b.com", "intent_score": None},
+    {"email": "a@b.com", "name": " x"},
+    {"email": "a@b.com", "name": "x\u3000"},
+    {"email": "a@b.com", "name": "\u180ex"},
+    {"email": "a@b.com", "name": "\x1cx"},
+    {"email": "a@b.com", "name": ""},
+    {"email": "a@b.com", "name": "x" * 200},
+    {"email": "a@b.com", "name": "x" * 201},
+    {"email": "a@b.com", "name": "a\x00b"},
+    {"email": "a@b.com", "name": 5},
+    {"email": "a@b.com", "tags": ["a", " b"]},
+    {"email": "a@b.com", "tags": ["vip", "enterprise"]},
+    {"email": "a@b.com", "tags": []},
+    {"email": "a@b.com", "tags": None},
+    {"email": "a@b.com", "tags": ["t"] * 51},
+    {"email": "a@b.com", "attributes": {" k": "v"}},
+    {"email": "a@b.com", "attributes": {"k": "v", "n": 5, "b": True, "z": None}},
+    {"email": "a@b.com", "attributes": {"k": 1.5, "big": 2**70}},
+    {"email": "a@b.com", "attributes": {"k": "é" * 2000}},
+    {"email": "a@b.com", "attributes": {"k": "x" * 16_400}},
+    {"email": "a@b.com", "attributes": {"k": " v "}},
+    {"email": "a@b.com", "attributes": None},
+    {"email": "a@b.com", "follow_up_status": "won"},
+    {"email": "a@b.com", "follow_up_status": None},
+    {"email": "a@b.com", "intent_level": "hot", "company": None},
+    {"email": "a@b.com", "intent_level": "HOT"},
+    {"email": "a@b.com", "event_id": "e" * 65},
+    {"email": "a@b.com", "unknown": "x"},
+    {"email": 5},
+]
+
+
+def _full_email(address: str) -> str | None:
+    try:
+        return validate_email(address, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+@pytest.mark.parametrize("address", TRICKY_ADDRESSES)
+def test_the_fast_address_check_agrees_with_email_validator(address: str) -> None:
+    fast = fast_email(address)
+    assert fast is None or fast == _full_email(address)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[str(i) for i in range(len(ROWS))])
+def test_the_fast_row_check_agrees_with_the_full_validation(row: dict[str, Any]) -> None:
+    fast = fast_lead(row)
+    assert fast is None or fast == full_validation(row)
+    assert validate_lead(row) == full_validation(row)
+
+
+def test_common_rows_take_the_fast_path() -> None:
+    row = {
+        "email": "Ada@Example.com",
+        "name": "Ada",
+        "intent_level": "hot",
+        "intent_score": "90",
+        "tags": ["vip"],
+        "attributes": {"booth": "A1"},
+    }
+    assert fast_lead(row) == {**row, "email": "ada@example.com", "intent_score": 90}
+    assert fast_email("first.last+tag@mail.example.co.uk") == "first.last+tag@mail.example.co.uk"
+
+
+async def test_a_big_import_with_updates_and_duplicates_keeps_the_tallies_exact(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    headers = {**token(sponsor), "Content-Type": "text/csv"}
+    url = f"/api/v1/sponsors/{sponsor}/leads/import"
+    levels, statuses = ["hot", "warm", "cold", ""], ["new", "contacted", "won"]
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO suppressions (sponsor_id, email, reason) "
+                "SELECT :s, 'b' || n || '@tally.example', 'unsubscribed' "
+                "FROM generate_series(0, 3000, 7) AS n"
+            ),
+            {"s": sponsor},
+        )
+    first = "\n".join(f"b{n}@tally.example,{levels[n % 4]},{statuses[n % 3]}" for n in range(3000))
+    response = await client.post(
+        url, headers=headers, content=f"email,intent_level,follow_up_status\n{first}\n"
+    )
+    assert response.json()["inserted"] == 3000
+    await _check(sessions, sponsor)
+    # Over two chunks: half the leads change level and status, new ones come,
+    # some addresses come twice (the first row wins), empty cells keep values.
+    rows = [
+        f"b{n}@tally.example,{levels[(n + 1) % 4]},{statuses[(n + 2) % 3]}" for n in range(1500)
+    ]
+    rows += [f"b{n}@tally.example,," for n in range(1500, 3000)]
+    rows += [f"c{n}@tally.example,cold,won" for n in range(CHUNK_ROWS)]
+    rows += [f"B{n}@tally.example,hot,new" for n in range(0, 3000, 100)]
+    response = await client.post(
+        url, headers=headers, content="email,intent_level,follow_up_status\n" + "\n".join(rows)
+    )
+    body = response.json()
+    assert (body["inserted"], body["updated"], body["rejected_count"]) == (CHUNK_ROWS, 3000, 30)
+    await _check(sessions, sponsor)
+    async with sessions() as session:
+        kept = await session.scalar(
+            text("SELECT intent_level FROM leads WHERE sponsor_id = :s AND email = :e"),
+            {"s": sponsor, "e": "b1600@tally.example"},
+        )
+    assert kept == levels[1600 % 4]
+
+
+async def test_a_large_bulk_upsert_is_staged_and_changes_only_the_fields_sent(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    url = f"/api/v1/sponsors/{sponsor}/leads/bulk"
+    n = repository.COPY_MIN_ROWS + 10
+    leads = [{"email": f"k{i}@example.com", "name": f"K{i}", "company": "Acme"} for i in range(n)]
+    response = await client.post(url, headers=token(sponsor), json={"leads": leads})
+    assert response.json() == {"inserted": n, "updated": 0, "rejected": []}
+    changes: list[dict[str, Any]] = [
+        {"email": f"K{i}@example.com", "company": None, "tags": ["vip"]} for i in range(n)
+    ]
+    changes.append({"email": "k1@example.com", "name": "again"})
+    response = await client.post(url, headers=token(sponsor), json={"leads": changes})
+    body = response.json()
+    assert (body["inserted"], body["updated"]) == (0, n)
+    assert [(r["index"], r["code"]) for r in body["rejected"]] == [(n, "duplicate_in_upload")]
+    lead = (
+        await client.get(
+            f"/api/v1/sponsors/{sponsor}/leads",
+            headers=token(sponsor),
+            params={"email": "k1@example.com"},
+        )
+    ).json()["items"][0]
+    assert (lead["name"], lead["company"], lead["tags"]) == ("K1", None, ["vip"])
