@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -21,17 +21,24 @@ from schemas.http import Body
 class AttachmentIn(Body):
     """A file sent with a message; with ``content_id`` it is shown inline in the HTML."""
 
+    # The max_length bounds here only cap what is parsed: the limits a provider sets
+    # are checked by ``check_attachments``, which refuses with their stable codes.
     filename: str = Field(
+        max_length=1000,
         description="the name the recipient sees: no path, no line break, at most 255 characters",
         examples=["invoice-2026-12.pdf"],
     )
     content_type: str = Field(
+        max_length=1000,
         description='the MIME type, "type/subtype" without parameters',
         examples=["application/pdf"],
     )
-    content: str = Field(description="the file's bytes, base64 (standard alphabet, padded)")
+    content: str = Field(
+        max_length=60_000_000, description="the file's bytes, base64 (standard alphabet, padded)"
+    )
     content_id: str | None = Field(
         default=None,
+        max_length=1000,
         description='makes the file inline: the HTML shows it as <img src="cid:CONTENT_ID">',
         examples=["logo"],
     )
@@ -69,7 +76,9 @@ class MessageTypeIn(Body):
     variables: list[VariableIn] = Field(default_factory=list, max_length=50)
     from_name: str | None = Field(default=None, max_length=200)
     reply_to: str | None = Field(default=None, max_length=320)
-    default_recipients: list[str] = Field(default_factory=list, max_length=50)
+    default_recipients: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list, max_length=50
+    )
 
 
 class MessageTypeOut(BaseModel):
@@ -103,7 +112,9 @@ class MessageIn(Body):
     data: dict[str, Any] = Field(default_factory=dict, description="the type's variables")
     reply_to: str | None = Field(default=None, max_length=320)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=10)
+    tags: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=256)]] = (
+        Field(default_factory=dict, max_length=10)
+    )
 
 
 class MessagesIn(Body):
