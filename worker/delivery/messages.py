@@ -88,14 +88,15 @@ class MessageDeliveries:
             if found is None:
                 return  # sent, failed or suppressed already, or gone with its type
             message, message_type, sponsor = found
-            if await repository.is_suppressed(
+            suppressed = await repository.is_suppressed(
                 session,
                 message.sponsor_id,
                 message.to_email,
                 transactional=message_type.category == "transactional",
-            ):
-                await self._record(message.id, "suppressed", error="the address is suppressed")
-                return
+            )
+        if suppressed:
+            await self._record(message.id, "suppressed", error="the address is suppressed")
+            return
         context = self._context(message_type, sponsor)
         recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message))
         emails, failed = self.core.render(context, [recipient])
