@@ -27,6 +27,8 @@ TOPIC_CAMPAIGN_TESTS = "campaign-tests.v1"
 # headers (see ``worker/dead_letters.py``); ``campaign-batches-dlq.v1`` stays the
 # sender's own, for batches the provider kept refusing.
 TOPIC_DEAD_LETTERS = "dead-letters.v1"
+# One-to-one messages to send (``schemas.messages.MessageRequested``).
+TOPIC_MESSAGES = "messages.v1"
 
 ALL_TOPICS = (
     TOPIC_CAMPAIGNS,
@@ -39,6 +41,7 @@ ALL_TOPICS = (
     TOPIC_LEADS,
     TOPIC_CAMPAIGN_TESTS,
     TOPIC_DEAD_LETTERS,
+    TOPIC_MESSAGES,
 )
 
 

@@ -1,6 +1,6 @@
-"""HTTP request bodies of transactional messages (one-to-one emails): for now, attachments.
+"""Contracts of transactional messages (one-to-one emails): types, sending, ``messages.v1``.
 
-The contract carries the shape only. Whether a file is acceptable, and for which
+An attachment carries its shape only. Whether a file is acceptable, and for which
 provider, is decided in one place, ``service.messages.attachments.check_attachments``,
 so every refusal there has a stable code (``invalid_attachment``,
 ``attachment_too_large``) instead of the generic ``validation_error``.
@@ -8,25 +8,146 @@ so every refusal there has a stable code (``invalid_attachment``,
 
 from __future__ import annotations
 
-from pydantic import Field
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, Field
+
+from schemas.events import _Event
 from schemas.http import Body
 
 
 class AttachmentIn(Body):
     """A file sent with a message; with ``content_id`` it is shown inline in the HTML."""
 
+    # The max_length bounds here only cap what is parsed: the limits a provider sets
+    # are checked by ``check_attachments``, which refuses with their stable codes.
     filename: str = Field(
+        max_length=1000,
         description="the name the recipient sees: no path, no line break, at most 255 characters",
         examples=["invoice-2026-12.pdf"],
     )
     content_type: str = Field(
+        max_length=1000,
         description='the MIME type, "type/subtype" without parameters',
         examples=["application/pdf"],
     )
-    content: str = Field(description="the file's bytes, base64 (standard alphabet, padded)")
+    content: str = Field(
+        max_length=60_000_000, description="the file's bytes, base64 (standard alphabet, padded)"
+    )
     content_id: str | None = Field(
         default=None,
+        max_length=1000,
         description='makes the file inline: the HTML shows it as <img src="cid:CONTENT_ID">',
         examples=["logo"],
     )
+
+
+# Message types ------------------------------------------------------------------
+
+MessageCategory = Literal["transactional", "notification", "marketing"]
+VariableType = Literal["string", "number", "boolean", "list", "object"]
+MessageStatus = Literal["queued", "sent", "failed", "suppressed"]
+
+_KEY = r"^[a-z0-9][a-z0-9_.-]{0,199}$"
+_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class VariableIn(Body):
+    """A variable a message type's template reads as ``{{ attributes.NAME }}``."""
+
+    name: str = Field(pattern=_NAME, examples=["lead_name"])
+    type: VariableType = "string"
+    required: bool = True
+    # Used when the variable is not required and a message does not give it.
+    fallback: Any = None
+
+
+class MessageTypeIn(Body):
+    """A kind of one-to-one message; its template is validated like a template's at save."""
+
+    key: str = Field(pattern=_KEY, examples=["lead.qualified.alert"])
+    category: MessageCategory = "transactional"
+    subject: str = Field(min_length=1, max_length=998)
+    message_body: str | None = Field(default=None, max_length=200_000)
+    html_body: str | None = Field(default=None, max_length=500_000)
+    text_body: str | None = Field(default=None, max_length=200_000)
+    variables: list[VariableIn] = Field(default_factory=list, max_length=50)
+    from_name: str | None = Field(default=None, max_length=200)
+    reply_to: str | None = Field(default=None, max_length=320)
+    default_recipients: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list, max_length=50
+    )
+
+
+class MessageTypeOut(BaseModel):
+    id: uuid.UUID
+    key: str
+    category: MessageCategory
+    subject: str
+    message_body: str | None
+    html_body: str | None
+    text_body: str | None
+    variables: list[VariableIn]
+    from_name: str | None
+    reply_to: str | None
+    default_recipients: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+# Sending ------------------------------------------------------------------------
+
+
+class MessageIn(Body):
+    """One message of a sending request."""
+
+    type: str = Field(pattern=_KEY, description="the key of a message type")
+    to: str | None = Field(
+        default=None,
+        max_length=320,
+        description="the recipient; omitted: one message to each of the type's default recipients",
+    )
+    data: dict[str, Any] = Field(default_factory=dict, description="the type's variables")
+    reply_to: str | None = Field(default=None, max_length=320)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
+    tags: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=256)]] = (
+        Field(default_factory=dict, max_length=10)
+    )
+
+
+class MessagesIn(Body):
+    """Up to 100 messages sent together (one request, one transaction)."""
+
+    messages: list[MessageIn] = Field(min_length=1, max_length=100)
+
+
+class MessagesAccepted(BaseModel):
+    """The ids of the messages queued, in request order."""
+
+    ids: list[uuid.UUID]
+
+
+class MessageOut(BaseModel):
+    id: uuid.UUID
+    type: str
+    to: str
+    status: MessageStatus
+    tags: dict[str, str]
+    provider_message_id: str | None
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    updated_at: datetime
+
+
+# Kafka --------------------------------------------------------------------------
+
+
+class MessageRequested(_Event):
+    """A message to send (``messages.v1``, key: message id); the row holds the rest."""
+
+    type: Literal["message.requested"] = "message.requested"
+    message_id: uuid.UUID
+    sponsor_id: str

@@ -23,6 +23,7 @@ from service.leads.api import router as leads_router
 from service.limits.api import RateLimited
 from service.limits.body import BodyLimits
 from service.logs import RequestContext
+from service.messages.api import router as messages_router
 from service.scrape import install_metrics_route, start_metrics_port
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
@@ -129,6 +130,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(stats_router, **limited)
     app.include_router(audiences_router, **limited)
     app.include_router(suppressions_router, **limited)
+    app.include_router(messages_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)

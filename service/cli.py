@@ -222,6 +222,7 @@ def _export_schemas(args: argparse.Namespace) -> None:
         TOPIC_CAMPAIGN_TESTS,
         TOPIC_CAMPAIGNS,
         TOPIC_DELIVERY_EVENTS,
+        TOPIC_MESSAGES,
         TOPIC_PROVIDER_EVENTS,
         TOPIC_TRACKING_EVENTS,
         CampaignBatch,
@@ -229,6 +230,7 @@ def _export_schemas(args: argparse.Namespace) -> None:
         CampaignTestSend,
     )
     from schemas.leads import TOPIC_LEADS, lead_events
+    from schemas.messages import MessageRequested
     from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
 
     target = Path(args.dir)
@@ -238,6 +240,7 @@ def _export_schemas(args: argparse.Namespace) -> None:
         TOPIC_CAMPAIGNS: CampaignQueued.model_json_schema(),
         TOPIC_CAMPAIGN_BATCHES: CampaignBatch.model_json_schema(),
         TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_json_schema(),
+        TOPIC_MESSAGES: MessageRequested.model_json_schema(),
         TOPIC_TRACKING_EVENTS: TrackingEvent.model_json_schema(),
         TOPIC_PROVIDER_EVENTS: ProviderEvent.model_json_schema(),
         TOPIC_DELIVERY_EVENTS: DeliveryStatusChanged.model_json_schema(),

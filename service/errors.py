@@ -100,6 +100,21 @@ class Unprocessable(ClientError):
     status_code = 422
 
 
+class InvalidMessageData(Unprocessable):
+    """A message's data that does not match its type's variables: ``field`` names the
+    first problem, ``details`` each one (as ``validation_error`` does)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__("invalid_message_data", message, problems[0][0])
+        self.problems = problems
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        details = [{"field": field, "message": message} for field, message in self.problems]
+        body["error"]["details"] = details  # type: ignore[index]
+        return body
+
+
 class InvalidAudience(Unprocessable):
     """An audience that does not parse: a 422 when a request sends it; a campaign
     whose stored audience no longer parses (caps or fields changed) fails to plan."""

@@ -23,6 +23,7 @@ from schemas.events import (
     TOPIC_CAMPAIGN_TESTS,
     TOPIC_CAMPAIGNS,
     TOPIC_LEADS,
+    TOPIC_MESSAGES,
     TOPIC_PROVIDER_EVENTS,
     TOPIC_TRACKING_EVENTS,
     CampaignBatch,
@@ -30,11 +31,13 @@ from schemas.events import (
     CampaignTestSend,
 )
 from schemas.leads import lead_events
+from schemas.messages import MessageRequested
 from schemas.tracking import ProviderEvent, TrackingEvent
 from service.kafka import Producer
 from service.settings import Settings
 from worker.ingester import Ingester
 from worker.lead_sync import LeadSync
+from worker.messenger import MessageSender
 from worker.planner import Planner
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
@@ -101,6 +104,16 @@ def consumer_roles(
                 {TOPIC_LEADS: lead_events.validate_json},
                 lead_sync.handle,
                 settings.lead_sync_batch,
+            )
+        )
+    if "message-sender" in names:
+        messenger = MessageSender(sessions, provider, settings)
+        roles.append(
+            Role(
+                "message-sender",
+                {TOPIC_MESSAGES: MessageRequested.model_validate_json},
+                messenger.handle,
+                concurrency=settings.send_max_in_flight,
             )
         )
     return roles

@@ -19,6 +19,7 @@ from service.models.campaigns import (
     CampaignStatsHourly,
 )
 from service.models.leads import Lead, LeadTally, LeadTombstone
+from service.models.messages import Message, MessageIdempotencyKey, MessageType
 from service.models.outbox import OutboxMessage
 from service.models.retention import TablePartition
 from service.models.sponsors import ApiRateCounter, Sponsor, SponsorHourlySends
@@ -37,6 +38,9 @@ __all__ = [
     "Lead",
     "LeadTally",
     "LeadTombstone",
+    "Message",
+    "MessageIdempotencyKey",
+    "MessageType",
     "OutboxMessage",
     "Sponsor",
     "SponsorHourlySends",

@@ -1,0 +1,187 @@
+"""HTTP routes for message types and transactional messages (send, status, list)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+
+from schemas.http import Page
+from schemas.messages import (
+    MessageIn,
+    MessageOut,
+    MessagesAccepted,
+    MessagesIn,
+    MessageStatus,
+    MessageTypeIn,
+    MessageTypeOut,
+)
+from service.auth import require
+from service.http import Cursor, decode_cursor, decode_time_cursor, encode_cursor, transaction
+from service.messages import logic, repository, types
+from service.models import Message, MessageType
+from service.sponsors.deps import KnownSponsor
+
+router = APIRouter(
+    prefix="/api/v1/sponsors/{sponsor_id}",
+    tags=["messages"],
+    dependencies=[KnownSponsor],
+)
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+def _type_out(row: MessageType) -> MessageTypeOut:
+    return MessageTypeOut.model_validate(row, from_attributes=True)
+
+
+def _message_out(row: Message) -> MessageOut:
+    return MessageOut(
+        id=row.id,
+        type=row.type_key,
+        to=row.to_email,
+        status=row.status,
+        tags=row.tags,
+        provider_message_id=row.provider_message_id,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+        updated_at=row.updated_at,
+    )
+
+
+@router.post(
+    "/message-types",
+    status_code=201,
+    response_model=MessageTypeOut,
+    dependencies=[require("campaigns:write")],
+)
+async def create_message_type(
+    sponsor_id: str, body: MessageTypeIn, request: Request
+) -> MessageTypeOut:
+    """A message type; its template is validated like a template's (409 if the key is taken)."""
+    async with transaction(request) as session:
+        row = await types.create(session, sponsor_id, body)
+        await session.refresh(row)
+    return _type_out(row)
+
+
+@router.get(
+    "/message-types",
+    response_model=Page[MessageTypeOut],
+    dependencies=[require("campaigns:read")],
+)
+async def list_message_types(
+    sponsor_id: str, request: Request, limit: Limit = 50, cursor: Cursor = None
+) -> Page[MessageTypeOut]:
+    after = str(decode_cursor(cursor, 1)[0]) if cursor else None
+    async with transaction(request) as session:
+        rows = await repository.list_types(session, sponsor_id, limit=limit + 1, after=after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].key)
+    return Page(items=[_type_out(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/message-types/{type_id}",
+    response_model=MessageTypeOut,
+    dependencies=[require("campaigns:read")],
+)
+async def get_message_type(sponsor_id: str, type_id: uuid.UUID, request: Request) -> MessageTypeOut:
+    async with transaction(request) as session:
+        row = await repository.get_type(session, sponsor_id, type_id)
+    return _type_out(row)
+
+
+@router.put(
+    "/message-types/{type_id}",
+    response_model=MessageTypeOut,
+    dependencies=[require("campaigns:write")],
+)
+async def replace_message_type(
+    sponsor_id: str, type_id: uuid.UUID, body: MessageTypeIn, request: Request
+) -> MessageTypeOut:
+    """The whole type replaced; queued messages send with the new content."""
+    async with transaction(request) as session:
+        row = await types.replace(session, sponsor_id, type_id, body)
+        await session.refresh(row)
+    return _type_out(row)
+
+
+@router.delete(
+    "/message-types/{type_id}", status_code=204, dependencies=[require("campaigns:write")]
+)
+async def delete_message_type(sponsor_id: str, type_id: uuid.UUID, request: Request) -> Response:
+    """The type and its messages (their history with it)."""
+    async with transaction(request) as session:
+        row = await repository.get_type(session, sponsor_id, type_id)
+        await repository.delete_type(session, row.id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/messages",
+    status_code=202,
+    response_model=MessagesAccepted,
+    dependencies=[require("campaigns:write")],
+)
+async def send_messages(
+    sponsor_id: str,
+    request: Request,
+    body: Annotated[MessagesIn | MessageIn, Body()],
+    idempotency_key: IdempotencyKey = None,
+) -> MessagesAccepted:
+    """Queue up to 100 messages; 202 with their ids once they are durable.
+
+    With an ``Idempotency-Key`` (kept 24 hours), the same request again gets the
+    same ids and sends nothing twice; another body with the key is a 409.
+    """
+    messages = body.messages if isinstance(body, MessagesIn) else [body]
+    async with transaction(request) as session:
+        ids = await logic.queue(
+            session, request.app.state.settings, sponsor_id, messages, idempotency_key
+        )
+    return MessagesAccepted(ids=ids)
+
+
+@router.get(
+    "/messages",
+    response_model=Page[MessageOut],
+    dependencies=[require("campaigns:read")],
+)
+async def list_messages(
+    sponsor_id: str,
+    request: Request,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    type: Annotated[str | None, Query(max_length=200)] = None,
+    to: Annotated[str | None, Query(max_length=320)] = None,
+    status: MessageStatus | None = None,
+) -> Page[MessageOut]:
+    """Newest first, filtered by type key, recipient and status."""
+    after = decode_time_cursor(cursor)
+    where = repository.MessageFilter(type=type, to=to.lower() if to else None, status=status)
+    async with transaction(request) as session:
+        rows = await repository.list_messages(
+            session, sponsor_id, where, limit=limit + 1, after=after
+        )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id))
+    return Page(items=[_message_out(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/messages/{message_id}",
+    response_model=MessageOut,
+    dependencies=[require("campaigns:read")],
+)
+async def get_message(sponsor_id: str, message_id: uuid.UUID, request: Request) -> MessageOut:
+    async with transaction(request) as session:
+        row = await repository.get_message(session, sponsor_id, message_id)
+    return _message_out(row)

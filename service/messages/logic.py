@@ -1,0 +1,178 @@
+"""Sending rules: a request's messages checked against their types, queued in one go.
+
+Each message is checked against its type's declared variables (every missing
+or unknown one named), its attachments against the configured provider; then,
+in the request's transaction, the ``Idempotency-Key`` is claimed, the message
+rows and one ``messages.v1`` outbox row each are written. The unit of work
+publishes them once committed; the ``message-sender`` role sends them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.events import TOPIC_MESSAGES
+from schemas.messages import MessageIn, MessageRequested
+from service import outbox
+from service.errors import Conflict, InvalidMessageData, Unprocessable
+from service.leads.logic import normalize_email
+from service.messages import repository
+from service.messages.attachments import check_attachments
+from service.models import MessageType
+from service.settings import Settings
+
+# What a declared variable's type accepts (a bool is not a number).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "list": (list,),
+    "object": (dict,),
+}
+
+
+def checked_data(message_type: MessageType, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The data with fallbacks applied; 422 naming every missing, mistyped or unknown variable."""
+    declared = {v["name"]: v for v in message_type.variables}
+    missing: list[tuple[str, str]] = []
+    mistyped: list[tuple[str, str]] = []
+    result: dict[str, Any] = {}
+    for name, variable in declared.items():
+        field = f"{where}.data.{name}"
+        if data.get(name) is None:
+            if variable["required"]:
+                missing.append((field, f"'{name}' is required"))
+            elif variable.get("fallback") is not None:
+                result[name] = variable["fallback"]
+            continue
+        value, wanted = data[name], variable["type"]
+        if not isinstance(value, _TYPES[wanted]) or (
+            wanted == "number" and isinstance(value, bool)
+        ):
+            mistyped.append((field, f"'{name}' must be a {wanted}"))
+            continue
+        result[name] = value
+    unknown = [
+        (f"{where}.data.{name}", f"'{name}' is not a variable of '{message_type.key}'")
+        for name in sorted(set(data) - set(declared))
+    ]
+    problems = missing + mistyped + unknown
+    if problems:
+        raise InvalidMessageData("; ".join(message for _, message in problems), problems)
+    return result
+
+
+def _address(address: str, field: str) -> str:
+    try:
+        return normalize_email(address)
+    except ValueError as exc:
+        raise Unprocessable("invalid_email", str(exc), field) from None
+
+
+def body_hash(messages: Sequence[MessageIn]) -> bytes:
+    """The request as parsed, hashed: the same messages hash the same however formatted."""
+    dumped = [m.model_dump(mode="json") for m in messages]
+    return hashlib.sha256(orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+async def queue(
+    session: AsyncSession,
+    settings: Settings,
+    sponsor_id: str,
+    messages: Sequence[MessageIn],
+    idempotency_key: str | None,
+) -> list[uuid.UUID]:
+    """Check, then write the messages and their outbox rows; the ids, in request order.
+
+    With an idempotency key held by an earlier request with the same body, its
+    ids and nothing written; with another body, 409 ``idempotency_key_reused``.
+    """
+    types = await repository.types_by_key(session, sponsor_id, sorted({m.type for m in messages}))
+    rows = [
+        row
+        for i, message in enumerate(messages)
+        for row in _rows(sponsor_id, types, message, i, settings)
+    ]
+    ids = [row["id"] for row in rows]
+    if idempotency_key is not None:
+        digest = body_hash(messages)
+        held = await repository.claim_idempotency_key(
+            session, sponsor_id, idempotency_key, digest, ids
+        )
+        if held is not None:
+            held_hash, held_ids = held
+            if held_hash != digest:
+                raise Conflict(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with another request body",
+                    "Idempotency-Key",
+                )
+            return held_ids
+    await repository.add_messages(session, rows)
+    await outbox.add(
+        session,
+        (
+            (
+                TOPIC_MESSAGES,
+                str(row["id"]),
+                MessageRequested(message_id=row["id"], sponsor_id=sponsor_id).to_bytes(),
+            )
+            for row in rows
+        ),
+    )
+    return ids
+
+
+def _rows(
+    sponsor_id: str,
+    types: Mapping[str, MessageType],
+    message: MessageIn,
+    i: int,
+    settings: Settings,
+) -> list[dict[str, Any]]:
+    """The rows of one message of the request: one per recipient."""
+    where = f"messages.{i}"
+    message_type = types.get(message.type)
+    if message_type is None:
+        raise Unprocessable(
+            "unknown_message_type", f"no message type '{message.type}'", f"{where}.type"
+        )
+    data = checked_data(message_type, message.data, where)
+    if message.attachments:
+        check_attachments(
+            message.attachments, settings.email_provider, field=f"{where}.attachments"
+        )
+    recipients = (
+        [_address(message.to, f"{where}.to")]
+        if message.to
+        else list(message_type.default_recipients)
+    )
+    if not recipients:
+        raise Unprocessable(
+            "missing_recipient",
+            f"give 'to': the type '{message_type.key}' has no default recipients",
+            f"{where}.to",
+        )
+    reply_to = _address(message.reply_to, f"{where}.reply_to") if message.reply_to else None
+    attachments = [a.model_dump(mode="json") for a in message.attachments]
+    return [
+        {
+            "id": uuid.uuid4(),
+            "sponsor_id": sponsor_id,
+            "type_id": message_type.id,
+            "type_key": message_type.key,
+            "to_email": to,
+            "data": data,
+            "reply_to": reply_to,
+            "attachments": attachments,
+            "tags": dict(message.tags),
+            "status": "queued",
+        }
+        for to in recipients
+    ]

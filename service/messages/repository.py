@@ -1,0 +1,212 @@
+"""Every SQL statement about message types, messages and their idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import Conflict, NotFound
+from service.models import Message, MessageType, Sponsor, table_of
+
+
+async def get_type(session: AsyncSession, sponsor_id: str, type_id: uuid.UUID) -> MessageType:
+    row = await session.scalar(
+        select(MessageType).where(MessageType.id == type_id, MessageType.sponsor_id == sponsor_id)
+    )
+    if row is None:
+        raise NotFound("message_type_not_found", f"no message type '{type_id}'", "type_id")
+    return row
+
+
+async def types_by_key(
+    session: AsyncSession, sponsor_id: str, keys: Sequence[str]
+) -> dict[str, MessageType]:
+    rows = await session.scalars(
+        select(MessageType).where(MessageType.sponsor_id == sponsor_id, MessageType.key.in_(keys))
+    )
+    return {row.key: row for row in rows}
+
+
+async def list_types(
+    session: AsyncSession, sponsor_id: str, *, limit: int, after: str | None
+) -> list[MessageType]:
+    query = select(MessageType).where(MessageType.sponsor_id == sponsor_id)
+    if after is not None:
+        query = query.where(MessageType.key > after)
+    return list((await session.scalars(query.order_by(MessageType.key).limit(limit))).all())
+
+
+async def add_type(session: AsyncSession, message_type: MessageType) -> None:
+    """Insert; a key the sponsor already uses is a 409."""
+    try:
+        async with session.begin_nested():
+            session.add(message_type)
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "message_type_exists", f"a message type '{message_type.key}' exists", "key"
+        ) from None
+
+
+async def delete_type(session: AsyncSession, type_id: uuid.UUID) -> None:
+    await session.execute(delete(MessageType).where(MessageType.id == type_id))
+
+
+# Idempotency keys count this long; an older one is taken over by the next request.
+_CLAIM = text("""
+INSERT INTO message_idempotency_keys (sponsor_id, key, body_hash, message_ids)
+VALUES (:sponsor_id, :key, :body_hash, CAST(:ids AS uuid[]))
+ON CONFLICT (sponsor_id, key) DO UPDATE
+    SET body_hash = EXCLUDED.body_hash, message_ids = EXCLUDED.message_ids, created_at = now()
+    WHERE message_idempotency_keys.created_at < now() - interval '24 hours'
+RETURNING true
+""")
+
+_CLAIMED = text("""
+SELECT body_hash, message_ids FROM message_idempotency_keys
+WHERE sponsor_id = :sponsor_id AND key = :key
+""")
+
+
+async def claim_idempotency_key(
+    session: AsyncSession, sponsor_id: str, key: str, body_hash: bytes, ids: Sequence[uuid.UUID]
+) -> tuple[bytes, list[uuid.UUID]] | None:
+    """None when this request now holds the key; else the (hash, ids) of the one that does.
+
+    A concurrent request with the same key waits on the row lock until the
+    first commits (then sees its row) or rolls back (then claims it).
+    """
+    params = {"sponsor_id": sponsor_id, "key": key}
+    claimed = await session.scalar(
+        _CLAIM, {**params, "body_hash": body_hash, "ids": [str(i) for i in ids]}
+    )
+    if claimed:
+        return None
+    row = (await session.execute(_CLAIMED, params)).one()
+    return bytes(row.body_hash), list(row.message_ids)
+
+
+async def add_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """The messages of one request, in one statement."""
+    await session.execute(insert(table_of(Message)), list(rows))
+
+
+async def get_message(session: AsyncSession, sponsor_id: str, message_id: uuid.UUID) -> Message:
+    row = await session.scalar(
+        select(Message).where(Message.id == message_id, Message.sponsor_id == sponsor_id)
+    )
+    if row is None:
+        raise NotFound("message_not_found", f"no message '{message_id}'", "message_id")
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    type: str | None = None
+    to: str | None = None
+    status: str | None = None
+
+
+async def list_messages(
+    session: AsyncSession,
+    sponsor_id: str,
+    where: MessageFilter,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[Message]:
+    """Newest first, keyset-paged on (created_at, id)."""
+    query = select(Message).where(Message.sponsor_id == sponsor_id)
+    if where.type is not None:
+        query = query.where(Message.type_key == where.type)
+    if where.to is not None:
+        query = query.where(Message.to_email == where.to)
+    if where.status is not None:
+        query = query.where(Message.status == where.status)
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            or_(
+                Message.created_at < created_at,
+                and_(Message.created_at == created_at, Message.id < row_id),
+            )
+        )
+    query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+# The sender's statements --------------------------------------------------------
+
+
+async def message_to_send(
+    session: AsyncSession, message_id: uuid.UUID
+) -> tuple[Message, MessageType, Sponsor] | None:
+    """The message, its type and sponsor, if it is still ``queued``."""
+    row = (
+        await session.execute(
+            select(Message, MessageType, Sponsor)
+            .join(MessageType, MessageType.id == Message.type_id)
+            .join(Sponsor, Sponsor.id == Message.sponsor_id)
+            .where(Message.id == message_id, Message.status == "queued")
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+# Marketing and notification messages honour every suppression that applies to
+# the sponsor; transactional ones only bounces, complaints and the global list.
+_SUPPRESSED = text("""
+SELECT EXISTS (
+    SELECT 1 FROM suppressions
+    WHERE email = :email
+      AND (sponsor_id IS NULL
+           OR (sponsor_id = :sponsor_id
+               AND (NOT :transactional OR reason IN ('hard_bounce', 'complaint'))))
+)
+""")
+
+
+async def is_suppressed(
+    session: AsyncSession, sponsor_id: str, email: str, *, transactional: bool
+) -> bool:
+    found = await session.scalar(
+        _SUPPRESSED, {"email": email, "sponsor_id": sponsor_id, "transactional": transactional}
+    )
+    return bool(found)
+
+
+_RECORD = text("""
+UPDATE messages
+SET status = CAST(:status AS text), provider_message_id = :provider_message_id,
+    last_error = CAST(:error AS text),
+    sent_at = CASE WHEN CAST(:status AS text) = 'sent' THEN now() END, updated_at = now()
+WHERE id = :id AND status = 'queued'
+RETURNING true
+""")
+
+
+async def record_outcome(
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    status: str,
+    provider_message_id: str | None = None,
+    error: str | None = None,
+) -> bool:
+    """Move a ``queued`` message to its outcome; False if another copy already did."""
+    moved = await session.scalar(
+        _RECORD,
+        {
+            "id": message_id,
+            "status": status,
+            "provider_message_id": provider_message_id,
+            "error": error,
+        },
+    )
+    return bool(moved)

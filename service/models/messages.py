@@ -1,0 +1,84 @@
+"""Transactional messages: the types a sponsor declares, each message sent, idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.models.base import Base, _now
+
+
+class MessageType(Base):
+    """A kind of one-to-one message (``lead.qualified.alert``): its template and variables."""
+
+    __tablename__ = "message_types"
+    __table_args__ = (UniqueConstraint("sponsor_id", "key", name="uq_message_types_sponsor_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    sponsor_id: Mapped[str] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(Text)
+    message_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    text_body: Mapped[str | None] = mapped_column(Text)
+    # [{"name", "type", "required", "fallback"}], as ``schemas.messages.VariableIn``.
+    variables: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))
+    from_name: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    default_recipients: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Message(Base):
+    """One message to one address; its status moves once out of ``queued``."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_sponsor_created", "sponsor_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    sponsor_id: Mapped[str] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
+    type_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_types.id", ondelete="CASCADE"))
+    type_key: Mapped[str] = mapped_column(String(200))
+    to_email: Mapped[str] = mapped_column(String(320))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    # As received ([{"filename", "content_type", "content" (base64), "content_id"}]):
+    # checked at the API, decoded again by the sender.
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))
+    tags: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'"))
+    status: Mapped[str] = mapped_column(String(20), server_default=text("'queued'"))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _now()
+
+
+class MessageIdempotencyKey(Base):
+    """An ``Idempotency-Key`` a sending request used: its body's hash and the ids it got."""
+
+    __tablename__ = "message_idempotency_keys"
+
+    sponsor_id: Mapped[str] = mapped_column(
+        ForeignKey("sponsors.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    message_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)))
+    created_at: Mapped[datetime] = _now()

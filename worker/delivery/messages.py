@@ -1,0 +1,174 @@
+"""Transactional messages through the delivery core: load, check, render, send, record.
+
+A ``messages.v1`` event names one message row. A row no longer ``queued`` is
+skipped, and the provider's idempotency key is the message id, so a message
+delivered twice (a replay, a rebalance, two copies at once) goes out once.
+A type's template is compiled once per type and process, and again when the
+type changes (``updated_at``). Category rules: marketing and notification
+messages skip every suppression of the sponsor; transactional ones only hard
+bounces, complaints and the global list.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import formataddr
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import MessageRequested
+from service.campaigns.sending_repository import Recipient
+from service.errors import ProviderError
+from service.logs import bound
+from service.messages import repository
+from service.messages.types import content_of
+from service.models import Message, MessageType, Sponsor
+from service.settings import Settings
+from service.templates import logic as template_logic
+from service.templates.compiled import (
+    CompiledMessage,
+    ProviderTemplate,
+    compile_message,
+    single_line,
+)
+from service.templates.urls import NO_DELIVERY, DeliveryUrls
+from worker.delivery import core
+from worker.providers.base import Attachment, EmailProvider
+from worker.ratelimit import Pacer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TypeContext:
+    """A message type compiled for sending (``core.MessageContext``)."""
+
+    tag: str
+    sender: str
+    reply_to: str | None
+    message: CompiledMessage
+    version: datetime
+    category: str
+    # Messages go out whole: one message, nothing for a provider template to save.
+    template: ProviderTemplate | None = field(default=None)
+    template_id: str | None = field(default=None)
+
+    def headers(self, urls: DeliveryUrls) -> dict[str, str]:
+        # No List-Unsubscribe: a one-to-one message belongs to no list, and its
+        # links resolve to no delivery.
+        return {}
+
+
+class MessageDeliveries:
+    """Sends ``messages.v1`` messages, one at a time, through the shared core."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        provider: EmailProvider,
+        pacer: Pacer,
+        settings: Settings,
+    ) -> None:
+        self.sessions = sessions
+        self.core = core.DeliveryCore(provider, pacer, settings)
+        self._types: dict[uuid.UUID, TypeContext] = {}
+
+    async def send(self, event: MessageRequested) -> None:
+        with bound(sponsor_id=event.sponsor_id, message_id=str(event.message_id)):
+            await self._send(event)
+
+    async def _send(self, event: MessageRequested) -> None:
+        async with self.sessions() as session:
+            found = await repository.message_to_send(session, event.message_id)
+            if found is None:
+                return  # sent, failed or suppressed already, or gone with its type
+            message, message_type, sponsor = found
+            suppressed = await repository.is_suppressed(
+                session,
+                message.sponsor_id,
+                message.to_email,
+                transactional=message_type.category == "transactional",
+            )
+        if suppressed:
+            await self._record(message.id, "suppressed", error="the address is suppressed")
+            return
+        context = self._context(message_type, sponsor)
+        recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message))
+        emails, failed = self.core.render(context, [recipient])
+        if failed:
+            await self._record(message.id, "failed", error=failed[0][1])
+            return
+        email = emails[0]
+        email.reply_to = message.reply_to or context.reply_to
+        email.attachments = _attachments(message)
+        started = time.perf_counter()
+        try:
+            results = await self.core.send(emails, str(message.id))
+        except ProviderError as exc:
+            # Transient errors were retried with the same key until SEND_MAX_TRIES.
+            failed = core.all_failed(emails, exc)
+        else:
+            sent, failed = core.outcome(results)
+            if sent:
+                await self._record(message.id, "sent", provider_message_id=sent[0][1])
+                self.core.count(1, [], time.perf_counter() - started)
+                return
+        await self._record(message.id, "failed", error=failed[0][1] if failed else "no answer")
+        self.core.count(0, failed, time.perf_counter() - started)
+
+    async def _record(
+        self,
+        message_id: uuid.UUID,
+        status: str,
+        *,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        async with self.sessions.begin() as session:
+            if not await repository.record_outcome(
+                session, message_id, status, provider_message_id, error
+            ):
+                log.info("message %s: already recorded by another copy", message_id)
+
+    def _context(self, message_type: MessageType, sponsor: Sponsor) -> TypeContext:
+        """The type compiled, from the cache while the type is unchanged."""
+        cached = self._types.get(message_type.id)
+        if cached is not None and cached.version == message_type.updated_at:
+            return cached
+        from_name = message_type.from_name or sponsor.from_name or ""
+        reply_to = message_type.reply_to or sponsor.reply_to
+        context = TypeContext(
+            tag=f"message:{message_type.key}",
+            sender=formataddr((single_line(from_name), single_line(sponsor.from_email))),
+            reply_to=single_line(reply_to) if reply_to else None,
+            message=compile_message(
+                content_of(message_type), template_logic.brand_for(sponsor), tracking=False
+            ),
+            version=message_type.updated_at,
+            category=message_type.category,
+        )
+        self._types[message_type.id] = context
+        return context
+
+
+def _fields(message: Message) -> dict[str, object]:
+    """The template's variables: the message's data is read as ``attributes.*``."""
+    return {"email": message.to_email, "attributes": message.data}
+
+
+def _attachments(message: Message) -> tuple[Attachment, ...]:
+    """The files as checked at the API, decoded again."""
+    return tuple(
+        Attachment(
+            filename=item["filename"],
+            content_type=item["content_type"],
+            content=base64.b64decode(item["content"]),
+            content_id=item.get("content_id"),
+        )
+        for item in message.attachments
+    )

@@ -1,0 +1,36 @@
+"""The message-sender role: hands decoded ``messages.v1`` events to delivery.
+
+The work (load, check suppressions, render, send, record) is in
+``worker.delivery.messages``; see ``docs/messages.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import MessageRequested
+from service.settings import Settings
+from worker.delivery.messages import MessageDeliveries
+from worker.providers.base import EmailProvider
+from worker.ratelimit import Pacer
+
+
+class MessageSender:
+    """Handles ``messages.v1``."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        provider: EmailProvider,
+        settings: Settings,
+    ) -> None:
+        # Its own pace at the provider's rate: one-to-one messages do not wait behind
+        # a campaign's batches.
+        pacer = Pacer(settings.provider_rate_per_second)
+        self.deliveries = MessageDeliveries(sessions, provider, pacer, settings)
+
+    async def handle(self, events: Sequence[MessageRequested]) -> None:
+        for event in events:
+            await self.deliveries.send(event)
