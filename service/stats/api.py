@@ -41,18 +41,9 @@ async def campaign_stats(
     """Counters kept by the workers (never a scan of deliveries), rates, per-link clicks,
     and with ``?timeline=hour|day`` what happened when (UTC buckets)."""
     async with autocommit(request) as connection:
-        figures = await repository.campaign_figures(connection, sponsor_id, campaign_id)
-        if figures is None:
-            raise campaigns.campaign_not_found(campaign_id)
-        points = await repository.timeline(connection, campaign_id, timeline) if timeline else None
-    body = {
-        "campaign_id": campaign_id,
-        "status": figures.pop("status"),
-        "total_recipients": figures["total_recipients"],
-        "recipients": figures.pop("total_recipients"),
-        **logic.with_rates(figures),
-        "timeline": points,
-    }
+        body = await logic.campaign_stats(connection, sponsor_id, campaign_id, timeline)
+    if body is None:
+        raise campaigns.campaign_not_found(campaign_id)
     return Response(orjson.dumps(body, default=str), media_type="application/json")
 
 

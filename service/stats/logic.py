@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.stats import FIGURES, RATES
 from service import exports
@@ -31,6 +31,29 @@ def with_rates(figures: Mapping[str, Any]) -> dict[str, Any]:
         base = int(figures[denominator])
         out[rate] = round(100.0 * int(figures[numerator]) / base, 2) if base else None
     return out
+
+
+async def campaign_stats(
+    connection: AsyncConnection,
+    sponsor_id: str,
+    campaign_id: uuid.UUID,
+    timeline: str | None = None,
+) -> dict[str, Any] | None:
+    """The body of ``GET …/campaigns/{id}/stats``: status, recipients, figures, rates,
+    per-link clicks and, with ``timeline`` (``hour`` or ``day``), the UTC buckets; None
+    when the sponsor has no such campaign. The report page shows exactly this."""
+    figures = await repository.campaign_figures(connection, sponsor_id, campaign_id)
+    if figures is None:
+        return None
+    points = await repository.timeline(connection, campaign_id, timeline) if timeline else None
+    return {
+        "campaign_id": campaign_id,
+        "status": figures.pop("status"),
+        "total_recipients": figures["total_recipients"],
+        "recipients": figures.pop("total_recipients"),
+        **with_rates(figures),
+        "timeline": points,
+    }
 
 
 def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
