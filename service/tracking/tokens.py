@@ -27,6 +27,7 @@ class Kind(Enum):
     CLICK = b"c"
     UNSUBSCRIBE = b"u"
     VIEW = b"v"
+    REPORT = b"r"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +130,22 @@ class TokenSigner:
         if raw_kind != kind.value:
             return None
         return TokenClaims(kind=kind, delivery_id=delivery_id, position=position)
+
+    def seal(self, kind: Kind, payload: bytes) -> str:
+        """A token carrying ``payload`` of any length under the same HMAC as the others
+        (report share links carry a campaign id and an expiry)."""
+        body = kind.value + payload
+        return base64.urlsafe_b64encode(body + self._tag(0, body)).rstrip(b"=").decode()
+
+    def unseal(self, token: str, kind: Kind, size: int) -> bytes | None:
+        """The ``size``-byte payload of a genuine sealed token of ``kind``; None otherwise."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) != 1 + size + _TAG_BYTES or raw[:1] != kind.value:
+            return None
+        body, tag = raw[: 1 + size], raw[1 + size :]
+        if not any(hmac.compare_digest(tag, self._tag(i, body)) for i in range(len(self._pads))):
+            return None
+        return body[1:]
