@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 FIGURES = (
     "pending",
@@ -137,3 +137,14 @@ class UnmatchedEventsOut(BaseModel):
     total: int
     by_reason: list[UnmatchedCount]
     recent: list[UnmatchedEvent]
+
+
+class ReportLinkIn(BaseModel):
+    """How long a report share link opens the page: 7 days unless asked, 30 at most."""
+
+    ttl_seconds: int | None = Field(default=None, ge=60, le=30 * 86400)
+
+
+class ReportLinkOut(BaseModel):
+    url: str
+    expires_at: datetime

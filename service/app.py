@@ -24,6 +24,8 @@ from service.limits.api import RateLimited
 from service.limits.body import BodyLimits
 from service.logs import RequestContext
 from service.messages.api import router as messages_router
+from service.reports.api import public_router as reports_page_router
+from service.reports.api import router as reports_router
 from service.scrape import install_metrics_route, start_metrics_port
 from service.settings import Settings, get_settings
 from service.sponsors.api import router as sponsors_router
@@ -131,9 +133,11 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(audiences_router, **limited)
     app.include_router(suppressions_router, **limited)
     app.include_router(messages_router, **limited)
+    app.include_router(reports_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)
+    app.include_router(reports_page_router)
     app.include_router(webhooks_router)
     app.include_router(sendgrid_webhooks_router)
 

@@ -1,0 +1,99 @@
+"""Campaign report routes: a share link made with ``stats:read``, and the public page it opens.
+
+The page is HTML for people (printable, no JavaScript, charts drawn as SVG on
+the server). It needs no bearer token: the signed, expiring link is the
+permission, and names one campaign only. A bad or expired link gets a 404
+page, the same for both, so a link cannot be probed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from schemas.stats import ReportLinkIn, ReportLinkOut
+from service.auth import require
+from service.campaigns import repository as campaigns
+from service.http import autocommit
+from service.reports import links, logic, repository
+from service.sponsors.deps import KnownSponsor
+from service.tracking.tokens import TokenSigner
+
+router = APIRouter(tags=["reports"])
+public_router = APIRouter(tags=["public"])
+
+# Our own template, autoescaped; never the sponsors' sandbox.
+_PAGES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+)
+_HEADERS = {
+    "Cache-Control": "private, no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+    # Nothing on the page is fetched: no script, no style or image from elsewhere.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+}
+_NOT_FOUND = HTMLResponse(
+    "<!doctype html><meta charset=utf-8><title>Report not found</title>"
+    "<h1>Report not found</h1><p>This report link is not valid or has expired. "
+    "Ask for a new one.</p>",
+    status_code=404,
+    headers=_HEADERS,
+)
+
+
+def _signer(request: Request) -> TokenSigner:
+    signer: TokenSigner = request.app.state.tracking.signer
+    return signer
+
+
+@router.post(
+    "/api/v1/sponsors/{sponsor_id}/campaigns/{campaign_id}/report-links",
+    response_model=ReportLinkOut,
+    status_code=201,
+    dependencies=[require("stats:read"), KnownSponsor],
+)
+async def create_report_link(
+    sponsor_id: str, campaign_id: uuid.UUID, body: ReportLinkIn, request: Request
+) -> ReportLinkOut:
+    """A link to the campaign's report page that works without a token until ``expires_at``
+    (``ttl_seconds``: 7 days unless asked, 30 days at most). Anyone holding it can read
+    the report: hand it to people, not to logs."""
+    async with autocommit(request) as connection:
+        found = await repository.campaign_header(connection, campaign_id, sponsor_id)
+    if found is None:
+        raise campaigns.campaign_not_found(campaign_id)
+    expires_at = links.expiry(datetime.now(UTC), body.ttl_seconds)
+    token = links.sign(_signer(request), campaign_id, expires_at)
+    base = request.app.state.settings.public_base_url.rstrip("/")
+    return ReportLinkOut(
+        url=f"{base}/reports/campaigns/{campaign_id}?token={token}", expires_at=expires_at
+    )
+
+
+@public_router.get("/reports/campaigns/{campaign_id}", response_class=HTMLResponse)
+async def campaign_report_page(
+    campaign_id: str, request: Request, token: str = "", timeline: str = "hour"
+) -> HTMLResponse:
+    """The campaign's report as a printable HTML page, opened by a share link's token
+    (``?timeline=day`` groups the charts by day instead of by hour)."""
+    try:
+        campaign = uuid.UUID(campaign_id)
+    except ValueError:
+        return _NOT_FOUND
+    if not links.verify(_signer(request), token, campaign, datetime.now(UTC)):
+        return _NOT_FOUND
+    unit = "day" if timeline == "day" else "hour"
+    async with autocommit(request) as connection:
+        report = await logic.campaign_report(connection, campaign, unit)
+    if report is None:
+        return _NOT_FOUND
+    html = _PAGES.get_template("campaign.html").render(report, token=token)
+    return HTMLResponse(html, headers=_HEADERS)
