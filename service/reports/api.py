@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -78,9 +79,16 @@ async def create_report_link(
     )
 
 
-@public_router.get("/reports/campaigns/{campaign_id}", response_class=HTMLResponse)
+@public_router.get(
+    "/reports/campaigns/{campaign_id}",
+    response_class=HTMLResponse,
+    responses={404: {"description": "a bad, expired or foreign link: a plain page"}},
+)
 async def campaign_report_page(
-    campaign_id: str, request: Request, token: str = "", timeline: str = "hour"
+    campaign_id: str,
+    request: Request,
+    token: Annotated[str, Query(max_length=200)] = "",
+    timeline: Annotated[str, Query(max_length=10)] = "hour",
 ) -> HTMLResponse:
     """The campaign's report as a printable HTML page, opened by a share link's token
     (``?timeline=day`` groups the charts by day instead of by hour)."""
