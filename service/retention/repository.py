@@ -18,10 +18,20 @@ DELIVERIES = "campaign_deliveries"
 EVENTS = "delivery_events"
 # One maintainer at a time, also outside the relay (tests, a manual run).
 _LOCK_KEY = 0x72657465  # "rete"
+LOCK_TIMEOUT_MS = 500
 
 
 async def lock(session: AsyncSession) -> None:
+    """Take the maintainer's lock, and make the upkeep give way to traffic.
+
+    Creating or dropping a partition locks its parent strongly (and, through the
+    foreign key, ``campaigns``); waiting for those locks would queue every writer
+    behind the upkeep, or deadlock with a writer that holds one and wants the
+    other. A short lock timeout makes the upkeep fail instead; the next round
+    tries again, and rows meanwhile land in the default partitions.
+    """
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    await session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
 
 
 async def next_delivery_id(session: AsyncSession) -> int:
