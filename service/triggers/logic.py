@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -147,21 +148,21 @@ async def _queue_actions(
     session: AsyncSession, settings: Settings, rule: TriggerRule, event: Incoming
 ) -> None:
     """Each action's message, in a savepoint of its own: one that cannot be sent
-    (no address in the event, data the type refuses) is logged and the others go.
+    (no address in the event, an address too long to be one, data the type
+    refuses) is logged and the others go.
     The firing stays claimed either way, so a replay does not retry it."""
     for i, action in enumerate(TriggerActionIn.model_validate(a) for a in rule.actions):
         try:
             message = _message(rule, action, event)
             async with session.begin_nested():
                 await messages.queue(session, settings, rule.sponsor_id, [message], None)
-        except ClientError as exc:
+        except (ClientError, ValidationError) as exc:
             log.warning(
-                "trigger rule %s action %d on event %s not sent: %s (%s)",
+                "trigger rule %s action %d on event %s not sent: %s",
                 rule.id,
                 i,
                 event.event_id,
-                exc.message,
-                exc.field,
+                exc,
             )
 
 
