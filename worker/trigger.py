@@ -28,7 +28,7 @@ def lead_decoder(topic: str) -> Callable[[bytes], Incoming]:
     def decode(payload: bytes) -> Incoming:
         event = lead_events.validate_json(payload)
         view = event.model_dump(mode="json")
-        return Incoming(topic, event.id, event.sponsor_id, view)
+        return Incoming(topic, event.id, event.sponsor_id, view, event.updated_at)
 
     return decode
 

@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,6 +43,8 @@ class Incoming:
     event_id: str
     sponsor_id: str
     view: Mapping[str, Any]
+    # When upstream made the change, if the event says (``leads.v1``'s ``updated_at``).
+    changed_at: datetime | None = None
 
 
 async def check(session: AsyncSession, sponsor_id: str, body: TriggerRuleIn) -> None:
@@ -135,6 +138,10 @@ async def apply(session: AsyncSession, settings: Settings, events: Sequence[Inco
     fired = 0
     for event in events:
         for rule in by_key.get((event.sponsor_id, event.topic), ()):
+            # A rule is about changes made after it exists: a new consumer group or a
+            # backlog must not mail every lead that was hot before the rule was saved.
+            if event.changed_at is not None and event.changed_at < rule.created_at:
+                continue
             if not condition.matches(rule.condition, event.view):
                 continue
             if not await repository.claim_firing(session, rule.id, event.event_id):
