@@ -29,6 +29,9 @@ TOPIC_CAMPAIGN_TESTS = "campaign-tests.v1"
 TOPIC_DEAD_LETTERS = "dead-letters.v1"
 # One-to-one messages to send (``schemas.messages.MessageRequested``).
 TOPIC_MESSAGES = "messages.v1"
+# Generic upstream domain events trigger rules read (``schemas.triggers.DomainEvent``).
+TOPIC_CONVERSATIONS = "conversations.v1"
+TOPIC_ORDERS = "orders.v1"
 
 ALL_TOPICS = (
     TOPIC_CAMPAIGNS,
@@ -42,6 +45,8 @@ ALL_TOPICS = (
     TOPIC_CAMPAIGN_TESTS,
     TOPIC_DEAD_LETTERS,
     TOPIC_MESSAGES,
+    TOPIC_CONVERSATIONS,
+    TOPIC_ORDERS,
 )
 
 

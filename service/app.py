@@ -38,6 +38,7 @@ from service.templates.api import router as templates_router
 from service.tracking.api import router as tracking_router
 from service.tracking.emitter import Emitter
 from service.tracking.fastpath import TrackingFastPath, TrackingHub
+from service.triggers.api import router as triggers_router
 from service.webhooks.api import router as webhooks_router
 from service.webhooks.sendgrid import router as sendgrid_webhooks_router
 
@@ -134,6 +135,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(suppressions_router, **limited)
     app.include_router(messages_router, **limited)
     app.include_router(reports_router, **limited)
+    app.include_router(triggers_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)

@@ -221,8 +221,10 @@ def _export_schemas(args: argparse.Namespace) -> None:
         TOPIC_CAMPAIGN_BATCHES,
         TOPIC_CAMPAIGN_TESTS,
         TOPIC_CAMPAIGNS,
+        TOPIC_CONVERSATIONS,
         TOPIC_DELIVERY_EVENTS,
         TOPIC_MESSAGES,
+        TOPIC_ORDERS,
         TOPIC_PROVIDER_EVENTS,
         TOPIC_TRACKING_EVENTS,
         CampaignBatch,
@@ -232,6 +234,7 @@ def _export_schemas(args: argparse.Namespace) -> None:
     from schemas.leads import TOPIC_LEADS, lead_events
     from schemas.messages import MessageRequested
     from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
+    from schemas.triggers import DomainEvent
 
     target = Path(args.dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -244,6 +247,8 @@ def _export_schemas(args: argparse.Namespace) -> None:
         TOPIC_TRACKING_EVENTS: TrackingEvent.model_json_schema(),
         TOPIC_PROVIDER_EVENTS: ProviderEvent.model_json_schema(),
         TOPIC_DELIVERY_EVENTS: DeliveryStatusChanged.model_json_schema(),
+        TOPIC_CONVERSATIONS: DomainEvent.model_json_schema(),
+        TOPIC_ORDERS: DomainEvent.model_json_schema(),
     }
     for topic, schema in contracts.items():
         schema = {

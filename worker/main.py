@@ -27,7 +27,7 @@ from worker.runner import run_consumer, run_consumer_concurrently
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "sender", "relay", "ingester", "lead-sync", "message-sender")
+ROLES = ("planner", "sender", "relay", "ingester", "lead-sync", "message-sender", "trigger")
 
 
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:

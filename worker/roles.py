@@ -33,6 +33,7 @@ from schemas.events import (
 from schemas.leads import lead_events
 from schemas.messages import MessageRequested
 from schemas.tracking import ProviderEvent, TrackingEvent
+from schemas.triggers import TRIGGER_TOPICS
 from service.kafka import Producer
 from service.settings import Settings
 from worker.ingester import Ingester
@@ -42,6 +43,7 @@ from worker.planner import Planner
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 from worker.sender import Sender
+from worker.trigger import Triggers, domain_decoder, lead_decoder
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,13 @@ def consumer_roles(
                 concurrency=settings.send_max_in_flight,
             )
         )
+    if "trigger" in names:
+        triggers = Triggers(sessions, producer, settings)
+        decoders = {
+            topic: lead_decoder(topic) if topic == TOPIC_LEADS else domain_decoder(topic)
+            for topic in TRIGGER_TOPICS
+        }
+        roles.append(Role("trigger", decoders, triggers.handle, poll_seconds=0.2))
     return roles
 
 

@@ -25,6 +25,7 @@ from service.models.retention import TablePartition
 from service.models.sponsors import ApiRateCounter, Sponsor, SponsorHourlySends
 from service.models.templates import Template, TemplateVersion
 from service.models.tracking import DeliveryEvent, Suppression
+from service.models.triggers import TriggerFiring, TriggerRule
 
 __all__ = [
     "ApiRateCounter",
@@ -48,5 +49,7 @@ __all__ = [
     "TablePartition",
     "Template",
     "TemplateVersion",
+    "TriggerFiring",
+    "TriggerRule",
     "table_of",
 ]

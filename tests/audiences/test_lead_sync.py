@@ -203,6 +203,8 @@ def test_event_contracts_export_as_json_schema(tmp_path: Path) -> None:
         "tracking-events.v1.json",
         "provider-events.v1.json",
         "delivery-events.v1.json",
+        "orders.v1.json",
+        "conversations.v1.json",
     }
     for name in written:
         jsonschema.Draft202012Validator.check_schema(json.loads((tmp_path / name).read_text()))

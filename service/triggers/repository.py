@@ -1,0 +1,73 @@
+"""Every SQL statement about trigger rules and their firings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import NotFound
+from service.models import TriggerRule
+
+
+async def get_rule(session: AsyncSession, sponsor_id: str, rule_id: uuid.UUID) -> TriggerRule:
+    row = await session.scalar(
+        select(TriggerRule).where(TriggerRule.id == rule_id, TriggerRule.sponsor_id == sponsor_id)
+    )
+    if row is None:
+        raise NotFound("trigger_rule_not_found", f"no trigger rule '{rule_id}'", "rule_id")
+    return row
+
+
+async def list_rules(
+    session: AsyncSession, sponsor_id: str, *, limit: int, after: uuid.UUID | None
+) -> list[TriggerRule]:
+    query = select(TriggerRule).where(TriggerRule.sponsor_id == sponsor_id)
+    if after is not None:
+        query = query.where(TriggerRule.id > after)
+    return list((await session.scalars(query.order_by(TriggerRule.id).limit(limit))).all())
+
+
+async def rule_named(session: AsyncSession, sponsor_id: str, name: str) -> TriggerRule | None:
+    return await session.scalar(
+        select(TriggerRule).where(TriggerRule.sponsor_id == sponsor_id, TriggerRule.name == name)
+    )
+
+
+async def add_rule(session: AsyncSession, rule: TriggerRule) -> None:
+    session.add(rule)
+    await session.flush()
+
+
+async def delete_rule(session: AsyncSession, rule_id: uuid.UUID) -> None:
+    await session.execute(delete(TriggerRule).where(TriggerRule.id == rule_id))
+
+
+async def enabled_rules(
+    session: AsyncSession, pairs: Iterable[tuple[str, str]]
+) -> list[TriggerRule]:
+    """The enabled rules of every (sponsor, topic) given, in one statement."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return []
+    query = (
+        select(TriggerRule)
+        .where(tuple_(TriggerRule.sponsor_id, TriggerRule.topic).in_(wanted))
+        .where(TriggerRule.enabled)
+        .order_by(TriggerRule.created_at, TriggerRule.id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+_FIRE = text("""
+INSERT INTO trigger_firings (rule_id, event_id) VALUES (:rule_id, :event_id)
+ON CONFLICT DO NOTHING
+RETURNING true
+""")
+
+
+async def claim_firing(session: AsyncSession, rule_id: uuid.UUID, event_id: str) -> bool:
+    """True the first time a rule fires for an event; False ever after."""
+    return bool(await session.scalar(_FIRE, {"rule_id": rule_id, "event_id": event_id}))
