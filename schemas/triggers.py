@@ -60,6 +60,13 @@ class TriggerRuleIn(Body):
     )
     actions: list[TriggerActionIn] = Field(min_length=1, max_length=10)
     enabled: bool = True
+    once_per: str | None = Field(
+        default=None,
+        max_length=200,
+        description="an event path: fire once per distinct value there (e.g. `email`: once "
+        "per lead, however many later events still meet the condition); unset: once per event",
+        examples=["email"],
+    )
 
 
 class TriggerRuleOut(BaseModel):
@@ -69,6 +76,7 @@ class TriggerRuleOut(BaseModel):
     condition: dict[str, Any]
     actions: list[TriggerActionIn]
     enabled: bool
+    once_per: str | None
     created_at: datetime
     updated_at: datetime
 

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("condition", postgresql.JSONB(), nullable=False),
         sa.Column("actions", postgresql.JSONB(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.text("true")),
+        sa.Column("once_per", sa.String(200), nullable=True),
         _timestamp("created_at"),
         _timestamp("updated_at"),
     )

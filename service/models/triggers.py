@@ -28,6 +28,9 @@ class TriggerRule(Base):
     # [{"message_type", "recipient", "data": {variable: event path}}].
     actions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # An event path: the rule fires once per distinct value there (once per lead), not
+    # once per event. None: once per event.
+    once_per: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from schemas.http import Page
-from schemas.triggers import StarterIn, TriggerActionIn, TriggerRuleIn, TriggerRuleOut
+from schemas.triggers import StarterIn, TriggerRuleIn, TriggerRuleOut
 from service.auth import require
 from service.errors import BadRequest
 from service.http import Cursor, decode_cursor, encode_cursor, transaction
@@ -26,16 +26,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _out(row: TriggerRule) -> TriggerRuleOut:
-    return TriggerRuleOut(
-        id=row.id,
-        name=row.name,
-        topic=row.topic,
-        condition=row.condition,
-        actions=[TriggerActionIn.model_validate(action) for action in row.actions],
-        enabled=row.enabled,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return TriggerRuleOut.model_validate(row, from_attributes=True)
 
 
 def _after(cursor: str) -> uuid.UUID:

@@ -54,6 +54,8 @@ async def check(session: AsyncSession, sponsor_id: str, body: TriggerRuleIn) -> 
             "unknown_topic", f"topic is one of {', '.join(TRIGGER_TOPICS)}", "topic"
         )
     condition.check(body.condition)
+    if body.once_per is not None:
+        condition.check_path(body.once_per, "once_per")
     keys = sorted({action.message_type for action in body.actions})
     types = await message_types.types_by_key(session, sponsor_id, keys)
     for i, action in enumerate(body.actions):
@@ -124,6 +126,7 @@ def _assign(rule: TriggerRule, body: TriggerRuleIn) -> None:
     rule.condition = body.condition
     rule.actions = [action.model_dump(mode="json") for action in body.actions]
     rule.enabled = body.enabled
+    rule.once_per = body.once_per
 
 
 # Applying rules ------------------------------------------------------------------
@@ -144,11 +147,21 @@ async def apply(session: AsyncSession, settings: Settings, events: Sequence[Inco
                 continue
             if not condition.matches(rule.condition, event.view):
                 continue
-            if not await repository.claim_firing(session, rule.id, event.event_id):
+            if not await repository.claim_firing(session, rule.id, _firing_key(rule, event)):
                 continue
             fired += 1
             await _queue_actions(session, settings, rule, event)
     return fired
+
+
+def _firing_key(rule: TriggerRule, event: Incoming) -> str:
+    """What a rule fires once for: the event, or the value at ``once_per`` (a lead
+    that stays hot meets a "qualified" condition on every later update)."""
+    if rule.once_per is not None:
+        value = condition.lookup(event.view, rule.once_per)
+        if value is not None:
+            return f"{rule.once_per}={value}"[:100]
+    return event.event_id
 
 
 async def _queue_actions(

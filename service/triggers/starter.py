@@ -103,6 +103,8 @@ def _rule(body: StarterIn) -> TriggerRuleIn:
         name=RULE_NAME,
         topic=TOPIC_LEADS,
         condition=qualified,
+        # A lead qualifies once: later updates of a hot lead alert nobody again.
+        once_per="email",
         actions=[
             TriggerActionIn(message_type=ALERT, recipient="team", data=alert_data),
             TriggerActionIn(

@@ -109,6 +109,24 @@ async def test_a_lead_turning_hot_alerts_the_team_and_thanks_the_lead(
 
 
 @pytest.mark.usefixtures("workers")
+async def test_a_lead_that_stays_hot_through_later_updates_is_alerted_once(
+    api: Api, fake: FakeResend, migrated: Settings
+) -> None:
+    team, lead = address("sponsor.example"), address("customer.example")
+    await install_starter(api, team)
+    await publish(migrated, [lead_upsert(api.sponsor, lead, intent_level="hot")])
+    await eventually(lambda: _sent(fake, lead), within=5)
+    # Upstream keeps the lead hot while it changes other fields: new events, same lead.
+    await publish(
+        migrated,
+        [lead_upsert(api.sponsor, lead, intent_level="hot", intent_score=n) for n in (80, 90)],
+    )
+    await asyncio.sleep(2)
+    assert len(fake.messages_to(team)) == 1
+    assert len(fake.messages_to(lead)) == 1
+
+
+@pytest.mark.usefixtures("workers")
 async def test_a_score_past_the_threshold_qualifies_and_a_cold_low_score_does_not(
     api: Api, fake: FakeResend, migrated: Settings
 ) -> None:
