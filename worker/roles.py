@@ -17,7 +17,9 @@ from typing import Any, Generic, TypeVar
 import confluent_kafka
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas.appointments import appointment_events
 from schemas.events import (
+    TOPIC_APPOINTMENTS,
     TOPIC_CAMPAIGN_BATCHES,
     TOPIC_CAMPAIGN_BATCHES_RETRY,
     TOPIC_CAMPAIGN_TESTS,
@@ -43,6 +45,7 @@ from worker.planner import Planner
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 from worker.sender import Sender
+from worker.timers import Appointments
 from worker.trigger import Triggers, domain_decoder, lead_decoder
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,16 @@ def consumer_roles(
             for topic in TRIGGER_TOPICS
         }
         roles.append(Role("trigger", decoders, triggers.handle, poll_seconds=0.2))
+    if "appointments" in names:
+        handler = Appointments(sessions, producer)
+        roles.append(
+            Role(
+                "appointments",
+                {TOPIC_APPOINTMENTS: appointment_events.validate_json},
+                handler.handle,
+                batch_size=50,
+            )
+        )
     return roles
 
 
