@@ -38,6 +38,7 @@ from schemas.tracking import ProviderEvent, TrackingEvent
 from schemas.triggers import TRIGGER_TOPICS
 from service.kafka import Producer
 from service.settings import Settings
+from worker.appointments import Appointments
 from worker.ingester import Ingester
 from worker.lead_sync import LeadSync
 from worker.messenger import MessageSender
@@ -45,7 +46,6 @@ from worker.planner import Planner
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 from worker.sender import Sender
-from worker.timers import Appointments
 from worker.trigger import Triggers, domain_decoder, lead_decoder
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,9 @@
-"""The timers role: fires due timers, each once, and the appointments consumer.
+"""The timers role: fires due timers, each once.
 
 ``TimerLoop`` polls every ``TIMERS_POLL_SECONDS``; a pass claims due rows with
 ``FOR UPDATE SKIP LOCKED`` (replicas share the work, none waits on another) and
 fires them in the transaction that deletes them (``service.timers.logic``), then
-publishes the outbox rows they wrote. ``Appointments`` hands ``appointments.v1``
-events to ``service.appointments.logic`` in one unit of work per batch.
+publishes the outbox rows they wrote.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.appointments import AppointmentEvent
 from service import outbox
 from service.appointments import logic as appointments
 from service.kafka import Producer
@@ -58,19 +56,3 @@ class TimerLoop:
             if fired < BATCH:  # a full batch: more may be due, go on at once
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_seconds)
-
-
-class Appointments:
-    """Handles ``appointments.v1``."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: Producer) -> None:
-        self.sessions = sessions
-        self.producer = producer
-
-    async def handle(self, events: Sequence[AppointmentEvent]) -> None:
-        async with (
-            outbox.unit_of_work(self.sessions, self.producer) as work,
-            work.transaction() as session,
-        ):
-            for event in events:
-                await appointments.handle(session, event)
