@@ -32,6 +32,8 @@ TOPIC_MESSAGES = "messages.v1"
 # Generic upstream domain events trigger rules read (``schemas.triggers.DomainEvent``).
 TOPIC_CONVERSATIONS = "conversations.v1"
 TOPIC_ORDERS = "orders.v1"
+# What happened to appointments upstream (``schemas.appointments``), keyed by appointment id.
+TOPIC_APPOINTMENTS = "appointments.v1"
 
 ALL_TOPICS = (
     TOPIC_CAMPAIGNS,
@@ -47,6 +49,7 @@ ALL_TOPICS = (
     TOPIC_MESSAGES,
     TOPIC_CONVERSATIONS,
     TOPIC_ORDERS,
+    TOPIC_APPOINTMENTS,
 )
 
 

@@ -217,7 +217,9 @@ def _import_leads(args: argparse.Namespace) -> None:
 def _export_schemas(args: argparse.Namespace) -> None:
     import json
 
+    from schemas.appointments import appointment_events
     from schemas.events import (
+        TOPIC_APPOINTMENTS,
         TOPIC_CAMPAIGN_BATCHES,
         TOPIC_CAMPAIGN_TESTS,
         TOPIC_CAMPAIGNS,
@@ -244,6 +246,7 @@ def _export_schemas(args: argparse.Namespace) -> None:
         TOPIC_CAMPAIGN_BATCHES: CampaignBatch.model_json_schema(),
         TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_json_schema(),
         TOPIC_MESSAGES: MessageRequested.model_json_schema(),
+        TOPIC_APPOINTMENTS: appointment_events.json_schema(),
         TOPIC_TRACKING_EVENTS: TrackingEvent.model_json_schema(),
         TOPIC_PROVIDER_EVENTS: ProviderEvent.model_json_schema(),
         TOPIC_DELIVERY_EVENTS: DeliveryStatusChanged.model_json_schema(),

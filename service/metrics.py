@@ -106,6 +106,14 @@ TRACKING_HITS = Counter(
     f"{PREFIX}_tracking_hits", "Public tracking hits, by kind (open, click, unsubscribe).", ["kind"]
 )
 
+# ---------------------------------------------------------------- timers
+TIMER_LATENESS = Histogram(
+    f"{PREFIX}_timer_lateness_seconds",
+    "Time from a timer's due time to its firing, by kind.",
+    ["kind"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
+
 # ---------------------------------------------------------------- every consumer
 DEAD_LETTERS = Counter(
     f"{PREFIX}_dead_letters",

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     auth_jwt_audience: str | None = None
 
     relay_interval_seconds: float = Field(default=1.0, gt=0)
+    # How often the timers role looks for due timers (reminders); a timer fires at most
+    # this late while the role runs.
+    timers_poll_seconds: float = Field(default=1.0, gt=0)
 
     # Retention: deliveries and raw events live in partitions the relay's leader
     # creates ahead and drops once older than this (docs/operations.md).

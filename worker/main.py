@@ -24,10 +24,21 @@ from worker.providers import build_provider, templates_of
 from worker.relay import Relay
 from worker.roles import consumer_roles
 from worker.runner import run_consumer, run_consumer_concurrently
+from worker.timers import TimerLoop
 
 log = logging.getLogger(__name__)
 
-ROLES = ("planner", "sender", "relay", "ingester", "lead-sync", "message-sender", "trigger")
+ROLES = (
+    "planner",
+    "sender",
+    "relay",
+    "ingester",
+    "lead-sync",
+    "message-sender",
+    "trigger",
+    "appointments",
+    "timers",
+)
 
 
 async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Event) -> None:
@@ -46,6 +57,8 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
     if "relay" in roles:
         relay = Relay(engine, sessions, producer, settings, templates=templates_of(provider))
         tasks.append(relay.run(stop))
+    if "timers" in roles:
+        tasks.append(TimerLoop(sessions, producer, settings.timers_poll_seconds).run(stop))
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -17,7 +17,9 @@ from typing import Any, Generic, TypeVar
 import confluent_kafka
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas.appointments import appointment_events
 from schemas.events import (
+    TOPIC_APPOINTMENTS,
     TOPIC_CAMPAIGN_BATCHES,
     TOPIC_CAMPAIGN_BATCHES_RETRY,
     TOPIC_CAMPAIGN_TESTS,
@@ -36,6 +38,7 @@ from schemas.tracking import ProviderEvent, TrackingEvent
 from schemas.triggers import TRIGGER_TOPICS
 from service.kafka import Producer
 from service.settings import Settings
+from worker.appointments import Appointments
 from worker.ingester import Ingester
 from worker.lead_sync import LeadSync
 from worker.messenger import MessageSender
@@ -125,6 +128,16 @@ def consumer_roles(
             for topic in TRIGGER_TOPICS
         }
         roles.append(Role("trigger", decoders, triggers.handle, poll_seconds=0.2))
+    if "appointments" in names:
+        handler = Appointments(sessions, producer)
+        roles.append(
+            Role(
+                "appointments",
+                {TOPIC_APPOINTMENTS: appointment_events.validate_json},
+                handler.handle,
+                batch_size=50,
+            )
+        )
     return roles
 
 

@@ -10,6 +10,7 @@ touched with set-based statements in ``repository`` modules; the ORM classes
 describe them for migrations and the few single-row reads.
 """
 
+from service.models.appointments import Appointment, Timer
 from service.models.base import Base, table_of
 from service.models.campaigns import (
     Campaign,
@@ -29,6 +30,7 @@ from service.models.triggers import TriggerFiring, TriggerRule
 
 __all__ = [
     "ApiRateCounter",
+    "Appointment",
     "Base",
     "Campaign",
     "CampaignDelivery",
@@ -49,6 +51,7 @@ __all__ = [
     "TablePartition",
     "Template",
     "TemplateVersion",
+    "Timer",
     "TriggerFiring",
     "TriggerRule",
     "table_of",

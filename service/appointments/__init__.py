@@ -1,0 +1,1 @@
+"""Appointment emails with a calendar invite (booked, moved, cancelled) and their reminders."""

@@ -1,0 +1,1 @@
+"""Durable timers: rows due at a time, fired once by the timers loop."""

@@ -1,0 +1,58 @@
+"""The timers role: fires due timers, each once.
+
+``TimerLoop`` polls every ``TIMERS_POLL_SECONDS``; a pass claims due rows with
+``FOR UPDATE SKIP LOCKED`` (replicas share the work, none waits on another) and
+fires them in the transaction that deletes them (``service.timers.logic``), then
+publishes the outbox rows they wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import outbox
+from service.appointments import logic as appointments
+from service.kafka import Producer
+from service.timers.logic import Handler, fire_due
+
+log = logging.getLogger(__name__)
+
+HANDLERS: Mapping[str, Handler] = {appointments.REMINDER_KIND: appointments.fire_reminder}
+BATCH = 100
+
+
+class TimerLoop:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: Producer,
+        poll_seconds: float,
+    ) -> None:
+        self.sessions = sessions
+        self.producer = producer
+        self.poll_seconds = poll_seconds
+
+    async def fire(self) -> int:
+        """One pass: fire up to a batch of due timers; how many there were."""
+        async with (
+            outbox.unit_of_work(self.sessions, self.producer) as work,
+            work.transaction() as session,
+        ):
+            return await fire_due(session, HANDLERS, limit=BATCH)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            fired = 0
+            try:
+                fired = await self.fire()
+            except Exception:
+                # The claimed rows rolled back with the failure: the next pass retries them.
+                log.exception("timers: a pass failed")
+            if fired < BATCH:  # a full batch: more may be due, go on at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_seconds)
