@@ -28,6 +28,13 @@ Behaviour worth knowing:
 
 * Auth: ``Authorization: Bearer re_...`` (or exactly ``api_key`` when one is
   given). No header: 401 ``missing_api_key``; anything else: 403 ``invalid_api_key``.
+  ``set_restricted_key(True)``: the key may only send, as a sending-access key;
+  the template routes answer 401 ``restricted_api_key``.
+  ``set_verified_domains({...})``: a request with an email whose ``from`` is on
+  another domain is refused whole, 403 ``validation_error`` (domain not verified).
+* ``from``: ``address`` or ``Name <address>`` with the name as it is; a name
+  as an RFC 2047 encoded word (``=?utf-8?...?=``) or a quoted string is 422
+  ``validation_error`` (invalid ``from``), as Resend has been reported to answer.
 * Validation: schema errors and the fake's own checks (an address without ``@``
   in ``from``/``to``, no ``html``/``text``/``template`` or ``html``/``text``
   with a ``template``, the template checks below, tag names or values
@@ -114,6 +121,7 @@ from starlette.types import Message
 __all__ = [
     "MAX_ATTACHMENTS_BASE64",
     "MAX_BATCH",
+    "MAX_TEMPLATE_VALUE",
     "MAX_TEMPLATE_VARIABLES",
     "UNLIMITED_ADVERTISED",
     "FakeResend",
@@ -127,6 +135,8 @@ __all__ = [
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs" / "resend"
 MAX_BATCH = 100
 MAX_TEMPLATE_VARIABLES = 50
+# Characters a template variable's string value may hold.
+MAX_TEMPLATE_VALUE = 2000
 MAX_IDEMPOTENCY_KEY = 256
 # api-facts.json ``attachments_limit``: "40 MB per email after Base64 encoding".
 MAX_ATTACHMENTS_BASE64 = 40 * 2**20
@@ -475,7 +485,8 @@ def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | Non
     sender = email.get("from")
     if not isinstance(sender, str):
         return "missing_required_field", "Missing `from` field."
-    if "@" not in sender:
+    # Two substring tests, not a regex: this runs for every email.
+    if "@" not in sender or "=?" in sender or sender.lstrip().startswith('"'):
         return "validation_error", f"Invalid `from` field. {_ADDRESS_HINT}"
     if "to" not in email:
         return "missing_required_field", "Missing `to` field."
@@ -557,6 +568,11 @@ def _template_use_error(
             return (
                 "validation_error",
                 f"Invalid `template.variables.{key}`: not a string or number.",
+            )
+        if kind is str and len(value) > MAX_TEMPLATE_VALUE:
+            return (
+                "validation_error",
+                f"Invalid `template.variables.{key}`: at most {MAX_TEMPLATE_VALUE} characters.",
             )
     for key in found.required:
         if key not in variables:
@@ -825,6 +841,8 @@ class FakeResend:
         self._refilled_at = time.monotonic()
         self._latency = 0.0
         self._hang = False
+        self._restricted = False
+        self._verified_domains: frozenset[str] | None = None
         self._stopping = False
         self._faults: deque[_Fault] = deque()
         self._fail_until = 0.0
@@ -958,6 +976,18 @@ class FakeResend:
         with self._lock:
             self._hang = enabled
 
+    def set_restricted_key(self, enabled: bool = True) -> None:
+        """Serve the key as a sending-access one: templates answer 401 ``restricted_api_key``."""
+        with self._lock:
+            self._restricted = enabled
+
+    def set_verified_domains(self, domains: Iterable[str] | None) -> None:
+        """Send only from these domains (None: from any); others are 403, domain not verified."""
+        with self._lock:
+            self._verified_domains = (
+                None if domains is None else frozenset(d.lower() for d in domains)
+            )
+
     def set_rate_limit(self, per_second: float | None) -> None:
         """Allow ``per_second`` requests per second (None: no limit); refills the bucket."""
         with self._lock:
@@ -978,6 +1008,8 @@ class FakeResend:
             self._window_fault = None
             self._latency = 0.0
             self._hang = False
+            self._restricted = False
+            self._verified_domains = None
             self._tokens = float(self._rate_limit or 0)
             self._refilled_at = time.monotonic()
 
@@ -1072,6 +1104,8 @@ class FakeResend:
         auth = self._auth_error(authorization)
         if auth is not None:
             return auth
+        if self._restricted and path.startswith("/templates"):
+            return _error(401, "restricted_api_key")
         # Polled, not an asyncio.Event: tests flip the flag from their own thread.
         while self._hang and not self._stopping:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
@@ -1205,6 +1239,23 @@ class FakeResend:
             return found
         return _template_use_error(email["template"], templates)
 
+    def _unverified_domain(self, emails: list[Any]) -> _Answer | None:
+        """The 403 for a request sending from a domain the account has not verified."""
+        verified = self._verified_domains
+        if verified is None:
+            return None
+        for email in emails:
+            sender = email.get("from") if isinstance(email, dict) else None
+            if isinstance(sender, str):
+                domain = _bare_address(sender).rpartition("@")[2]
+                if domain not in verified:
+                    message = (
+                        f"The `{domain}` domain is not verified. "
+                        "Please, add and verify your domain."
+                    )
+                    return _error(403, "validation_error", message)
+        return None
+
     def _accept(self, path: str, body: Any, key: str | None, permissive: bool) -> _Answer:
         """Validate and record; the answer for a request past every fault."""
         templates = self._templates
@@ -1212,6 +1263,9 @@ class FakeResend:
             found = self._email_error(body, batch=False, templates=templates)
             if found is not None:
                 return _error(422, *found)
+            unverified = self._unverified_domain([body])
+            if unverified is not None:
+                return unverified
             (message_id,) = self._record([body], key, path, templates)
             return _Answer(200, orjson.dumps({"id": message_id}))
 
@@ -1219,6 +1273,9 @@ class FakeResend:
             return _error(422, "validation_error", "The request body must be an array of emails.")
         if len(body) > MAX_BATCH:
             return _error(422, "validation_error", f"Too many emails: at most {MAX_BATCH}.")
+        unverified = self._unverified_domain(body)
+        if unverified is not None:
+            return unverified
         errors: list[dict[str, Any]] = []
         for index, email in enumerate(body):
             found = self._email_error(email, batch=True, templates=templates)

@@ -26,7 +26,7 @@ class OutgoingEmail:
 
     delivery_id: int
     campaign_id: str
-    sender: str  # "Name <address>" or a bare address
+    sender: str  # RFC 5322: formataddr's "Name <address>" (quoted or encoded) or a bare address
     to: str
     subject: str
     html: str = ""
@@ -44,6 +44,10 @@ class OutgoingEmail:
     # The template's (html, text) with its ``{{{KEY}}}`` slots, beside ``template_id``:
     # for providers that fill the slots in themselves (Mailgun's recipient variables).
     template_parts: tuple[str, str] | None = None
+    # ``sender``'s display name and address as they are (no quoting, no encoding),
+    # for providers whose API wants ``from`` in a form of their own.
+    sender_name: str = ""
+    sender_address: str = ""
     # Campaign messages carry none; a provider whose bulk endpoint cannot carry
     # them sends such a message on its own (see each adapter).
     attachments: tuple[Attachment, ...] = ()

@@ -16,7 +16,7 @@ import resend
 from service.errors import PermanentProviderError
 from worker.providers.base import Attachment, OutgoingEmail, SendResult
 
-__all__ = ["email_params", "pair_results", "single_key"]
+__all__ = ["email_params", "pair_results", "resend_from", "single_key"]
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TAG_MAX_LEN = 256
@@ -30,9 +30,27 @@ def _tag_value(value: str) -> str:
     return _TAG_UNSAFE.sub("_", value)[:_TAG_MAX_LEN] or "_"
 
 
+@functools.lru_cache(maxsize=256)  # one sender per campaign
+def resend_from(name: str, address: str) -> str:
+    """``from`` as Resend documents it: ``Name <address>``, the name as it is.
+
+    Resend refuses what RFC 5322 would send for a name that is not plain ASCII
+    or holds punctuation (an RFC 2047 encoded word, a quoted string), so the
+    name goes out unencoded and unquoted, without the characters that would
+    break that form.
+    """
+    clean = " ".join("".join(c for c in name if c not in '<>"').split())
+    return f"{clean} <{address}>" if clean else address
+
+
 def email_params(email: OutgoingEmail) -> resend.Emails.SendParams:
+    sender = (
+        resend_from(email.sender_name, email.sender_address)
+        if email.sender_address
+        else email.sender
+    )
     params: resend.Emails.SendParams = {
-        "from": email.sender,
+        "from": sender,
         "to": [email.to],
         "subject": email.subject,
         "tags": [
