@@ -20,7 +20,8 @@
         ├── TransientProviderError   retry later with the same idempotency key
         │   └── RateLimited            429; carries the provider's retry-after
         └── PermanentProviderError   retrying cannot help
-            └── QuotaExceeded          daily/monthly quota: pause the campaign
+            ├── QuotaExceeded          daily/monthly quota: pause the campaign
+            └── AccountError           the account or key cannot send: pause the campaign
 
 Client errors carry a stable machine-readable ``code``, a human ``message``
 and, where one field is at fault, its dotted path in ``field``. The other
@@ -170,3 +171,9 @@ class PermanentProviderError(ProviderError):
 
 class QuotaExceeded(PermanentProviderError):
     """``daily_quota_exceeded`` / ``monthly_quota_exceeded``: sending must pause."""
+
+
+class AccountError(PermanentProviderError):
+    """The provider account cannot send as asked, whoever the recipient: an invalid,
+    restricted or suspended key, an unverified sending domain. Failing rows one by
+    one would only trip the failure-rate guard later; the campaign pauses at once."""

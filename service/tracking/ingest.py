@@ -16,6 +16,7 @@
    (for every sponsor that sent to the address when no delivery matched);
 6. queue a ``delivery-events.v1`` message per status change (outbox, same
    transaction) and check the sponsor's reputation.
+7. pause the campaign of a failure for the provider's quota (``quota``).
 
 Provider opens/clicks merge with ours without double counting: they may set
 the first open/click (unique figures) but never add to totals, which come from
@@ -41,7 +42,7 @@ from service import outbox as outbox_rows
 from service.campaigns import repository as campaigns
 from service.settings import Settings
 from service.stats import counters
-from service.tracking import merge, repository, unmatched
+from service.tracking import merge, quota, repository, unmatched
 from service.tracking.repository import DeliveryRef
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ async def ingest(
     await repository.bump_link_clicks(session, merged.links)
     await _suppress(session, merged.suppress, lost)
     await outbox_rows.add(session, counted.outbox)
-    paused: list[uuid.UUID] = []
+    paused = await quota.pause_for_quota(  # 7
+        session, [(row["_event"], found.resolved[row["event_id"]]) for row in fresh]
+    )
     for sponsor_id in sorted(counted.sponsors_to_check):
         paused += await reputation_guard(session, settings, sponsor_id)
     return IngestResult(inserted=len(new_ids), paused=paused)

@@ -432,3 +432,37 @@ async def test_a_webhook_with_an_out_of_range_delivery_id_is_dead_lettered_and_t
     assert headers["dead-letter.group"] == "ingester"
     assert headers["dead-letter.topic"] == migrated.topic(TOPIC_PROVIDER_EVENTS)
     assert "int64" in headers["dead-letter.error"]
+
+
+async def test_a_failure_for_the_providers_quota_pauses_its_campaign_at_once(
+    ingester: Ingester, sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> None:
+    """As Resend reports it (``email.failed``, ``failed.reason: reached_daily_quota``)."""
+    running = await sent_campaign(sessions, sponsor, 300, status="sending")
+    other = await sent_campaign(sessions, sponsor, 5, status="sending")
+    reason = json.loads(example("failed"))["data"]["failed"]["reason"]
+    await ingester.handle_events([provider("failed", running, 0, datetime.now(UTC), detail=reason)])
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                text("SELECT id, status, status_reason FROM campaigns WHERE sponsor_id = :s"),
+                {"s": sponsor},
+            )
+        ).all()
+    states = {row.id: (row.status, row.status_reason) for row in rows}
+    assert states[running.id] == ("paused", f"provider quota: {reason}")
+    assert states[other.id] == ("sending", None)
+
+
+async def test_a_failure_for_another_reason_pauses_nothing(
+    ingester: Ingester, sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> None:
+    running = await sent_campaign(sessions, sponsor, 300, status="sending")
+    await ingester.handle_events(
+        [provider("failed", running, 0, datetime.now(UTC), detail="invalid_recipient")]
+    )
+    async with sessions() as session:
+        status = await session.scalar(
+            text("SELECT status FROM campaigns WHERE id = :c"), {"c": running.id}
+        )
+    assert status == "sending"

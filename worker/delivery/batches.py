@@ -22,6 +22,7 @@ from service import db, metrics, outbox
 from service.campaigns import repository, sending_repository
 from service.campaigns.lifecycle import CampaignStatus
 from service.errors import (
+    AccountError,
     PermanentProviderError,
     QuotaExceeded,
     RenderError,
@@ -94,6 +95,10 @@ class CampaignBatches:
             except QuotaExceeded as exc:
                 await self.guards.pause(context, exc.code)
                 return
+            except AccountError as exc:
+                # Every row would fail the same way: they stay pending for a resume.
+                await self.guards.pause(context, f"{exc.code}: {exc.message}")
+                return
             except PermanentProviderError as exc:
                 failed.extend(core.all_failed(emails, exc))
             except TransientProviderError as exc:
@@ -165,6 +170,8 @@ class CampaignBatches:
                 text=rendered.text,
                 reply_to=context.reply_to,
                 headers=context.headers(urls),
+                sender_name=context.sender_name,
+                sender_address=context.sender_address,
             )
             for address in event.emails
         ]

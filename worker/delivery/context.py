@@ -4,7 +4,9 @@ A campaign's message is compiled once per campaign, not per batch; its status
 is trusted for ``STATUS_TTL_SECONDS`` and then read again, which bounds how
 late a pause or cancel is seen. With Resend (``RESEND_TEMPLATES``), a round's
 body is stored at the provider once, as a template, and each message carries
-only the recipient's variables (``_decide_template``).
+only the recipient's variables (``_decide_template``), unless a recipient's
+value could pass the provider's limits (``provider_limits``) or the key may
+only send.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from email.utils import formataddr
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.campaigns import sending_repository
+from service.campaigns import sending_repository, template_repository
 from service.campaigns.lifecycle import CampaignStatus
 from service.errors import ProviderError
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as template_logic
+from service.templates import provider_limits
 from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
 from service.templates.urls import DeliveryUrls
 from worker.providers.base import TemplateProvider
@@ -42,7 +45,7 @@ class CampaignContext:
     campaign_id: uuid.UUID
     sponsor_id: str
     status: str
-    sender: str
+    sender: str  # RFC 5322 (``formataddr``), as SMTP sends it
     reply_to: str | None
     hourly_cap: int | None
     message: CompiledMessage
@@ -56,6 +59,9 @@ class CampaignContext:
     mailto: str | None = None
     # The campaign id as messages carry it (``OutgoingEmail.campaign_id``).
     tag: str = ""
+    # ``sender``'s parts as they are: a provider API may format ``from`` its own way.
+    sender_name: str = ""
+    sender_address: str = ""
 
     def headers(self, urls: DeliveryUrls) -> dict[str, str]:
         """RFC 8058 one-click unsubscribe (+ RFC 2369 mailto when configured) and List-Id."""
@@ -125,13 +131,12 @@ class CampaignContexts:
         return context
 
     def _compile(self, campaign: Campaign, sponsor: Sponsor, now: float) -> CampaignContext:
+        name, address = single_line(sponsor.from_name or ""), single_line(sponsor.from_email)
         context = CampaignContext(
             campaign_id=campaign.id,
             sponsor_id=sponsor.id,
             status=campaign.status,
-            sender=formataddr(
-                (single_line(sponsor.from_name or ""), single_line(sponsor.from_email))
-            ),
+            sender=formataddr((name, address)),
             reply_to=single_line(sponsor.reply_to) if sponsor.reply_to else None,
             hourly_cap=sponsor.hourly_send_cap,
             message=template_logic.compile_campaign(sponsor, campaign),
@@ -139,6 +144,8 @@ class CampaignContexts:
             checked_at=now,
             mailto=self.settings.unsubscribe_mailto,
             tag=str(campaign.id),
+            sender_name=name,
+            sender_address=address,
         )
         if self.templates is not None:
             context.template = context.message.provider_template()
@@ -160,7 +167,7 @@ class CampaignContexts:
                     session, context.campaign_id
                 )
                 if stored is None and status == CampaignStatus.SENDING:
-                    stored = await self._create_template(context, templates)
+                    stored = await self._create_template(session, context, templates)
                     await sending_repository.set_template_decision(
                         session, context.campaign_id, stored
                     )
@@ -173,10 +180,16 @@ class CampaignContexts:
             if adopt(template.html, template.text, template.keys) != context.template_id:
                 context.template_id = None
 
-    async def _create_template(self, context: CampaignContext, templates: TemplateProvider) -> str:
+    async def _create_template(
+        self, session: AsyncSession, context: CampaignContext, templates: TemplateProvider
+    ) -> str:
         """The new template's id, or '' to send whole bodies (also when the provider fails)."""
         template = context.template
         if template is None or not self.settings.resend_templates:
+            return ""
+        if getattr(templates, "templates_refused", None) is not None:
+            return ""  # the key cannot manage templates: logged once, by the provider
+        if not await self._fits(session, context.campaign_id, template):
             return ""
         try:
             for _ in range(2):  # creating and publishing: two requests at the provider's rate
@@ -187,6 +200,24 @@ class CampaignContexts:
         except ProviderError as exc:
             log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)
             return ""
+
+    async def _fits(
+        self, session: AsyncSession, campaign_id: uuid.UUID, template: ProviderTemplate
+    ) -> bool:
+        """Whether no pending recipient's variable can pass the provider's limit."""
+        needed = provider_limits.measures(template)
+        if needed is None:
+            log.info("campaign %s: sending whole bodies: a slot is no bare variable", campaign_id)
+            return False
+        longest = await template_repository.longest_values(session, campaign_id, needed)
+        if not provider_limits.fits(longest):
+            log.info(
+                "campaign %s: sending whole bodies: a recipient's value is longer than %d",
+                campaign_id,
+                provider_limits.MAX_TEMPLATE_VALUE,
+            )
+            return False
+        return True
 
 
 def list_id(name: str, sponsor_id: str, domain: str) -> str:

@@ -21,6 +21,7 @@ from service.errors import ProviderError, RateLimited, RenderError, TransientPro
 from service.settings import Settings
 from service.templates import logic as template_logic
 from service.templates.compiled import CompiledMessage, ProviderTemplate
+from service.templates.provider_limits import MAX_TEMPLATE_VALUE
 from service.templates.urls import DeliveryUrls
 from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
 from worker.ratelimit import Pacer
@@ -36,6 +37,8 @@ class MessageContext(Protocol):
 
     tag: str  # carried by each message (``OutgoingEmail.campaign_id``)
     sender: str
+    sender_name: str
+    sender_address: str
     reply_to: str | None
     message: CompiledMessage
     # The message as a provider template and the id it is stored under; while
@@ -76,16 +79,22 @@ class DeliveryCore:
                 subject="",
                 reply_to=context.reply_to,
                 headers=context.headers(urls),
+                sender_name=context.sender_name,
+                sender_address=context.sender_address,
             )
             try:
+                values: list[str] | None = None
                 if template is not None and template_id is not None:
-                    email.subject, values = context.message.variables(
-                        template, recipient.fields, urls
-                    )
-                    email.template_id = template_id
-                    email.template_parts = parts
-                    email.variables = dict(zip(template.keys, values, strict=True))
-                else:
+                    subject, values = context.message.variables(template, recipient.fields, urls)
+                    # A lead changed after the round chose its template: that one
+                    # message goes whole rather than be refused by the provider.
+                    if values and max(map(len, values)) > MAX_TEMPLATE_VALUE:
+                        values = None
+                    else:
+                        email.subject, email.template_id = subject, template_id
+                        email.template_parts = parts
+                        email.variables = dict(zip(template.keys, values, strict=True))
+                if values is None:
                     rendered = context.message.render(recipient.fields, urls, as_json=self._as_json)
                     email.subject = rendered.subject
                     email.html, email.text = rendered.html, rendered.text

@@ -5,7 +5,9 @@
   released, so the campaign idles until the reconciler re-opens its window.
 - ``SEND_FAILURE_PAUSE_RATIO``: a campaign whose failure ratio passes it, once
   ``SEND_FAILURE_PAUSE_MIN`` messages were tried, is paused.
-- A provider quota (``QuotaExceeded``) pauses the campaign with its code.
+- A provider quota (``QuotaExceeded``) pauses the campaign with its code; so
+  does an account that cannot send (``AccountError``: a bad or restricted key,
+  an unverified domain), with the provider's message, its rows left pending.
 """
 
 from __future__ import annotations

@@ -18,11 +18,17 @@ still goes as one batch under the batch's key. A 400/422 for such an email is
 that email's ``SendResult.error``: the others went out.
 
 Templates (``TemplateProvider``) are created with ``POST /templates``, then
-published; a message sent with one carries ``template: {id, variables}``.
+published; a message sent with one carries ``template: {id, variables}``. A
+sending-access key cannot manage templates (401 ``restricted_api_key``): the
+first refusal is logged once and every later ``create_template`` of the process
+is refused without a request, so campaigns send whole bodies.
 
 Error mapping (SDK ``ResendError`` -> ``service.errors``):
 
 * ``daily_quota_exceeded`` / ``monthly_quota_exceeded`` (sent with 429) -> ``QuotaExceeded``
+* the key or the account cannot send (401/403 ``invalid_api_key``, ``missing_api_key``,
+  ``restricted_api_key``, ``suspended_api_key``, ``invalid_from_address``, 403 domain
+  not verified or testing-only account) -> ``AccountError``
 * other 429 -> ``RateLimited`` (``retry-after`` seconds, else ``ratelimit-reset``)
 * 5xx, timeouts and connection errors (the SDK reports them as 500
   ``HttpClientError``), 409 ``concurrent_idempotent_requests`` -> ``TransientProviderError``
@@ -31,6 +37,7 @@ Error mapping (SDK ``ResendError`` -> ``service.errors``):
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -42,6 +49,7 @@ from resend.exceptions import NoContentError, ResendError
 from resend.http_client_async import AsyncHTTPClient
 
 from service.errors import (
+    AccountError,
     PermanentProviderError,
     ProviderError,
     QuotaExceeded,
@@ -54,7 +62,21 @@ from worker.providers.resend_request import email_params, pair_results, single_k
 
 __all__ = ["ResendProvider"]
 
+log = logging.getLogger(__name__)
+
 _QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
+_ACCOUNT_ERRORS = frozenset(
+    {
+        "invalid_api_key",
+        "missing_api_key",
+        "restricted_api_key",
+        "suspended_api_key",
+        "invalid_from_address",
+    }
+)
+# 403 ``validation_error`` messages that are about the account, not the email.
+_ACCOUNT_MESSAGES = ("domain is not verified", "only send testing emails")
+_RESTRICTED = "restricted_api_key"
 
 BatchValidation = Literal["strict", "permissive"]
 
@@ -84,6 +106,8 @@ class ResendProvider:
             "strict" if batch_validation == "strict" else "permissive"
         )
         self._http = PooledHTTPXClient(timeout=timeout)
+        # Set by the first 401 ``restricted_api_key`` on a template route.
+        self.templates_refused: AccountError | None = None
         previous: AsyncHTTPClient | None = resend.default_async_http_client
         if isinstance(previous, PooledHTTPXClient):
             # Another provider's pool, maybe closed by the time this one closes.
@@ -165,7 +189,13 @@ class ResendProvider:
         return pair_results(emails, response)
 
     async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
-        """Create and publish a template whose variables are ``keys`` (strings, "" by default)."""
+        """Create and publish a template whose variables are ``keys`` (strings, "" by default).
+
+        Raises ``AccountError`` without a request once the key was found to be
+        sending-only.
+        """
+        if self.templates_refused is not None:
+            raise self.templates_refused
         params: resend.Templates.CreateParams = {
             "name": name,
             "html": html,
@@ -178,7 +208,14 @@ class ResendProvider:
             self._install()
             await resend.Templates.publish_async(created["id"])
         except ResendError as exc:
-            raise _map_error(exc) from exc
+            error = _map_error(exc)
+            if error.code == _RESTRICTED and isinstance(error, AccountError):
+                self.templates_refused = error
+                log.error(
+                    "the Resend API key has sending access only: it cannot manage templates, "
+                    "so every campaign sends whole bodies (give it full access to use templates)"
+                )
+            raise error from exc
         return created["id"]
 
     async def remove_template(self, template_id: str) -> None:
@@ -233,6 +270,10 @@ def _map_error(exc: ResendError) -> ProviderError:
     message = str(exc.message or exc)
     if error_type in _QUOTA_ERRORS:
         return QuotaExceeded(error_type, message, status=status)
+    if error_type in _ACCOUNT_ERRORS or (
+        status == 403 and any(part in message for part in _ACCOUNT_MESSAGES)
+    ):
+        return AccountError(error_type or "account_error", message, status=status)
     if status == 429:
         headers = exc.headers or {}
         retry_after = _seconds(_header(headers, "retry-after"))
