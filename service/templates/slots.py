@@ -39,13 +39,24 @@ from jinja2 import Environment, nodes
 from jinja2.utils import _PassArg
 from markupsafe import escape
 
-__all__ = ["SlotTemplate", "compile_slots"]
+from service.templates.variables import LEAD_VARIABLES
+
+__all__ = ["SlotSource", "SlotTemplate", "compile_slots"]
 
 Context = dict[str, Any]
 Evaluator = Callable[[Context], Any]
 Renderer = Callable[[Any, Context], str]
 
 _MISSING = object()
+
+# Where a slot's text comes from, when it is a bare variable: ``("lead", field, n)``
+# for a lead field (``name``, ``email`` …), ``("attribute", key, n)`` for
+# ``attributes.key``, ``("url", name, n)`` for a tracking URL, where ``n`` bounds
+# what ``default(...)`` may put instead; None for anything else (another filter,
+# a block, a loop), whose text cannot be bounded in advance.
+SlotSource = tuple[str, str, int] | None
+# The variables that hold one of the delivery's URLs.
+_URL_NAMES = frozenset(("unsubscribe_url", "view_in_browser_url", "_pixel", "_links"))
 
 
 class SlotTemplate:
@@ -56,9 +67,27 @@ class SlotTemplate:
     (``str.format`` was slower, and much slower still with ``Markup`` values.)
     """
 
-    __slots__ = ("_json_layout", "_json_statics", "_layout", "_order", "_slots", "_statics")
+    __slots__ = (
+        "_json_layout",
+        "_json_statics",
+        "_layout",
+        "_order",
+        "_slots",
+        "_statics",
+        "escaped",
+        "sources",
+    )
 
-    def __init__(self, pieces: list[str | int], slots: list[Callable[[Context], str]]) -> None:
+    def __init__(
+        self,
+        pieces: list[str | int],
+        slots: list[Callable[[Context], str]],
+        sources: list[SlotSource] | None = None,
+        escaped: bool = False,
+    ) -> None:
+        # Per slot, where its text comes from (``SlotSource``); whether it is HTML-escaped.
+        self.sources: tuple[SlotSource, ...] = tuple(sources or [None] * len(slots))
+        self.escaped = escaped
         statics: list[str] = []
         order: list[int] = []
         for piece in pieces:
@@ -133,6 +162,7 @@ def compile_slots(
     to_text: Callable[[Any], str] = _escaped if autoescape else str
     pieces: list[str | int] = []
     slots: list[Callable[[Context], str]] = []
+    sources: list[SlotSource] = []
     index: dict[str, int] = {}
     for node in ast.body:
         if isinstance(node, nodes.Output):
@@ -156,8 +186,36 @@ def compile_slots(
             if key not in index:
                 index[key] = len(slots)
                 slots.append(_slot(env, part, to_text, render_template))
+                sources.append(_source(part))
             pieces.append(index[key])
-    return SlotTemplate(pieces, slots)
+    return SlotTemplate(pieces, slots, sources, autoescape)
+
+
+def _source(node: nodes.Node) -> SlotSource:
+    """Where a bare variable's text comes from (see ``SlotSource``); None for anything else."""
+    if isinstance(node, nodes.Filter) and node.name in ("default", "d") and node.node is not None:
+        inner = _source(node.node)
+        if inner is None or node.kwargs or not all(isinstance(a, nodes.Const) for a in node.args):
+            return None
+        # Escaped or not, the fallback is at most its escaped length.
+        fallback = len(_escaped(_constant(node.args[0]))) if node.args else 0
+        return (inner[0], inner[1], max(inner[2], fallback))
+    if isinstance(node, nodes.Name):
+        if node.name in LEAD_VARIABLES:
+            return ("lead", node.name, 0)
+        return ("url", node.name, 0) if node.name in _URL_NAMES else None
+    owner = getattr(node, "node", None)
+    if not isinstance(owner, nodes.Name):
+        return None
+    if isinstance(node, nodes.Getitem) and owner.name in _URL_NAMES:
+        return ("url", owner.name, 0)
+    if owner.name != "attributes":
+        return None
+    if isinstance(node, nodes.Getattr):
+        return ("attribute", node.attr, 0)
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return ("attribute", str(node.arg.value), 0)
+    return None
 
 
 # Statements that can render alone: they assign nothing the rest of the template sees.
