@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     resend_api_key: SecretStr | None = None
     resend_api_url: str = "https://api.resend.com"
     resend_templates: bool = True
+    # Seconds a sent or cancelled campaign's provider template is kept before the
+    # relay deletes it: emails the provider accepted may still be queued there.
+    resend_template_grace_seconds: float = Field(default=86400.0, ge=0)
     provider_rate_per_second: float = Field(default=2.0, gt=0)
     # Up to the provider's own maximum (PROVIDER_MAX_BATCH), checked below.
     provider_batch_size: int = Field(default=100, ge=1, le=1000)

@@ -94,6 +94,8 @@ def settings(
         send_retry_base_seconds=0.2,
         reconcile_interval_seconds=1.0,
         reconcile_stall_seconds=5.0,
+        # Deleted at the first reconcile after the campaign ends; grace is tested on its own.
+        resend_template_grace_seconds=0.0,
         # tests/operations/test_limits.py turns them on for its own apps.
         api_rate_limits_enabled=False,
         # Small test audiences are always counted exactly, however busy the machine.

@@ -6,7 +6,8 @@ outbox rows the writers' fast path left behind and queues scheduled campaigns
 whose time has come; every ``RECONCILE_INTERVAL_SECONDS`` it re-creates
 missing topics and re-drives campaigns that stopped moving, so a broker that
 lost its data, a lost message or a poison batch never strands a campaign, and
-deletes the provider templates of campaigns that are sent or cancelled; every
+deletes the provider templates of campaigns sent or cancelled more than
+``RESEND_TEMPLATE_GRACE_SECONDS`` ago; every
 ``RETENTION_INTERVAL_SECONDS`` it keeps the partitions of deliveries and raw
 events (``service/retention``): created ahead, dropped past retention.
 """
@@ -23,13 +24,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import metrics, outbox
-from service.campaigns import lifecycle, logic, reconciler_repository, repository
+from service.campaigns import (
+    lifecycle,
+    logic,
+    reconciler_repository,
+    repository,
+    template_repository,
+)
 from service.campaigns.lifecycle import Action, CampaignStatus
-from service.errors import ProviderError
+from service.errors import ProviderError, RateLimited
 from service.kafka import Producer, create_topics
 from service.retention import logic as retention
 from service.settings import Settings
 from worker.providers.base import TemplateProvider
+from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +54,15 @@ class Relay:
         producer: Producer,
         settings: Settings,
         templates: TemplateProvider | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = sessions
         self.producer = producer
         self.settings = settings
         self.templates = templates
+        # Template deletes count against the provider's rate like sends.
+        self.pacer = pacer or Pacer(settings.provider_rate_per_second)
         self._leader: AsyncConnection | None = None
         self._reconciled_at = 0.0
         self._maintained_at = float("-inf")
@@ -129,23 +140,45 @@ class Relay:
         return await outbox.publish_stale(self.sessions, self.producer, STALE_AFTER_SECONDS)
 
     async def remove_finished_templates(self) -> int:
-        """Delete the provider templates of sent and cancelled campaigns.
+        """Delete the provider templates of campaigns sent or cancelled at least
+        ``RESEND_TEMPLATE_GRACE_SECONDS`` ago; how many were deleted.
 
-        The campaign forgets its template first (the next round, if any, makes
-        its own); a template the provider fails to delete is logged and left.
+        The campaign forgets its template when it finishes (the next round, if
+        any, makes its own); the template itself stays for the grace period,
+        since emails the provider accepted may still be queued there. Deletes
+        are paced like sends; one that fails is tried again next time.
         """
         if self.templates is None:
             return 0
         async with self.sessions.begin() as session:
-            finished = await reconciler_repository.take_finished_templates(session)
-        for campaign_id, template_id in finished:
+            await template_repository.finish_templates(session)
+        async with self.sessions() as session:
+            due = await template_repository.due_for_delete(
+                session, self.settings.resend_template_grace_seconds
+            )
+        deleted: list[int] = []
+        for row, campaign_id, template_id in due:
+            if template_id is None:
+                # Created without an answer (a crash or a timeout): nothing to delete by id.
+                log.warning("campaign %s: a template may be left at the provider", campaign_id)
+                deleted.append(row)
+                continue
+            await self.pacer.acquire()
             try:
                 await self.templates.remove_template(template_id)
+            except RateLimited as exc:
+                self.pacer.throttled(exc.retry_after)
+                break
             except ProviderError as exc:
                 log.warning(
-                    "campaign %s: template %s not deleted: %s", campaign_id, template_id, exc
+                    "campaign %s: template %s not deleted yet: %s", campaign_id, template_id, exc
                 )
-        return len(finished)
+                continue
+            self.pacer.succeeded()
+            deleted.append(row)
+        async with self.sessions.begin() as session:
+            await template_repository.forget(session, deleted)
+        return len(deleted)
 
     async def maintain_partitions(self) -> int:
         """Create partitions ahead, drop those past retention; returns how many were dropped."""

@@ -1,49 +1,19 @@
 """The SQL of watching campaigns rather than running one: the relay's scheduler
-and reconciler, the provider templates left to delete, the operator's status
-view and the campaigns-per-status gauge.
+and reconciler, the operator's status view and the campaigns-per-status gauge
+(the provider templates left to delete are in ``template_repository``).
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.campaigns import lifecycle
 from service.campaigns.lifecycle import Action, CampaignStatus
 from service.campaigns.repository import stats
 from service.models import Campaign, table_of
-
-_TAKE_FINISHED_TEMPLATES = text("""
-WITH done AS (
-    SELECT id, provider_template_id FROM campaigns
-    WHERE status IN (:sent, :cancelled) AND provider_template_id <> ''
-    ORDER BY id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE campaigns c SET provider_template_id = NULL
-FROM done WHERE c.id = done.id
-RETURNING done.id, done.provider_template_id
-""")
-
-
-async def take_finished_templates(
-    session: AsyncSession, limit: int = 100
-) -> list[tuple[uuid.UUID, str]]:
-    """Provider templates of campaigns that send no more, forgotten here for the caller to
-    delete; a later ``retry-failed`` round of such a campaign decides anew."""
-    rows = await session.execute(
-        _TAKE_FINISHED_TEMPLATES,
-        {
-            "limit": limit,
-            "sent": CampaignStatus.SENT.value,
-            "cancelled": CampaignStatus.CANCELLED.value,
-        },
-    )
-    return [(row[0], row[1]) for row in rows]
 
 
 async def due_scheduled(session: AsyncSession, limit: int = 100) -> list[Campaign]:

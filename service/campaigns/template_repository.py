@@ -1,5 +1,6 @@
 """The SQL of a campaign's provider template: measuring its recipients' values and
-the record of every template created at the provider (``provider_templates``)."""
+the record of every template created at the provider (``provider_templates``,
+migration 0016), from before its creation until the provider deleted it."""
 
 from __future__ import annotations
 
@@ -58,3 +59,63 @@ WHERE d.campaign_id = :campaign_id AND d.status = 'pending'
         )
     ).one()
     return dict(zip(wanted, row, strict=True))
+
+
+async def record_creating(session: AsyncSession, campaign_id: uuid.UUID) -> int:
+    """A row for a template about to be created (committed by the caller first); its id."""
+    row_id = await session.scalar(
+        text("INSERT INTO provider_templates (campaign_id) VALUES (:c) RETURNING id"),
+        {"c": campaign_id},
+    )
+    return int(row_id)
+
+
+async def record_created(session: AsyncSession, row_id: int, template_id: str) -> None:
+    """The provider's id of the row's template, known before it is published."""
+    await session.execute(
+        text("UPDATE provider_templates SET template_id = :t, state = 'active' WHERE id = :id"),
+        {"t": template_id, "id": row_id},
+    )
+
+
+_FINISH = text("""
+WITH done AS (
+    UPDATE provider_templates t SET state = 'finished', finished_at = now()
+    FROM campaigns c
+    WHERE c.id = t.campaign_id AND c.status IN ('sent', 'cancelled')
+      AND t.state IN ('creating', 'active')
+    RETURNING t.campaign_id
+)
+UPDATE campaigns c SET provider_template_id = NULL
+WHERE c.id IN (SELECT campaign_id FROM done) AND c.provider_template_id <> ''
+""")
+
+
+async def finish_templates(session: AsyncSession) -> None:
+    """Start the grace period of the templates of sent and cancelled campaigns; those
+    campaigns forget their decision, so a later ``retry-failed`` round decides anew."""
+    await session.execute(_FINISH)
+
+
+async def due_for_delete(
+    session: AsyncSession, grace_seconds: float, limit: int = 100
+) -> list[tuple[int, uuid.UUID, str | None]]:
+    """(row, campaign, provider id or None) of templates finished ``grace_seconds`` ago."""
+    rows = await session.execute(
+        text("""
+SELECT id, campaign_id, template_id FROM provider_templates
+WHERE state = 'finished' AND finished_at <= now() - make_interval(secs => :grace)
+ORDER BY finished_at
+LIMIT :limit
+"""),
+        {"grace": grace_seconds, "limit": limit},
+    )
+    return [(int(row[0]), row[1], row[2]) for row in rows]
+
+
+async def forget(session: AsyncSession, row_ids: list[int]) -> None:
+    """Drop the rows of templates the provider deleted."""
+    if row_ids:
+        await session.execute(
+            text("DELETE FROM provider_templates WHERE id = ANY(:ids)"), {"ids": row_ids}
+        )

@@ -191,11 +191,24 @@ class CampaignContexts:
             return ""  # the key cannot manage templates: logged once, by the provider
         if not await self._fits(session, context.campaign_id, template):
             return ""
+        # Recorded and committed before the provider has it, so a crash leaks none:
+        # the relay deletes every recorded template once its campaign is done.
+        async with self.sessions.begin() as own:
+            row = await template_repository.record_creating(own, context.campaign_id)
+
+        async def created(template_id: str) -> None:
+            async with self.sessions.begin() as own:
+                await template_repository.record_created(own, row, template_id)
+
         try:
             for _ in range(2):  # creating and publishing: two requests at the provider's rate
                 await self.pacer.acquire()
             return await templates.create_template(
-                f"campaign {context.campaign_id}", template.html, template.text, template.keys
+                f"campaign {context.campaign_id}",
+                template.html,
+                template.text,
+                template.keys,
+                on_created=created,
             )
         except ProviderError as exc:
             log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)

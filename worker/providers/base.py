@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -96,8 +96,16 @@ class TemplateProvider(Protocol):
     raise ``service.errors.ProviderError`` subclasses as ``send_batch`` does.
     """
 
-    async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
-        """Store and publish a template; its id."""
+    async def create_template(
+        self,
+        name: str,
+        html: str,
+        text: str,
+        keys: Sequence[str],
+        on_created: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
+        """Store and publish a template; its id. ``on_created`` gets the id once the
+        template exists and before it is published (the caller records it)."""
         ...
 
     async def remove_template(self, template_id: str) -> None: ...

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
@@ -188,8 +188,16 @@ class ResendProvider:
             raise TransientProviderError("no_content", str(exc)) from exc
         return pair_results(emails, response)
 
-    async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
-        """Create and publish a template whose variables are ``keys`` (strings, "" by default).
+    async def create_template(
+        self,
+        name: str,
+        html: str,
+        text: str,
+        keys: Sequence[str],
+        on_created: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
+        """Create and publish a template whose variables are ``keys`` (strings, "" by default);
+        ``on_created`` gets its id between the two.
 
         Raises ``AccountError`` without a request once the key was found to be
         sending-only.
@@ -205,6 +213,8 @@ class ResendProvider:
         self._install()
         try:
             created = await resend.Templates.create_async(params)
+            if on_created is not None:
+                await on_created(created["id"])
             self._install()
             await resend.Templates.publish_async(created["id"])
         except ResendError as exc:
