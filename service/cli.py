@@ -153,6 +153,29 @@ def _token(args: argparse.Namespace) -> None:
     )
 
 
+def _provider_check(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from worker.providers.resend import ResendProvider
+    from worker.providers.resend_check import check
+
+    settings = get_settings()
+    if settings.resend_api_key is None:
+        sys.exit("campaignctl provider-check: set RESEND_API_KEY (and RESEND_API_URL to test)")
+    key = settings.resend_api_key.get_secret_value()
+
+    async def run() -> bool:
+        provider = ResendProvider(key, settings.resend_api_url)
+        try:
+            report = await check(provider, args.sender, args.to)
+        finally:
+            await provider.aclose()
+        print("\n".join(report.lines))
+        return report.ok
+
+    sys.exit(0 if asyncio.run(run()) else 1)
+
+
 def _demo(args: argparse.Namespace) -> None:
     demo, devstack = _devtools("demo"), _devtools("devstack")
     try:
@@ -308,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="local-user")
     token.add_argument("--ttl", type=int, default=3600, help="seconds")
     token.set_defaults(func=_token)
+
+    check = commands.add_parser(
+        "provider-check", help="send one message through Resend with a template; show the answers"
+    )
+    check.add_argument("--to", required=True, help="a test address whose mail you can read")
+    # Resend's own test sender works before any domain is verified (to the account's address).
+    check.add_argument("--from", dest="sender", default="onboarding@resend.dev")
+    check.set_defaults(func=_provider_check)
 
     demo = commands.add_parser("demo", help="local stack + API + worker + a demo campaign")
     demo.add_argument("--dir", default="var/demo")

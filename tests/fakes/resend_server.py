@@ -56,6 +56,8 @@ Behaviour worth knowing:
   ``concurrent_idempotent_requests``. Bodies are compared as sent (their bytes:
   the same emails with keys in another order are a different body). Only 2xx
   answers are stored, so a request refused with 4xx/5xx can be retried with its key.
+* ``GET /emails/{id}`` shows an accepted email (its html/text as filled in,
+  with ``record_content``; ``last_event`` is always ``delivered``).
 * Templates: ``POST /templates`` creates a draft, ``POST /templates/{id}/publish``
   publishes it, ``GET``/``DELETE /templates/{id}`` read and delete it (unknown
   ids: 404). Creating one refuses (422) more than 50 variables, a key declared
@@ -866,6 +868,7 @@ class FakeResend:
                 Route("/templates/{id}", api(self._get_template), methods=["GET"]),
                 Route("/templates/{id}", api(self._delete_template), methods=["DELETE"]),
                 Route("/templates/{id}/publish", api(self._publish_template), methods=["POST"]),
+                Route("/emails/{id}", api(self._get_email), methods=["GET"]),
                 Route("/_fake/stats", self._stats_endpoint, methods=["GET"]),
                 Route("/_fake/messages", self._messages_endpoint, methods=["GET"]),
                 Route("/_fake/reset", self._reset_endpoint, methods=["POST"]),
@@ -1421,6 +1424,28 @@ class FakeResend:
         if template is None:
             return _template_not_found(), None
         return _Answer(200, orjson.dumps(_template_resource(template))), None
+
+    async def _get_email(self, request: Request) -> tuple[_Answer, Any]:
+        wanted = request.path_params["id"]
+        with self._lock:
+            found = next((m for m in self._messages if m.id == wanted), None)
+        if found is None:
+            return _error(404, "not_found", "Email not found"), None
+        resource = {
+            "object": "email",
+            "id": found.id,
+            "to": found.to,
+            "from": found.sender,
+            "created_at": datetime.fromtimestamp(found.created_at, UTC).isoformat(),
+            "subject": found.subject,
+            "html": found.html,
+            "text": found.text,
+            "bcc": None,
+            "cc": None,
+            "reply_to": found.reply_to,
+            "last_event": "delivered",
+        }
+        return _Answer(200, orjson.dumps(resource)), None
 
     async def _stats_endpoint(self, request: Request) -> Response:
         return Response(orjson.dumps(self.stats()), media_type="application/json")
