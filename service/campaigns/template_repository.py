@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.templates.provider_limits import Measure
+from service.models import CampaignDelivery, Lead
+from service.templates.provider_limits import MAX_TEMPLATE_VALUE, Measure
 
 # Lead fields as the batch query reads them (``sending_repository._LOAD_BATCH``).
 _LEAD_COLUMNS = {
@@ -21,6 +22,17 @@ _LEAD_COLUMNS = {
     "company": "l.company",
     "title": "l.title",
 }
+
+
+# HTML escaping makes a character at most five ("&" -> "&amp;", '"' -> "&#34;").
+_ESCAPED_GROWTH = 5
+
+
+def _declared(key: str) -> int | None:
+    """The declared length of a lead field's column, if it has one."""
+    column = (CampaignDelivery.recipient_email if key == "email" else getattr(Lead, key)).type
+    length = getattr(column, "length", None)
+    return length if isinstance(length, int) else None
 
 
 def _escaped(column: str) -> str:
@@ -34,10 +46,23 @@ async def longest_values(
     session: AsyncSession, campaign_id: uuid.UUID, measures: Iterable[Measure]
 ) -> dict[Measure, int | None]:
     """The longest value of each measure among the campaign's pending recipients
-    (None when none has one), in one statement over its pending rows."""
-    wanted = sorted(measures)
+    (None when none has one), in one statement over its pending rows.
+
+    A lead field whose column is declared short enough is answered with that
+    bound, unread; a template of such fields alone (the usual case) reads nothing.
+    """
+    found: dict[Measure, int | None] = {}
+    wanted: list[Measure] = []
+    for measure in sorted(measures):
+        kind, key, escaped = measure
+        declared = _declared(key) if kind == "lead" else None
+        bound = None if declared is None else declared * (_ESCAPED_GROWTH if escaped else 1)
+        if bound is not None and bound <= MAX_TEMPLATE_VALUE:
+            found[measure] = bound
+        else:
+            wanted.append(measure)
     if not wanted:
-        return {}
+        return found
     params: dict[str, object] = {"campaign_id": campaign_id}
     columns: list[str] = []
     for n, (kind, key, escaped) in enumerate(wanted):
@@ -58,7 +83,8 @@ WHERE d.campaign_id = :campaign_id AND d.status = 'pending'
             params,
         )
     ).one()
-    return dict(zip(wanted, row, strict=True))
+    found.update(zip(wanted, row, strict=True))
+    return found
 
 
 async def record_creating(session: AsyncSession, campaign_id: uuid.UUID) -> int:

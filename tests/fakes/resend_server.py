@@ -63,7 +63,8 @@ Behaviour worth knowing:
   ids: 404). Creating one refuses (422) more than 50 variables, a key declared
   twice or reserved, and a ``{{{KEY}}}`` in html/text/subject whose key is not
   declared. An email with ``template: {id, variables}`` needs a published
-  template and a string or number for every variable without a fallback. With
+  template and a string or number for every variable without a fallback;
+  a string value longer than ``MAX_TEMPLATE_VALUE`` (2,000) characters is 422. With
   ``record_content`` its html/text are the template's with each ``{{{KEY}}}``
   replaced, unescaped, by its value or fallback; nothing else is rendered.
   These routes are rate-limited, authorized, faulted and recorded like the

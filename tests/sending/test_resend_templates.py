@@ -131,3 +131,14 @@ async def test_template_deletes_go_through_the_pacer(
 
 async def _finished(sessions: async_sessionmaker[AsyncSession], campaign_id: str) -> bool:
     return [state for _, state in await _rows(sessions, campaign_id)] == ["finished"]
+
+
+async def test_a_template_refused_outright_leaves_no_row_to_clean_up(
+    api: Api, fake: FakeResend, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    fake.fail_next(1, status=422, path="/templates")
+    await api.leads(5)
+    created = await api.create()
+    await api.wait_status(created["id"], "sent")
+    assert _templates_created(fake, created["id"]) == 0
+    assert await _rows(sessions, created["id"]) == []

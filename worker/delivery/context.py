@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.campaigns import sending_repository, template_repository
 from service.campaigns.lifecycle import CampaignStatus
-from service.errors import ProviderError
+from service.errors import ProviderError, TransientProviderError
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as template_logic
@@ -196,9 +196,13 @@ class CampaignContexts:
         async with self.sessions.begin() as own:
             row = await template_repository.record_creating(own, context.campaign_id)
 
+        recorded = False
+
         async def created(template_id: str) -> None:
+            nonlocal recorded
             async with self.sessions.begin() as own:
                 await template_repository.record_created(own, row, template_id)
+            recorded = True
 
         try:
             for _ in range(2):  # creating and publishing: two requests at the provider's rate
@@ -212,6 +216,10 @@ class CampaignContexts:
             )
         except ProviderError as exc:
             log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)
+            if not recorded and not isinstance(exc, TransientProviderError):
+                # Refused outright: nothing was created, so nothing is left to delete.
+                async with self.sessions.begin() as own:
+                    await template_repository.forget(own, [row])
             return ""
 
     async def _fits(
