@@ -1,6 +1,6 @@
 """The SQL of a campaign's provider template: measuring its recipients' values and
 the record of every template created at the provider (``provider_templates``,
-migration 0016), from before its creation until the provider deleted it."""
+migration 0017), from before its creation until the provider deleted it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.campaigns.lifecycle import CampaignStatus
 from service.models import CampaignDelivery, Lead
 from service.templates.provider_limits import MAX_TEMPLATE_VALUE, Measure
 
@@ -43,7 +44,10 @@ def _escaped(column: str) -> str:
 
 
 async def longest_values(
-    session: AsyncSession, campaign_id: uuid.UUID, measures: Iterable[Measure]
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    measures: Iterable[Measure],
+    limit: int = MAX_TEMPLATE_VALUE,
 ) -> dict[Measure, int | None]:
     """The longest value of each measure among the campaign's pending recipients
     (None when none has one), in one statement over its pending rows.
@@ -57,7 +61,7 @@ async def longest_values(
         kind, key, escaped = measure
         declared = _declared(key) if kind == "lead" else None
         bound = None if declared is None else declared * (_ESCAPED_GROWTH if escaped else 1)
-        if bound is not None and bound <= MAX_TEMPLATE_VALUE:
+        if bound is not None and bound <= limit:
             found[measure] = bound
         else:
             wanted.append(measure)
@@ -104,23 +108,24 @@ async def record_created(session: AsyncSession, row_id: int, template_id: str) -
     )
 
 
-_FINISH = text("""
-WITH done AS (
-    UPDATE provider_templates t SET state = 'finished', finished_at = now()
-    FROM campaigns c
-    WHERE c.id = t.campaign_id AND c.status IN ('sent', 'cancelled')
-      AND t.state IN ('creating', 'active')
-    RETURNING t.campaign_id
-)
-UPDATE campaigns c SET provider_template_id = NULL
-WHERE c.id IN (SELECT campaign_id FROM done) AND c.provider_template_id <> ''
+_FINISH_ROWS = text("""
+UPDATE provider_templates t SET state = 'finished', finished_at = now()
+FROM campaigns c
+WHERE c.id = t.campaign_id AND c.status IN (:sent, :cancelled)
+  AND t.state IN ('creating', 'active')
+""")
+_FORGET_DECISIONS = text("""
+UPDATE campaigns SET provider_template_id = NULL
+WHERE status IN (:sent, :cancelled) AND provider_template_id <> ''
 """)
 
 
 async def finish_templates(session: AsyncSession) -> None:
     """Start the grace period of the templates of sent and cancelled campaigns; those
     campaigns forget their decision, so a later ``retry-failed`` round decides anew."""
-    await session.execute(_FINISH)
+    done = {"sent": CampaignStatus.SENT.value, "cancelled": CampaignStatus.CANCELLED.value}
+    await session.execute(_FINISH_ROWS, done)
+    await session.execute(_FORGET_DECISIONS, done)
 
 
 async def due_for_delete(

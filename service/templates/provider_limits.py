@@ -28,7 +28,7 @@ MAX_TEMPLATE_VALUE = 2000
 Measure = tuple[str, str, bool]
 
 
-def measures(template: ProviderTemplate) -> set[Measure] | None:
+def measures(template: ProviderTemplate, limit: int = MAX_TEMPLATE_VALUE) -> set[Measure] | None:
     """The stored values whose longest lengths bound ``template``'s variables, or None
     when some slot cannot be bounded in advance (the round sends whole bodies)."""
     needed: set[Measure] = set()
@@ -37,14 +37,14 @@ def measures(template: ProviderTemplate) -> set[Measure] | None:
             if source is None:
                 return None
             kind, key, fallback = source
-            if fallback > MAX_TEMPLATE_VALUE:
+            if fallback > limit:
                 return None
             if kind != "url":
                 needed.add((kind, key, slots.escaped))
     return needed
 
 
-def fits(longest: Mapping[Measure, int | None]) -> bool:
+def fits(longest: Mapping[Measure, int | None], limit: int = MAX_TEMPLATE_VALUE) -> bool:
     """Whether every measured value (None: no recipient has one) is within the limit."""
     # A missing value renders as "" or a short fallback word ("there").
-    return all((length or 0) <= MAX_TEMPLATE_VALUE for length in longest.values())
+    return all((length or 0) <= limit for length in longest.values())

@@ -29,7 +29,7 @@ from service.templates import logic as template_logic
 from service.templates import provider_limits
 from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
 from service.templates.urls import DeliveryUrls
-from worker.providers.base import TemplateProvider
+from worker.providers.base import StoredTemplateProvider, TemplateProvider
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
@@ -187,15 +187,36 @@ class CampaignContexts:
         template = context.template
         if template is None or not self.settings.resend_templates:
             return ""
+        try:
+            if isinstance(templates, StoredTemplateProvider):
+                return await self._create_stored(session, context, template, templates)
+            # Kept in the provider's memory: nothing to record, nothing to delete later.
+            for _ in range(2):  # creating and publishing: two requests at the provider's rate
+                await self.pacer.acquire()
+            return await templates.create_template(
+                f"campaign {context.campaign_id}", template.html, template.text, template.keys
+            )
+        except ProviderError as exc:
+            log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)
+            return ""
+
+    async def _create_stored(
+        self,
+        session: AsyncSession,
+        context: CampaignContext,
+        template: ProviderTemplate,
+        templates: StoredTemplateProvider,
+    ) -> str:
+        """A template stored at the provider (Resend), recorded before it exists; '' when
+        a recipient's value could pass the provider's limit or the key may only send."""
         if getattr(templates, "templates_refused", None) is not None:
             return ""  # the key cannot manage templates: logged once, by the provider
-        if not await self._fits(session, context.campaign_id, template):
+        if not await self._fits(session, context.campaign_id, template, templates):
             return ""
         # Recorded and committed before the provider has it, so a crash leaks none:
         # the relay deletes every recorded template once its campaign is done.
         async with self.sessions.begin() as own:
             row = await template_repository.record_creating(own, context.campaign_id)
-
         recorded = False
 
         async def created(template_id: str) -> None:
@@ -215,27 +236,31 @@ class CampaignContexts:
                 on_created=created,
             )
         except ProviderError as exc:
-            log.warning("campaign %s: sending whole bodies: %s", context.campaign_id, exc)
             if not recorded and not isinstance(exc, TransientProviderError):
                 # Refused outright: nothing was created, so nothing is left to delete.
                 async with self.sessions.begin() as own:
                     await template_repository.forget(own, [row])
-            return ""
+            raise
 
     async def _fits(
-        self, session: AsyncSession, campaign_id: uuid.UUID, template: ProviderTemplate
+        self,
+        session: AsyncSession,
+        campaign_id: uuid.UUID,
+        template: ProviderTemplate,
+        templates: StoredTemplateProvider,
     ) -> bool:
         """Whether no pending recipient's variable can pass the provider's limit."""
-        needed = provider_limits.measures(template)
+        limit = templates.max_variable_chars
+        needed = provider_limits.measures(template, limit)
         if needed is None:
             log.info("campaign %s: sending whole bodies: a slot is no bare variable", campaign_id)
             return False
-        longest = await template_repository.longest_values(session, campaign_id, needed)
-        if not provider_limits.fits(longest):
+        longest = await template_repository.longest_values(session, campaign_id, needed, limit)
+        if not provider_limits.fits(longest, limit):
             log.info(
                 "campaign %s: sending whole bodies: a recipient's value is longer than %d",
                 campaign_id,
-                provider_limits.MAX_TEMPLATE_VALUE,
+                limit,
             )
             return False
         return True

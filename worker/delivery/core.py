@@ -21,9 +21,9 @@ from service.errors import ProviderError, RateLimited, RenderError, TransientPro
 from service.settings import Settings
 from service.templates import logic as template_logic
 from service.templates.compiled import CompiledMessage, ProviderTemplate
-from service.templates.provider_limits import MAX_TEMPLATE_VALUE
 from service.templates.urls import DeliveryUrls
-from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
+from worker.providers import templates_of
+from worker.providers.base import EmailProvider, OutgoingEmail, SendResult, StoredTemplateProvider
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ class DeliveryCore:
         self.settings = settings
         self.urls = template_logic.url_builder(settings)
         self._as_json: bool = getattr(provider, "accepts_json_parts", False)
+        # A provider that limits a template variable's length (Resend); None: no limit.
+        templates = templates_of(provider)
+        self._value_limit: int | None = (
+            templates.max_variable_chars if isinstance(templates, StoredTemplateProvider) else None
+        )
 
     def render(
         self, context: MessageContext, recipients: Sequence[Recipient]
@@ -88,7 +93,8 @@ class DeliveryCore:
                     subject, values = context.message.variables(template, recipient.fields, urls)
                     # A lead changed after the round chose its template: that one
                     # message goes whole rather than be refused by the provider.
-                    if values and max(map(len, values)) > MAX_TEMPLATE_VALUE:
+                    limit = self._value_limit
+                    if limit is not None and values and max(map(len, values)) > limit:
                         values = None
                     else:
                         email.subject, email.template_id = subject, template_id

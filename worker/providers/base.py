@@ -96,6 +96,25 @@ class TemplateProvider(Protocol):
     raise ``service.errors.ProviderError`` subclasses as ``send_batch`` does.
     """
 
+    async def create_template(self, name: str, html: str, text: str, keys: Sequence[str]) -> str:
+        """Store and publish a template; its id."""
+        ...
+
+    async def remove_template(self, template_id: str) -> None: ...
+
+
+@runtime_checkable
+class StoredTemplateProvider(Protocol):
+    """A ``TemplateProvider`` whose templates live at the provider until deleted
+    (Resend), with a limit on the length of each variable's value.
+
+    The caller records a template before it exists (``on_created`` gets its id
+    before it is published), so none is left behind unknown, and decides per
+    campaign that no value can pass ``max_variable_chars``.
+    """
+
+    max_variable_chars: int
+
     async def create_template(
         self,
         name: str,
@@ -103,9 +122,6 @@ class TemplateProvider(Protocol):
         text: str,
         keys: Sequence[str],
         on_created: Callable[[str], Awaitable[None]] | None = None,
-    ) -> str:
-        """Store and publish a template; its id. ``on_created`` gets the id once the
-        template exists and before it is published (the caller records it)."""
-        ...
+    ) -> str: ...
 
     async def remove_template(self, template_id: str) -> None: ...

@@ -56,6 +56,7 @@ from service.errors import (
     RateLimited,
     TransientProviderError,
 )
+from service.templates.provider_limits import MAX_TEMPLATE_VALUE
 from worker.providers.base import OutgoingEmail, SendResult
 from worker.providers.resend_http import PooledHTTPXClient
 from worker.providers.resend_request import email_params, pair_results, single_key
@@ -85,6 +86,8 @@ class ResendProvider:
     """``EmailProvider`` for Resend's ``POST /emails/batch``, and ``TemplateProvider``."""
 
     name = "resend"
+    # Resend's limit on a template variable's string value (``StoredTemplateProvider``).
+    max_variable_chars = MAX_TEMPLATE_VALUE
     # Bodies may come encoded (OutgoingEmail.html_json): spliced into the request
     # as they are, instead of encoding 20 KB strings once more per message.
     accepts_json_parts = True
