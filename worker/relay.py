@@ -36,7 +36,7 @@ from service.errors import ProviderError, RateLimited
 from service.kafka import Producer, create_topics
 from service.retention import logic as retention
 from service.settings import Settings
-from worker.providers.base import TemplateProvider
+from worker.providers.base import StoredTemplateProvider, TemplateProvider
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,12 @@ class Relay:
         if self.templates is None:
             return 0
         async with self.sessions.begin() as session:
-            await template_repository.finish_templates(session)
+            forgotten = await template_repository.finish_templates(session)
+        if not isinstance(self.templates, StoredTemplateProvider):
+            # Kept in the provider's memory: nothing is queued against them there.
+            for _, kept in forgotten:
+                await self.templates.remove_template(kept)
+            return len(forgotten)
         async with self.sessions() as session:
             due = await template_repository.due_for_delete(
                 session, self.settings.resend_template_grace_seconds

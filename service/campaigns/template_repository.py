@@ -117,15 +117,18 @@ WHERE c.id = t.campaign_id AND c.status IN (:sent, :cancelled)
 _FORGET_DECISIONS = text("""
 UPDATE campaigns SET provider_template_id = NULL
 WHERE status IN (:sent, :cancelled) AND provider_template_id <> ''
+RETURNING id, provider_template_id
 """)
 
 
-async def finish_templates(session: AsyncSession) -> None:
+async def finish_templates(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
     """Start the grace period of the templates of sent and cancelled campaigns; those
-    campaigns forget their decision, so a later ``retry-failed`` round decides anew."""
+    campaigns forget their decision, so a later ``retry-failed`` round decides anew.
+    The (campaign, template id) decisions forgotten."""
     done = {"sent": CampaignStatus.SENT.value, "cancelled": CampaignStatus.CANCELLED.value}
     await session.execute(_FINISH_ROWS, done)
-    await session.execute(_FORGET_DECISIONS, done)
+    rows = await session.execute(_FORGET_DECISIONS, done)
+    return [(row[0], row[1]) for row in rows]
 
 
 async def due_for_delete(
