@@ -77,11 +77,23 @@ async def test_a_sender_name_is_sent_as_resend_documents_it(
     ],
 )
 async def test_the_fake_refuses_a_display_name_encoded_or_quoted(
-    fake: FakeResend, provider: ResendProvider, sender: str
+    fake: FakeResend, sender: str
 ) -> None:
-    (result,) = await provider.send_batch([email(sender=sender)], "encoded")
-    assert result.error is not None and "Invalid `from` field" in result.error
+    body = {"from": sender, "to": "x@example.com", "subject": "s", "text": "t"}
+    refused = await call(fake, "POST", "/emails", body)
+    assert refused.status_code == 422
+    assert "Invalid `from` field" in refused.json()["message"]
     assert fake.messages == []
+
+
+@pytest.mark.parametrize("name", ["Café Müller", "Acme, Inc."])
+async def test_a_sender_given_only_in_rfc5322_form_is_sent_as_resend_documents_it(
+    fake: FakeResend, provider: ResendProvider, name: str
+) -> None:
+    sent = email(sender=formataddr((name, "news@acme.example")))
+    (result,) = await provider.send_batch([sent], "rfc5322-only")
+    assert result.provider_message_id
+    assert fake.messages[0].sender == f"{name} <news@acme.example>"
 
 
 def test_a_sender_name_loses_brackets_quotes_and_line_breaks() -> None:

@@ -57,6 +57,9 @@ class TypeContext:
     # Messages go out whole: one message, nothing for a provider template to save.
     template: ProviderTemplate | None = field(default=None)
     template_id: str | None = field(default=None)
+    # ``sender``'s parts as they are: a provider API may format ``from`` its own way.
+    sender_name: str = ""
+    sender_address: str = ""
 
     def headers(self, urls: DeliveryUrls) -> dict[str, str]:
         # No List-Unsubscribe: a one-to-one message belongs to no list, and its
@@ -142,9 +145,12 @@ class MessageDeliveries:
             return cached
         from_name = message_type.from_name or sponsor.from_name or ""
         reply_to = message_type.reply_to or sponsor.reply_to
+        name, address = single_line(from_name), single_line(sponsor.from_email)
         context = TypeContext(
             tag=f"message:{message_type.key}",
-            sender=formataddr((single_line(from_name), single_line(sponsor.from_email))),
+            sender=formataddr((name, address)),
+            sender_name=name,
+            sender_address=address,
             reply_to=single_line(reply_to) if reply_to else None,
             message=compile_message(
                 content_of(message_type), template_logic.brand_for(sponsor), tracking=False

@@ -4,10 +4,14 @@ attachments) and the pairing of a batch's answer with the emails."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.utils import parseaddr
 from typing import Any
 
 import orjson
@@ -43,11 +47,23 @@ def resend_from(name: str, address: str) -> str:
     return f"{clean} <{address}>" if clean else address
 
 
+@functools.lru_cache(maxsize=256)
+def _from_rfc5322(sender: str) -> str:
+    """``resend_from`` of a sender given only in its RFC 5322 form (``formataddr``'s)."""
+    name, address = parseaddr(sender)
+    if not address:
+        return sender
+    # An encoded word Python cannot read stays the name as written.
+    with contextlib.suppress(HeaderParseError, LookupError, UnicodeDecodeError):
+        name = str(make_header(decode_header(name)))
+    return resend_from(name, address)
+
+
 def email_params(email: OutgoingEmail) -> resend.Emails.SendParams:
     sender = (
         resend_from(email.sender_name, email.sender_address)
         if email.sender_address
-        else email.sender
+        else _from_rfc5322(email.sender)
     )
     params: resend.Emails.SendParams = {
         "from": sender,
