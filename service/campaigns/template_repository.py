@@ -1,6 +1,6 @@
 """The SQL of a campaign's provider template: measuring its recipients' values and
 the record of every template created at the provider (``provider_templates``,
-migration 0019), from before its creation until the provider deleted it."""
+migration 0021), from before its creation until the provider deleted it."""
 
 from __future__ import annotations
 
