@@ -264,7 +264,8 @@ async def delete(session: AsyncSession, sponsor_id: str, lead_id: int) -> None:
 
 # ---------------------------------------------------------------- lead sync (leads.v1)
 
-_SYNC_FIELDS = (
+# The upstream lead's columns, in the order both sync paths write them.
+SYNC_FIELDS = (
     "name",
     "first_name",
     "last_name",
@@ -278,7 +279,7 @@ _SYNC_FIELDS = (
     "attributes",
 )
 _SYNC_UPSERT = text(f"""
-INSERT INTO leads (sponsor_id, email, {", ".join(_SYNC_FIELDS)}, source_updated_at)
+INSERT INTO leads (sponsor_id, email, {", ".join(SYNC_FIELDS)}, source_updated_at)
 SELECT CAST(:sponsor_id AS text), CAST(:email AS text), CAST(:name AS text),
        CAST(:first_name AS text), CAST(:last_name AS text), CAST(:company AS text),
        CAST(:title AS text), CAST(:intent_level AS text), CAST(:intent_score AS smallint),
@@ -289,7 +290,7 @@ WHERE EXISTS (SELECT 1 FROM sponsors WHERE id = :sponsor_id)
     SELECT 1 FROM lead_tombstones t
     WHERE t.sponsor_id = :sponsor_id AND t.email = :email AND t.deleted_at >= :updated_at)
 ON CONFLICT (sponsor_id, email) DO UPDATE SET
-    {", ".join(f"{k} = EXCLUDED.{k}" for k in _SYNC_FIELDS)},
+    {", ".join(f"{k} = EXCLUDED.{k}" for k in SYNC_FIELDS)},
     source_updated_at = EXCLUDED.source_updated_at,
     updated_at = now()
 WHERE leads.source_updated_at IS NULL OR leads.source_updated_at < EXCLUDED.source_updated_at
@@ -314,7 +315,7 @@ async def sync_upsert(
 ) -> bool:
     """Apply upstream's lead unless a newer state (or a newer deletion) is stored."""
     params = {
-        **{k: values.get(k) for k in _SYNC_FIELDS},
+        **{k: values.get(k) for k in SYNC_FIELDS},
         "tags": list(values.get("tags") or []),
         "attributes": orjson.dumps(values.get("attributes") or {}).decode(),
         "sponsor_id": sponsor_id,

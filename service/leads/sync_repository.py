@@ -17,21 +17,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.leads.repository import asyncpg_connection, cancel_pending
+from service.leads.repository import SYNC_FIELDS, asyncpg_connection, cancel_pending
 
-SYNC_FIELDS = (
-    "name",
-    "first_name",
-    "last_name",
-    "company",
-    "title",
-    "intent_level",
-    "intent_score",
-    "tags",
-    "follow_up_status",
-    "event_id",
-    "attributes",
-)
 _TYPES = {"intent_score": "smallint", "tags": "text[]", "attributes": "jsonb"}
 _COLUMNS = ("sponsor_id", "email", "updated_at", *SYNC_FIELDS)
 _RECORD = ", ".join(
