@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devtools.devstack import DevStack
@@ -29,7 +30,9 @@ from service.auth import mint_token
 from service.cli import migrate
 from service.db import create_engine, session_factory
 from service.kafka import create_topics
+from service.models import CampaignDelivery
 from service.settings import Settings
+from tests import factories
 from tests.fakes.resend_server import FakeResend
 from worker.main import ROLES, run_worker
 
@@ -228,3 +231,89 @@ async def eventually(
 
 
 SPEC_DIR = Path(__file__).parent / "specs"
+
+
+# -- a campaign over a stack of its own ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def own_stack(root: Path, name: str, **provider_settings: Any) -> Iterator[Settings]:
+    """A migrated stack apart from the session's, so its Resend workers never see these
+    batches; ``provider_settings`` pick the provider and its knobs."""
+    stack = DevStack(root / "stack", fast=True)
+    stack.start()
+    try:
+        settings = Settings(
+            database_url=stack.postgres.url,
+            kafka_bootstrap_servers=stack.broker.bootstrap_servers,
+            kafka_topic_prefix=f"{name}-{uuid.uuid4().hex[:6]}-",
+            kafka_session_timeout_ms=6000,
+            public_base_url="https://campaigns.example.com",
+            provider_rate_per_second=1000,
+            outbox_dir=str(root / "outbox"),
+            auth_jwt_secret="own-stack-test-secret-0123456789abcdef",
+            tracking_secret="own-stack-tracking-secret-0123456789ab",
+            relay_interval_seconds=0.2,
+            api_rate_limits_enabled=False,
+            **provider_settings,
+        )
+        migrate(settings)
+        create_topics(settings)
+        yield settings
+    finally:
+        stack.stop()
+
+
+async def run_campaign(
+    settings: Settings, recipients: int, body: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
+    """A campaign to ``recipients`` new leads through API → planner → sender → provider, on
+    a worker of its own; its stats once sent, and its id."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, ROLES, stop))
+    app = create_app(settings)
+    admin = mint_token(settings, subject="t", scopes=["admin"], sponsor_ids=[])
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            sponsor = await create_sponsor(client, {"Authorization": f"Bearer {admin}"})
+            scopes = ["campaigns:read", "campaigns:write", "leads:write", "stats:read"]
+            jwt = mint_token(settings, subject="t", scopes=scopes, sponsor_ids=[sponsor])
+            headers = {"Authorization": f"Bearer {jwt}"}
+            leads = factories.leads(recipients, domain=f"{sponsor}.example")
+            await factories.add_leads(client, sponsor, headers, leads)
+            response = await client.post(
+                f"/api/v1/sponsors/{sponsor}/campaigns",
+                headers=headers,
+                json=body or factories.campaign(),
+            )
+            assert response.status_code == 202, response.text
+            campaign_id = str(response.json()["id"])
+            url = f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats"
+
+            async def sent() -> dict[str, Any] | None:
+                stats: dict[str, Any] = (await client.get(url, headers=headers)).json()
+                return stats if stats["status"] == "sent" else None
+
+            return await eventually(sent, within=90), campaign_id
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+
+
+async def provider_ids(settings: Settings, campaign_id: str) -> dict[str, str | None]:
+    """Each recipient's provider message id, as the sender recorded it."""
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await session.execute(
+                select(
+                    CampaignDelivery.recipient_email, CampaignDelivery.provider_message_id
+                ).where(CampaignDelivery.campaign_id == uuid.UUID(campaign_id))
+            )
+            return {email: message_id for email, message_id in rows.all()}
+    finally:
+        await engine.dispose()

@@ -29,12 +29,15 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import socket
 import ssl
 import threading
 import time
 import warnings
 from dataclasses import dataclass
+from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Literal
 
@@ -55,6 +58,13 @@ class Received:
     data: bytes
     tls: bool
     login: str | None
+
+
+def parse_email(data: bytes) -> EmailMessage:
+    """A received message (or an .eml file's bytes), parsed with the modern policy."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 class _Handler:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
@@ -21,7 +19,7 @@ from service.messages.attachments import MESSAGE_LIMITS, check_attachments
 from tests.fakes.mailgun_server import FakeMailgun
 from tests.fakes.resend_server import FakeResend
 from tests.fakes.sendgrid_server import FakeSendGrid
-from tests.fakes.smtp_server import FakeSMTP
+from tests.fakes.smtp_server import FakeSMTP, parse_email
 from worker.providers.base import Attachment, OutgoingEmail
 from worker.providers.mailgun import MailgunProvider
 from worker.providers.outbox import OutboxProvider
@@ -52,12 +50,6 @@ def outgoing(i: int, *attachments: Attachment, **overrides: Any) -> OutgoingEmai
     }
     fields.update(overrides)
     return OutgoingEmail(**fields)
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def assert_mime_carries_both(message: EmailMessage) -> None:
@@ -198,7 +190,7 @@ async def test_smtp_sends_attachments_as_mime_that_parses_back_to_the_same_files
 
     assert result.error is None
     (received,) = smtp_server.messages
-    message = parse(received.data)
+    message = parse_email(received.data)
     assert_mime_carries_both(message)
     plain = message.get_body(("plain",))
     assert (plain.get_content().strip() if plain else "") == text
@@ -217,7 +209,7 @@ async def test_smtp_keeps_a_long_non_ascii_file_name_within_smtp_line_limits(
 
     data = smtp_server.messages[0].data
     assert max(len(line) for line in data.split(b"\r\n")) <= 78
-    (attached,) = list(parse(data).iter_attachments())
+    (attached,) = list(parse_email(data).iter_attachments())
     assert (attached.get_filename(), attached.get_content()) == (name, PDF)
 
 
@@ -231,14 +223,14 @@ async def test_an_email_without_attachments_goes_over_smtp_exactly_as_before(
     finally:
         await provider.aclose()
 
-    message = parse(smtp_server.messages[0].data)
+    message = parse_email(smtp_server.messages[0].data)
     assert message.get_content_type() == "multipart/alternative"
 
 
 async def test_the_outbox_writes_attachments_into_the_eml_file(tmp_path: Path) -> None:
     await OutboxProvider(tmp_path).send_batch([outgoing(1, INVOICE, LOGO)], "outbox")
 
-    message = parse((tmp_path / CAMPAIGN / "3001.eml").read_bytes())
+    message = parse_email((tmp_path / CAMPAIGN / "3001.eml").read_bytes())
     assert_mime_carries_both(message)
 
 

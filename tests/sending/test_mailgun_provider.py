@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import select
 
-from devtools.devstack import DevStack
-from service.app import create_app
-from service.auth import mint_token
-from service.cli import migrate
-from service.db import create_engine, session_factory
 from service.errors import (
     PermanentProviderError,
     QuotaExceeded,
     RateLimited,
     TransientProviderError,
 )
-from service.kafka import create_topics
-from service.models import CampaignDelivery
 from service.settings import Settings
 from tests import factories
-from tests.conftest import eventually
+from tests.conftest import own_stack, provider_ids, run_campaign
 from tests.fakes.mailgun_server import FakeMailgun
-from worker.main import ROLES, run_worker
 from worker.providers import build_provider
 from worker.providers.base import OutgoingEmail
 from worker.providers.mailgun import MailgunProvider
@@ -245,104 +234,24 @@ def test_build_provider_needs_the_key_and_the_domain() -> None:
 def mailgun_stack(
     tmp_path_factory: pytest.TempPathFactory, server: FakeMailgun
 ) -> Iterator[Settings]:
-    """A stack of its own, so the session's Resend workers never see these batches."""
-    root = tmp_path_factory.mktemp("mailgun-stack")
-    stack = DevStack(root / "stack", fast=True)
-    stack.start()
-    settings = Settings(
-        database_url=stack.postgres.url,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        kafka_topic_prefix=f"mailgun-{uuid.uuid4().hex[:6]}-",
-        kafka_session_timeout_ms=6000,
+    with own_stack(
+        tmp_path_factory.mktemp("mailgun-stack"),
+        "mailgun",
         email_provider="mailgun",
         mailgun_api_key=SecretStr(KEY),
         mailgun_domain=DOMAIN,
         mailgun_api_url=server.url,
         provider_batch_size=1000,
-        provider_rate_per_second=1000,
         send_retry_base_seconds=0.2,
-        public_base_url="https://campaigns.example.com",
-        outbox_dir=str(Path(root) / "outbox"),
-        auth_jwt_secret="mailgun-test-secret-0123456789abcdef",
-        tracking_secret="mailgun-tracking-secret-0123456789",
-        relay_interval_seconds=0.2,
-        api_rate_limits_enabled=False,
-    )
-    migrate(settings)
-    create_topics(settings)
-    yield settings
-    stack.stop()
-
-
-def bearer(settings: Settings, scopes: list[str], sponsors: list[str]) -> dict[str, str]:
-    token = mint_token(settings, subject="t", scopes=scopes, sponsor_ids=sponsors)
-    return {"Authorization": f"Bearer {token}"}
+    ) as settings:
+        yield settings
 
 
 async def send_campaign(settings: Settings, n: int, body: dict[str, Any]) -> str:
-    """Create a sponsor with ``n`` leads and a campaign; wait until it is sent; its id."""
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, ROLES, stop))
-    app = create_app(settings)
-    sponsor = f"mg-{uuid.uuid4().hex[:8]}"
-    admin = {
-        "Authorization": "Bearer "
-        + mint_token(settings, subject="t", scopes=["admin"], sponsor_ids=[])
-    }
-    scopes = ["campaigns:read", "campaigns:write", "leads:write", "stats:read"]
-    headers = {
-        "Authorization": "Bearer "
-        + mint_token(settings, subject="t", scopes=scopes, sponsor_ids=[sponsor])
-    }
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-        ):
-            sponsor_body = {
-                "name": "Mailgun",
-                "from_email": "news@mailgun.example",
-                "from_name": "Mailgun",
-                "postal_address": "1 Mailgun Street, Berlin",
-            }
-            response = await client.put(
-                f"/api/v1/sponsors/{sponsor}", headers=admin, json=sponsor_body
-            )
-            assert response.status_code == 201, response.text
-            leads = factories.leads(n, domain=f"{sponsor}.example")
-            await factories.add_leads(client, sponsor, headers, leads)
-            response = await client.post(
-                f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=body
-            )
-            assert response.status_code == 202, response.text
-            campaign_id: str = response.json()["id"]
-            url = f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats"
-
-            async def sent() -> dict[str, Any] | None:
-                stats: dict[str, Any] = (await client.get(url, headers=headers)).json()
-                return stats if stats["status"] == "sent" else None
-
-            stats = await eventually(sent, within=90)
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker, 30)
+    """A campaign to ``n`` new leads, sent in full; its id."""
+    stats, campaign_id = await run_campaign(settings, n, body)
     assert (stats["sent"], stats["failed"], stats["pending"]) == (n, 0, 0)
     return campaign_id
-
-
-async def provider_ids(settings: Settings, campaign_id: str) -> dict[str, str | None]:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            rows = await session.execute(
-                select(
-                    CampaignDelivery.recipient_email, CampaignDelivery.provider_message_id
-                ).where(CampaignDelivery.campaign_id == uuid.UUID(campaign_id))
-            )
-            return {email: pid for email, pid in rows.all()}
-    finally:
-        await engine.dispose()
 
 
 def one_each(server: FakeMailgun, ids: dict[str, str | None]) -> None:

@@ -6,26 +6,14 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from sqlalchemy import select
 
-from devtools.devstack import DevStack
-from service.app import create_app
-from service.auth import mint_token
-from service.cli import migrate
-from service.db import create_engine, session_factory
 from service.errors import PermanentProviderError, RateLimited, TransientProviderError
-from service.kafka import create_topics
-from service.models import CampaignDelivery
 from service.settings import Settings
-from tests import factories
-from tests.conftest import eventually
+from tests.conftest import own_stack, provider_ids, run_campaign
 from tests.fakes.sendgrid_server import FakeSendGrid
-from worker.main import ROLES, run_worker
 from worker.providers import build_provider
 from worker.providers.base import OutgoingEmail
 from worker.providers.sendgrid import SendGridProvider
@@ -241,106 +229,22 @@ def test_build_provider_needs_a_key_and_builds_sendgrid() -> None:
 def sendgrid_stack(
     tmp_path_factory: pytest.TempPathFactory, fake_sendgrid: FakeSendGrid
 ) -> Iterator[Settings]:
-    """A stack of its own, so the session's Resend workers never see these batches."""
-    root = tmp_path_factory.mktemp("sendgrid-stack")
-    stack = DevStack(root / "stack", fast=True)
-    stack.start()
-    settings = Settings(
-        database_url=stack.postgres.url,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        kafka_topic_prefix=f"sg-{uuid.uuid4().hex[:6]}-",
-        kafka_session_timeout_ms=6000,
+    with own_stack(
+        tmp_path_factory.mktemp("sendgrid-stack"),
+        "sg",
         email_provider="sendgrid",
         sendgrid_api_key=KEY,
         sendgrid_api_url=fake_sendgrid.url,
         provider_batch_size=200,
-        public_base_url="https://campaigns.example.com",
-        provider_rate_per_second=1000,
-        outbox_dir=str(Path(root) / "outbox"),
-        auth_jwt_secret="sendgrid-test-secret-0123456789abcdef",
-        tracking_secret="sendgrid-tracking-secret-0123456789",
-        relay_interval_seconds=0.2,
         send_max_tries=5,
-        api_rate_limits_enabled=False,
-    )
-    migrate(settings)
-    create_topics(settings)
-    yield settings
-    stack.stop()
-
-
-async def _run_campaign(settings: Settings, recipients: int) -> tuple[dict[str, Any], str]:
-    """A campaign through API → planner → sender → the fake; its stats once sent."""
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, ROLES, stop))
-    app = create_app(settings)
-    admin = {
-        "Authorization": "Bearer "
-        + mint_token(settings, subject="t", scopes=["admin"], sponsor_ids=[])
-    }
-    sponsor = f"sg-{uuid.uuid4().hex[:8]}"
-    scopes = ["campaigns:read", "campaigns:write", "leads:write", "stats:read"]
-    headers = {
-        "Authorization": "Bearer "
-        + mint_token(settings, subject="t", scopes=scopes, sponsor_ids=[sponsor])
-    }
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://test"
-            ) as client,
-        ):
-            response = await client.put(
-                f"/api/v1/sponsors/{sponsor}",
-                headers=admin,
-                json={
-                    "name": "SendGrid",
-                    "from_email": "news@sg.example",
-                    "from_name": "SG News",
-                    "postal_address": "1 Grid Street, Berlin",
-                },
-            )
-            assert response.status_code == 201, response.text
-            leads = factories.leads(recipients, domain=f"{sponsor}.example")
-            await factories.add_leads(client, sponsor, headers, leads)
-            response = await client.post(
-                f"/api/v1/sponsors/{sponsor}/campaigns", headers=headers, json=factories.campaign()
-            )
-            assert response.status_code == 202, response.text
-            campaign_id = str(response.json()["id"])
-
-            async def sent() -> dict[str, Any] | None:
-                url = f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats"
-                stats: dict[str, Any] = (await client.get(url, headers=headers)).json()
-                return stats if stats["status"] == "sent" else None
-
-            return await eventually(sent, within=90), campaign_id
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker, 30)
-
-
-async def _provider_ids(settings: Settings, campaign_id: str) -> dict[str, str | None]:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        CampaignDelivery.recipient_email, CampaignDelivery.provider_message_id
-                    ).where(CampaignDelivery.campaign_id == uuid.UUID(campaign_id))
-                )
-            ).all()
-    finally:
-        await engine.dispose()
-    return {email: message_id for email, message_id in rows}
+    ) as settings:
+        yield settings
 
 
 async def test_a_campaign_is_delivered_through_sendgrid_exactly_once(
     sendgrid_stack: Settings, fake: FakeSendGrid
 ) -> None:
-    stats, campaign_id = await _run_campaign(sendgrid_stack, 450)
+    stats, campaign_id = await run_campaign(sendgrid_stack, 450)
 
     assert (stats["sent"], stats["failed"], stats["pending"]) == (450, 0, 0)
     per_recipient = Counter(m.to for m in fake.messages)
@@ -352,7 +256,7 @@ async def test_a_campaign_is_delivered_through_sendgrid_exactly_once(
     assert message.custom_args["campaign_id"] == campaign_id
     assert message.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "{{{" not in message.html + message.text
-    ids = await _provider_ids(sendgrid_stack, campaign_id)
+    ids = await provider_ids(sendgrid_stack, campaign_id)
     by_address = {m.to: m for m in fake.messages}
     assert {email: by_address[email].message_id for email in ids} == ids
     for email, message_id in ids.items():
@@ -365,7 +269,7 @@ async def test_a_campaign_through_429_then_5xx_then_ok_sends_each_recipient_once
 ) -> None:
     fake.fail_next(1, 429)
     fake.fail_next(1, 503)
-    stats, _ = await _run_campaign(sendgrid_stack, 120)
+    stats, _ = await run_campaign(sendgrid_stack, 120)
 
     assert (stats["sent"], stats["failed"], stats["pending"]) == (120, 0, 0)
     assert fake.answered.get(429) == 1 and fake.answered.get(503) == 1

@@ -4,38 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email
-import email.policy
 import ssl
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import dkim
-import httpx
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
-from sqlalchemy import select
 
-from devtools.devstack import DevStack
-from service.app import create_app
-from service.auth import mint_token
-from service.cli import migrate
-from service.db import create_engine, session_factory
 from service.errors import PermanentProviderError, TransientProviderError
-from service.kafka import create_topics
-from service.models import CampaignDelivery
 from service.settings import Settings
-from tests import factories
-from tests.conftest import eventually
-from tests.fakes.smtp_server import FakeSMTP
-from worker.main import ROLES, run_worker
+from tests.conftest import own_stack, provider_ids, run_campaign
+from tests.fakes.smtp_server import FakeSMTP, parse_email
 from worker.providers import build_provider
 from worker.providers.base import OutgoingEmail
 from worker.providers.smtp import SMTPProvider
@@ -60,12 +46,6 @@ def outgoing(i: int, **overrides: Any) -> OutgoingEmail:
     }
     fields.update(overrides)
     return OutgoingEmail(**fields)
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = email.message_from_bytes(data, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +98,7 @@ async def test_a_batch_goes_out_as_one_multipart_message_per_recipient(server: F
     assert all(r.provider_message_id and r.error is None for r in results)
     assert [m.rcpt_tos for m in server.messages] == [[e.to] for e in emails]
     assert {m.mail_from for m in server.messages} == {"news@sponsor.example"}
-    first = parse(server.messages[0].data)
+    first = parse_email(server.messages[0].data)
     assert first["From"] == "News Desk <news@sponsor.example>"
     assert first["Subject"] == "Hello 0"
     assert first["Date"]
@@ -140,7 +120,7 @@ async def test_the_message_id_is_derived_from_the_delivery(server: FakeSMTP) -> 
     finally:
         await provider.aclose()
         await again.aclose()
-    ids = [parse(m.data)["Message-ID"] for m in server.messages]
+    ids = [parse_email(m.data)["Message-ID"] for m in server.messages]
     assert ids[0] == ids[1] != ids[2]
     assert first[0].provider_message_id == second[0].provider_message_id
     assert other[0].provider_message_id != first[0].provider_message_id
@@ -167,7 +147,7 @@ async def test_headers_pass_through_and_a_text_less_message_is_html_only(
         )
     finally:
         await provider.aclose()
-    message = parse(server.messages[0].data)
+    message = parse_email(server.messages[0].data)
     assert message["List-Unsubscribe"] == UNSUBSCRIBE["List-Unsubscribe"]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Reply-To"] == "desk@sponsor.example"
@@ -196,7 +176,7 @@ async def test_unicode_is_encoded_and_line_breaks_cannot_inject_headers(
         await provider.aclose()
     (received,) = server.messages
     assert received.rcpt_tos == ["reader1@example.org"]
-    message = parse(received.data)
+    message = parse_email(received.data)
     assert message["Subject"] == "Grüße, Zoë Bcc: victim@example.org"
     assert message["From"].addresses[0].display_name == "Jürgen Müller"
     assert message["X-Note"] == "a Bcc: other@example.org"
@@ -312,7 +292,7 @@ async def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(
     assert dkim.verify(with_unsubscribe, dnsfunc=dns)
     assert dkim.verify(without, dnsfunc=dns)
     assert lookups[0] == b"s2026._domainkey.sponsor.example."
-    signature = parse(with_unsubscribe)["DKIM-Signature"]
+    signature = parse_email(with_unsubscribe)["DKIM-Signature"]
     signed = {h.strip().lower() for h in signature.split("h=")[1].split(";")[0].split(":")}
     assert {
         "from",
@@ -323,7 +303,7 @@ async def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(
         "list-unsubscribe",
         "list-unsubscribe-post",
     } <= signed
-    assert "list-unsubscribe" not in parse(without)["DKIM-Signature"].lower()
+    assert "list-unsubscribe" not in parse_email(without)["DKIM-Signature"].lower()
     # A relay that rewrote the unsubscribe link would break the signature.
     tampered = with_unsubscribe.replace(b"https://t.example/u/abc", b"https://evil.example/u")
     assert not dkim.verify(tampered, dnsfunc=dns)
@@ -466,121 +446,38 @@ async def test_the_pool_reuses_its_connections_across_batches(server: FakeSMTP) 
 
 @pytest.fixture(scope="module")
 def smtp_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, FakeSMTP]]:
-    """A stack of its own, so the session's Resend workers never see these batches."""
-    root = tmp_path_factory.mktemp("smtp-stack")
-    stack = DevStack(root / "stack", fast=True)
-    stack.start()
-    server = FakeSMTP().start()
-    settings = Settings(
-        database_url=stack.postgres.url,
-        kafka_bootstrap_servers=stack.broker.bootstrap_servers,
-        kafka_topic_prefix=f"smtp-{uuid.uuid4().hex[:6]}-",
-        kafka_session_timeout_ms=6000,
-        email_provider="smtp",
-        smtp_host="127.0.0.1",
-        smtp_port=server.port,
-        smtp_tls="none",
-        smtp_pool_size=2,
-        public_base_url="https://campaigns.example.com",
-        provider_rate_per_second=1000,
-        outbox_dir=str(Path(root) / "outbox"),
-        auth_jwt_secret="smtp-test-secret-0123456789abcdef",
-        tracking_secret="smtp-tracking-secret-0123456789ab",
-        relay_interval_seconds=0.2,
-        api_rate_limits_enabled=False,
-    )
-    migrate(settings)
-    create_topics(settings)
-    yield settings, server
-    server.stop()
-    stack.stop()
+    with (
+        FakeSMTP() as server,
+        own_stack(
+            tmp_path_factory.mktemp("smtp-stack"),
+            "smtp",
+            email_provider="smtp",
+            smtp_host="127.0.0.1",
+            smtp_port=server.port,
+            smtp_tls="none",
+            smtp_pool_size=2,
+        ) as settings,
+    ):
+        yield settings, server
 
 
 async def test_a_campaign_is_delivered_over_smtp_exactly_once(
     smtp_stack: tuple[Settings, FakeSMTP],
 ) -> None:
     settings, server = smtp_stack
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, ROLES, stop))
-    app = create_app(settings)
-    admin = {
-        "Authorization": "Bearer "
-        + mint_token(settings, subject="t", scopes=["admin"], sponsor_ids=[])
-    }
-    sponsor = f"smtp-{uuid.uuid4().hex[:8]}"
-    headers = {
-        "Authorization": "Bearer "
-        + mint_token(
-            settings,
-            subject="t",
-            scopes=["campaigns:read", "campaigns:write", "leads:write", "stats:read"],
-            sponsor_ids=[sponsor],
-        )
-    }
-    try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://test"
-            ) as client,
-        ):
-            response = await client.put(
-                f"/api/v1/sponsors/{sponsor}",
-                headers=admin,
-                json={
-                    "name": "SMTP",
-                    "from_email": "news@smtp.example",
-                    "from_name": "SMTP",
-                    "postal_address": "1 SMTP Street, Berlin",
-                },
-            )
-            assert response.status_code == 201, response.text
-            await factories.add_leads(
-                client, sponsor, headers, factories.leads(450, domain="smtp.example")
-            )
-            response = await client.post(
-                f"/api/v1/sponsors/{sponsor}/campaigns",
-                headers=headers,
-                json=factories.campaign(),
-            )
-            assert response.status_code == 202, response.text
-            campaign_id = response.json()["id"]
-
-            async def sent() -> dict[str, Any] | None:
-                stats: dict[str, Any] = (
-                    await client.get(
-                        f"/api/v1/sponsors/{sponsor}/campaigns/{campaign_id}/stats",
-                        headers=headers,
-                    )
-                ).json()
-                return stats if stats["status"] == "sent" else None
-
-            stats = await eventually(sent, within=90)
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker, 30)
+    stats, campaign_id = await run_campaign(settings, 450)
 
     assert (stats["sent"], stats["failed"], stats["pending"]) == (450, 0, 0)
     per_recipient = Counter(m.rcpt_tos[0] for m in server.messages)
     assert len(per_recipient) == 450
     assert set(per_recipient.values()) == {1}
-    messages = {m.rcpt_tos[0]: parse(m.data) for m in server.messages}
-    assert messages["lead1@smtp.example"]["Subject"] == "Hello Lead 1"
+    messages = {m.rcpt_tos[0]: parse_email(m.data) for m in server.messages}
+    lead1 = next(address for address in messages if address.startswith("lead1@"))
+    assert messages[lead1]["Subject"] == "Hello Lead 1"
 
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        CampaignDelivery.recipient_email, CampaignDelivery.provider_message_id
-                    ).where(CampaignDelivery.campaign_id == uuid.UUID(campaign_id))
-                )
-            ).all()
-    finally:
-        await engine.dispose()
-    assert len(rows) == 450
-    for address, provider_id in rows:
+    ids = await provider_ids(settings, campaign_id)
+    assert len(ids) == 450
+    for address, provider_id in ids.items():
         message_id = messages[address]["Message-ID"]
         assert message_id == f"<{provider_id}>"
         assert message_id.endswith("@campaigns.example.com>")
