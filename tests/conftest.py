@@ -47,6 +47,20 @@ class TokenFactory(Protocol):
     def __call__(self, *sponsor_ids: str, scopes: str = ...) -> dict[str, str]: ...
 
 
+class SponsorApi:
+    """One sponsor's API, for one test: its client, its headers, its URLs.
+
+    Test modules subclass it with the calls of their own area."""
+
+    def __init__(self, client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> None:
+        self.client = client
+        self.sponsor = sponsor
+        self.headers = token(sponsor)
+
+    def url(self, path: str = "") -> str:
+        return f"/api/v1/sponsors/{self.sponsor}{path}"
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     devstack = DevStack(tmp_path_factory.mktemp("stack"), fast=True)

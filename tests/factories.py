@@ -10,6 +10,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from worker.providers.base import OutgoingEmail
+
 
 def leads(count: int, *, domain: str = "example.com", **fields: Any) -> list[dict[str, Any]]:
     """``count`` distinct leads; every third one has no name (to exercise fallbacks)."""
@@ -36,6 +38,21 @@ def campaign(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def outgoing(i: int, campaign_id: str, **overrides: Any) -> OutgoingEmail:
+    """The ``i``-th email of a batch as the sender hands it to a provider."""
+    fields: dict[str, Any] = {
+        "delivery_id": 1000 + i,
+        "campaign_id": campaign_id,
+        "sender": "News Desk <news@sponsor.example>",
+        "to": f"reader{i}@example.org",
+        "subject": f"Hello {i}",
+        "html": f"<p>Hello reader {i}</p>",
+        "text": f"Hello reader {i}",
+    }
+    fields.update(overrides)
+    return OutgoingEmail(**fields)
 
 
 async def draft(client: httpx.AsyncClient, sponsor: str, headers: dict[str, str]) -> dict[str, Any]:

@@ -17,23 +17,15 @@ from schemas.messages import MessageRequested
 from service.kafka import Producer
 from service.messages import repository
 from service.settings import Settings
-from tests.conftest import TokenFactory, eventually
+from tests.conftest import SponsorApi, TokenFactory, eventually
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_message_types import message_type
 
 pytestmark = pytest.mark.usefixtures("workers")
 
 
-class Api:
+class Api(SponsorApi):
     """One sponsor's messages API, for one test."""
-
-    def __init__(self, client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> None:
-        self.client = client
-        self.sponsor = sponsor
-        self.headers = token(sponsor)
-
-    def url(self, path: str = "") -> str:
-        return f"/api/v1/sponsors/{self.sponsor}{path}"
 
     async def add_type(self, **overrides: Any) -> dict[str, Any]:
         response = await self.client.post(

@@ -17,22 +17,14 @@ from schemas.events import TOPIC_LEADS, TOPIC_ORDERS
 from service.kafka import Producer
 from service.settings import Settings
 from service.triggers.logic import apply
-from tests.conftest import TokenFactory, eventually
+from tests.conftest import SponsorApi, TokenFactory, eventually
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_message_types import message_type
 from worker.trigger import lead_decoder
 
 
-class Api:
+class Api(SponsorApi):
     """One sponsor's triggers API, for one test."""
-
-    def __init__(self, client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> None:
-        self.client = client
-        self.sponsor = sponsor
-        self.headers = token(sponsor)
-
-    def url(self, path: str = "") -> str:
-        return f"/api/v1/sponsors/{self.sponsor}{path}"
 
     async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return await self.client.post(self.url(path), headers=self.headers, json=body)

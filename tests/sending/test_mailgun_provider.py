@@ -32,21 +32,12 @@ CAMPAIGN = str(uuid.UUID(int=9))
 
 
 def outgoing(i: int, **overrides: Any) -> OutgoingEmail:
-    fields: dict[str, Any] = {
-        "delivery_id": 2000 + i,
-        "campaign_id": CAMPAIGN,
-        "sender": "News Desk <news@sponsor.example>",
-        "to": f"reader{i}@example.org",
-        "subject": f"Hello {i}",
-        "html": f"<p>Hello reader {i}</p>",
-        "text": f"Hello reader {i}",
-        "headers": {
-            "List-Unsubscribe": f"<https://t.example/u/{i}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+    headers = {
+        "List-Unsubscribe": f"<https://t.example/u/{i}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    fields.update(overrides)
-    return OutgoingEmail(**fields)
+    fields = {"delivery_id": 2000 + i, "headers": headers, **overrides}
+    return factories.outgoing(i, CAMPAIGN, **fields)
 
 
 def templated(i: int) -> OutgoingEmail:

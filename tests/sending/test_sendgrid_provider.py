@@ -12,6 +12,7 @@ import pytest
 
 from service.errors import PermanentProviderError, RateLimited, TransientProviderError
 from service.settings import Settings
+from tests import factories
 from tests.conftest import own_stack, provider_ids, run_campaign
 from tests.fakes.sendgrid_server import FakeSendGrid
 from worker.providers import build_provider
@@ -29,18 +30,8 @@ TEXT = "Hello {{{T0}}}"
 
 
 def outgoing(i: int, **overrides: Any) -> OutgoingEmail:
-    fields: dict[str, Any] = {
-        "delivery_id": 2000 + i,
-        "campaign_id": CAMPAIGN,
-        "sender": "News Desk <news@sponsor.example>",
-        "to": f"reader{i}@example.org",
-        "subject": f"Hello {i}",
-        "html": f"<p>Hello reader {i}</p>",
-        "text": f"Hello reader {i}",
-        "headers": dict(UNSUBSCRIBE),
-    }
-    fields.update(overrides)
-    return OutgoingEmail(**fields)
+    fields = {"delivery_id": 2000 + i, "headers": dict(UNSUBSCRIBE), **overrides}
+    return factories.outgoing(i, CAMPAIGN, **fields)
 
 
 def templated(i: int, template_id: str, **overrides: Any) -> OutgoingEmail:

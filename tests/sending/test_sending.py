@@ -25,23 +25,21 @@ from service.models import CampaignDelivery, Suppression
 from service.settings import Settings
 from service.stats import counters as stats_counters
 from tests import factories
-from tests.conftest import TokenFactory, eventually
+from tests.conftest import SponsorApi, TokenFactory, eventually
 from tests.fakes.resend_server import FakeResend
 
 pytestmark = pytest.mark.usefixtures("workers")
 
 
-class Api:
+class Api(SponsorApi):
     """The sponsor's view of one test: create, act, read stats."""
 
     def __init__(self, client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> None:
-        self.client = client
-        self.sponsor = sponsor
-        self.headers = token(sponsor)
+        super().__init__(client, sponsor, token)
         self.domain = f"{sponsor}.example"
 
     def url(self, path: str = "") -> str:
-        return f"/api/v1/sponsors/{self.sponsor}/campaigns{path}"
+        return super().url(f"/campaigns{path}")
 
     async def leads(self, count: int, **fields: Any) -> None:
         await factories.add_leads(

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from service.errors import PermanentProviderError, TransientProviderError
 from service.settings import Settings
+from tests import factories
 from tests.conftest import own_stack, provider_ids, run_campaign
 from tests.fakes.smtp_server import FakeSMTP, parse_email
 from worker.providers import build_provider
@@ -35,17 +36,7 @@ UNSUBSCRIBE = {
 
 
 def outgoing(i: int, **overrides: Any) -> OutgoingEmail:
-    fields: dict[str, Any] = {
-        "delivery_id": 1000 + i,
-        "campaign_id": CAMPAIGN,
-        "sender": "News Desk <news@sponsor.example>",
-        "to": f"reader{i}@example.org",
-        "subject": f"Hello {i}",
-        "html": f"<p>Hello reader {i}</p>",
-        "text": f"Hello reader {i}",
-    }
-    fields.update(overrides)
-    return OutgoingEmail(**fields)
+    return factories.outgoing(i, CAMPAIGN, **overrides)
 
 
 @pytest.fixture(scope="module")
