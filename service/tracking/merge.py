@@ -106,12 +106,10 @@ def _open(
     at = e.occurred_at
     change.opened = _min(change.opened, at)
     if kind == "open":
-        hour = merged.hourly[(ref.campaign_id, _hour(at))]
         change.opens += 1
-        hour["opens"] += 1
+        _count_hourly(merged, ref, at, "opens", human)
         if human:
             change.human_opened = _min(change.human_opened, at)
-            hour["human_opens"] += 1
 
 
 def _click(
@@ -126,15 +124,23 @@ def _click(
     at = e.occurred_at
     change.clicked = _min(change.clicked, at)
     if kind == "click":
-        hour = merged.hourly[(ref.campaign_id, _hour(at))]
         change.clicks += 1
-        hour["clicks"] += 1
+        _count_hourly(merged, ref, at, "clicks", human)
         if human:
             change.human_clicked = _min(change.human_clicked, at)
-            hour["human_clicks"] += 1
         key = (ref.campaign_id, position)
         total, humans = merged.links.get(key, (0, 0))
         merged.links[key] = (total + 1, humans + int(human))
+
+
+def _count_hourly(
+    merged: Merged, ref: DeliveryRef, at: datetime, counter: str, human: bool
+) -> None:
+    """An own open or click in its clock hour; a human one also under ``human_<counter>``."""
+    hour = merged.hourly[(ref.campaign_id, _hour(at))]
+    hour[counter] += 1
+    if human:
+        hour[f"human_{counter}"] += 1
 
 
 def _provider_event(merged: Merged, change: Change, ref: DeliveryRef, e: ProviderEvent) -> None:
