@@ -240,49 +240,17 @@ def _import_leads(args: argparse.Namespace) -> None:
 def _export_schemas(args: argparse.Namespace) -> None:
     import json
 
-    from schemas.appointments import appointment_events
-    from schemas.events import (
-        TOPIC_APPOINTMENTS,
-        TOPIC_CAMPAIGN_BATCHES,
-        TOPIC_CAMPAIGN_TESTS,
-        TOPIC_CAMPAIGNS,
-        TOPIC_CONVERSATIONS,
-        TOPIC_DELIVERY_EVENTS,
-        TOPIC_MESSAGES,
-        TOPIC_ORDERS,
-        TOPIC_PROVIDER_EVENTS,
-        TOPIC_TRACKING_EVENTS,
-        CampaignBatch,
-        CampaignQueued,
-        CampaignTestSend,
-    )
-    from schemas.leads import TOPIC_LEADS, lead_events
-    from schemas.messages import MessageRequested
-    from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
-    from schemas.triggers import DomainEvent
+    from schemas.catalog import contracts
 
     target = Path(args.dir)
     target.mkdir(parents=True, exist_ok=True)
-    contracts = {
-        TOPIC_LEADS: lead_events.json_schema(),
-        TOPIC_CAMPAIGNS: CampaignQueued.model_json_schema(),
-        TOPIC_CAMPAIGN_BATCHES: CampaignBatch.model_json_schema(),
-        TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_json_schema(),
-        TOPIC_MESSAGES: MessageRequested.model_json_schema(),
-        TOPIC_APPOINTMENTS: appointment_events.json_schema(),
-        TOPIC_TRACKING_EVENTS: TrackingEvent.model_json_schema(),
-        TOPIC_PROVIDER_EVENTS: ProviderEvent.model_json_schema(),
-        TOPIC_DELIVERY_EVENTS: DeliveryStatusChanged.model_json_schema(),
-        TOPIC_CONVERSATIONS: DomainEvent.model_json_schema(),
-        TOPIC_ORDERS: DomainEvent.model_json_schema(),
-    }
-    for topic, schema in contracts.items():
-        schema = {
+    for topic, schema in contracts().items():
+        document = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": topic,
             **schema,
         }
-        (target / f"{topic}.json").write_text(json.dumps(schema, indent=2) + "\n")
+        (target / f"{topic}.json").write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {target / f'{topic}.json'}")
 
 
