@@ -15,15 +15,6 @@ Check = Callable[..., tuple[int, str]]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeResend]:
-    server = FakeResend().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def provider_check(
     fake: FakeResend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[Check]:

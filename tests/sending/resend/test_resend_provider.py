@@ -11,7 +11,7 @@ import gc
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 from unittest.mock import ANY
 
@@ -60,24 +60,6 @@ def make_email(delivery_id: int, to: str | None = None, **extra: Any) -> Outgoin
         subject=f"Hello {delivery_id}",
         **fields,
     )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeResend]:
-    server = FakeResend().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def provider(fake: FakeResend) -> AsyncIterator[ResendProvider]:
-    adapter = ResendProvider(api_key=API_KEY, api_url=fake.url, timeout=5.0)
-    try:
-        yield adapter
-    finally:
-        await adapter.aclose()
 
 
 async def test_bodies_already_encoded_as_json_are_sent_as_they_are(

@@ -4,7 +4,6 @@ account errors, sending-only keys and the limits of template variables."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from email.utils import formataddr
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from service.errors import AccountError, PermanentProviderError
 from tests.fakes.resend_server import MAX_TEMPLATE_VALUE, FakeResend
-from tests.sending.test_resend_provider import call, published_template, template_email
+from tests.sending.resend.test_resend_provider import call, published_template, template_email
 from worker.providers.base import OutgoingEmail
 from worker.providers.resend import ResendProvider
 from worker.providers.resend_request import resend_from
@@ -34,24 +33,6 @@ def email(delivery_id: int = 1, **fields: Any) -> OutgoingEmail:
         subject="Hello",
         **values,
     )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeResend]:
-    server = FakeResend().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def provider(fake: FakeResend) -> AsyncIterator[ResendProvider]:
-    adapter = ResendProvider(api_key=API_KEY, api_url=fake.url, timeout=5.0)
-    try:
-        yield adapter
-    finally:
-        await adapter.aclose()
 
 
 @pytest.mark.parametrize("name", ["Café Müller", "Acme, Inc.", "Dr. O'Brien (Sales)"])
