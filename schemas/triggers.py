@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,7 @@ class TriggerActionIn(Body):
         "or a fixed address",
         examples=["team"],
     )
-    data: dict[str, str] = Field(
+    data: dict[str, Annotated[str, Field(max_length=200)]] = Field(
         default_factory=dict,
         max_length=50,
         description="message variable → dotted path into the event",
@@ -54,7 +54,7 @@ class TriggerActionIn(Body):
 
 class TriggerRuleIn(Body):
     name: str = Field(min_length=1, max_length=200)
-    topic: str = Field(description="one of leads.v1, conversations.v1, orders.v1")
+    topic: str = Field(max_length=100, description="one of leads.v1, conversations.v1, orders.v1")
     condition: dict[str, Any] = Field(
         description="all/any/not of {field, op, value} leaves (see docs/messages.md#triggers)"
     )
@@ -84,5 +84,7 @@ class TriggerRuleOut(BaseModel):
 class StarterIn(Body):
     """What the starter rules need: who the team is, and when a lead is qualified."""
 
-    team: list[str] = Field(min_length=1, max_length=20, examples=[["sales@sponsor.example"]])
+    team: list[Annotated[str, Field(max_length=320)]] = Field(
+        min_length=1, max_length=20, examples=[["sales@sponsor.example"]]
+    )
     qualified_score_threshold: int = Field(default=70, ge=0, le=100)

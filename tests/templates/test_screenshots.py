@@ -155,11 +155,13 @@ def screenshot(name: str, tmp_path: Path, *flags: str) -> list[bytes]:
     return [row[i : i + 3] for row in rows[::3] for i in range(0, len(row), 9)]
 
 
-def assert_not_blank(pixels: list[bytes]) -> bytes:
+def assert_not_blank(pixels: list[bytes], min_inked: float = 0.05) -> bytes:
+    """The background colour, once the screenshot shows colours and enough ink:
+    ``min_inked`` is the least share of pixels that differ from the background."""
     background = max(set(pixels), key=pixels.count)
     inked = sum(1 for p in pixels if p != background)
     assert len(set(pixels)) > 20, "the screenshot has almost no colours"
-    assert inked / len(pixels) > 0.05, "the screenshot is (nearly) blank"
+    assert inked / len(pixels) > min_inked, "the screenshot is (nearly) blank"
     return background
 
 
