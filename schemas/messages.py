@@ -48,7 +48,17 @@ class AttachmentIn(Body):
 
 MessageCategory = Literal["transactional", "notification", "marketing"]
 VariableType = Literal["string", "number", "boolean", "list", "object"]
-MessageStatus = Literal["queued", "sent", "failed", "suppressed"]
+MessageStatus = Literal[
+    "queued",
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "failed",
+    "suppressed",
+    "bounced",
+    "complained",
+]
 
 _KEY = r"^[a-z0-9][a-z0-9_.-]{0,199}$"
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -140,6 +150,80 @@ class MessageOut(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     updated_at: datetime
+
+
+class MessageHistoryEntry(BaseModel):
+    """One thing that happened to a message: ``queued``, ``sent`` (with the provider's
+    id), ``failed``/``suppressed`` (with the error), then its events (``delivered``,
+    ``opened``, ``clicked``, ``bounced``, ``complained``, ``delivery_delayed``, …)."""
+
+    type: str
+    at: datetime
+    provider_message_id: str | None = None
+    error: str | None = None
+    machine: bool = False  # an open or click from a proxy or a link scanner
+    source: str | None = None  # ``tracking`` (our pixel, our redirect) or the provider
+    url: str | None = None  # a click's target
+
+
+class MessageDetailOut(MessageOut):
+    """One message with what happened to it, oldest first."""
+
+    history: list[MessageHistoryEntry]
+
+
+class MessageTypeStatsOut(BaseModel):
+    """A message type's figures (opened, clicked: a person's, not a machine's) and rates
+    in percent (null when the denominator is 0), as campaign stats compute them."""
+
+    type_id: uuid.UUID
+    key: str
+    messages: int
+    queued: int
+    sent: int
+    delivered: int
+    bounced: int
+    complained: int
+    failed: int
+    suppressed: int
+    opened: int
+    clicked: int
+    delivery_rate: float | None
+    bounce_rate: float | None
+    open_rate: float | None
+    click_rate: float | None
+    click_to_open_rate: float | None
+    complaint_rate: float | None
+    links: list[dict[str, Any]]
+    timeline: list[dict[str, Any]] | None = None
+
+
+class MessageTypeFiguresRow(BaseModel):
+    type_id: uuid.UUID | None
+    sponsor_id: str
+    key: str
+    category: str
+    messages: int
+    queued: int
+    sent: int
+    delivered: int
+    bounced: int
+    complained: int
+    failed: int
+    suppressed: int
+    opened: int
+    clicked: int
+    delivery_rate: float | None
+    bounce_rate: float | None
+    open_rate: float | None
+    click_rate: float | None
+    click_to_open_rate: float | None
+    complaint_rate: float | None
+
+
+class AnalystMessageTypesOut(BaseModel):
+    items: list[MessageTypeFiguresRow]
+    totals: dict[str, int | float | None]
 
 
 # Kafka --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Kafka contracts for what happens after sending.
 
-* ``tracking-events.v1`` (key: delivery id): opens and clicks seen by our own
-  pixel and redirect. ``machine`` names why a hit looks automated (privacy
+* ``tracking-events.v1`` (key: delivery id, or message id): opens and clicks
+  seen by our own pixel and redirect. ``machine`` names why a hit looks automated (privacy
   proxy, link scanner, HEAD request, …) or is null for a person.
 * ``provider-events.v1`` (key: the provider's event id): webhook events from the email
   provider, as received, with the fields the ingester maps them by.
@@ -31,11 +31,13 @@ class _Event(BaseModel):
 
 
 class TrackingEvent(_Event):
-    """An open (pixel) or a click (redirect) of one delivery."""
+    """An open (pixel) or a click (redirect) of one delivery, or of one transactional
+    message (``message_id`` set, ``delivery_id`` 0)."""
 
     type: Literal["open", "click"]
     event_id: str = Field(min_length=8, max_length=100)
-    delivery_id: int = Field(ge=0)
+    delivery_id: int = Field(default=0, ge=0)
+    message_id: uuid.UUID | None = None
     position: int = Field(default=0, ge=0)
     occurred_at: datetime
     machine: str | None = None

@@ -24,6 +24,7 @@ from service.limits.api import RateLimited
 from service.limits.body import BodyLimits
 from service.logs import RequestContext
 from service.messages.api import router as messages_router
+from service.messages.stats_api import router as message_stats_router
 from service.reports.api import public_router as reports_page_router
 from service.reports.api import router as reports_router
 from service.scrape import install_metrics_route, start_metrics_port
@@ -134,6 +135,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(audiences_router, **limited)
     app.include_router(suppressions_router, **limited)
     app.include_router(messages_router, **limited)
+    app.include_router(message_stats_router, **limited)
     app.include_router(reports_router, **limited)
     app.include_router(triggers_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.

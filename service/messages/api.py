@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from schemas.http import Page
 from schemas.messages import (
+    MessageDetailOut,
+    MessageHistoryEntry,
     MessageIn,
     MessageOut,
     MessagesAccepted,
@@ -17,9 +20,20 @@ from schemas.messages import (
     MessageTypeIn,
     MessageTypeOut,
 )
-from service.auth import require
-from service.http import Cursor, decode_cursor, decode_time_cursor, encode_cursor, transaction
-from service.messages import logic, repository, types
+from schemas.types import PgDatetime
+from service import exports
+from service.auth import Principal, current_principal, require
+from service.errors import Forbidden
+from service.http import (
+    CSV_RESPONSE,
+    Cursor,
+    decode_cursor,
+    decode_time_cursor,
+    encode_cursor,
+    transaction,
+)
+from service.messages import events_repository, logic, repository, types
+from service.messages import stats as message_stats
 from service.models import Message, MessageType
 from service.sponsors.deps import KnownSponsor
 
@@ -148,23 +162,36 @@ async def send_messages(
     return MessagesAccepted(ids=ids)
 
 
-@router.get(
-    "/messages",
-    response_model=Page[MessageOut],
-    dependencies=[require("campaigns:read")],
-)
+@router.get("/messages", response_model=Page[MessageOut], responses=CSV_RESPONSE)
 async def list_messages(
     sponsor_id: str,
     request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
     limit: Limit = 50,
     cursor: Cursor = None,
     type: Annotated[str | None, Query(max_length=200)] = None,
     to: Annotated[str | None, Query(max_length=320)] = None,
     status: MessageStatus | None = None,
-) -> Page[MessageOut]:
-    """Newest first, filtered by type key, recipient and status."""
+    since: PgDatetime | None = None,
+    until: PgDatetime | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> Page[MessageOut] | StreamingResponse:
+    """Newest first, filtered by type key, recipient, status and creation time
+    (``since`` included, ``until`` excluded); with ``?format=csv`` every message the
+    filters select, streamed (``campaigns:read`` or ``stats:read``)."""
+    scopes = ("campaigns:read", "stats:read") if format == "csv" else ("campaigns:read",)
+    if not any(principal.has_scope(s) for s in scopes):
+        raise Forbidden("insufficient_scope", f"this route needs the '{scopes[0]}' scope")
+    where = repository.MessageFilter(
+        type=type, to=to.lower() if to else None, status=status, since=since, until=until
+    )
+    if format == "csv":
+        return StreamingResponse(
+            message_stats.messages_csv(request.app.state.engine, sponsor_id, where),
+            media_type=exports.MEDIA_TYPE,
+            headers=exports.attachment(f"messages-{sponsor_id}.csv"),
+        )
     after = decode_time_cursor(cursor)
-    where = repository.MessageFilter(type=type, to=to.lower() if to else None, status=status)
     async with transaction(request) as session:
         rows = await repository.list_messages(
             session, sponsor_id, where, limit=limit + 1, after=after
@@ -178,10 +205,13 @@ async def list_messages(
 
 @router.get(
     "/messages/{message_id}",
-    response_model=MessageOut,
+    response_model=MessageDetailOut,
     dependencies=[require("campaigns:read")],
 )
-async def get_message(sponsor_id: str, message_id: uuid.UUID, request: Request) -> MessageOut:
+async def get_message(sponsor_id: str, message_id: uuid.UUID, request: Request) -> MessageDetailOut:
+    """The message, and its ``history`` (queued, sent or not, then each event)."""
     async with transaction(request) as session:
         row = await repository.get_message(session, sponsor_id, message_id)
-    return _message_out(row)
+        events = await events_repository.event_rows(session, row.id)
+    history = [MessageHistoryEntry(**entry) for entry in message_stats.history(row, events)]
+    return MessageDetailOut(**_message_out(row).model_dump(), history=history)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, insert, or_, select, text
+import orjson
+from sqlalchemy import Select, and_, delete, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.errors import Conflict, NotFound
 from service.models import Message, MessageType, Sponsor, table_of
@@ -107,11 +108,31 @@ async def get_message(session: AsyncSession, sponsor_id: str, message_id: uuid.U
     return row
 
 
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
+
+
 @dataclass(frozen=True, slots=True)
 class MessageFilter:
     type: str | None = None
     to: str | None = None
     status: str | None = None
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+
+
+def _filtered(query: _Query, sponsor_id: str, where: MessageFilter) -> _Query:
+    query = query.where(Message.sponsor_id == sponsor_id)
+    if where.type is not None:
+        query = query.where(Message.type_key == where.type)
+    if where.to is not None:
+        query = query.where(Message.to_email == where.to)
+    if where.status is not None:
+        query = query.where(Message.status == where.status)
+    if where.since is not None:
+        query = query.where(Message.created_at >= where.since)
+    if where.until is not None:
+        query = query.where(Message.created_at < where.until)
+    return query
 
 
 async def list_messages(
@@ -123,13 +144,7 @@ async def list_messages(
     after: tuple[datetime, uuid.UUID] | None,
 ) -> list[Message]:
     """Newest first, keyset-paged on (created_at, id)."""
-    query = select(Message).where(Message.sponsor_id == sponsor_id)
-    if where.type is not None:
-        query = query.where(Message.type_key == where.type)
-    if where.to is not None:
-        query = query.where(Message.to_email == where.to)
-    if where.status is not None:
-        query = query.where(Message.status == where.status)
+    query = _filtered(select(Message), sponsor_id, where)
     if after is not None:
         created_at, row_id = after
         query = query.where(
@@ -140,6 +155,26 @@ async def list_messages(
         )
     query = query.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
     return list((await session.scalars(query)).all())
+
+
+async def stream_messages(
+    engine: AsyncEngine, sponsor_id: str, where: MessageFilter, chunk: int = 5000
+) -> AsyncIterator[Sequence[Any]]:
+    """The CSV's columns of every message the filter selects, newest first, ``chunk``
+    rows at a time from a server-side cursor."""
+    m = Message
+    columns = (
+        m.id, m.type_key, m.to_email, m.status, m.provider_message_id, m.last_error,
+        m.created_at, m.sent_at, m.delivered_at, m.opened_at, m.clicked_at, m.bounced_at,
+        m.complained_at,
+    )  # fmt: skip
+    query = _filtered(select(*columns), sponsor_id, where).order_by(
+        m.created_at.desc(), m.id.desc()
+    )
+    async with engine.connect() as connection:
+        result = await connection.stream(query.execution_options(yield_per=chunk))
+        async for rows in result.partitions(chunk):
+            yield rows
 
 
 # The sender's statements --------------------------------------------------------
@@ -182,10 +217,19 @@ async def is_suppressed(
     return bool(found)
 
 
+# A provider event that overtook this (kept by the ingester as a first time
+# while the row was still queued) decides the status a sent message starts in.
 _RECORD = text("""
 UPDATE messages
-SET status = CAST(:status AS text), provider_message_id = :provider_message_id,
-    last_error = CAST(:error AS text),
+SET status = CASE WHEN CAST(:status AS text) <> 'sent' THEN CAST(:status AS text)
+                  WHEN complained_at IS NOT NULL THEN 'complained'
+                  WHEN bounced_at IS NOT NULL THEN 'bounced'
+                  WHEN clicked_at IS NOT NULL THEN 'clicked'
+                  WHEN opened_at IS NOT NULL THEN 'opened'
+                  WHEN delivered_at IS NOT NULL THEN 'delivered'
+                  ELSE 'sent' END,
+    provider_message_id = :provider_message_id,
+    last_error = CAST(:error AS text), links = CAST(:links AS jsonb),
     sent_at = CASE WHEN CAST(:status AS text) = 'sent' THEN now() END, updated_at = now()
 WHERE id = :id AND status = 'queued'
 RETURNING true
@@ -198,8 +242,10 @@ async def record_outcome(
     status: str,
     provider_message_id: str | None = None,
     error: str | None = None,
+    links: Sequence[str] = (),
 ) -> bool:
-    """Move a ``queued`` message to its outcome; False if another copy already did."""
+    """Move a ``queued`` message to its outcome, with the targets of its tracked
+    links (by position); False if another copy already did."""
     moved = await session.scalar(
         _RECORD,
         {
@@ -207,6 +253,7 @@ async def record_outcome(
             "status": status,
             "provider_message_id": provider_message_id,
             "error": error,
+            "links": orjson.dumps(list(links)).decode(),
         },
     )
     return bool(moved)

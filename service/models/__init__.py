@@ -20,7 +20,7 @@ from service.models.campaigns import (
     CampaignStatsHourly,
 )
 from service.models.leads import Lead, LeadTally, LeadTombstone
-from service.models.messages import Message, MessageIdempotencyKey, MessageType
+from service.models.messages import Message, MessageEvent, MessageIdempotencyKey, MessageType
 from service.models.outbox import OutboxMessage
 from service.models.retention import TablePartition
 from service.models.sponsors import ApiRateCounter, Sponsor, SponsorHourlySends
@@ -42,6 +42,7 @@ __all__ = [
     "LeadTally",
     "LeadTombstone",
     "Message",
+    "MessageEvent",
     "MessageIdempotencyKey",
     "MessageType",
     "OutboxMessage",

@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -49,7 +51,10 @@ class Message(Base):
     """One message to one address; its status moves once out of ``queued``."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_sponsor_created", "sponsor_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_messages_sponsor_created", "sponsor_id", "created_at", "id"),
+        Index("ix_messages_type_created", "type_id", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     sponsor_id: Mapped[str] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
@@ -68,6 +73,35 @@ class Message(Base):
     created_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _now()
+    # The targets of its tracked links, by position, as it was sent.
+    links: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'"))
+    # First times its events set (opens and clicks: a person's, not a machine's).
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    clicked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bounced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    complained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MessageEvent(Base):
+    """What happened to a message after sending: our pixel and redirect, provider webhooks."""
+
+    __tablename__ = "message_events"
+    __table_args__ = (
+        Index("ix_message_events_message", "message_id", "occurred_at"),
+        Index("ix_message_events_type_time", "type_id", "occurred_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    type_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    link_position: Mapped[int | None] = mapped_column(Integer)
+    is_machine: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    ip_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    recorded_at: Mapped[datetime] = _now()
 
 
 class MessageIdempotencyKey(Base):

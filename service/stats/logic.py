@@ -24,10 +24,11 @@ _RATE_OF = {
 assert set(_RATE_OF) == set(RATES)
 
 
-def with_rates(figures: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures plus every rate in percent (None when the denominator is 0)."""
+def with_rates(figures: Mapping[str, Any], rates: Iterable[str] = RATES) -> dict[str, Any]:
+    """The figures plus each of ``rates`` in percent (None when the denominator is 0)."""
     out = dict(figures)
-    for rate, (numerator, denominator) in _RATE_OF.items():
+    for rate in rates:
+        numerator, denominator = _RATE_OF[rate]
         base = int(figures[denominator])
         out[rate] = round(100.0 * int(figures[numerator]) / base, 2) if base else None
     return out

@@ -7,12 +7,17 @@ The contract with the tracking endpoints::
     {PUBLIC_BASE_URL}/u/{token}   one-click unsubscribe (Kind.UNSUBSCRIBE)
     {PUBLIC_BASE_URL}/v/{token}   view in browser      (Kind.VIEW)
 
+A transactional message's pixel and links use the same two paths with message
+tokens (``Kind.MESSAGE_OPEN``, ``Kind.MESSAGE_CLICK``); its link targets are kept
+on the message row (``messages.links``) when it is sent.
+
 Click targets are never in the token: ``campaign_links`` (campaign, position, url)
 holds them, written when the campaign's content is compiled.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from service.tracking.tokens import Kind, PreparedTokens, TokenSigner
@@ -62,3 +67,15 @@ class UrlBuilder:
             view_in_browser=self._view + tokens[2],
             links=[click + token for token in tokens[3:]],
         )
+
+    def for_message(self, message_id: uuid.UUID, n_links: int) -> DeliveryUrls:
+        """A transactional message's URLs: its own pixel and links (sealed message
+        tokens); unsubscribe and view resolve to no delivery, as before tracking."""
+        urls = self.for_delivery(NO_DELIVERY, 0)
+        seal = self.signer.seal_message
+        urls.open_pixel = self._open + seal(Kind.MESSAGE_OPEN, message_id)
+        urls.links = [
+            self._click + seal(Kind.MESSAGE_CLICK, message_id, position)
+            for position in range(n_links)
+        ]
+        return urls

@@ -15,6 +15,10 @@ FastAPI's per-request machinery (its ``__call__``, Starlette's middleware
 stack, dependency solving, validation) costs more than these handlers, so
 ``TrackingFastPath`` sits in front of the whole application (see
 ``service.app.CampaignService``), not inside its middleware stack.
+
+A transactional message's tokens are tried only after a delivery's failed
+(they are longer, so that check ends at their length): campaign hits pay nothing
+for them. Its click targets are the ``links`` its row kept when it was sent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import hashlib
 import hmac
 import logging
 import os
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -140,6 +145,32 @@ class LinkCache:
         return url
 
 
+_LINKS_OF_MESSAGE = text("SELECT links FROM messages WHERE id = :message_id")
+
+
+class MessageLinkCache:
+    """Click targets of transactional messages, by message; one DB read per miss.
+
+    A message's links are written once, when it is sent, and never change.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._links_of = _LRU(settings.tracking_delivery_cache_size)
+
+    async def url(self, message_id: uuid.UUID, position: int) -> str | None:
+        links = self._links_of.get(message_id)
+        if links is None:
+            async with self._engine.connect() as connection:
+                raw = await connection.scalar(_LINKS_OF_MESSAGE, {"message_id": message_id})
+            if raw is None:
+                return None
+            links = [str(url) for url in (raw if isinstance(raw, list) else orjson.loads(raw))]
+            if links:  # not sent yet: asked again
+                self._links_of.put(message_id, links)
+        return links[position] if position < len(links) else None
+
+
 class TrackingHub:
     """What the hot routes share in one process: signer, emitter, link cache."""
 
@@ -148,6 +179,7 @@ class TrackingHub:
         self.signer: TokenSigner = settings.tracking_signer()
         self.emitter = emitter
         self.links = LinkCache(engine, settings)
+        self.message_links = MessageLinkCache(engine, settings)
         secret = settings.ip_hash_secret or settings.tracking_secret
         assert secret is not None
         self._ip_key = hashlib.sha256(b"ip-hash:" + secret.get_secret_value().encode()).digest()
@@ -168,7 +200,14 @@ class TrackingHub:
         client = scope.get("client")
         return str(client[0]) if client else None
 
-    def emit(self, kind: str, scope: Scope, delivery_id: int, position: int) -> None:
+    def emit(
+        self,
+        kind: str,
+        scope: Scope,
+        delivery_id: int,
+        position: int,
+        message_id: uuid.UUID | None = None,
+    ) -> None:
         hits = self._hits.get(kind)
         if hits is None:
             hits = self._hits[kind] = metrics.TRACKING_HITS.labels(kind)
@@ -189,7 +228,10 @@ class TrackingHub:
             "machine": classify(scope["method"], agent.decode("latin-1"), address),
             "ip_hash": self.ip_hash(address),
         }
-        self.emitter.emit(TOPIC_TRACKING_EVENTS, str(delivery_id), orjson.dumps(event))
+        key = str(delivery_id)
+        if message_id is not None:
+            event["message_id"] = key = str(message_id)
+        self.emitter.emit(TOPIC_TRACKING_EVENTS, key, orjson.dumps(event))
         hits.inc()
 
 
@@ -224,6 +266,8 @@ class TrackingFastPath:
             claims = hub.signer.verify(token, Kind.OPEN)
             if claims is not None:
                 hub.emit("open", scope, claims.delivery_id, 0)
+            elif (message := hub.signer.unseal_message(token, Kind.MESSAGE_OPEN)) is not None:
+                hub.emit("open", scope, 0, 0, message[0])
         except Exception:  # the image is always served, whatever went wrong
             log.exception("pixel: event not recorded")
         await send(_PIXEL_START)
@@ -240,6 +284,11 @@ class TrackingFastPath:
                 url = await hub.links.url(claims.delivery_id, claims.position)
                 if url is not None:
                     hub.emit("click", scope, claims.delivery_id, claims.position)
+            elif (message := hub.signer.unseal_message(token, Kind.MESSAGE_CLICK)) is not None:
+                message_id, position = message
+                url = await hub.message_links.url(message_id, position)
+                if url is not None:
+                    hub.emit("click", scope, 0, position, message_id)
         except Exception:
             log.exception("click: lookup failed")
             url = None

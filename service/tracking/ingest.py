@@ -40,6 +40,7 @@ from schemas.tracking import DeliveryStatusChanged, ProviderEvent, TrackingEvent
 from service import metrics
 from service import outbox as outbox_rows
 from service.campaigns import repository as campaigns
+from service.messages import tracking as message_tracking
 from service.settings import Settings
 from service.stats import counters
 from service.tracking import merge, quota, repository, unmatched
@@ -59,7 +60,16 @@ async def ingest(
     settings: Settings,
     events: list[TrackingEvent | ProviderEvent],
 ) -> IngestResult:
-    """One batch in the caller's transaction, the steps of the module docstring in order."""
+    """One batch in the caller's transaction, the steps of the module docstring in order.
+
+    Events about transactional messages are handled first by their own ledger
+    (``service.messages.tracking``); what matches no message comes back here.
+    """
+    events, about_messages = message_tracking.split(events)
+    logged = 0
+    if about_messages:
+        logged, lost_messages = await message_tracking.ingest(session, settings, about_messages)
+        events = [*events, *lost_messages]
     unique: dict[str, TrackingEvent | ProviderEvent] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
@@ -83,7 +93,7 @@ async def ingest(
     )
     for sponsor_id in sorted(counted.sponsors_to_check):
         paused += await reputation_guard(session, settings, sponsor_id)
-    return IngestResult(inserted=len(new_ids), paused=paused)
+    return IngestResult(inserted=len(new_ids) + logged, paused=paused)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import struct
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +29,10 @@ class Kind(Enum):
     UNSUBSCRIBE = b"u"
     VIEW = b"v"
     REPORT = b"r"
+    # A transactional message's pixel and links: its id is a UUID, so these are
+    # sealed tokens (``seal_message``), longer than a delivery's.
+    MESSAGE_OPEN = b"m"
+    MESSAGE_CLICK = b"k"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,17 @@ class TokenSigner:
         (report share links carry a campaign id and an expiry)."""
         body = kind.value + payload
         return base64.urlsafe_b64encode(body + self._tag(0, body)).rstrip(b"=").decode()
+
+    def seal_message(self, kind: Kind, message_id: uuid.UUID, position: int = 0) -> str:
+        """A message's pixel (``MESSAGE_OPEN``) or link (``MESSAGE_CLICK``) token."""
+        return self.seal(kind, message_id.bytes + position.to_bytes(2, "big"))
+
+    def unseal_message(self, token: str, kind: Kind) -> tuple[uuid.UUID, int] | None:
+        """(message id, link position) of a genuine message token of ``kind``."""
+        payload = self.unseal(token, kind, 18)
+        if payload is None:
+            return None
+        return uuid.UUID(bytes=payload[:16]), int.from_bytes(payload[16:], "big")
 
     def unseal(self, token: str, kind: Kind, size: int) -> bytes | None:
         """The ``size``-byte payload of a genuine sealed token of ``kind``; None otherwise."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from service import metrics
@@ -65,9 +65,16 @@ class DeliveryCore:
         )
 
     def render(
-        self, context: MessageContext, recipients: Sequence[Recipient]
+        self,
+        context: MessageContext,
+        recipients: Sequence[Recipient],
+        urls_of: Callable[[int], DeliveryUrls] | None = None,
     ) -> tuple[list[OutgoingEmail], list[Failure]]:
-        """Render every recipient; one that fails to render fails alone."""
+        """Render every recipient; one that fails to render fails alone.
+
+        ``urls_of(n_links)`` gives the URLs of a message that is no delivery (a
+        transactional message signs its own); deliveries sign theirs here.
+        """
         emails: list[OutgoingEmail] = []
         failed: list[Failure] = []
         n_links = len(context.message.links)
@@ -75,7 +82,10 @@ class DeliveryCore:
         template, template_id = context.template, context.template_id
         parts = (template.html, template.text) if template is not None else None
         for recipient in recipients:
-            urls = self.urls.for_delivery(recipient.delivery_id, n_links)
+            if urls_of is None:
+                urls = self.urls.for_delivery(recipient.delivery_id, n_links)
+            else:
+                urls = urls_of(n_links)
             email = OutgoingEmail(
                 delivery_id=recipient.delivery_id,
                 campaign_id=tag,

@@ -6,7 +6,8 @@ delivered twice (a replay, a rebalance, two copies at once) goes out once.
 A type's template is compiled once per type and process, and again when the
 type changes (``updated_at``). Category rules: marketing and notification
 messages skip every suppression of the sponsor; transactional ones only hard
-bounces, complaints and the global list.
+bounces, complaints and the global list. Its pixel and links carry message
+tokens, and the provider's tags name the message (``service.messages.tracking``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import formataddr
@@ -26,6 +28,7 @@ from service.campaigns.sending_repository import Recipient
 from service.errors import ProviderError
 from service.logs import bound
 from service.messages import repository
+from service.messages.tracking import tracking_tag
 from service.messages.types import content_of
 from service.models import Message, MessageType, Sponsor
 from service.settings import Settings
@@ -62,8 +65,8 @@ class TypeContext:
     sender_address: str = ""
 
     def headers(self, urls: DeliveryUrls) -> dict[str, str]:
-        # No List-Unsubscribe: a one-to-one message belongs to no list, and its
-        # links resolve to no delivery.
+        # No List-Unsubscribe: a one-to-one message belongs to no list (per-category
+        # preferences decide what a recipient stops getting).
         return {}
 
 
@@ -102,11 +105,15 @@ class MessageDeliveries:
             return
         context = self._context(message_type, sponsor)
         recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message))
-        emails, failed = self.core.render(context, [recipient])
+        emails, failed = self.core.render(
+            context, [recipient], lambda n_links: self.core.urls.for_message(message.id, n_links)
+        )
         if failed:
             await self._record(message.id, "failed", error=failed[0][1])
             return
         email = emails[0]
+        # The provider echoes this tag in its webhooks: how they find the message.
+        email.campaign_id = tracking_tag(message.id)
         email.reply_to = message.reply_to or context.reply_to
         email.attachments = _attachments(message)
         started = time.perf_counter()
@@ -118,7 +125,12 @@ class MessageDeliveries:
         else:
             sent, failed = core.outcome(results)
             if sent:
-                await self._record(message.id, "sent", provider_message_id=sent[0][1])
+                await self._record(
+                    message.id,
+                    "sent",
+                    provider_message_id=sent[0][1],
+                    links=context.message.links,
+                )
                 self.core.count(1, [], time.perf_counter() - started)
                 return
         await self._record(message.id, "failed", error=failed[0][1] if failed else "no answer")
@@ -131,10 +143,11 @@ class MessageDeliveries:
         *,
         provider_message_id: str | None = None,
         error: str | None = None,
+        links: Sequence[str] = (),
     ) -> None:
         async with self.sessions.begin() as session:
             if not await repository.record_outcome(
-                session, message_id, status, provider_message_id, error
+                session, message_id, status, provider_message_id, error, links
             ):
                 log.info("message %s: already recorded by another copy", message_id)
 
@@ -152,9 +165,7 @@ class MessageDeliveries:
             sender_name=name,
             sender_address=address,
             reply_to=single_line(reply_to) if reply_to else None,
-            message=compile_message(
-                content_of(message_type), template_logic.brand_for(sponsor), tracking=False
-            ),
+            message=compile_message(content_of(message_type), template_logic.brand_for(sponsor)),
             version=message_type.updated_at,
             category=message_type.category,
         )
