@@ -1,4 +1,5 @@
-"""Campaign report routes: a share link made with ``stats:read``, and the public page it opens.
+"""Report routes (a campaign's, a message type's): a share link made with ``stats:read``,
+and the public page it opens.
 
 The page is HTML for people (printable, no JavaScript, charts drawn as SVG on
 the server). It needs no bearer token: the signed, expiring link is the
@@ -21,9 +22,10 @@ from schemas.stats import ReportLinkIn, ReportLinkOut
 from service.auth import require
 from service.campaigns import repository as campaigns
 from service.http import autocommit
+from service.messages.stats_api import type_not_found
 from service.reports import links, logic, repository
 from service.sponsors.deps import KnownSponsor
-from service.tracking.tokens import TokenSigner
+from service.tracking.tokens import Kind, TokenSigner
 
 router = APIRouter(tags=["reports"])
 public_router = APIRouter(tags=["public"])
@@ -104,4 +106,53 @@ async def campaign_report_page(
     if report is None:
         return _NOT_FOUND
     html = _PAGES.get_template("campaign.html").render(report, token=token)
+    return HTMLResponse(html, headers=_HEADERS)
+
+
+@router.post(
+    "/api/v1/sponsors/{sponsor_id}/message-types/{type_id}/report-links",
+    response_model=ReportLinkOut,
+    status_code=201,
+    dependencies=[require("stats:read"), KnownSponsor],
+)
+async def create_message_type_report_link(
+    sponsor_id: str, type_id: uuid.UUID, body: ReportLinkIn, request: Request
+) -> ReportLinkOut:
+    """A link to the message type's report page, as a campaign's (``report-links``)."""
+    async with autocommit(request) as connection:
+        found = await repository.message_type_header(connection, type_id, sponsor_id)
+    if found is None:
+        raise type_not_found(type_id)
+    expires_at = links.expiry(datetime.now(UTC), body.ttl_seconds)
+    token = links.sign(_signer(request), type_id, expires_at, Kind.TYPE_REPORT)
+    base = request.app.state.settings.public_base_url.rstrip("/")
+    return ReportLinkOut(
+        url=f"{base}/reports/message-types/{type_id}?token={token}", expires_at=expires_at
+    )
+
+
+@public_router.get(
+    "/reports/message-types/{type_id}",
+    response_class=HTMLResponse,
+    responses={404: {"description": "a bad, expired or foreign link: a plain page"}},
+)
+async def message_type_report_page(
+    type_id: str,
+    request: Request,
+    token: Annotated[str, Query(max_length=200)] = "",
+    timeline: Annotated[str, Query(max_length=10)] = "hour",
+) -> HTMLResponse:
+    """The message type's report as a printable HTML page, opened by a share link."""
+    try:
+        message_type = uuid.UUID(type_id)
+    except ValueError:
+        return _NOT_FOUND
+    if not links.verify(_signer(request), token, message_type, datetime.now(UTC), Kind.TYPE_REPORT):
+        return _NOT_FOUND
+    unit = "day" if timeline == "day" else "hour"
+    async with autocommit(request) as connection:
+        report = await logic.message_type_report(connection, message_type, unit)
+    if report is None:
+        return _NOT_FOUND
+    html = _PAGES.get_template("message_type.html").render(report, token=token)
     return HTMLResponse(html, headers=_HEADERS)

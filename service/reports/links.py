@@ -21,14 +21,24 @@ DEFAULT_TTL = timedelta(days=7)
 MAX_TTL = timedelta(days=30)
 
 
-def sign(signer: TokenSigner, campaign_id: uuid.UUID, expires_at: datetime) -> str:
-    """A token that opens ``campaign_id``'s report until ``expires_at`` (whole seconds)."""
-    return signer.seal(Kind.REPORT, _PAYLOAD.pack(campaign_id.bytes, int(expires_at.timestamp())))
+def sign(
+    signer: TokenSigner, campaign_id: uuid.UUID, expires_at: datetime, kind: Kind = Kind.REPORT
+) -> str:
+    """A token that opens ``campaign_id``'s report until ``expires_at`` (whole seconds);
+    ``Kind.TYPE_REPORT``: a message type's report, ``campaign_id`` the type's id."""
+    return signer.seal(kind, _PAYLOAD.pack(campaign_id.bytes, int(expires_at.timestamp())))
 
 
-def verify(signer: TokenSigner, token: str, campaign_id: uuid.UUID, now: datetime) -> bool:
-    """Whether ``token`` is genuine, names ``campaign_id`` and has not expired at ``now``."""
-    payload = signer.unseal(token, Kind.REPORT, _PAYLOAD.size)
+def verify(
+    signer: TokenSigner,
+    token: str,
+    campaign_id: uuid.UUID,
+    now: datetime,
+    kind: Kind = Kind.REPORT,
+) -> bool:
+    """Whether ``token`` is a genuine ``kind`` token, names ``campaign_id`` and has not
+    expired at ``now`` (a campaign's link never opens a type's report, nor the reverse)."""
+    payload = signer.unseal(token, kind, _PAYLOAD.size)
     if payload is None:
         return False
     raw_id, expires = _PAYLOAD.unpack(payload)

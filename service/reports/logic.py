@@ -13,6 +13,8 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.stats import FIGURES, RATES
+from service.messages import events_repository as message_figures
+from service.messages import stats as message_stats
 from service.reports import charts, repository
 from service.stats import logic as stats
 
@@ -50,6 +52,40 @@ async def campaign_report(
         # A/B variants do not exist yet; the page has their section ready, winner marked.
         "variants": [],
         "charts": time_charts(figures["timeline"] or [], timeline),
+        "links_chart": links_chart(figures["links"]),
+    }
+
+
+async def message_type_report(
+    connection: AsyncConnection, type_id: uuid.UUID, timeline: str
+) -> dict[str, Any] | None:
+    """Everything a message type's report page shows; None when there is no such type.
+    Figures come from the type's stats endpoint body unchanged (``type_stats``)."""
+    header = await repository.message_type_header(connection, type_id)
+    if header is None:
+        return None
+    figures = await message_stats.type_stats(connection, header["sponsor_id"], type_id, timeline)
+    if figures is None:
+        return None
+    points = figures["timeline"] or []
+    sends = []
+    if points:
+        filled = _filled(points, timeline)
+        sends = [
+            charts.line_chart(
+                "Sent",
+                [_label(p["at"], timeline) for p in filled],
+                [charts.Series("sent", [int(p["sent"]) for p in filled], "#636363", area=True)],
+            )
+        ]
+    return {
+        "message_type": header,
+        "stats": figures,
+        "timeline_unit": timeline,
+        "figure_names": message_figures.FIGURES,
+        "rate_names": message_stats.RATES,
+        "reasons": await message_figures.type_reasons(connection, type_id),
+        "charts": sends + time_charts(points, timeline),
         "links_chart": links_chart(figures["links"]),
     }
 

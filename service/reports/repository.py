@@ -41,3 +41,17 @@ async def deliverability_reasons(
     most frequent first."""
     rows = await connection.execute(_REASONS, {"id": campaign_id, "limit": limit})
     return [dict(row._mapping) for row in rows]
+
+
+_TYPE_HEADER = text("""
+SELECT id, sponsor_id, key, category, subject, created_at, updated_at
+FROM message_types WHERE id = :id AND (CAST(:sponsor AS text) IS NULL OR sponsor_id = :sponsor)
+""")
+
+
+async def message_type_header(
+    connection: AsyncConnection, type_id: uuid.UUID, sponsor_id: str | None = None
+) -> dict[str, Any] | None:
+    """Key, category, subject and dates of a message type (of ``sponsor_id`` when given)."""
+    row = (await connection.execute(_TYPE_HEADER, {"id": type_id, "sponsor": sponsor_id})).first()
+    return None if row is None else dict(row._mapping)

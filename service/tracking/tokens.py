@@ -29,6 +29,7 @@ class Kind(Enum):
     UNSUBSCRIBE = b"u"
     VIEW = b"v"
     REPORT = b"r"
+    TYPE_REPORT = b"t"  # a message type's report page
     # A transactional message's pixel and links: its id is a UUID, so these are
     # sealed tokens (``seal_message``), longer than a delivery's.
     MESSAGE_OPEN = b"m"

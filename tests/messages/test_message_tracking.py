@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,12 +18,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas.tracking import ProviderEvent, TrackingEvent
+from service.kafka import Producer
+from service.messages import repository
+from service.settings import Settings
 from tests.conftest import TokenFactory, eventually
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_messages import Api
 from tests.tracking import test_mailgun_webhooks as mailgun_hooks
 from tests.tracking.test_mailgun_webhooks import keyed  # noqa: F401 (a fixture)
 from tests.tracking.test_webhooks import example, post
+from worker.ingester import Ingester
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -150,6 +156,13 @@ def tags(message_id: str) -> dict[str, str]:
     return {"campaign_id": f"message-{message_id}", "delivery_id": "0"}
 
 
+def resend(name: str, message_id: str, email_id: str) -> bytes:
+    """Resend's published example ``name`` about the message, happening now."""
+    payload = json.loads(example(name, email_id=email_id, tags=tags(message_id)))
+    payload["created_at"] = datetime.now(UTC).isoformat()
+    return json.dumps(payload).encode()
+
+
 async def test_resend_webhooks_move_a_message_to_delivered_and_a_hard_bounce_suppresses_it(
     api: Api,
     fake: FakeResend,
@@ -158,13 +171,13 @@ async def test_resend_webhooks_move_a_message_to_delivered_and_a_hard_bounce_sup
 ) -> None:
     to = address()
     delivered_id, delivered_email, _, _ = await sent(api, fake, to)
-    body = example("delivered", email_id=delivered_email, tags=tags(delivered_id))
+    body = resend("delivered", delivered_id, delivered_email)
     assert (await post(api.client, body)).status_code == 200
     await reaches(api, delivered_id, "delivered")
 
     bounced_to = address()
     bounced_id, bounced_email, _, _ = await sent(api, fake, bounced_to)
-    body = example("bounced", email_id=bounced_email, tags=tags(bounced_id))
+    body = resend("bounced", bounced_id, bounced_email)
     assert (await post(api.client, body)).status_code == 200
     found = await reaches(api, bounced_id, "bounced")
     assert found["history"][-1]["type"] == "bounced"
@@ -188,7 +201,7 @@ async def test_an_earlier_event_arriving_late_never_moves_a_message_back(
     await back_date(sessions, message_id)
     assert (await api.client.get(link, headers=BROWSER)).status_code == 302
     await reaches(api, message_id, "clicked")
-    body = example("delivered", email_id=email_id, tags=tags(message_id))
+    body = resend("delivered", message_id, email_id)
     assert (await post(api.client, body)).status_code == 200
 
     async def delivered_logged() -> dict[str, Any] | None:
@@ -256,7 +269,7 @@ async def test_stats_per_type_count_what_was_sent_and_what_people_did(
     sent_ones = [await sent(api, fake, address()) for _ in range(3)]
     for message_id, email_id, _, _ in sent_ones:
         await back_date(sessions, message_id)
-        body = example("delivered", email_id=email_id, tags=tags(message_id))
+        body = resend("delivered", message_id, email_id)
         assert (await post(api.client, body)).status_code == 200
     (first, _, pixel, link), (second, _, other_pixel, _) = sent_ones[:2]
     await api.client.get(pixel, headers=BROWSER)
@@ -334,3 +347,70 @@ async def test_since_and_until_bound_the_messages_listed_by_creation_time(
     assert await listed(until=before.isoformat()) == []
     assert await listed(since=after.isoformat()) == []
     assert await listed(since=before.isoformat(), until=after.isoformat()) == [message_id]
+
+
+@pytest.fixture
+async def ingester(sessions: async_sessionmaker[AsyncSession], migrated: Settings) -> Any:
+    producer = Producer(migrated)
+    yield Ingester(sessions, producer, migrated)
+    producer.close()
+
+
+async def test_a_batch_of_message_events_handled_twice_logs_and_moves_each_once(
+    api: Api,
+    fake: FakeResend,
+    order_type: dict[str, Any],
+    ingester: Ingester,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    message_id, _, _, _ = await sent(api, fake, address())
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    events: list[TrackingEvent | ProviderEvent] = [
+        TrackingEvent(
+            type="open", event_id=uuid.uuid4().hex, message_id=uuid.UUID(message_id),
+            occurred_at=later,
+        ),
+        TrackingEvent(
+            type="click", event_id=uuid.uuid4().hex, message_id=uuid.UUID(message_id),
+            occurred_at=later, position=0,
+        ),
+    ]  # fmt: skip
+    first = await ingester.handle_events(events)
+    again = await ingester.handle_events(events)
+    assert (first.inserted, again.inserted) == (2, 0)
+    found = await api.status(message_id)
+    assert found["status"] == "clicked"
+    assert [e["type"] for e in found["history"]] == ["queued", "sent", "opened", "clicked"]
+
+
+async def test_an_event_that_overtakes_the_sender_decides_the_status_it_records(
+    api: Api,
+    order_type: dict[str, Any],
+    ingester: Ingester,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
+) -> None:
+    message_id = uuid.uuid4()
+    async with sessions.begin() as session:  # queued, not yet seen by the sender
+        await session.execute(
+            text(
+                "INSERT INTO messages (id, sponsor_id, type_id, type_key, to_email) "
+                "VALUES (:id, :sponsor, :type, 'order.shipped', 'ada@customer.example')"
+            ),
+            {"id": message_id, "sponsor": api.sponsor, "type": order_type["id"]},
+        )
+    delivered = ProviderEvent(
+        type="delivered",
+        event_id=f"resend:{uuid.uuid4().hex}",
+        provider_type="email.delivered",
+        email_id="em_1",
+        tags=tags(str(message_id)),
+        occurred_at=datetime.now(UTC),
+    )
+    await ingester.handle_events([delivered])
+    assert (await api.status(str(message_id)))["status"] == "queued"
+    async with sessions.begin() as session:
+        assert await repository.record_outcome(session, message_id, "sent", "em_1", None, [TARGET])
+    found = await api.status(str(message_id))
+    assert found["status"] == "delivered"
+    assert found["provider_message_id"] == "em_1"
