@@ -178,6 +178,7 @@ class MessageTypeStatsOut(BaseModel):
 
     type_id: uuid.UUID
     key: str
+    category: str
     messages: int
     queued: int
     sent: int
