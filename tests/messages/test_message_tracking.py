@@ -10,6 +10,7 @@ import io
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +20,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.tracking import ProviderEvent, TrackingEvent
+from service.app import create_app
 from service.kafka import Producer
 from service.messages import repository
 from service.settings import Settings
-from tests.conftest import TokenFactory, eventually
+from tests.conftest import SPEC_DIR, TokenFactory, eventually
+from tests.fakes import sendgrid_server as sendgrid
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_messages import Api
 from tests.tracking import test_mailgun_webhooks as mailgun_hooks
@@ -32,6 +35,7 @@ from worker.ingester import Ingester
 
 pytestmark = pytest.mark.usefixtures("workers")
 
+SENDGRID_SPECS = SPEC_DIR / "sendgrid" / "webhooks"
 BROWSER = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"}
 TARGET = "https://shop.example/orders/42?ref=mail"
 BODY = f'<p>{{{{ attributes.lead_name }}}}: <a href="{TARGET}">your order</a></p>'
@@ -414,3 +418,41 @@ async def test_an_event_that_overtakes_the_sender_decides_the_status_it_records(
     found = await api.status(str(message_id))
     assert found["status"] == "delivered"
     assert found["provider_message_id"] == "em_1"
+
+
+@pytest.fixture
+async def sendgrid_client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app with a SendGrid webhook key (read when the app starts)."""
+    settings = migrated.model_copy(update={"sendgrid_webhook_public_key": sendgrid.PUBLIC_KEY})
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+async def test_sendgrid_webhooks_move_a_message_to_delivered_and_a_complaint_suppresses_it(
+    api: Api,
+    fake: FakeResend,
+    order_type: dict[str, Any],
+    sendgrid_client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    to = address()
+    message_id, _, _, _ = await sent(api, fake, to)
+    for name, status in (("delivered", "delivered"), ("spamreport", "complained")):
+        events = json.loads((SENDGRID_SPECS / f"{name}.json").read_text())
+        for event in events:
+            event.update(tags(message_id), email=to, sg_event_id=uuid.uuid4().hex)
+        body = sendgrid.wire_body(events)
+        response = await sendgrid_client.post(
+            "/api/v1/webhooks/sendgrid", content=body, headers=sendgrid.sign(body)
+        )
+        assert response.status_code == 200, response.text
+        await reaches(api, message_id, status)
+    async with sessions() as session:
+        reason = await session.scalar(
+            text("SELECT reason FROM suppressions WHERE sponsor_id = :s AND email = :e"),
+            {"s": api.sponsor, "e": to},
+        )
+    assert reason == "complaint"
