@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.appointment_requests import appointment_requests
 from schemas.appointments import appointment_events
 from schemas.events import (
+    TOPIC_APPOINTMENT_REQUESTS,
     TOPIC_APPOINTMENTS,
     TOPIC_CAMPAIGN_BATCHES,
     TOPIC_CAMPAIGN_TESTS,
@@ -35,6 +37,7 @@ def contracts() -> dict[str, dict[str, Any]]:
         TOPIC_CAMPAIGN_TESTS: CampaignTestSend.model_json_schema(),
         TOPIC_MESSAGES: MessageRequested.model_json_schema(),
         TOPIC_APPOINTMENTS: appointment_events.json_schema(),
+        TOPIC_APPOINTMENT_REQUESTS: appointment_requests.json_schema(),
         TOPIC_TRACKING_EVENTS: TrackingEvent.model_json_schema(),
         TOPIC_PROVIDER_EVENTS: ProviderEvent.model_json_schema(),
         TOPIC_DELIVERY_EVENTS: DeliveryStatusChanged.model_json_schema(),

@@ -34,6 +34,9 @@ TOPIC_CONVERSATIONS = "conversations.v1"
 TOPIC_ORDERS = "orders.v1"
 # What happened to appointments upstream (``schemas.appointments``), keyed by appointment id.
 TOPIC_APPOINTMENTS = "appointments.v1"
+# What a lead asks of an appointment from the email's links (``schemas.appointment_requests``),
+# for the booking system, keyed by appointment id.
+TOPIC_APPOINTMENT_REQUESTS = "appointment-requests.v1"
 
 ALL_TOPICS = (
     TOPIC_CAMPAIGNS,
@@ -50,6 +53,7 @@ ALL_TOPICS = (
     TOPIC_CONVERSATIONS,
     TOPIC_ORDERS,
     TOPIC_APPOINTMENTS,
+    TOPIC_APPOINTMENT_REQUESTS,
 )
 
 

@@ -62,6 +62,8 @@ MessageStatus = Literal[
 
 _KEY = r"^[a-z0-9][a-z0-9_.-]{0,199}$"
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# The earliest an appointment reminder may be sent: 30 days before.
+MAX_REMINDER_MINUTES = 30 * 24 * 60
 
 
 class VariableIn(Body):
@@ -89,6 +91,14 @@ class MessageTypeIn(Body):
     default_recipients: list[Annotated[str, Field(max_length=320)]] = Field(
         default_factory=list, max_length=50
     )
+    reminder_offsets: list[Annotated[int, Field(ge=5, le=MAX_REMINDER_MINUTES)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=5,
+        description="appointment.reminder only: minutes before the start each reminder is sent "
+        "(distinct; default 1440 and 60)",
+        examples=[[1440, 60]],
+    )
 
 
 class MessageTypeOut(BaseModel):
@@ -103,6 +113,7 @@ class MessageTypeOut(BaseModel):
     from_name: str | None
     reply_to: str | None
     default_recipients: list[str]
+    reminder_offsets: list[int] | None = None
     created_at: datetime
     updated_at: datetime
 

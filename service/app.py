@@ -15,6 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from schemas.http import ErrorBody
 from service import kafka
+from service.appointments.api import router as appointment_pages_router
+from service.appointments.links import Links
 from service.audiences.api import router as audiences_router
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
@@ -107,6 +109,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         app.state.producer = kafka.Producer(settings)
         emitter = Emitter(settings)
         app.state.tracking = TrackingHub(settings, engine, emitter)
+        app.state.appointment_links = Links.from_settings(settings)
         # A full collection walks the whole heap (~100 ms with FastAPI and pydantic
         # loaded), a pause every request in flight waits for: what startup built stays
         # for the life of the process, so keep it out of the collector's walks.
@@ -141,6 +144,7 @@ def _include_routers(app: FastAPI) -> None:
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)
+    app.include_router(appointment_pages_router)
     app.include_router(reports_page_router)
     app.include_router(webhooks_router)
     app.include_router(sendgrid_webhooks_router)

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     # How often the timers role looks for due timers (reminders); a timer fires at most
     # this late while the role runs.
     timers_poll_seconds: float = Field(default=1.0, gt=0)
+    # How long after an appointment is completed its feedback request is sent.
+    appointment_feedback_delay_seconds: int = Field(default=2 * 3600, ge=0)
 
     # Retention: deliveries and raw events live in partitions the relay's leader
     # creates ahead and drops once older than this (docs/operations.md).

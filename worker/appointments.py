@@ -20,9 +20,15 @@ from service.kafka import Producer
 class Appointments:
     """Handles ``appointments.v1``."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: Producer) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        producer: Producer,
+        config: logic.Config,
+    ) -> None:
         self.sessions = sessions
         self.producer = producer
+        self.config = config
 
     async def handle(self, events: Sequence[AppointmentEvent]) -> None:
         async with (
@@ -30,4 +36,4 @@ class Appointments:
             work.transaction() as session,
         ):
             for event in events:
-                await logic.handle(session, event)
+                await logic.handle(session, event, self.config)

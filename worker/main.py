@@ -58,7 +58,7 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
         relay = Relay(engine, sessions, producer, settings, templates=templates_of(provider))
         tasks.append(relay.run(stop))
     if "timers" in roles:
-        tasks.append(TimerLoop(sessions, producer, settings.timers_poll_seconds).run(stop))
+        tasks.append(TimerLoop(sessions, producer, settings).run(stop))
     try:
         await asyncio.gather(*tasks)
     finally:

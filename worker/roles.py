@@ -36,6 +36,7 @@ from schemas.leads import lead_events
 from schemas.messages import MessageRequested
 from schemas.tracking import ProviderEvent, TrackingEvent
 from schemas.triggers import TRIGGER_TOPICS
+from service.appointments.logic import Config as AppointmentConfig
 from service.kafka import Producer
 from service.settings import Settings
 from worker.appointments import Appointments
@@ -129,7 +130,7 @@ def consumer_roles(
         }
         roles.append(Role("trigger", decoders, triggers.handle, poll_seconds=0.2))
     if "appointments" in names:
-        handler = Appointments(sessions, producer)
+        handler = Appointments(sessions, producer, AppointmentConfig.from_settings(settings))
         roles.append(
             Role(
                 "appointments",

@@ -18,12 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import outbox
 from service.appointments import logic as appointments
 from service.kafka import Producer
+from service.settings import Settings
 from service.timers.logic import Handler, fire_due
 
 log = logging.getLogger(__name__)
 
-HANDLERS: Mapping[str, Handler] = {appointments.REMINDER_KIND: appointments.fire_reminder}
 BATCH = 100
+
+
+def handlers(settings: Settings) -> Mapping[str, Handler]:
+    """The handler of every kind of timer this release fires."""
+    return {**appointments.timer_handlers(appointments.Config.from_settings(settings))}
 
 
 class TimerLoop:
@@ -31,11 +36,12 @@ class TimerLoop:
         self,
         sessions: async_sessionmaker[AsyncSession],
         producer: Producer,
-        poll_seconds: float,
+        settings: Settings,
     ) -> None:
         self.sessions = sessions
         self.producer = producer
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = settings.timers_poll_seconds
+        self.handlers = handlers(settings)
 
     async def fire(self) -> int:
         """One pass: fire up to a batch of due timers; how many there were."""
@@ -43,7 +49,7 @@ class TimerLoop:
             outbox.unit_of_work(self.sessions, self.producer) as work,
             work.transaction() as session,
         ):
-            return await fire_due(session, HANDLERS, limit=BATCH)
+            return await fire_due(session, self.handlers, limit=BATCH)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

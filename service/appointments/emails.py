@@ -1,7 +1,8 @@
 """The built-in message types of appointment emails, and the data each message carries.
 
 Each sponsor gets these types the first time one of its appointments needs one
-(``appointment.confirmation``, ``.update``, ``.cancellation``, ``.reminder``),
+(``appointment.confirmation``, ``.update``, ``.cancellation``, ``.reminder``,
+``.feedback``),
 transactional, so an unsubscribe does not stop them. A sponsor changes the words
 by editing the type through the message types API; the variables stay these.
 """
@@ -16,6 +17,7 @@ CONFIRMATION = "appointment.confirmation"
 UPDATE = "appointment.update"
 CANCELLATION = "appointment.cancellation"
 REMINDER = "appointment.reminder"
+FEEDBACK = "appointment.feedback"
 
 VARIABLES = (
     "title",
@@ -28,6 +30,8 @@ VARIABLES = (
     "google_url",
     "outlook_url",
     "reminder",
+    "reschedule_url",
+    "cancel_url",
 )
 
 _DETAILS = """
@@ -46,14 +50,19 @@ _ADD = """
 <a href="{{ attributes.outlook_url }}">Outlook</a></p>
 """
 
+_CHANGE = """
+<p>Need another time? <a href="{{ attributes.reschedule_url }}">Ask to reschedule</a> ·
+<a href="{{ attributes.cancel_url }}">Ask to cancel</a></p>
+"""
+
 _TYPES: dict[str, tuple[str, str]] = {
     CONFIRMATION: (
         "Confirmed: {{ attributes.title }}, {{ attributes.when }}",
-        "<p>Your appointment is booked.</p>" + _DETAILS + _ADD,
+        "<p>Your appointment is booked.</p>" + _DETAILS + _ADD + _CHANGE,
     ),
     UPDATE: (
         "Updated: {{ attributes.title }}, now {{ attributes.when }}",
-        "<p>Your appointment has moved.</p>" + _DETAILS + _ADD,
+        "<p>Your appointment has moved.</p>" + _DETAILS + _ADD + _CHANGE,
     ),
     CANCELLATION: (
         "Cancelled: {{ attributes.title }}, {{ attributes.when }}",
@@ -61,7 +70,13 @@ _TYPES: dict[str, tuple[str, str]] = {
     ),
     REMINDER: (
         "Reminder: {{ attributes.title }} {{ attributes.reminder }}, {{ attributes.when }}",
-        "<p>Your appointment is {{ attributes.reminder }}.</p>" + _DETAILS,
+        "<p>Your appointment is {{ attributes.reminder }}.</p>" + _DETAILS + _CHANGE,
+    ),
+    FEEDBACK: (
+        "How was {{ attributes.title }}?",
+        "<p>Thank you for your time with {{ attributes.host_name }}.</p>"
+        "<p>How was <strong>{{ attributes.title }}</strong>? Reply to this email and tell "
+        "us: every answer is read.</p>",
     ),
 }
 

@@ -5,7 +5,13 @@
 * ``rescheduled``: ``sequence`` + 1, an update with the same UID, reminders moved.
 * ``cancelled``: ``sequence`` + 1, a cancellation with a ``METHOD:CANCEL`` invite,
   reminders removed.
-* ``completed``: reminders removed, no email.
+* ``completed``: reminders removed, no email; a feedback request
+  ``APPOINTMENT_FEEDBACK_DELAY_SECONDS`` later (an ``appointment.feedback`` timer).
+
+Reminders are sent at the offsets set on the sponsor's ``appointment.reminder``
+type (``reminder_offsets``, minutes before the start), 24 h and 1 h by default.
+Confirmations, updates and reminders carry signed links to ask the booking
+system for a reschedule or a cancellation (``service.appointments.links``).
 
 An event that changes nothing the row holds (a replay, a second copy) sends
 nothing: each rule compares against the row, locked, before it writes. Emails go
@@ -18,6 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,26 +42,43 @@ from schemas.messages import MessageRequested
 from service import outbox
 from service.appointments import emails, repository
 from service.appointments.invite import Invite, ics, uid_of
+from service.appointments.links import Action, Links
+from service.appointments.offsets import offset_name, offset_words
 from service.leads.logic import normalize_email
 from service.messages.repository import add_messages
 from service.models import Appointment
+from service.settings import Settings
 from service.timers import repository as timers
+from service.timers.logic import Handler
 from service.timers.repository import DueTimer
 
 log = logging.getLogger(__name__)
 
 REMINDER_KIND = "appointment.reminder"
-# Each reminder: its name in the timer key, how long before the start, the words.
-REMINDERS: tuple[tuple[str, timedelta, str], ...] = (
-    ("24h", timedelta(hours=24), "tomorrow"),
-    ("1h", timedelta(hours=1), "in one hour"),
-)
+FEEDBACK_KIND = "appointment.feedback"
+# Minutes before the start, when the sponsor's reminder type sets none.
+DEFAULT_OFFSETS = (24 * 60, 60)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the rules take from the settings."""
+
+    links: Links
+    feedback_delay: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Config:
+        delay = timedelta(seconds=settings.appointment_feedback_delay_seconds)
+        return cls(Links.from_settings(settings), delay)
+
+
 # What an update email is sent for; the times are compared as instants.
 _MEANINGFUL = ("title", "time_zone", "location", "join_url", "notes", "host", "lead")
 
 
 async def handle(
-    session: AsyncSession, event: AppointmentEvent, now: datetime | None = None
+    session: AsyncSession, event: AppointmentEvent, config: Config, now: datetime | None = None
 ) -> None:
     """Apply one event in the caller's transaction."""
     moment = now or datetime.now(UTC)
@@ -74,7 +98,7 @@ async def handle(
             return  # never booked here: nothing to take back
         row = _new_row(event, lead)
         await repository.add(session, row)
-        await _send(session, row, emails.CONFIRMATION, "REQUEST", moment)
+        await _send(session, config, row, emails.CONFIRMATION, "REQUEST", moment)
         await _schedule_reminders(session, row, moment)
         return
     if row.state != "booked":
@@ -82,16 +106,17 @@ async def handle(
     if isinstance(event, AppointmentCancelled):
         row.state, row.sequence = "cancelled", row.sequence + 1
         row.updated_at = moment
-        await _send(session, row, emails.CANCELLATION, "CANCEL", moment)
-        await timers.cancel(session, _reminder_keys(row))
+        await _send(session, config, row, emails.CANCELLATION, "CANCEL", moment)
+        await timers.cancel(session, await _reminder_keys(session, row))
     elif isinstance(event, AppointmentCompleted):
         row.state, row.updated_at = "completed", moment
-        await timers.cancel(session, _reminder_keys(row))
+        await timers.cancel(session, await _reminder_keys(session, row))
+        await _schedule_feedback(session, config, row, moment)
     elif isinstance(event, AppointmentRescheduled | AppointmentBooked) and _changed(row, event):
         _update(row, event, lead)
         row.sequence += 1
         row.updated_at = moment
-        await _send(session, row, emails.UPDATE, "REQUEST", moment)
+        await _send(session, config, row, emails.UPDATE, "REQUEST", moment)
         await _schedule_reminders(session, row, moment)
     await session.flush()
 
@@ -142,6 +167,7 @@ def invite_of(row: Appointment) -> Invite:
 
 async def _send(
     session: AsyncSession,
+    config: Config,
     row: Appointment,
     type_key: str,
     method: str | None,
@@ -175,7 +201,8 @@ async def _send(
                 "type_id": message_type.id,
                 "type_key": message_type.key,
                 "to_email": row.lead_email,
-                "data": emails.data(invite, reader_zone, reminder=reminder),
+                "data": emails.data(invite, reader_zone, reminder=reminder)
+                | _links(config, row, type_key),
                 "reply_to": invite.organizer_email,
                 "attachments": attachments,
                 "tags": {"appointment_id": row.appointment_id, "sequence": str(row.sequence)},
@@ -187,41 +214,103 @@ async def _send(
     await outbox.add(session, [(TOPIC_MESSAGES, str(message_id), event.to_bytes())])
 
 
+def _links(config: Config, row: Appointment, type_key: str) -> dict[str, str]:
+    """The reschedule and cancel links, in every email about an appointment still to come."""
+    if type_key in (emails.CANCELLATION, emails.FEEDBACK):
+        return {}
+    return {
+        f"{action}_url": config.links.url(action, row.sponsor_id, row.appointment_id)
+        for action in Action
+    }
+
+
 def _reminder_key(row: Appointment, name: str) -> str:
     return f"appointment:{row.sponsor_id}:{row.appointment_id}:{name}"
 
 
-def _reminder_keys(row: Appointment) -> list[str]:
-    return [_reminder_key(row, name) for name, _, _ in REMINDERS]
+async def _offsets(session: AsyncSession, sponsor_id: str) -> list[int]:
+    """The sponsor's reminder offsets, in minutes, farthest first."""
+    reminder_type = await repository.ensure_type(
+        session, sponsor_id, emails.type_values(emails.REMINDER)
+    )
+    return sorted(reminder_type.reminder_offsets or DEFAULT_OFFSETS, reverse=True)
+
+
+async def _reminder_keys(session: AsyncSession, row: Appointment) -> list[str]:
+    return _all_reminder_keys(row, await _offsets(session, row.sponsor_id))
+
+
+def _all_reminder_keys(row: Appointment, offsets: list[int]) -> list[str]:
+    """The keys of every reminder the appointment may have: the offsets set now and
+    the default ones (a reminder set before the type changed fires to no effect:
+    ``fire_reminder`` checks the revision)."""
+    return [_reminder_key(row, offset_name(m)) for m in sorted({*offsets, *DEFAULT_OFFSETS})]
 
 
 async def _schedule_reminders(session: AsyncSession, row: Appointment, moment: datetime) -> None:
-    """Each reminder still ahead set (or moved); one already past removed."""
-    past: list[str] = []
-    for name, before, _ in REMINDERS:
-        due = row.start_at - before
-        key = _reminder_key(row, name)
+    """Each reminder still ahead set (or moved); one already past, or no longer an
+    offset of the type, removed."""
+    offsets = await _offsets(session, row.sponsor_id)
+    ahead: set[str] = set()
+    for minutes in offsets:
+        due = row.start_at - timedelta(minutes=minutes)
         if due <= moment:
-            past.append(key)
             continue
+        name = offset_name(minutes)
+        key = _reminder_key(row, name)
         payload = {
             "sponsor_id": row.sponsor_id,
             "appointment_id": row.appointment_id,
             "sequence": row.sequence,
             "reminder": name,
+            "minutes": minutes,
         }
         await timers.schedule(session, REMINDER_KIND, key, due, payload)
-    if past:
-        await timers.cancel(session, past)
+        ahead.add(key)
+    gone = [key for key in _all_reminder_keys(row, offsets) if key not in ahead]
+    if gone:
+        await timers.cancel(session, gone)
 
 
-async def fire_reminder(session: AsyncSession, timer: DueTimer) -> None:
+async def _schedule_feedback(
+    session: AsyncSession, config: Config, row: Appointment, moment: datetime
+) -> None:
+    payload = {"sponsor_id": row.sponsor_id, "appointment_id": row.appointment_id}
+    key = _reminder_key(row, "feedback")
+    await timers.schedule(session, FEEDBACK_KIND, key, moment + config.feedback_delay, payload)
+
+
+def timer_handlers(config: Config) -> dict[str, Handler]:
+    """The timers role's handler of each kind this module sets."""
+
+    async def reminder(session: AsyncSession, timer: DueTimer) -> None:
+        await fire_reminder(session, config, timer)
+
+    async def feedback(session: AsyncSession, timer: DueTimer) -> None:
+        await fire_feedback(session, config, timer)
+
+    return {REMINDER_KIND: reminder, FEEDBACK_KIND: feedback}
+
+
+async def fire_reminder(session: AsyncSession, config: Config, timer: DueTimer) -> None:
     """A due reminder: emailed only for an appointment still booked, as set, and ahead."""
     payload = timer.payload
     row = await repository.get(session, payload["sponsor_id"], payload["appointment_id"])
     if row is None or row.state != "booked" or row.sequence != payload["sequence"]:
         return
-    if row.start_at <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if row.start_at <= now:
         return
-    words = {name: text for name, _, text in REMINDERS}[payload["reminder"]]
-    await _send(session, row, emails.REMINDER, None, datetime.now(UTC), reminder=words)
+    # A timer set before offsets were settable names its reminder only.
+    minutes = payload.get("minutes") or {"24h": 24 * 60, "1h": 60}[payload["reminder"]]
+    words = offset_words(minutes)
+    await _send(session, config, row, emails.REMINDER, None, now, reminder=words)
+
+
+async def fire_feedback(session: AsyncSession, config: Config, timer: DueTimer) -> None:
+    """A due feedback request: sent only for an appointment that was completed."""
+    payload = timer.payload
+    row = await repository.get(session, payload["sponsor_id"], payload["appointment_id"])
+    if row is None or row.state != "completed":
+        return
+    await _send(session, config, row, emails.FEEDBACK, None, datetime.now(UTC))

@@ -14,6 +14,7 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import MessageTypeIn, VariableIn
+from service.appointments.emails import REMINDER as REMINDER_TYPE
 from service.errors import Unprocessable
 from service.leads.logic import normalize_email
 from service.messages import repository
@@ -74,6 +75,19 @@ async def check(body: MessageTypeIn) -> None:
     _addresses(body.default_recipients, "default_recipients")
     if body.reply_to:
         _addresses([body.reply_to], "reply_to")
+    _check_reminder_offsets(body)
+
+
+def _check_reminder_offsets(body: MessageTypeIn) -> None:
+    offsets = body.reminder_offsets
+    if offsets is None:
+        return
+    if body.key != REMINDER_TYPE:
+        message = f"reminder offsets are for the {REMINDER_TYPE} type only"
+        raise Unprocessable("invalid_reminder_offsets", message, "reminder_offsets")
+    if len(set(offsets)) != len(offsets):
+        message = "each reminder offset may be given once"
+        raise Unprocessable("invalid_reminder_offsets", message, "reminder_offsets")
 
 
 async def create(session: AsyncSession, sponsor_id: str, body: MessageTypeIn) -> MessageType:
@@ -107,3 +121,4 @@ def _assign(message_type: MessageType, body: MessageTypeIn) -> None:
     message_type.from_name = body.from_name
     message_type.reply_to = body.reply_to
     message_type.default_recipients = _addresses(body.default_recipients, "default_recipients")
+    message_type.reminder_offsets = body.reminder_offsets

@@ -43,6 +43,8 @@ class MessageType(Base):
     from_name: Mapped[str | None] = mapped_column(String(200))
     reply_to: Mapped[str | None] = mapped_column(String(320))
     default_recipients: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    # ``appointment.reminder`` only: minutes before the start; None is the default (24 h, 1 h).
+    reminder_offsets: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

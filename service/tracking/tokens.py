@@ -34,6 +34,8 @@ class Kind(Enum):
     # sealed tokens (``seal_message``), longer than a delivery's.
     MESSAGE_OPEN = b"m"
     MESSAGE_CLICK = b"k"
+    # An appointment email's reschedule and cancel links (``service.appointments.links``).
+    APPOINTMENT = b"a"
 
 
 @dataclass(frozen=True, slots=True)

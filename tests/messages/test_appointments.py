@@ -31,16 +31,24 @@ from schemas.events import TOPIC_APPOINTMENTS
 from service import metrics
 from service.appointments import emails, logic
 from service.appointments.invite import Invite, ics
+from service.appointments.links import Links
 from service.kafka import Producer
 from service.models import Message
 from service.settings import Settings
 from service.timers import repository as timers
 from service.timers.logic import fire_due
 from service.timers.repository import DueTimer
+from service.tracking.tokens import TokenSigner
 from tests.conftest import eventually
 from tests.fakes.resend_server import FakeResend
 
 BERLIN = ZoneInfo("Europe/Berlin")
+# The rules' settings: links signed with a secret of this module's own (a link's
+# signature is checked in tests/messages/test_appointment_links.py).
+CONFIG = logic.Config(
+    Links(TokenSigner(b"appointments-test-secret-0123"), "https://campaigns.example"),
+    feedback_delay=timedelta(hours=2),
+)
 # Booked in March, before clocks go forward on 28 March 2027, for April.
 BOOKED_AT = datetime(2027, 3, 1, 12, tzinfo=UTC)
 APRIL_NINE = datetime(2027, 4, 1, 9, tzinfo=BERLIN)
@@ -143,7 +151,7 @@ async def apply(
     sessions: async_sessionmaker[AsyncSession], item: AppointmentEvent, now: datetime = BOOKED_AT
 ) -> None:
     async with sessions.begin() as session:
-        await logic.handle(session, item, now=now)
+        await logic.handle(session, item, CONFIG, now=now)
 
 
 async def sent_invites(
@@ -362,7 +370,7 @@ async def test_a_reminder_for_a_cancelled_appointment_is_not_sent(
     )
     await apply(sessions, event(AppointmentCancelled, sponsor, "demo-5"))
     async with sessions.begin() as session:
-        await logic.fire_reminder(session, timer)
+        await logic.fire_reminder(session, CONFIG, timer)
     async with sessions() as session:
         keys = (
             await session.scalars(
@@ -385,7 +393,7 @@ async def test_a_reminder_for_a_past_appointment_is_not_sent(
         {"sponsor_id": sponsor, "appointment_id": "gone", "sequence": 0, "reminder": "1h"},
     )
     async with sessions.begin() as session:
-        await logic.fire_reminder(session, timer)
+        await logic.fire_reminder(session, CONFIG, timer)
     async with sessions() as session:
         count = await session.scalar(
             text("SELECT count(*) FROM messages WHERE sponsor_id = :s"), {"s": sponsor}
