@@ -9,6 +9,7 @@ email the fake Resend received runs on the session's workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -16,12 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.appointment_requests import appointment_requests
+from schemas.appointment_requests import AppointmentRescheduleRequested, appointment_requests
 from schemas.appointments import AppointmentBooked, AppointmentCancelled
+from schemas.catalog import contracts
 from schemas.events import TOPIC_APPOINTMENT_REQUESTS, TOPIC_APPOINTMENTS
 from service.appointments import logic
 from service.appointments.links import Action, Links
@@ -225,6 +228,21 @@ async def test_a_tampered_or_foreign_token_is_refused(
     for bad in (flipped, foreign, "not-a-token", token + "AAAA"):
         assert (await client.get(f"/a/{bad}")).status_code == 404
         assert (await client.post(f"/a/{bad}")).status_code == 404
+
+
+def test_the_request_contract_is_in_the_exported_catalogue() -> None:
+    schema = contracts()[TOPIC_APPOINTMENT_REQUESTS]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    request = AppointmentRescheduleRequested(
+        request_id=uuid.uuid4(),
+        appointment_id="apt-1",
+        sponsor_id="acme",
+        sequence=2,
+        lead_email="ada@customer.example",
+        requested_at=datetime.now(UTC),
+    )
+    jsonschema.validate(json.loads(request.to_bytes()), schema)
+    assert appointment_requests.validate_json(request.to_bytes()) == request
 
 
 async def test_the_cancellation_email_carries_no_links(
