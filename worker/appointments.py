@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.appointments import AppointmentEvent
 from service import outbox
 from service.appointments import logic
+from service.appointments.outgoing import Config
 from service.kafka import Producer
 
 
@@ -24,7 +25,7 @@ class Appointments:
         self,
         sessions: async_sessionmaker[AsyncSession],
         producer: Producer,
-        config: logic.Config,
+        config: Config,
     ) -> None:
         self.sessions = sessions
         self.producer = producer

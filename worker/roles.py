@@ -36,7 +36,7 @@ from schemas.leads import lead_events
 from schemas.messages import MessageRequested
 from schemas.tracking import ProviderEvent, TrackingEvent
 from schemas.triggers import TRIGGER_TOPICS
-from service.appointments.logic import Config as AppointmentConfig
+from service.appointments.outgoing import Config as AppointmentConfig
 from service.kafka import Producer
 from service.settings import Settings
 from worker.appointments import Appointments

@@ -16,19 +16,20 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import outbox
-from service.appointments import logic as appointments
+from service.appointments import followups
+from service.appointments.outgoing import Config
 from service.kafka import Producer
 from service.settings import Settings
-from service.timers.logic import Handler, fire_due
+from service.timers.logic import BatchHandler, Handler, fire_due
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
 
 
-def handlers(settings: Settings) -> Mapping[str, Handler]:
+def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
     """The handler of every kind of timer this release fires."""
-    return {**appointments.timer_handlers(appointments.Config.from_settings(settings))}
+    return {**followups.timer_handlers(Config.from_settings(settings))}
 
 
 class TimerLoop:

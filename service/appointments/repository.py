@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +32,20 @@ async def get(session: AsyncSession, sponsor_id: str, appointment_id: str) -> Ap
         )
     )
     return result
+
+
+async def get_many(
+    session: AsyncSession, ids: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Appointment]:
+    """The appointments of (sponsor id, appointment id) pairs, in one query."""
+    if not ids:
+        return {}
+    rows = await session.scalars(
+        select(Appointment).where(
+            tuple_(Appointment.sponsor_id, Appointment.appointment_id).in_(list(ids))
+        )
+    )
+    return {(row.sponsor_id, row.appointment_id): row for row in rows}
 
 
 async def add(session: AsyncSession, appointment: Appointment) -> None:

@@ -75,6 +75,14 @@ async def claim_due(
     return sorted(timers, key=lambda t: t.due_at)
 
 
+async def explain_claim(session: AsyncSession, kinds: Sequence[str], now: datetime) -> str:
+    """The plan of ``claim_due`` (run, then rolled back with the caller's transaction):
+    the claim must walk the ``due_at`` index, not the table."""
+    params = {"kinds": list(kinds), "now": now, "limit": 100}
+    explain = text("EXPLAIN " + str(_CLAIM.text))
+    return "\n".join(row[0] for row in await session.execute(explain, params))
+
+
 async def due_at(session: AsyncSession, keys: Sequence[str]) -> dict[str, datetime]:
     """When each of ``keys`` that is set is due."""
     rows = await session.execute(

@@ -7,11 +7,13 @@ handlers the timers role uses); offsets are set through the message types API.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,7 +24,8 @@ from schemas.appointments import (
     AppointmentEvent,
     AppointmentRescheduled,
 )
-from service.appointments import emails, logic
+from service.appointments import emails, followups, logic
+from service.appointments.outgoing import Config
 from service.settings import Settings
 from service.timers import repository as timers
 from service.timers.logic import fire_due
@@ -43,7 +46,7 @@ async def apply(
     sessions: async_sessionmaker[AsyncSession],
     item: AppointmentEvent,
     now: datetime = BOOKED_AT,
-    config: logic.Config = CONFIG,
+    config: Config = CONFIG,
 ) -> None:
     async with sessions.begin() as session:
         await logic.handle(session, item, config, now=now)
@@ -71,10 +74,10 @@ async def sent(sessions: async_sessionmaker[AsyncSession], sponsor: str) -> list
 
 
 async def fire_everything_due(
-    sessions: async_sessionmaker[AsyncSession], now: datetime, config: logic.Config = CONFIG
+    sessions: async_sessionmaker[AsyncSession], now: datetime, config: Config = CONFIG
 ) -> int:
     async with sessions.begin() as session:
-        return await fire_due(session, logic.timer_handlers(config), limit=1000, now=now)
+        return await fire_due(session, followups.timer_handlers(config), limit=1000, now=now)
 
 
 # Feedback --------------------------------------------------------------------------
@@ -90,7 +93,7 @@ def test_the_feedback_request_waits_two_hours_unless_set_otherwise() -> None:
 async def test_completing_an_appointment_sets_its_feedback_request_after_the_set_delay(
     sessions: async_sessionmaker[AsyncSession], sponsor: str
 ) -> None:
-    quick = logic.Config(CONFIG.links, feedback_delay=timedelta(minutes=10))
+    quick = Config(CONFIG.links, feedback_delay=timedelta(minutes=10))
     await apply(sessions, event(AppointmentBooked, sponsor, "fb-1"))
     await apply(sessions, completed(sponsor, "fb-1"), now=ENDED, config=quick)
     assert await set_timers(sessions, sponsor, "fb-1") == {
@@ -131,7 +134,7 @@ async def test_a_cancelled_appointment_gets_no_feedback_request(
     # A feedback timer left from before the cancellation fires to no effect.
     async with sessions.begin() as session:
         payload = {"sponsor_id": sponsor, "appointment_id": "fb-3"}
-        await timers.schedule(session, logic.FEEDBACK_KIND, f"stray:{sponsor}", ENDED, payload)
+        await timers.schedule(session, followups.FEEDBACK_KIND, f"stray:{sponsor}", ENDED, payload)
     await fire_everything_due(sessions, ENDED + timedelta(hours=3))
     assert emails.FEEDBACK not in await sent(sessions, sponsor)
 
@@ -232,3 +235,52 @@ async def test_reminder_offsets_on_another_type_are_refused(
         "message": "reminder offsets are for the appointment.reminder type only",
         "field": "reminder_offsets",
     }
+
+
+# Firing in batches ------------------------------------------------------------------
+
+
+async def _statements_to_fire(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str, count: int, now: datetime
+) -> int:
+    """How many SQL statements one pass takes to fire ``count`` due reminders."""
+    for n in range(count):
+        await apply(sessions, event(AppointmentBooked, sponsor, f"batch-{count}-{n}"), now=now)
+    async with sessions.begin() as session:
+        await session.execute(
+            text("UPDATE timers SET due_at = :due WHERE key LIKE :prefix"),
+            {"due": now, "prefix": f"appointment:{sponsor}:batch-{count}-%:24h"},
+        )
+    seen: list[str] = []
+
+    def count_statement(*args: Any) -> None:
+        seen.append(args[2])
+
+    engine = sessions.kw["bind"].sync_engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count_statement)
+    try:
+        fired = await fire_everything_due(sessions, now + timedelta(microseconds=1))
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count_statement)
+    assert fired >= count
+    return len(seen)
+
+
+async def test_firing_a_batch_of_reminders_takes_as_many_statements_for_fifty_as_for_two(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str
+) -> None:
+    # Due before any other test's timer, so each pass fires only these.
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    few = await _statements_to_fire(sessions, sponsor, 2, now)
+    many = await _statements_to_fire(sessions, sponsor, 50, now)
+    assert many == few
+    assert Counter(await sent(sessions, sponsor)) == {emails.CONFIRMATION: 52, emails.REMINDER: 52}
+
+
+async def test_claiming_due_timers_can_use_the_due_at_index(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions.begin() as session:
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = await timers.explain_claim(session, [followups.REMINDER_KIND], datetime.now(UTC))
+    assert "ix_timers_due_at" in plan

@@ -28,6 +28,7 @@ from schemas.catalog import contracts
 from schemas.events import TOPIC_APPOINTMENT_REQUESTS, TOPIC_APPOINTMENTS
 from service.appointments import logic
 from service.appointments.links import Action, Links
+from service.appointments.outgoing import Config
 from service.kafka import make_consumer
 from service.models import Message
 from service.settings import Settings
@@ -41,14 +42,14 @@ _LINK = re.compile(r'href="([^"]*/a/[A-Za-z0-9_-]+)"')
 
 
 @pytest.fixture(scope="module")
-def config(migrated: Settings) -> logic.Config:
+def config(migrated: Settings) -> Config:
     """Signed like the app signs: the links it makes open the app's pages."""
-    return logic.Config.from_settings(migrated)
+    return Config.from_settings(migrated)
 
 
 async def book(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     sponsor: str,
     appointment_id: str,
     start: datetime | None = None,
@@ -108,7 +109,7 @@ async def requests_keyed(settings: Settings, key: str, until: str) -> list[Any]:
 
 async def assert_nothing_published(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     client: httpx.AsyncClient,
     admin: dict[str, str],
     settings: Settings,
@@ -125,7 +126,7 @@ async def assert_nothing_published(
 
 async def test_the_confirmation_links_open_a_form_that_works_without_script(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     client: httpx.AsyncClient,
     sponsor: str,
 ) -> None:
@@ -146,7 +147,7 @@ async def test_the_confirmation_links_open_a_form_that_works_without_script(
 
 async def test_confirming_the_cancel_page_publishes_one_cancel_request_with_the_appointment_id(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     client: httpx.AsyncClient,
     sponsor: str,
     migrated: Settings,
@@ -169,7 +170,7 @@ async def test_confirming_the_cancel_page_publishes_one_cancel_request_with_the_
 
 async def test_a_link_to_a_cancelled_appointment_says_so_and_publishes_nothing(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     client: httpx.AsyncClient,
     sponsor: str,
     admin: dict[str, str],
@@ -193,7 +194,7 @@ async def test_a_link_to_a_cancelled_appointment_says_so_and_publishes_nothing(
 
 async def test_a_link_to_a_past_appointment_says_so_and_publishes_nothing(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     client: httpx.AsyncClient,
     sponsor: str,
     admin: dict[str, str],
@@ -214,7 +215,7 @@ async def test_a_link_to_a_past_appointment_says_so_and_publishes_nothing(
 
 async def test_a_tampered_or_foreign_token_is_refused(
     sessions: async_sessionmaker[AsyncSession],
-    config: logic.Config,
+    config: Config,
     client: httpx.AsyncClient,
     sponsor: str,
 ) -> None:
@@ -246,7 +247,7 @@ def test_the_request_contract_is_in_the_exported_catalogue() -> None:
 
 
 async def test_the_cancellation_email_carries_no_links(
-    sessions: async_sessionmaker[AsyncSession], config: logic.Config, sponsor: str
+    sessions: async_sessionmaker[AsyncSession], config: Config, sponsor: str
 ) -> None:
     await book(sessions, config, sponsor, "page-3")
     async with sessions.begin() as session:

@@ -29,9 +29,10 @@ from schemas.appointments import (
 )
 from schemas.events import TOPIC_APPOINTMENTS
 from service import metrics
-from service.appointments import emails, logic
+from service.appointments import emails, followups, logic
 from service.appointments.invite import Invite, ics
 from service.appointments.links import Links
+from service.appointments.outgoing import Config
 from service.kafka import Producer
 from service.models import Message
 from service.settings import Settings
@@ -45,7 +46,7 @@ from tests.fakes.resend_server import FakeResend
 BERLIN = ZoneInfo("Europe/Berlin")
 # The rules' settings: links signed with a secret of this module's own (a link's
 # signature is checked in tests/messages/test_appointment_links.py).
-CONFIG = logic.Config(
+CONFIG = Config(
     Links(TokenSigner(b"appointments-test-secret-0123"), "https://campaigns.example"),
     feedback_delay=timedelta(hours=2),
 )
@@ -363,14 +364,14 @@ async def test_a_reminder_for_a_cancelled_appointment_is_not_sent(
     await apply(sessions, event(AppointmentBooked, sponsor, "demo-5"))
     timer = DueTimer(
         0,
-        logic.REMINDER_KIND,
+        followups.REMINDER_KIND,
         "k",
         APRIL_NINE - timedelta(hours=1),
         {"sponsor_id": sponsor, "appointment_id": "demo-5", "sequence": 0, "reminder": "1h"},
     )
     await apply(sessions, event(AppointmentCancelled, sponsor, "demo-5"))
     async with sessions.begin() as session:
-        await logic.fire_reminder(session, CONFIG, timer)
+        await followups.fire_reminders(session, CONFIG, [timer])
     async with sessions() as session:
         keys = (
             await session.scalars(
@@ -387,13 +388,13 @@ async def test_a_reminder_for_a_past_appointment_is_not_sent(
     await apply(sessions, event(AppointmentBooked, sponsor, "gone", start=past), now=past)
     timer = DueTimer(
         0,
-        logic.REMINDER_KIND,
+        followups.REMINDER_KIND,
         "k",
         past - timedelta(hours=1),
         {"sponsor_id": sponsor, "appointment_id": "gone", "sequence": 0, "reminder": "1h"},
     )
     async with sessions.begin() as session:
-        await logic.fire_reminder(session, CONFIG, timer)
+        await followups.fire_reminders(session, CONFIG, [timer])
     async with sessions() as session:
         count = await session.scalar(
             text("SELECT count(*) FROM messages WHERE sponsor_id = :s"), {"s": sponsor}
