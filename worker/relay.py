@@ -1,9 +1,9 @@
-"""The relay role: outbox publishing, due schedules and the reconciler.
+"""The relay role: outbox publishing and the reconciler.
 
 One relay leads at a time (a PostgreSQL advisory lock held on a dedicated
 connection); the others wait to take over. Every cycle the leader publishes
-outbox rows the writers' fast path left behind and queues scheduled campaigns
-whose time has come; every ``RECONCILE_INTERVAL_SECONDS`` it re-creates
+outbox rows the writers' fast path left behind (scheduled campaigns start on
+timers: ``service.campaigns.scheduler``); every ``RECONCILE_INTERVAL_SECONDS`` it re-creates
 missing topics and re-drives campaigns that stopped moving, so a broker that
 lost its data, a lost message or a poison batch never strands a campaign, and
 deletes the provider templates of campaigns sent or cancelled more than
@@ -124,10 +124,9 @@ class Relay:
         published = await self._duty("outbox", self.publish_stale)
         metrics.OUTBOX_PUBLISHED.inc(published)
         await self._duty("backlog", self.measure_backlog)
-        queued = await self._duty("scheduler", self.queue_due)
-        if published or queued:
-            log.info("relay: published %d outbox rows, queued %d scheduled", published, queued)
-        return bool(published or queued)
+        if published:
+            log.info("relay: published %d outbox rows", published)
+        return bool(published)
 
     async def _duty(self, name: str, duty: Callable[[], Awaitable[int]]) -> int:
         try:
@@ -206,16 +205,6 @@ class Relay:
             backlog = int(await session.scalar(text("SELECT count(*) FROM outbox")) or 0)
         metrics.OUTBOX_BACKLOG.set(backlog)
         return 0
-
-    async def queue_due(self) -> int:
-        async with (
-            outbox.unit_of_work(self.sessions, self.producer) as work,
-            work.transaction() as session,
-        ):
-            due = await reconciler_repository.due_scheduled(session)
-            for campaign in due:
-                await logic.enqueue_planning(session, campaign, Action.START)
-        return len(due)
 
     async def reconcile(self) -> int:
         """Re-create lost topics; re-drive every campaign that stopped moving."""

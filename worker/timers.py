@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import outbox
 from service.appointments import followups
 from service.appointments.outgoing import Config
+from service.campaigns import logic as campaigns
+from service.campaigns import scheduler
 from service.kafka import Producer
 from service.settings import Settings
 from service.timers.logic import BatchHandler, Handler, fire_due
@@ -29,7 +31,10 @@ BATCH = 100
 
 def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
     """The handler of every kind of timer this release fires."""
-    return {**followups.timer_handlers(Config.from_settings(settings))}
+    return {
+        **followups.timer_handlers(Config.from_settings(settings)),
+        scheduler.START_KIND: BatchHandler(campaigns.start_due),
+    }
 
 
 class TimerLoop:

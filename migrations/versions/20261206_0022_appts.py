@@ -1,4 +1,4 @@
-"""appts: reminder offsets on a message type
+"""appts: reminder offsets on a message type; scheduled campaigns start on timers
 
 Revision ID: 0022_appts
 Revises: 0021
@@ -7,6 +7,10 @@ Create Date: 2026-12-06
 ``message_types.reminder_offsets``: the minutes before an appointment's start
 its reminders are sent, set on the sponsor's ``appointment.reminder`` type;
 null keeps the default (24 hours and 1 hour).
+
+Scheduled campaigns start on a ``campaign.start`` timer, no longer found by the
+relay's polling: each campaign scheduled when this runs gets its timer at its
+``send_at``.
 """
 
 from collections.abc import Sequence
@@ -26,7 +30,15 @@ def upgrade() -> None:
         "message_types",
         sa.Column("reminder_offsets", postgresql.ARRAY(sa.Integer), nullable=True),
     )
+    op.execute(
+        "INSERT INTO timers (kind, key, due_at, payload) "
+        "SELECT 'campaign.start', 'campaign:' || id || ':start', send_at, "
+        "jsonb_build_object('campaign_id', CAST(id AS text)) "
+        "FROM campaigns WHERE status = 'scheduled' AND send_at IS NOT NULL "
+        "ON CONFLICT (key) DO NOTHING"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM timers WHERE kind = 'campaign.start'")
     op.drop_column("message_types", "reminder_offsets")

@@ -151,7 +151,7 @@ async def schedule_campaign(
     """Schedule a draft (or move a scheduled campaign) to ``send_at``."""
 
     async def schedule(session: AsyncSession, campaign: Campaign) -> None:
-        logic.schedule(sponsor, campaign, body.send_at)
+        await logic.schedule(session, sponsor, campaign, body.send_at)
 
     campaign, _ = await _act(request, sponsor.id, campaign_id, schedule)
     return _out(campaign)

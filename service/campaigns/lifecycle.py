@@ -1,8 +1,8 @@
 """The campaign lifecycle: every status a campaign can be in, and every move between them.
 
 Every status change goes through this table, whoever makes it: the API's
-actions, the planner, the sender, the relay's scheduler and reconciler, and the
-reputation guard. ``(status, action) → new status``; a pair that is not in the
+actions, the planner, the sender, the timers role (scheduled starts), the relay's
+reconciler, and the reputation guard. ``(status, action) → new status``; a pair that is not in the
 table is refused with ``InvalidTransition`` (409 at the API). Statuses are
 stored as bare strings, the values below. ``docs/lifecycle.md`` explains each
 row and who may take it.
@@ -29,7 +29,7 @@ class CampaignStatus(StrEnum):
     """Where a campaign is; stored as the value (bare strings in ``campaigns.status``)."""
 
     DRAFT = "draft"  # being written; nothing happens until send or schedule
-    SCHEDULED = "scheduled"  # waits for ``send_at``; the relay queues it then
+    SCHEDULED = "scheduled"  # waits for ``send_at``; its start timer queues it then
     QUEUED = "queued"  # the planner's event is on its way
     SENDING = "sending"  # planned: batches go out
     PAUSED = "paused"  # by the user, the sender (quota, failures) or the reputation guard
@@ -50,7 +50,7 @@ class Action(StrEnum):
     CANCEL = "cancel"
     RETRY_FAILED = "retry_failed"
     DELETE = "delete"
-    START = "start"  # relay: a scheduled campaign's time has come
+    START = "start"  # timers role: a scheduled campaign's time has come
     PLAN = "plan"  # planner: delivery rows written, batches released
     PLAN_EMPTY = "plan_empty"  # planner: the audience is empty, nothing to send
     FAIL = "fail"  # planner: the campaign cannot be planned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.events import TOPIC_CAMPAIGN_TESTS, TOPIC_CAMPAIGNS, CampaignQueued, CampaignTestSend
 from schemas.http import CampaignIn
 from service import outbox
-from service.campaigns import lifecycle, repository
+from service.campaigns import lifecycle, reconciler_repository, repository, scheduler
 from service.campaigns.lifecycle import Action, CampaignStatus
 from service.errors import Forbidden, RenderError, Unprocessable
 from service.models import Campaign, Sponsor
@@ -23,6 +24,7 @@ from service.templates import repository as templates_repository
 from service.templates.compiled import RenderedMessage
 from service.templates.urls import NO_DELIVERY
 from service.templates.variables import SAMPLE_LEAD
+from service.timers.repository import DueTimer
 
 
 def ensure_can_send(sponsor: Sponsor) -> None:
@@ -77,7 +79,9 @@ async def create(session: AsyncSession, sponsor: Sponsor, body: CampaignIn) -> C
     session.add(campaign)
     await session.flush()
     await templates_repository.save_links(session, campaign.id, compiled.links)
-    if not (body.draft or scheduled):
+    if scheduled:
+        await scheduler.set_start(session, campaign)
+    elif not body.draft:
         await queue(session, sponsor, campaign)
     return campaign
 
@@ -102,12 +106,23 @@ async def enqueue_planning(session: AsyncSession, campaign: Campaign, action: Ac
     await outbox.add(session, [(TOPIC_CAMPAIGNS, str(campaign.id), event.to_bytes())])
 
 
-def schedule(sponsor: Sponsor, campaign: Campaign, send_at: datetime) -> None:
-    """draft → scheduled; the relay queues it when ``send_at`` comes."""
+async def schedule(
+    session: AsyncSession, sponsor: Sponsor, campaign: Campaign, send_at: datetime
+) -> None:
+    """draft → scheduled; its start timer queues it when ``send_at`` comes."""
     lifecycle.require(campaign.status, Action.SCHEDULE)
     ensure_can_send(sponsor)
     lifecycle.apply(campaign, Action.SCHEDULE)
     campaign.send_at = send_at
+    await scheduler.set_start(session, campaign)
+
+
+async def start_due(session: AsyncSession, batch: Sequence[DueTimer]) -> None:
+    """The ``campaign.start`` timers of a batch: each campaign still scheduled and due is
+    queued (``Action.START``), in one locking query for the batch."""
+    ids = [uuid.UUID(timer.payload["campaign_id"]) for timer in batch]
+    for campaign in await reconciler_repository.scheduled_among(session, ids, datetime.now(UTC)):
+        await enqueue_planning(session, campaign, Action.START)
 
 
 def pause(campaign: Campaign, reason: str = "paused by user") -> None:
@@ -121,8 +136,10 @@ async def resume(session: AsyncSession, sponsor: Sponsor, campaign: Campaign, wi
     ensure_can_send(sponsor)
     if campaign.planned_at is None:
         if campaign.queued_at is None and campaign.send_at is not None:
-            # Paused before its time: wait for it again.
+            # Paused before its time: wait for it again (its timer may have fired
+            # meanwhile, to no effect: set it again).
             lifecycle.apply(campaign, Action.RESUME_SCHEDULE)
+            await scheduler.set_start(session, campaign)
             return
         await enqueue_planning(session, campaign, Action.RESUME_PLANNING)
         return

@@ -1,10 +1,14 @@
-"""The SQL of watching campaigns rather than running one: the relay's scheduler
-and reconciler, the operator's status view and the campaigns-per-status gauge
-(the provider templates left to delete are in ``template_repository``).
+"""The SQL of watching campaigns rather than running one: the timers role's start of
+scheduled campaigns, the relay's reconciler, the operator's status view and the
+campaigns-per-status gauge (the provider templates left to delete are in
+``template_repository``).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -16,14 +20,20 @@ from service.campaigns.repository import stats
 from service.models import Campaign, table_of
 
 
-async def due_scheduled(session: AsyncSession, limit: int = 100) -> list[Campaign]:
-    """Scheduled campaigns whose time has come, locked for the caller."""
+async def scheduled_among(
+    session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime
+) -> list[Campaign]:
+    """Of ``ids``, the campaigns still waiting to start whose ``send_at`` has come, locked
+    for the caller (a campaign paused, cancelled or moved later meanwhile is not)."""
     query = (
         select(Campaign)
-        .where(Campaign.status.in_(lifecycle.sources(Action.START)), Campaign.send_at <= func.now())
+        .where(
+            Campaign.id.in_(list(ids)),
+            Campaign.status.in_(lifecycle.sources(Action.START)),
+            Campaign.send_at <= now,
+        )
         .order_by(Campaign.send_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update()
     )
     return list((await session.scalars(query)).all())
 
