@@ -32,7 +32,7 @@ def upgrade() -> None:
     )
     op.execute(
         "INSERT INTO timers (kind, key, due_at, payload) "
-        "SELECT 'campaign.start', 'campaign:' || id || ':start', send_at, "
+        "SELECT 'campaign.start', 'campaign:' || id || '\\:start', send_at, "
         "jsonb_build_object('campaign_id', CAST(id AS text)) "
         "FROM campaigns WHERE status = 'scheduled' AND send_at IS NOT NULL "
         "ON CONFLICT (key) DO NOTHING"
