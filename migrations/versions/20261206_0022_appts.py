@@ -25,18 +25,22 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Every campaign waiting for its send_at gets its start timer (tests run this on its own).
+SCHEDULED_TIMERS = (
+    "INSERT INTO timers (kind, key, due_at, payload) "
+    "SELECT 'campaign.start', 'campaign:' || id || '\\:start', send_at, "
+    "jsonb_build_object('campaign_id', CAST(id AS text)) "
+    "FROM campaigns WHERE status = 'scheduled' AND send_at IS NOT NULL "
+    "ON CONFLICT (key) DO NOTHING"
+)
+
+
 def upgrade() -> None:
     op.add_column(
         "message_types",
         sa.Column("reminder_offsets", postgresql.ARRAY(sa.Integer), nullable=True),
     )
-    op.execute(
-        "INSERT INTO timers (kind, key, due_at, payload) "
-        "SELECT 'campaign.start', 'campaign:' || id || '\\:start', send_at, "
-        "jsonb_build_object('campaign_id', CAST(id AS text)) "
-        "FROM campaigns WHERE status = 'scheduled' AND send_at IS NOT NULL "
-        "ON CONFLICT (key) DO NOTHING"
-    )
+    op.execute(SCHEDULED_TIMERS)
 
 
 def downgrade() -> None:

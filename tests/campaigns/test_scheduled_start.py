@@ -9,8 +9,10 @@ session's workers) is ``tests/sending/test_sending.py``'s scheduled campaign.
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -137,4 +139,39 @@ async def test_a_start_timer_leaves_a_paused_campaign_alone_until_a_resume_sets_
         )
     resumed = await client.post(f"{base(sponsor)}/{campaign_id}/resume", headers=headers)
     assert resumed.json()["status"] == CampaignStatus.SCHEDULED
+    assert await start_timer(sessions, campaign_id) == later
+
+
+def _migration_statement() -> str:
+    """The migration's statement that gives already scheduled campaigns their timers."""
+    versions = Path(__file__).resolve().parents[2] / "migrations" / "versions"
+    (path,) = [p for p in versions.glob("*.py") if "SCHEDULED_TIMERS =" in p.read_text()]
+    spec = importlib.util.spec_from_file_location("scheduled_timers_migration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.SCHEDULED_TIMERS)
+
+
+async def test_the_migration_gives_a_campaign_scheduled_before_it_its_start_timer(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    headers = token(sponsor)
+    later = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    created = await client.post(
+        base(sponsor), headers=headers, json=factories.campaign(send_at=later.isoformat())
+    )
+    campaign_id = created.json()["id"]
+    async with sessions.begin() as session:  # as a campaign scheduled by the release before
+        await session.execute(
+            text("DELETE FROM timers WHERE key = :k"), {"k": f"campaign:{campaign_id}:start"}
+        )
+
+    async with sessions.begin() as session:
+        await session.execute(text(_migration_statement()))
+        await session.execute(text(_migration_statement()))  # a second run changes nothing
+
     assert await start_timer(sessions, campaign_id) == later
