@@ -1,7 +1,7 @@
 """appts: reminder offsets on a message type; scheduled campaigns start on timers
 
 Revision ID: 0022_appts
-Revises: 0021
+Revises: 0022_msgtrack
 Create Date: 2026-12-06
 
 ``message_types.reminder_offsets``: the minutes before an appointment's start
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0022_appts"
-down_revision: str | Sequence[str] | None = "0021"
+down_revision: str | Sequence[str] | None = "0022_msgtrack"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
