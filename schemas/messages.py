@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from schemas.events import _Event
 from schemas.http import Body
+from schemas.preferences import PreferenceCategory
 
 
 class AttachmentIn(Body):
@@ -56,6 +57,8 @@ MessageStatus = Literal[
     "clicked",
     "failed",
     "suppressed",
+    # Waiting for a digest: the recipient chose daily or weekly for its category.
+    "held",
     "bounced",
     "complained",
 ]
@@ -81,6 +84,12 @@ class MessageTypeIn(Body):
 
     key: str = Field(pattern=_KEY, examples=["lead.qualified.alert"])
     category: MessageCategory = "transactional"
+    preference_category: PreferenceCategory | None = Field(
+        default=None,
+        description="the recipient preference its messages follow; omitted: marketing for "
+        "marketing types, alerts for notifications, none (preferences do not apply) for "
+        "transactional ones",
+    )
     subject: str = Field(min_length=1, max_length=998)
     message_body: str | None = Field(default=None, max_length=200_000)
     html_body: str | None = Field(default=None, max_length=500_000)
@@ -105,6 +114,7 @@ class MessageTypeOut(BaseModel):
     id: uuid.UUID
     key: str
     category: MessageCategory
+    preference_category: PreferenceCategory | None
     subject: str
     message_body: str | None
     html_body: str | None

@@ -27,6 +27,8 @@ from service.limits.body import BodyLimits
 from service.logs import RequestContext
 from service.messages.api import router as messages_router
 from service.messages.stats_api import router as message_stats_router
+from service.preferences.api import router as preferences_router
+from service.preferences.page import router as preferences_page_router
 from service.reports.api import public_router as reports_page_router
 from service.reports.api import router as reports_router
 from service.scrape import install_metrics_route, start_metrics_port
@@ -141,11 +143,13 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(message_stats_router, **limited)
     app.include_router(reports_router, **limited)
     app.include_router(triggers_router, **limited)
+    app.include_router(preferences_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)
     app.include_router(appointment_pages_router)
     app.include_router(reports_page_router)
+    app.include_router(preferences_page_router)
     app.include_router(webhooks_router)
     app.include_router(sendgrid_webhooks_router)
 

@@ -87,6 +87,9 @@ def type_values(key: str) -> dict[str, Any]:
     return {
         "key": key,
         "category": "transactional",
+        # Reminders follow the recipient's ``reminders`` preference; the others are
+        # about a booking the recipient made, so they always go.
+        "preference_category": "reminders" if key == REMINDER else None,
         "subject": subject,
         "html_body": html.strip(),
         "variables": [

@@ -196,25 +196,60 @@ async def message_to_send(
 
 
 # Marketing and notification messages honour every suppression that applies to
-# the sponsor; transactional ones only bounces, complaints and the global list.
-_SUPPRESSED = text("""
-SELECT EXISTS (
-    SELECT 1 FROM suppressions
-    WHERE email = :email
-      AND (sponsor_id IS NULL
-           OR (sponsor_id = :sponsor_id
-               AND (NOT :transactional OR reason IN ('hard_bounce', 'complaint'))))
-)
+# the sponsor, except that a message of another preference category looks past a
+# marketing opt-out made in the preference centre (source ``preferences``), so
+# opting out of one category stops that one only; transactional messages honour
+# only bounces, complaints and the global list. The recipient's preference for the
+# type's category comes in the same round trip.
+_CHECKS = text("""
+SELECT
+    EXISTS (
+        SELECT 1 FROM suppressions
+        WHERE email = :email
+          AND (sponsor_id IS NULL
+               OR (sponsor_id = :sponsor_id
+                   AND (NOT :transactional OR reason IN ('hard_bounce', 'complaint'))
+                   AND NOT (coalesce(CAST(:category AS text), 'marketing') <> 'marketing'
+                            AND reason = 'unsubscribed' AND coalesce(source, '') = 'preferences')))
+    ) AS suppressed,
+    p.opted_out, p.frequency, p.format
+FROM (SELECT 1) AS one
+LEFT JOIN recipient_preferences p
+    ON p.sponsor_id = :sponsor_id AND p.email = :email AND p.category = :category
 """)
 
 
-async def is_suppressed(
-    session: AsyncSession, sponsor_id: str, email: str, *, transactional: bool
-) -> bool:
-    found = await session.scalar(
-        _SUPPRESSED, {"email": email, "sponsor_id": sponsor_id, "transactional": transactional}
-    )
-    return bool(found)
+@dataclass(frozen=True, slots=True)
+class SendChecks:
+    """What stands between a message and its recipient: suppressions, and the
+    recipient's preference for the type's category (None: no row, the defaults)."""
+
+    suppressed: bool
+    opted_out: bool | None
+    frequency: str | None
+    format: str | None
+
+
+async def send_checks(
+    session: AsyncSession,
+    sponsor_id: str,
+    email: str,
+    *,
+    transactional: bool,
+    preference_category: str | None,
+) -> SendChecks:
+    row = (
+        await session.execute(
+            _CHECKS,
+            {
+                "email": email,
+                "sponsor_id": sponsor_id,
+                "transactional": transactional,
+                "category": preference_category,
+            },
+        )
+    ).one()
+    return SendChecks(bool(row.suppressed), row.opted_out, row.frequency, row.format)
 
 
 # A provider event that overtook this (kept by the ingester as a first time

@@ -23,8 +23,13 @@ from service.templates.content import Content
 from service.templates.sandbox import off_loop
 from service.templates.validate import used_variables, validate
 
+# The preference category a type follows when it names none; transactional: none.
+DEFAULT_PREFERENCE: dict[str, str] = {"marketing": "marketing", "notification": "alerts"}
+
 # Variables the service sets itself: a type's template may read them undeclared.
-_SYSTEM_VARIABLES = frozenset(("sponsor", "event", "unsubscribe_url", "view_in_browser_url"))
+_SYSTEM_VARIABLES = frozenset(
+    ("sponsor", "event", "unsubscribe_url", "view_in_browser_url", "preferences_url", "preferences")
+)
 
 
 def content_of(message_type: MessageType | MessageTypeIn) -> Content:
@@ -113,6 +118,9 @@ async def replace(
 def _assign(message_type: MessageType, body: MessageTypeIn) -> None:
     message_type.key = body.key
     message_type.category = body.category
+    message_type.preference_category = body.preference_category or DEFAULT_PREFERENCE.get(
+        body.category
+    )
     message_type.subject = body.subject
     message_type.message_body = body.message_body
     message_type.html_body = body.html_body

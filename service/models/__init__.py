@@ -22,6 +22,7 @@ from service.models.campaigns import (
 from service.models.leads import Lead, LeadTally, LeadTombstone
 from service.models.messages import Message, MessageEvent, MessageIdempotencyKey, MessageType
 from service.models.outbox import OutboxMessage
+from service.models.preferences import RecipientPreference
 from service.models.retention import TablePartition
 from service.models.sponsors import ApiRateCounter, Sponsor, SponsorHourlySends
 from service.models.templates import Template, TemplateVersion
@@ -46,6 +47,7 @@ __all__ = [
     "MessageIdempotencyKey",
     "MessageType",
     "OutboxMessage",
+    "RecipientPreference",
     "Sponsor",
     "SponsorHourlySends",
     "Suppression",

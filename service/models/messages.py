@@ -34,6 +34,8 @@ class MessageType(Base):
     sponsor_id: Mapped[str] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(20))
+    # The recipient preference its messages follow (``marketing``, ``alerts`` …); None: none.
+    preference_category: Mapped[str | None] = mapped_column(String(20))
     subject: Mapped[str] = mapped_column(Text)
     message_body: Mapped[str | None] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text)
@@ -56,6 +58,14 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_sponsor_created", "sponsor_id", "created_at", "id"),
         Index("ix_messages_type_created", "type_id", "created_at"),
+        # Held messages wait for a digest, read per sponsor in order.
+        Index(
+            "ix_messages_held",
+            "sponsor_id",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'held'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

@@ -101,6 +101,7 @@ class CompiledMessage:
         context.update(self.constants)
         context["unsubscribe_url"] = urls.unsubscribe
         context["view_in_browser_url"] = urls.view_in_browser
+        context["preferences_url"] = urls.preferences
         context["_links"] = urls.links
         context["_pixel"] = urls.open_pixel
         return context
@@ -184,17 +185,25 @@ def _cap_bytes(value: str, limit: int) -> str:
     return encoded[:limit].decode(errors="ignore").rstrip()
 
 
-def compile_message(content: Content, brand: Brand, *, tracking: bool = True) -> CompiledMessage:
+def compile_message(
+    content: Content, brand: Brand, *, tracking: bool = True, preferences: bool = True
+) -> CompiledMessage:
     """Check and compile; raises ``Unprocessable`` naming the field at fault.
 
     Saving content checks its links too (``validate``); compiling content saved
-    earlier does not.
+    earlier does not. ``preferences``: the footer links to the preference centre
+    (False for a transactional message, which follows none).
     """
     check_template(content)
-    return bounded(_compile, content, brand, tracking)
+    return bounded(_compile, content, brand, tracking, preferences)
 
 
-def _compile(content: Content, brand: Brand, tracking: bool) -> CompiledMessage:
+def _compile(content: Content, brand: Brand, tracking: bool, preferences: bool) -> CompiledMessage:
+    footer_html, footer_text = (
+        (layout.FOOTER_HTML, layout.FOOTER_TEXT)
+        if preferences
+        else (layout.TRANSACTIONAL_FOOTER_HTML, layout.TRANSACTIONAL_FOOTER_TEXT)
+    )
     tags = Tags()
     links = Links(tags)
     if content.html_body:
@@ -205,7 +214,7 @@ def _compile(content: Content, brand: Brand, tracking: bool) -> CompiledMessage:
         lang=html.escape(brand.lang),
         title=tags.add("{{ sponsor.name }}"),
         content=body,
-        footer=tags.protect(layout.FOOTER_HTML),
+        footer=tags.protect(footer_html),
         pixel=tags.protect(layout.PIXEL) if tracking else "",
     )
     page = inline_page(page, tags)
@@ -213,7 +222,7 @@ def _compile(content: Content, brand: Brand, tracking: bool) -> CompiledMessage:
         page = tracked_hrefs(page, links)
     text_source = _text_source(content, body, links, tracking)
     # The empty expression keeps trim_blocks from eating the footer's first line break.
-    text_source += tags.add('{{ "" }}') + tags.protect(layout.FOOTER_TEXT)
+    text_source += tags.add('{{ "" }}') + tags.protect(footer_text)
 
     constants = {"sponsor": dict(brand.sponsor), "event": dict(brand.event)}
     html_source, text_source = tags.restore(page), tags.restore(text_source)

@@ -77,22 +77,31 @@ SHELL = """<!DOCTYPE html>
 """
 
 # Jinja source; the sponsor's values are variables (never spliced into the source).
-FOOTER_HTML = (
+_FOOTER_HTML = (
     "<p>{{ sponsor.name }} · {{ sponsor.postal_address }}</p>\n"
     "<p>You are receiving this email because you shared your contact details with "
     "{{ sponsor.name }}{% if event.name %} at {{ event.name }}{% endif %}.</p>\n"
-    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> · '
+    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> · {preferences}'
     '<a href="{{ view_in_browser_url }}">View this email in your browser</a></p>'
 )
 
-FOOTER_TEXT = (
+_FOOTER_TEXT = (
     "\n\n--\n"
     "{{ sponsor.name }} · {{ sponsor.postal_address }}\n"
     "You are receiving this email because you shared your contact details with "
     "{{ sponsor.name }}{% if event.name %} at {{ event.name }}{% endif %}.\n"
-    "Unsubscribe: {{ unsubscribe_url }}\n"
+    "Unsubscribe: {{ unsubscribe_url }}\n{preferences}"
     "View this email in your browser: {{ view_in_browser_url }}\n"
 )
+
+# Every message that follows a preference (campaigns, marketing and notification
+# messages) links to the preference centre; a transactional message does not.
+FOOTER_HTML = _FOOTER_HTML.replace(
+    "{preferences}", '<a href="{{ preferences_url }}">Manage preferences</a> · '
+)
+FOOTER_TEXT = _FOOTER_TEXT.replace("{preferences}", "Manage preferences: {{ preferences_url }}\n")
+TRANSACTIONAL_FOOTER_HTML = _FOOTER_HTML.replace("{preferences}", "")
+TRANSACTIONAL_FOOTER_TEXT = _FOOTER_TEXT.replace("{preferences}", "")
 
 PIXEL = (
     '<img src="{{ _pixel }}" width="1" height="1" alt="" '

@@ -128,7 +128,9 @@ async def campaign_content(
 
 
 # Set by the service, not the lead: never need declaring.
-_SYSTEM_VARIABLES = frozenset(("sponsor", "event", "unsubscribe_url", "view_in_browser_url"))
+_SYSTEM_VARIABLES = frozenset(
+    ("sponsor", "event", "unsubscribe_url", "view_in_browser_url", "preferences_url")
+)
 
 
 def declared_variables(body: TemplateContentIn, content: Content) -> list[str]:

@@ -56,7 +56,9 @@ _MISSING = object()
 # a block, a loop), whose text cannot be bounded in advance.
 SlotSource = tuple[str, str, int] | None
 # The variables that hold one of the delivery's URLs.
-_URL_NAMES = frozenset(("unsubscribe_url", "view_in_browser_url", "_pixel", "_links"))
+_URL_NAMES = frozenset(
+    ("unsubscribe_url", "view_in_browser_url", "preferences_url", "_pixel", "_links")
+)
 
 
 class SlotTemplate:

@@ -6,6 +6,8 @@ The contract with the tracking endpoints::
     {PUBLIC_BASE_URL}/c/{token}   tracked link         (Kind.CLICK, position = link number)
     {PUBLIC_BASE_URL}/u/{token}   one-click unsubscribe (Kind.UNSUBSCRIBE)
     {PUBLIC_BASE_URL}/v/{token}   view in browser      (Kind.VIEW)
+    {PUBLIC_BASE_URL}/preferences/{token}   preference centre (the unsubscribe token:
+                                  a campaign delivery's link is marketing)
 
 A transactional message's pixel and links use the same two paths with message
 tokens (``Kind.MESSAGE_OPEN``, ``Kind.MESSAGE_CLICK``); its link targets are kept
@@ -35,6 +37,8 @@ class DeliveryUrls:
     unsubscribe: str
     view_in_browser: str
     links: list[str]
+    # The preference centre; a one-to-one message sets its own (``preferences/tokens.py``).
+    preferences: str = ""
 
 
 class UrlBuilder:
@@ -47,6 +51,7 @@ class UrlBuilder:
         self._click = f"{base}/c/"
         self._unsubscribe = f"{base}/u/"
         self._view = f"{base}/v/"
+        self._preferences = f"{base}/preferences/"
         self._plans: dict[int, PreparedTokens] = {}
 
     def _plan(self, n_links: int) -> PreparedTokens:
@@ -66,6 +71,7 @@ class UrlBuilder:
             unsubscribe=self._unsubscribe + tokens[1],
             view_in_browser=self._view + tokens[2],
             links=[click + token for token in tokens[3:]],
+            preferences=self._preferences + tokens[1],
         )
 
     def for_message(self, message_id: uuid.UUID, n_links: int) -> DeliveryUrls:

@@ -74,6 +74,8 @@ def _sample_context() -> dict[str, object]:
         event={},
         unsubscribe_url="https://example.com/u/x",
         view_in_browser_url="https://example.com/v/x",
+        preferences_url="https://example.com/preferences/x",
+        preferences={"opted_out": False, "frequency": "immediately", "format": "detailed"},
     )
     return context
 

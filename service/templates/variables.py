@@ -7,7 +7,17 @@ from typing import Any
 
 LEAD_VARIABLES = ("name", "first_name", "last_name", "company", "title", "email")
 KNOWN_VARIABLES = frozenset(
-    (*LEAD_VARIABLES, "attributes", "sponsor", "event", "unsubscribe_url", "view_in_browser_url")
+    (
+        *LEAD_VARIABLES,
+        "attributes",
+        "sponsor",
+        "event",
+        "unsubscribe_url",
+        "view_in_browser_url",
+        "preferences_url",
+        # A message's recipient preference for its category (``preferences.format``).
+        "preferences",
+    )
 )
 
 # What a variable shows when the lead has no value for it.
@@ -37,4 +47,7 @@ def personalization(lead: Mapping[str, Any]) -> dict[str, Any]:
             context[key] = value
     attributes = lead.get("attributes")
     context["attributes"] = attributes if isinstance(attributes, Mapping) else {}
+    preferences = lead.get("preferences")
+    if preferences is not None:
+        context["preferences"] = preferences
     return context

@@ -36,7 +36,7 @@ PARAGRAPH = (
 
 CASES: dict[str, Content] = {
     **GOLDEN_CASES,
-    "repeated_variables": Content(subject="Hello {{ name }}", message_body=PARAGRAPH * 40),
+    "repeated_variables": Content(subject="Hello {{ name }}", message_body=PARAGRAPH * 38),
     "filters_and_lookups": Content(
         subject="{{ first_name | default('friend') | title }} at {{ sponsor.name }}",
         message_body=(
@@ -158,8 +158,9 @@ def test_plain_templates_take_the_slot_path(case: str) -> None:
 def test_each_distinct_expression_is_one_slot() -> None:
     html_slots = MESSAGES["repeated_variables"].html_slots
     assert html_slots is not None
-    # name, company | default(...), one per tracked link, pixel, unsubscribe, view in browser.
-    assert html_slots.slot_count == 2 + 40 + 3
+    # name, company | default(...), one per tracked link, pixel, unsubscribe, preference
+    # centre, view in browser.
+    assert html_slots.slot_count == 2 + 38 + 4
 
 
 def test_a_template_that_assigns_stays_on_jinja() -> None:
@@ -209,7 +210,10 @@ def test_most_messages_can_be_provider_templates() -> None:
     assert len(TEMPLATE_CASES) >= len(GOLDEN_CASES)
     template = MESSAGES["html_with_personal_link"].provider_template()
     assert template is not None
-    assert template.keys == ("H0", "H1", "H2", "H3", "H4", "T0", "T1", "T2", "T3")
+    assert template.keys == (
+        *("H0", "H1", "H2", "H3", "H4", "H5"),
+        *("T0", "T1", "T2", "T3", "T4"),
+    )
     assert 'href="{{{H0}}}"' in template.html and "</a> {{{H1}}} &amp; {</p>" in template.html
 
 
@@ -229,10 +233,11 @@ def test_messages_a_provider_could_misread_are_not_provider_templates(content: C
 
 
 def test_a_message_with_more_variables_than_the_provider_takes_is_not_a_template() -> None:
-    # One slot per tracked link: 50 links, and name, company, pixel, unsubscribe, view.
+    # One slot per tracked link: 50 links, and name, company, pixel, unsubscribe,
+    # preferences, view.
     message = compile_message(Content(subject="Hi", message_body=PARAGRAPH * 50), BRAND)
-    assert message.html_slots is not None and message.html_slots.slot_count == 55
+    assert message.html_slots is not None and message.html_slots.slot_count == 56
     assert message.provider_template() is None
-    # At the limit (40 links: 45 HTML slots and 5 text slots) it still is one.
+    # At the limit (38 links: 44 HTML slots and 6 text slots) it still is one.
     template = MESSAGES["repeated_variables"].provider_template()
     assert template is not None and len(template.keys) == MAX_TEMPLATE_VARIABLES

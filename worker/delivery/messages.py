@@ -8,6 +8,12 @@ type changes (``updated_at``). Category rules: marketing and notification
 messages skip every suppression of the sponsor; transactional ones only hard
 bounces, complaints and the global list. Its pixel and links carry message
 tokens, and the provider's tags name the message (``service.messages.tracking``).
+A type with a preference category follows its recipient's preference for it:
+opted out, the message is ``suppressed``; daily or weekly, it is ``held`` for a
+digest (``service.preferences.repository.held_messages``). Such a message links
+to the preference centre in its footer and carries a one-click
+``List-Unsubscribe`` for its category only; a type without one (transactional)
+carries neither.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from service.messages import repository
 from service.messages.tracking import tracking_tag
 from service.messages.types import content_of
 from service.models import Message, MessageType, Sponsor
+from service.preferences import logic as preferences
+from service.preferences import tokens as preference_tokens
 from service.settings import Settings
 from service.templates import logic as template_logic
 from service.templates.compiled import (
@@ -57,6 +65,7 @@ class TypeContext:
     message: CompiledMessage
     version: datetime
     category: str
+    preference_category: str | None
     # Messages go out whole: one message, nothing for a provider template to save.
     template: ProviderTemplate | None = field(default=None)
     template_id: str | None = field(default=None)
@@ -65,9 +74,14 @@ class TypeContext:
     sender_address: str = ""
 
     def headers(self, urls: DeliveryUrls) -> dict[str, str]:
-        # No List-Unsubscribe: a one-to-one message belongs to no list (per-category
-        # preferences decide what a recipient stops getting).
-        return {}
+        # A transactional message belongs to no list: no List-Unsubscribe. Any other
+        # unsubscribes from its preference category only (RFC 8058 one-click).
+        if self.preference_category is None or not urls.preferences:
+            return {}
+        return {
+            "List-Unsubscribe": f"<{urls.unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
 
 
 class MessageDeliveries:
@@ -83,6 +97,7 @@ class MessageDeliveries:
         self.sessions = sessions
         self.core = core.DeliveryCore(provider, pacer, settings)
         self._types: dict[uuid.UUID, TypeContext] = {}
+        self._public_base = settings.public_base_url.rstrip("/")
 
     async def send(self, event: MessageRequested) -> None:
         with bound(sponsor_id=event.sponsor_id, message_id=str(event.message_id)):
@@ -94,19 +109,30 @@ class MessageDeliveries:
             if found is None:
                 return  # sent, failed or suppressed already, or gone with its type
             message, message_type, sponsor = found
-            suppressed = await repository.is_suppressed(
+            category = message_type.preference_category
+            checks = await repository.send_checks(
                 session,
                 message.sponsor_id,
                 message.to_email,
                 transactional=message_type.category == "transactional",
+                preference_category=category,
             )
-        if suppressed:
+        if checks.suppressed:
             await self._record(message.id, "suppressed", error="the address is suppressed")
             return
+        if category is not None:
+            decision = preferences.decide(checks.opted_out, checks.frequency)
+            if decision == "suppress":
+                error = f"the recipient opted out of {category}"
+                await self._record(message.id, "suppressed", error=error)
+                return
+            if decision == "hold":
+                await self._record(message.id, "held", error=f"{checks.frequency} {category}")
+                return
         context = self._context(message_type, sponsor)
-        recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message))
+        recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message, checks))
         emails, failed = self.core.render(
-            context, [recipient], lambda n_links: self.core.urls.for_message(message.id, n_links)
+            context, [recipient], lambda n_links: self._urls(message, category, n_links)
         )
         if failed:
             await self._record(message.id, "failed", error=failed[0][1])
@@ -151,6 +177,18 @@ class MessageDeliveries:
             ):
                 log.info("message %s: already recorded by another copy", message_id)
 
+    def _urls(self, message: Message, category: str | None, n_links: int) -> DeliveryUrls:
+        """The message's own URLs; with a preference category, its unsubscribe and
+        preference centre links, opened on that category."""
+        urls = self.core.urls.for_message(message.id, n_links)
+        if category is not None:
+            token = preference_tokens.sign(
+                self.core.urls.signer, message.sponsor_id, message.to_email, category
+            )
+            urls.preferences = f"{self._public_base}/preferences/{token}"
+            urls.unsubscribe = urls.preferences + "/unsubscribe"
+        return urls
+
     def _context(self, message_type: MessageType, sponsor: Sponsor) -> TypeContext:
         """The type compiled, from the cache while the type is unchanged."""
         cached = self._types.get(message_type.id)
@@ -165,17 +203,31 @@ class MessageDeliveries:
             sender_name=name,
             sender_address=address,
             reply_to=single_line(reply_to) if reply_to else None,
-            message=compile_message(content_of(message_type), template_logic.brand_for(sponsor)),
+            message=compile_message(
+                content_of(message_type),
+                template_logic.brand_for(sponsor),
+                preferences=message_type.preference_category is not None,
+            ),
             version=message_type.updated_at,
             category=message_type.category,
+            preference_category=message_type.preference_category,
         )
         self._types[message_type.id] = context
         return context
 
 
-def _fields(message: Message) -> dict[str, object]:
-    """The template's variables: the message's data is read as ``attributes.*``."""
-    return {"email": message.to_email, "attributes": message.data}
+def _fields(message: Message, checks: repository.SendChecks) -> dict[str, object]:
+    """The template's variables: the message's data is read as ``attributes.*``, the
+    recipient's preference for the type's category as ``preferences.*``."""
+    return {
+        "email": message.to_email,
+        "attributes": message.data,
+        "preferences": {
+            "opted_out": bool(checks.opted_out),
+            "frequency": checks.frequency or "immediately",
+            "format": checks.format or "detailed",
+        },
+    }
 
 
 def _attachments(message: Message) -> tuple[Attachment, ...]:
