@@ -16,10 +16,11 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.preferences import BATCHED, CATEGORIES, CategoryPreferenceIn, PreferencesIn
-from service.errors import NotFound
+from service.errors import NotFound, Unprocessable
 from service.http import transaction
 from service.models import Sponsor
 from service.preferences import logic
@@ -94,13 +95,19 @@ def _from_form(form: dict[str, list[str]]) -> PreferencesIn:
     for category in CATEGORIES:
         frequency = form.get(f"{category}.frequency", [None])[0]
         format_ = form.get(f"{category}.format", [None])[0]
-        changes[category] = CategoryPreferenceIn.model_validate(
-            {
-                "opted_out": form.get(f"{category}.receive", [""])[0] != "yes",
-                "frequency": frequency if category in BATCHED else None,
-                "format": format_ if category in _FORMATTED else None,
-            }
-        )
+        values = {
+            "opted_out": form.get(f"{category}.receive", [""])[0] != "yes",
+            "frequency": frequency if category in BATCHED else None,
+            "format": format_ if category in _FORMATTED else None,
+        }
+        try:
+            changes[category] = CategoryPreferenceIn.model_validate(values)
+        except ValidationError as exc:
+            # Only a hand-made post gets here: the form offers valid values alone.
+            where = ".".join(str(part) for part in exc.errors()[0]["loc"])
+            raise Unprocessable(
+                "validation_error", "not a choice the form offers", f"{category}.{where}"
+            ) from None
     return PreferencesIn(**changes)
 
 
