@@ -9,6 +9,7 @@ import re
 import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -19,7 +20,9 @@ from service.preferences.catalogue import CATALOGUES, language
 from service.settings import Settings
 from service.tracking.tokens import Kind, TokenSigner
 from tests.conftest import TokenFactory, served
+from tests.fakes.resend_server import FakeResend
 from tests.factories import sent_campaign
+from tests.sending.test_sending import Api as CampaignApi
 from tests.templates.test_screenshots import SCREENSHOTS, assert_not_blank, chromium, png_pixels
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -178,6 +181,28 @@ async def test_a_campaign_emails_link_opens_the_centre_of_its_recipient_on_marke
     assert found["marketing"]["opted_out"] is True
     unknown = "/preferences/" + signer.sign(Kind.UNSUBSCRIBE, 2**40)
     assert (await client.get(unknown)).status_code == 404
+
+
+async def test_a_campaign_email_links_to_its_recipients_centre_in_its_footer(
+    workers: None, client: httpx.AsyncClient, sponsor: str, token: TokenFactory, fake: FakeResend
+) -> None:
+    campaigns = CampaignApi(client, sponsor, token)
+    await campaigns.leads(3)
+    created = await campaigns.create()
+    await campaigns.wait_status(created["id"], "sent")
+    (message,) = fake.messages_to(f"lead1@{campaigns.domain}")
+    found = re.search(
+        r'href="(https?://[^"]+/preferences/[^"]+)"[^>]*>Manage preferences', message.html or ""
+    )
+    assert found, message.html
+    path = urlsplit(found.group(1)).path
+    assert path in (message.text or "")
+    page = await client.get(path)
+    assert page.status_code == 200 and f"lead1@{campaigns.domain}" in page.text
+    done = await client.post(path + "/unsubscribe", headers=FORM)
+    assert done.status_code == 200
+    current = await _current(client, token, sponsor, f"lead1@{campaigns.domain}")
+    assert current["marketing"]["opted_out"] is True
 
 
 async def _browse(base: str, path: str, shot: Path, profile: Path) -> str:
