@@ -81,7 +81,7 @@ _FOOTER_HTML = (
     "<p>{{ sponsor.name }} · {{ sponsor.postal_address }}</p>\n"
     "<p>You are receiving this email because you shared your contact details with "
     "{{ sponsor.name }}{% if event.name %} at {{ event.name }}{% endif %}.</p>\n"
-    '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> · {preferences}'
+    "<p>{links}"
     '<a href="{{ view_in_browser_url }}">View this email in your browser</a></p>'
 )
 
@@ -90,18 +90,24 @@ _FOOTER_TEXT = (
     "{{ sponsor.name }} · {{ sponsor.postal_address }}\n"
     "You are receiving this email because you shared your contact details with "
     "{{ sponsor.name }}{% if event.name %} at {{ event.name }}{% endif %}.\n"
-    "Unsubscribe: {{ unsubscribe_url }}\n{preferences}"
+    "{links}"
     "View this email in your browser: {{ view_in_browser_url }}\n"
 )
 
 # Every message that follows a preference (campaigns, marketing and notification
-# messages) links to the preference centre; a transactional message does not.
+# messages) links to its unsubscribe and to the preference centre. A transactional
+# message belongs to no list and follows no preference: neither link.
 FOOTER_HTML = _FOOTER_HTML.replace(
-    "{preferences}", '<a href="{{ preferences_url }}">Manage preferences</a> · '
+    "{links}",
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a> · '
+    '<a href="{{ preferences_url }}">Manage preferences</a> · ',
 )
-FOOTER_TEXT = _FOOTER_TEXT.replace("{preferences}", "Manage preferences: {{ preferences_url }}\n")
-TRANSACTIONAL_FOOTER_HTML = _FOOTER_HTML.replace("{preferences}", "")
-TRANSACTIONAL_FOOTER_TEXT = _FOOTER_TEXT.replace("{preferences}", "")
+FOOTER_TEXT = _FOOTER_TEXT.replace(
+    "{links}",
+    "Unsubscribe: {{ unsubscribe_url }}\nManage preferences: {{ preferences_url }}\n",
+)
+TRANSACTIONAL_FOOTER_HTML = _FOOTER_HTML.replace("{links}", "")
+TRANSACTIONAL_FOOTER_TEXT = _FOOTER_TEXT.replace("{links}", "")
 
 PIXEL = (
     '<img src="{{ _pixel }}" width="1" height="1" alt="" '

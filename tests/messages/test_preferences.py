@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.appointments import emails
 from service.preferences import repository as preferences
 from tests.conftest import TokenFactory
 from tests.fakes.resend_server import FakeResend
@@ -192,6 +193,7 @@ async def test_a_notification_carries_one_click_unsubscribe_and_a_receipt_none(
     assert "Manage preferences" in (alert.html or "")
     assert "List-Unsubscribe" not in receipt.headers
     assert "Manage preferences" not in (receipt.html or "")
+    assert "Unsubscribe" not in (receipt.html or "") + (receipt.text or "")
     assert "/preferences/" not in (receipt.text or "")
 
 
@@ -251,3 +253,9 @@ async def test_a_suppression_the_sponsor_added_still_stops_notifications(
     assert added.status_code == 201, added.text
     assert (await api.preferences(to))["marketing"]["opted_out"] is True
     assert (await api.message("lead.qualified.alert", to))["status"] == "suppressed"
+
+
+def test_the_built_in_reminder_follows_reminders_and_other_appointment_messages_none() -> None:
+    assert emails.type_values(emails.REMINDER)["preference_category"] == "reminders"
+    for key in (emails.CONFIRMATION, emails.UPDATE, emails.CANCELLATION):
+        assert emails.type_values(key)["preference_category"] is None

@@ -20,8 +20,8 @@ from service.preferences.catalogue import CATALOGUES, language
 from service.settings import Settings
 from service.tracking.tokens import Kind, TokenSigner
 from tests.conftest import TokenFactory, served
-from tests.fakes.resend_server import FakeResend
 from tests.factories import sent_campaign
+from tests.fakes.resend_server import FakeResend
 from tests.sending.test_sending import Api as CampaignApi
 from tests.templates.test_screenshots import SCREENSHOTS, assert_not_blank, chromium, png_pixels
 
