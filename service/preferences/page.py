@@ -85,7 +85,10 @@ async def centre(token: str, request: Request, lang: Lang = None) -> HTMLRespons
         sponsor=sponsor.name,
         email=claims.email,
         action=f"/preferences/{token}{_suffix(lang)}",
-        preferences=[(c, getattr(current, c)) for c in CATEGORIES],
+        # The category the link came from first: what the reader came to change.
+        preferences=[
+            (c, getattr(current, c)) for c in sorted(CATEGORIES, key=lambda c: c != claims.category)
+        ],
     )
 
 

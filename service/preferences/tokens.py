@@ -22,9 +22,8 @@ class PreferenceClaims:
     category: PreferenceCategory | None
 
 
-def sign(
-    signer: TokenSigner, sponsor_id: str, email: str, category: PreferenceCategory | None
-) -> str:
+def sign(signer: TokenSigner, sponsor_id: str, email: str, category: str | None) -> str:
+    """A link's token; ``category`` is one of ``CATEGORIES`` (ValueError otherwise) or None."""
     index = 0 if category is None else CATEGORIES.index(category) + 1
     payload = bytes((index,)) + f"{sponsor_id}\n{email}".encode()
     return signer.seal(Kind.PREFERENCES, payload)

@@ -99,6 +99,9 @@ async def test_the_centre_shows_each_category_in_a_fieldset_with_the_current_cho
     assert re.search(r'name="marketing.receive" value="yes"\s*checked', page)
     assert re.search(r'name="summaries.frequency" value="weekly"\s*checked', page)
     assert email in page
+    # The link came from an alert: alerts first, the others in their order.
+    legends = re.findall(r"<legend>([^<]+)</legend>", page)
+    assert legends[:3] == ["Alerts", "How often", "News and offers"]
 
 
 async def test_a_plain_form_post_saves_and_answers_with_a_confirmation(
