@@ -16,6 +16,7 @@ from service.preferences import repository as preferences
 from tests.conftest import TokenFactory
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_messages import Api as MessagesApi
+from tests.sending.test_sending import Api as CampaignApi
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -259,3 +260,21 @@ def test_the_built_in_reminder_follows_reminders_and_other_appointment_messages_
     assert emails.type_values(emails.REMINDER)["preference_category"] == "reminders"
     for key in (emails.CONFIRMATION, emails.UPDATE, emails.CANCELLATION):
         assert emails.type_values(key)["preference_category"] is None
+
+
+async def test_a_campaign_skips_a_lead_who_opted_out_of_marketing(
+    client: httpx.AsyncClient, sponsor: str, token: TokenFactory, fake: FakeResend
+) -> None:
+    campaigns = CampaignApi(client, sponsor, token)
+    await campaigns.leads(3)
+    opted_out = f"lead1@{campaigns.domain}"
+    changed = await client.put(
+        f"/api/v1/sponsors/{sponsor}/preferences/{opted_out}",
+        headers=token(sponsor),
+        json={"marketing": {"opted_out": True}},
+    )
+    assert changed.status_code == 200, changed.text
+    created = await campaigns.create()
+    await campaigns.wait_status(created["id"], "sent")
+    assert fake.messages_to(opted_out) == []
+    assert len(fake.messages_to(f"lead2@{campaigns.domain}")) == 1
