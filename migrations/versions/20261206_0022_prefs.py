@@ -47,10 +47,14 @@ def upgrade() -> None:
         ),
     )
     op.add_column("message_types", sa.Column("preference_category", sa.String(20)))
-    # Types made before preferences: marketing ones follow marketing, notifications alerts.
+    # Types made before preferences: marketing ones follow marketing, notifications
+    # alerts, and the built-in appointment reminder reminders (as new ones do).
     op.execute("""
-UPDATE message_types SET preference_category = CASE category
-    WHEN 'marketing' THEN 'marketing' WHEN 'notification' THEN 'alerts' END
+UPDATE message_types SET preference_category = CASE
+    WHEN category = 'marketing' THEN 'marketing'
+    WHEN category = 'notification' THEN 'alerts'
+    WHEN key = 'appointment.reminder' THEN 'reminders'
+END
 """)
     # The digest reads held messages per sponsor in order.
     op.create_index(
