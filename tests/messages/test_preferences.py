@@ -150,6 +150,7 @@ async def test_a_daily_alert_is_held_for_the_digest(
     await api.change(to, {"alerts": {"frequency": "daily"}})
     held = await api.message("lead.qualified.alert", to)
     assert held["status"] == "held"
+    assert [(e["type"], e["error"]) for e in held["history"]][1:] == [("held", "daily alerts")]
     assert fake.messages_to(to) == []
     async with sessions() as session:
         waiting = await preferences.held_messages(session, api.sponsor, limit=10, to=to)
