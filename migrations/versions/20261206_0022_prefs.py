@@ -1,7 +1,7 @@
 """recipient_preferences: what each recipient wants per preference category
 
 Revision ID: 0022_prefs
-Revises: 0022_msgtrack
+Revises: 0022_appts
 Create Date: 2026-12-06
 
 A row per (sponsor, address, category) the recipient or the sponsor changed;
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022_prefs"
-down_revision: str | Sequence[str] | None = "0022_msgtrack"
+down_revision: str | Sequence[str] | None = "0022_appts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
