@@ -19,6 +19,7 @@ from service.models.campaigns import (
     CampaignStats,
     CampaignStatsHourly,
 )
+from service.models.digests import DigestRun, DigestSubscription
 from service.models.leads import Lead, LeadTally, LeadTombstone
 from service.models.messages import Message, MessageEvent, MessageIdempotencyKey, MessageType
 from service.models.outbox import OutboxMessage
@@ -39,6 +40,8 @@ __all__ = [
     "CampaignStats",
     "CampaignStatsHourly",
     "DeliveryEvent",
+    "DigestRun",
+    "DigestSubscription",
     "Lead",
     "LeadTally",
     "LeadTombstone",
