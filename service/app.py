@@ -20,6 +20,7 @@ from service.appointments.links import Links
 from service.audiences.api import router as audiences_router
 from service.campaigns.api import router as campaigns_router
 from service.db import create_engine, session_factory
+from service.digests.api import router as digests_router
 from service.http import install_error_handlers
 from service.leads.api import router as leads_router
 from service.limits.api import RateLimited
@@ -144,6 +145,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(reports_router, **limited)
     app.include_router(triggers_router, **limited)
     app.include_router(preferences_router, **limited)
+    app.include_router(digests_router, **limited)
     # Public routes: signed tokens or webhook signatures, no bearer token.
     app.include_router(view_router)
     app.include_router(tracking_router)

@@ -20,6 +20,7 @@ from service.appointments import followups
 from service.appointments.outgoing import Config
 from service.campaigns import logic as campaigns
 from service.campaigns import scheduler
+from service.digests import logic as digests
 from service.kafka import Producer
 from service.settings import Settings
 from service.timers.logic import BatchHandler, Handler, fire_due
@@ -34,6 +35,7 @@ def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
     return {
         **followups.timer_handlers(Config.from_settings(settings)),
         scheduler.START_KIND: BatchHandler(campaigns.start_due),
+        digests.KIND: digests.fire,
     }
 
 

@@ -1,0 +1,147 @@
+"""The ``digest.daily`` message type and the data one digest carries.
+
+Each sponsor gets the type the first time one of its digests has something to
+say, category ``notification`` (an unsubscribed or bounced address gets none).
+A sponsor changes the words by editing the type through the message types API;
+the variables stay these. Every list is built here, already in the reader's
+words and time zone, so the template only lays them out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from service.appointments.invite import local_time
+
+KEY = "digest.daily"
+
+_HTML = """\
+<h2 style="margin:0 0 4px">Your daily digest</h2>
+<p style="margin:0 0 16px;color:#555">{{ attributes.period }}</p>
+{% if attributes.leads %}
+<h3 style="margin:16px 0 8px">New qualified leads ({{ attributes.leads | length }})</h3>
+<table role="presentation" cellpadding="6" style="border-collapse:collapse;width:100%">
+  <tr style="text-align:left;border-bottom:1px solid #ddd">
+    <th>Lead</th><th>Company</th><th>Intent</th></tr>
+  {% for lead in attributes.leads %}
+  <tr style="border-bottom:1px solid #eee">
+    <td><a href="mailto:{{ lead.email }}">{{ lead.name or lead.email }}</a>
+        {% if lead.title %}<br><span style="color:#555">{{ lead.title }}</span>{% endif %}</td>
+    <td>{{ lead.company or "" }}</td>
+    <td>{{ lead.intent }}</td></tr>
+  {% endfor %}
+</table>
+{% endif %}
+{% for day in attributes.days %}{% if day.appointments %}
+<h3 style="margin:16px 0 8px">Appointments {{ day.label }}</h3>
+<ul style="padding-left:18px">
+  {% for a in day.appointments %}
+  <li><strong>{{ a.time }}</strong> {{ a.title }} with {{ a.lead }}{% if a.host %}
+      (host: {{ a.host }}){% endif %}</li>
+  {% endfor %}
+</ul>
+{% endif %}{% endfor %}
+{% if attributes.campaigns %}
+<h3 style="margin:16px 0 8px">Campaigns</h3>
+<table role="presentation" cellpadding="6" style="border-collapse:collapse;width:100%">
+  <tr style="text-align:left;border-bottom:1px solid #ddd">
+    <th>Campaign</th><th>Sent</th><th>Opened</th><th>Clicked</th></tr>
+  {% for c in attributes.campaigns %}
+  <tr style="border-bottom:1px solid #eee"><td>{{ c.name }}</td><td>{{ c.sent }}</td>
+    <td>{{ c.opened }}</td><td>{{ c.clicked }}</td></tr>
+  {% endfor %}
+</table>
+{% endif %}
+{% if attributes.held %}
+<h3 style="margin:16px 0 8px">Alerts held for this digest ({{ attributes.held | length }})</h3>
+<ul style="padding-left:18px">
+  {% for m in attributes.held %}<li><strong>{{ m.subject }}</strong>{% if m.line %}:
+      {{ m.line }}{% endif %}</li>{% endfor %}
+</ul>
+{% endif %}
+"""
+
+VARIABLES = ("period", "leads", "days", "campaigns", "held")
+
+
+def type_values() -> dict[str, Any]:
+    """The columns of the built-in ``digest.daily`` type."""
+    return {
+        "key": KEY,
+        "category": "notification",
+        "subject": "Your digest for {{ attributes.period }}",
+        "html_body": _HTML,
+        "variables": [
+            {"name": "period", "type": "string", "required": False, "fallback": None},
+            *(
+                {"name": name, "type": "list", "required": False, "fallback": []}
+                for name in VARIABLES[1:]
+            ),
+        ],
+    }
+
+
+def _lead(row: dict[str, Any]) -> dict[str, Any]:
+    score = row["intent_score"]
+    level = row["intent_level"] or "scored"
+    return {
+        "email": row["email"],
+        "name": row["name"],
+        "company": row["company"],
+        "title": row["title"],
+        "intent": f"{level} ({score}/100)" if score is not None else level,
+    }
+
+
+def _appointment(row: dict[str, Any], zone: str) -> dict[str, Any]:
+    details = row["details"]
+    local = row["start_at"].astimezone(ZoneInfo(zone))
+    lead = details.get("lead", {})
+    host = details.get("host", {})
+    return {
+        "id": row["appointment_id"],
+        "time": f"{local:%H:%M}",
+        "when": local_time(row["start_at"], zone),
+        "title": details.get("title", ""),
+        "lead": lead.get("name") or row["lead_email"],
+        "host": host.get("name") or host.get("email"),
+    }
+
+
+def data(
+    *,
+    moment: datetime,
+    zone: str,
+    leads: list[dict[str, Any]],
+    appointments: list[dict[str, Any]],
+    campaigns: list[dict[str, Any]],
+    held: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One digest's data, as ``zone`` reads it on the day of ``moment``."""
+    today = moment.astimezone(ZoneInfo(zone)).date()
+    days: dict[str, list[dict[str, Any]]] = {"today": [], "tomorrow": []}
+    for row in appointments:
+        local_day = row["start_at"].astimezone(ZoneInfo(zone)).date()
+        days["today" if local_day == today else "tomorrow"].append(_appointment(row, zone))
+    return {
+        "period": f"{today:%A} {today.day} {today:%B %Y}",
+        "leads": [_lead(row) for row in leads],
+        "days": [{"label": label, "appointments": items} for label, items in days.items()],
+        "campaigns": [
+            {"name": r["name"], "sent": r["sent"], "opened": r["opened"], "clicked": r["clicked"]}
+            for r in campaigns
+        ],
+        "held": held,
+    }
+
+
+def is_empty(values: dict[str, Any]) -> bool:
+    """Nothing to tell: no lead, appointment, campaign or held alert."""
+    return not (
+        values["leads"]
+        or any(day["appointments"] for day in values["days"])
+        or values["campaigns"]
+        or values["held"]
+    )

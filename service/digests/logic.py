@@ -1,0 +1,178 @@
+"""Digest rules: subscriptions checked at save, and a period's digest sent at most once.
+
+A subscription has one timer (kind ``digest.send``, key ``digest:<id>``) set to
+its next cron time in its zone; saving the subscription moves it, deleting it
+removes it. When the timer fires, in the timers role's transaction:
+
+1. the timer is set to the next cron time (so a schedule never stops, even
+   when this period sends nothing);
+2. the period ``[previous cron time, this one)`` is claimed in ``digest_runs``
+   with ``ON CONFLICT DO NOTHING``: a replayed or re-fired timer finds it and
+   stops, and a crash before the commit rolls the claim back with the rest;
+3. the digest is read; an empty one is not sent (the claim stays, without a
+   message); otherwise one ``digest.daily`` message and its outbox row are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.digests import DigestSubscriptionIn
+from schemas.events import TOPIC_MESSAGES
+from schemas.messages import MessageRequested
+from schemas.triggers import StarterIn
+from service import outbox
+from service.appointments.repository import ensure_type
+from service.digests import content, repository, schedule
+from service.digests.repository import Window
+from service.errors import Unprocessable
+from service.leads.logic import normalize_email
+from service.messages.repository import add_messages
+from service.models import DigestSubscription
+from service.timers import repository as timers
+from service.timers.repository import DueTimer
+
+log = logging.getLogger(__name__)
+
+KIND = "digest.send"
+# "Qualified" as the starter rule means it unless the sponsor set another threshold there.
+QUALIFIED_SCORE: int = StarterIn.model_fields["qualified_score_threshold"].default
+
+
+def timer_key(subscription_id: uuid.UUID) -> str:
+    return f"digest:{subscription_id}"
+
+
+def _checked(body: DigestSubscriptionIn) -> DigestSubscriptionIn:
+    """The body with its address normalized; 422 naming the first bad field."""
+    try:
+        email = normalize_email(body.email)
+    except ValueError as exc:
+        raise Unprocessable("invalid_email", str(exc), "email") from None
+    schedule.zone_of(body.time_zone)
+    schedule.check_cron(body.cron)
+    return body.model_copy(update={"email": email})
+
+
+async def _schedule_next(
+    session: AsyncSession, row: DigestSubscription, after: datetime
+) -> datetime:
+    due = schedule.next_time(row.cron, row.time_zone, after)
+    payload = {"sponsor_id": row.sponsor_id, "subscription_id": str(row.id)}
+    await timers.schedule(session, KIND, timer_key(row.id), due, payload)
+    return due
+
+
+async def create(
+    session: AsyncSession, sponsor_id: str, body: DigestSubscriptionIn
+) -> DigestSubscription:
+    body = _checked(body)
+    row = DigestSubscription(id=uuid.uuid4(), sponsor_id=sponsor_id, **body.model_dump())
+    await repository.add(session, row)
+    await _schedule_next(session, row, datetime.now(UTC))
+    return row
+
+
+async def replace(
+    session: AsyncSession, sponsor_id: str, subscription_id: uuid.UUID, body: DigestSubscriptionIn
+) -> DigestSubscription:
+    """The whole subscription replaced; its next digest moved to the new schedule."""
+    body = _checked(body)
+    row = await repository.get(session, sponsor_id, subscription_id)
+    row.email, row.time_zone, row.cron = body.email, body.time_zone, body.cron
+    row.updated_at = func.now()
+    await repository.save(session, row)
+    await _schedule_next(session, row, datetime.now(UTC))
+    return row
+
+
+async def delete(session: AsyncSession, sponsor_id: str, subscription_id: uuid.UUID) -> None:
+    row = await repository.get(session, sponsor_id, subscription_id)
+    await timers.cancel(session, [timer_key(row.id)])
+    await repository.remove(session, row.id)
+
+
+async def next_digest_at(
+    session: AsyncSession, rows: list[DigestSubscription]
+) -> dict[uuid.UUID, datetime]:
+    """When each subscription's next digest is due, by id."""
+    due = await timers.due_at(session, [timer_key(row.id) for row in rows])
+    return {row.id: due[timer_key(row.id)] for row in rows if timer_key(row.id) in due}
+
+
+async def fire(session: AsyncSession, timer: DueTimer) -> None:
+    """A due digest timer: the next one set, then this period's digest sent once."""
+    row = await repository.find(session, uuid.UUID(timer.payload["subscription_id"]))
+    if row is None:
+        return  # deleted with its timer; a copy of the timer fired late
+    end = timer.due_at
+    await _schedule_next(session, row, max(end, datetime.now(UTC)))
+    start = schedule.previous_time(row.cron, row.time_zone, end)
+    if not await repository.claim_run(session, row.id, start, end):
+        log.info("digest %s for %s: already handled", row.id, start.isoformat())
+        return
+    await send(session, row, start, end)
+
+
+async def send(
+    session: AsyncSession, row: DigestSubscription, start: datetime, end: datetime
+) -> uuid.UUID | None:
+    """The digest of ``[start, end)`` queued to the member; None if it had nothing to say."""
+    values = await _read(session, row, start, end)
+    if content.is_empty(values):
+        return None
+    message_type = await ensure_type(session, row.sponsor_id, content.type_values())
+    message_id = uuid.uuid4()
+    await add_messages(
+        session,
+        [
+            {
+                "id": message_id,
+                "sponsor_id": row.sponsor_id,
+                "type_id": message_type.id,
+                "type_key": message_type.key,
+                "to_email": row.email,
+                "data": values,
+                "reply_to": None,
+                "attachments": [],
+                "tags": {"digest": str(row.id), "period_start": start.isoformat()},
+                "status": "queued",
+            }
+        ],
+    )
+    await repository.record_message(session, row.id, start, message_id)
+    event = MessageRequested(message_id=message_id, sponsor_id=row.sponsor_id)
+    await outbox.add(session, [(TOPIC_MESSAGES, str(message_id), event.to_bytes())])
+    return message_id
+
+
+async def _read(
+    session: AsyncSession, row: DigestSubscription, start: datetime, end: datetime
+) -> dict[str, Any]:
+    """What the digest of ``[start, end)`` says, as the member reads it."""
+    zone = schedule.zone_of(row.time_zone)
+    local_day = end.astimezone(zone).date()
+    # Today and tomorrow are the member's calendar days, whatever the clocks do.
+    day_start = datetime.combine(local_day, datetime.min.time(), zone)
+    day_after = datetime.combine(local_day + timedelta(days=2), datetime.min.time(), zone)
+    leads = await repository.qualified_leads(
+        session, Window(row.sponsor_id, start, end), QUALIFIED_SCORE
+    )
+    appointments = await repository.booked_appointments(
+        session, Window(row.sponsor_id, day_start, day_after)
+    )
+    campaigns = await repository.campaign_results(session, Window(row.sponsor_id, start, end))
+    return content.data(
+        moment=end,
+        zone=row.time_zone,
+        leads=leads,
+        appointments=appointments,
+        campaigns=campaigns,
+        held=[],
+    )

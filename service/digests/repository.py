@@ -1,0 +1,201 @@
+"""Every SQL statement about digests: subscriptions, claimed runs, and what a digest reads."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import Conflict, NotFound
+from service.models import DigestSubscription
+
+# What one digest lists at most of each kind: a digest is read, not searched.
+LIMIT = 25
+
+
+async def get(
+    session: AsyncSession, sponsor_id: str, subscription_id: uuid.UUID
+) -> DigestSubscription:
+    row = await session.scalar(
+        select(DigestSubscription).where(
+            DigestSubscription.id == subscription_id, DigestSubscription.sponsor_id == sponsor_id
+        )
+    )
+    if row is None:
+        raise NotFound(
+            "digest_subscription_not_found",
+            f"no digest subscription '{subscription_id}'",
+            "subscription_id",
+        )
+    return row
+
+
+async def find(session: AsyncSession, subscription_id: uuid.UUID) -> DigestSubscription | None:
+    return await session.get(DigestSubscription, subscription_id)
+
+
+async def page(
+    session: AsyncSession, sponsor_id: str, *, limit: int, after: uuid.UUID | None
+) -> list[DigestSubscription]:
+    query = select(DigestSubscription).where(DigestSubscription.sponsor_id == sponsor_id)
+    if after is not None:
+        query = query.where(DigestSubscription.id > after)
+    return list((await session.scalars(query.order_by(DigestSubscription.id).limit(limit))).all())
+
+
+async def add(session: AsyncSession, row: DigestSubscription) -> None:
+    """Insert; an address the sponsor already subscribed is a 409."""
+    await _flush_unique(session, row.email, lambda: session.add(row))
+
+
+async def save(session: AsyncSession, row: DigestSubscription) -> None:
+    """Write a changed subscription; moving it onto a subscribed address is a 409."""
+    await _flush_unique(session, row.email, lambda: None)
+
+
+async def _flush_unique(session: AsyncSession, email: str, change: Any) -> None:
+    try:
+        async with session.begin_nested():
+            change()
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(
+            "digest_subscription_exists", f"'{email}' already gets the digest", "email"
+        ) from None
+
+
+async def remove(session: AsyncSession, subscription_id: uuid.UUID) -> None:
+    await session.execute(
+        delete(DigestSubscription).where(DigestSubscription.id == subscription_id)
+    )
+
+
+_CLAIM = text("""
+INSERT INTO digest_runs (subscription_id, period_start, period_end)
+VALUES (:subscription_id, :period_start, :period_end)
+ON CONFLICT DO NOTHING
+RETURNING true
+""")
+
+
+async def claim_run(
+    session: AsyncSession, subscription_id: uuid.UUID, period_start: datetime, period_end: datetime
+) -> bool:
+    """True the first time a period of a subscription is claimed; False ever after."""
+    params = {
+        "subscription_id": subscription_id,
+        "period_start": period_start,
+        "period_end": period_end,
+    }
+    return bool(await session.scalar(_CLAIM, params))
+
+
+async def record_message(
+    session: AsyncSession, subscription_id: uuid.UUID, period_start: datetime, message_id: uuid.UUID
+) -> None:
+    await session.execute(
+        text(
+            "UPDATE digest_runs SET message_id = :message_id "
+            "WHERE subscription_id = :subscription_id AND period_start = :period_start"
+        ),
+        {
+            "message_id": message_id,
+            "subscription_id": subscription_id,
+            "period_start": period_start,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one digest reads: a sponsor's rows between two instants."""
+
+    sponsor_id: str
+    start: datetime
+    end: datetime
+
+
+_QUALIFIED_LEADS = text("""
+SELECT email, name, company, title, intent_level, intent_score
+FROM leads
+WHERE sponsor_id = :sponsor_id
+  AND created_at >= :start AND created_at < :end
+  AND (intent_level = 'hot' OR intent_score >= :threshold)
+ORDER BY intent_score DESC NULLS LAST, created_at, id
+LIMIT :limit
+""")
+
+
+async def qualified_leads(
+    session: AsyncSession, window: Window, threshold: int
+) -> list[dict[str, Any]]:
+    """Leads added in the window that are hot or score at least ``threshold``, best first."""
+    params = {
+        "sponsor_id": window.sponsor_id,
+        "start": window.start,
+        "end": window.end,
+        "threshold": threshold,
+        "limit": LIMIT,
+    }
+    return [dict(r._mapping) for r in await session.execute(_QUALIFIED_LEADS, params)]
+
+
+_APPOINTMENTS = text("""
+SELECT appointment_id, start_at, time_zone, lead_email, details
+FROM appointments
+WHERE sponsor_id = :sponsor_id AND state = 'booked'
+  AND start_at >= :start AND start_at < :end
+ORDER BY start_at, appointment_id
+LIMIT :limit
+""")
+
+
+async def booked_appointments(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
+    """Booked appointments starting in the window, earliest first."""
+    params = {
+        "sponsor_id": window.sponsor_id,
+        "start": window.start,
+        "end": window.end,
+        "limit": LIMIT,
+    }
+    return [dict(r._mapping) for r in await session.execute(_APPOINTMENTS, params)]
+
+
+# A campaign was active in the window if it sent (``last_progress_at``), finished,
+# or had tracked activity (an hourly bucket) in it; its figures are its totals.
+_CAMPAIGNS = text("""
+SELECT c.id, c.name,
+       coalesce(sum(s.sent), 0)::bigint AS sent,
+       coalesce(sum(s.opened), 0)::bigint AS opened,
+       coalesce(sum(s.clicked), 0)::bigint AS clicked
+FROM campaigns c
+LEFT JOIN campaign_stats s ON s.campaign_id = c.id
+WHERE c.sponsor_id = :sponsor_id
+  AND (
+    (c.last_progress_at >= :start AND c.last_progress_at < :end)
+    OR (c.completed_at >= :start AND c.completed_at < :end)
+    OR EXISTS (
+        SELECT 1 FROM campaign_stats_hourly h
+        WHERE h.campaign_id = c.id AND h.bucket >= :start AND h.bucket < :end
+    )
+  )
+GROUP BY c.id, c.name
+ORDER BY c.name, c.id
+LIMIT :limit
+""")
+
+
+async def campaign_results(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
+    """Campaigns active in the window, with their sent, opened and clicked totals."""
+    params = {
+        "sponsor_id": window.sponsor_id,
+        "start": window.start,
+        "end": window.end,
+        "limit": LIMIT,
+    }
+    return [dict(r._mapping) for r in await session.execute(_CAMPAIGNS, params)]

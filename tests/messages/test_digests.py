@@ -1,0 +1,393 @@
+"""Daily digests: cron schedules in the member's zone, one digest per period, none when empty.
+
+The schedule is checked on its own; the firing by calling
+``service.digests.logic.fire`` with a timer on the real database (twice, as a
+restart would); one digest goes the whole way: the timers role fires it and
+``message-sender`` hands it to the fake Resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import MessageTypeIn
+from service.digests import content, logic, schedule
+from service.messages import types
+from service.models import Appointment, Lead, Message
+from service.timers import repository as timers
+from service.timers.repository import DueTimer
+from tests.conftest import eventually
+from tests.fakes.resend_server import FakeResend
+
+BERLIN = ZoneInfo("Europe/Berlin")
+# 08:00 in Berlin on 1 April 2027 (summer time); the period before it began on 31 March.
+DUE = datetime(2027, 4, 1, 8, tzinfo=BERLIN)
+PERIOD_START = datetime(2027, 3, 31, 8, tzinfo=BERLIN)
+
+
+# The schedule ---------------------------------------------------------------------
+
+
+def test_the_next_eight_oclock_in_berlin_follows_the_clocks_across_the_spring_change() -> None:
+    saturday = datetime(2027, 3, 27, 9, tzinfo=BERLIN)  # clocks go forward on Sunday 28 March
+    sunday = schedule.next_time("0 8 * * *", "Europe/Berlin", saturday)
+    monday = schedule.next_time("0 8 * * *", "Europe/Berlin", sunday)
+    assert sunday.astimezone(UTC) == datetime(2027, 3, 28, 6, tzinfo=UTC)
+    assert monday.astimezone(UTC) == datetime(2027, 3, 29, 6, tzinfo=UTC)
+    assert schedule.previous_time("0 8 * * *", "Europe/Berlin", sunday).astimezone(UTC) == datetime(
+        2027, 3, 27, 7, tzinfo=UTC
+    )
+
+
+def test_the_next_eight_oclock_in_berlin_follows_the_clocks_across_the_autumn_change() -> None:
+    saturday = datetime(2027, 10, 30, 9, tzinfo=BERLIN)  # clocks go back on Sunday 31 October
+    sunday = schedule.next_time("0 8 * * *", "Europe/Berlin", saturday)
+    assert sunday.astimezone(UTC) == datetime(2027, 10, 31, 7, tzinfo=UTC)
+
+
+def test_a_weekday_cron_skips_the_weekend_in_the_members_zone() -> None:
+    friday_evening = datetime(2027, 3, 26, 18, tzinfo=BERLIN)
+    following = schedule.next_time("30 7 * * 1-5", "Europe/Berlin", friday_evening)
+    assert following == datetime(2027, 3, 29, 7, 30, tzinfo=BERLIN)
+    assert following.astimezone(UTC) == datetime(2027, 3, 29, 5, 30, tzinfo=UTC)
+
+
+def test_the_built_in_digest_type_passes_the_checks_a_sponsors_edit_would() -> None:
+    asyncio.run(types.check(MessageTypeIn(**content.type_values())))
+
+
+# The API ----------------------------------------------------------------------------
+
+
+async def subscribe(
+    client: httpx.AsyncClient, sponsor: str, headers: dict[str, str], **body: Any
+) -> dict[str, Any]:
+    values = {"email": f"rep-{uuid.uuid4().hex[:6]}@sponsor.example", "time_zone": "Europe/Berlin"}
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/digests", json={**values, **body}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_a_subscription_defaults_to_eight_oclock_local_and_sets_its_next_digest(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    before = datetime.now(UTC)
+    created = await subscribe(client, sponsor, token(sponsor), email="Rep@Sponsor.example")
+    assert created["cron"] == "0 8 * * *"
+    assert created["email"] == "rep@sponsor.example"
+    next_at = datetime.fromisoformat(created["next_digest_at"])
+    assert next_at.astimezone(BERLIN).time() == datetime(2000, 1, 1, 8).time()
+    assert before < next_at <= before + timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"cron": "0 25 * * *"}, "cron", "invalid_cron"),
+        ({"cron": "every morning"}, "cron", "invalid_cron"),
+        ({"cron": "0 8 * *"}, "cron", "invalid_cron"),
+        ({"time_zone": "Europe/Atlantis"}, "time_zone", "invalid_time_zone"),
+        ({"time_zone": "../etc/passwd"}, "time_zone", "invalid_time_zone"),
+        ({"email": "not an address"}, "email", "invalid_email"),
+    ],
+)
+async def test_a_bad_cron_time_zone_or_address_is_a_422_naming_the_field(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: Any,
+    body: dict[str, str],
+    field: str,
+    code: str,
+) -> None:
+    values = {"email": "rep@sponsor.example", "time_zone": "Europe/Berlin", **body}
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/digests", json=values, headers=token(sponsor)
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+    assert response.json()["error"]["code"] == code
+
+
+async def test_a_member_subscribed_twice_is_a_409(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    await subscribe(client, sponsor, token(sponsor), email="rep@sponsor.example")
+    response = await client.post(
+        f"/api/v1/sponsors/{sponsor}/digests",
+        json={"email": "rep@sponsor.example", "time_zone": "UTC"},
+        headers=token(sponsor),
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "digest_subscription_exists"
+
+
+async def test_changing_the_schedule_moves_the_next_digest_and_deleting_removes_it(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    created = await subscribe(client, sponsor, token(sponsor))
+    url = f"/api/v1/sponsors/{sponsor}/digests/{created['id']}"
+    body = {"email": created["email"], "time_zone": "America/New_York", "cron": "15 6 * * *"}
+    replaced = (await client.put(url, json=body, headers=token(sponsor))).json()
+    next_at = datetime.fromisoformat(replaced["next_digest_at"])
+    local = next_at.astimezone(ZoneInfo("America/New_York"))
+    assert (local.hour, local.minute) == (6, 15)
+    listed = (await client.get(url.rsplit("/", 1)[0], headers=token(sponsor))).json()
+    assert [item["cron"] for item in listed["items"]] == ["15 6 * * *"]
+
+    assert (await client.delete(url, headers=token(sponsor))).status_code == 204
+    async with sessions() as session:
+        assert await timers.due_at(session, [logic.timer_key(uuid.UUID(created["id"]))]) == {}
+    assert (await client.get(url, headers=token(sponsor))).status_code == 404
+
+
+# Firing -----------------------------------------------------------------------------
+
+
+def due_timer(subscription: dict[str, Any], sponsor: str, due: datetime = DUE) -> DueTimer:
+    payload = {"sponsor_id": sponsor, "subscription_id": subscription["id"]}
+    return DueTimer(0, logic.KIND, logic.timer_key(uuid.UUID(subscription["id"])), due, payload)
+
+
+async def fire(sessions: async_sessionmaker[AsyncSession], timer: DueTimer) -> None:
+    async with sessions.begin() as session:
+        await logic.fire(session, timer)
+
+
+async def digests_to(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str, email: str
+) -> list[Message]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(Message).where(
+                Message.sponsor_id == sponsor,
+                Message.type_key == content.KEY,
+                Message.to_email == email,
+            )
+        )
+        return list(rows)
+
+
+async def add_lead(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str, created_at: datetime, **fields: Any
+) -> None:
+    async with sessions.begin() as session:
+        session.add(
+            Lead(
+                sponsor_id=sponsor,
+                email=f"{uuid.uuid4().hex[:8]}@customer.example",
+                created_at=created_at,
+                updated_at=created_at,
+                **fields,
+            )
+        )
+
+
+async def add_appointment(
+    sessions: async_sessionmaker[AsyncSession], sponsor: str, start: datetime, title: str
+) -> None:
+    async with sessions.begin() as session:
+        session.add(
+            Appointment(
+                sponsor_id=sponsor,
+                appointment_id=uuid.uuid4().hex[:10],
+                sequence=0,
+                state="booked",
+                start_at=start,
+                end_at=start + timedelta(minutes=30),
+                time_zone="Europe/Berlin",
+                lead_email="ada@customer.example",
+                details={
+                    "title": title,
+                    "lead": {"email": "ada@customer.example", "name": "Ada Lovelace"},
+                    "host": {"email": "rep@sponsor.example", "name": "Sam Rep"},
+                },
+            )
+        )
+
+
+async def test_an_empty_day_sends_no_digest_and_sets_the_next_one(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    # A cold lead and a lead from before the period are not news.
+    await add_lead(sessions, sponsor, PERIOD_START + timedelta(hours=2), intent_level="cold")
+    await add_lead(sessions, sponsor, PERIOD_START - timedelta(hours=1), intent_level="hot")
+    await fire(sessions, due_timer(subscription, sponsor))
+
+    assert await digests_to(sessions, sponsor, subscription["email"]) == []
+    async with sessions() as session:
+        due = await timers.due_at(session, [logic.timer_key(uuid.UUID(subscription["id"]))])
+    assert list(due.values()) == [datetime(2027, 4, 2, 8, tzinfo=BERLIN)]
+
+
+async def test_a_day_with_a_qualified_lead_and_an_appointment_sends_one_digest_with_both(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    await add_lead(
+        sessions, sponsor, PERIOD_START + timedelta(hours=5), name="Grace Hopper",
+        company="Navy", intent_level="warm", intent_score=85,
+    )  # fmt: skip
+    await add_appointment(sessions, sponsor, datetime(2027, 4, 2, 10, tzinfo=BERLIN), "Demo")
+    await add_appointment(sessions, sponsor, datetime(2027, 4, 3, 10, tzinfo=BERLIN), "Later")
+    await fire(sessions, due_timer(subscription, sponsor))
+
+    (digest,) = await digests_to(sessions, sponsor, subscription["email"])
+    assert digest.status == "queued"
+    data = digest.data
+    assert data["period"] == "Thursday 1 April 2027"
+    assert [(lead["name"], lead["intent"]) for lead in data["leads"]] == [
+        ("Grace Hopper", "warm (85/100)")
+    ]
+    days = {day["label"]: day["appointments"] for day in data["days"]}
+    assert days["today"] == []
+    assert [(a["time"], a["title"], a["lead"]) for a in days["tomorrow"]] == [
+        ("10:00", "Demo", "Ada Lovelace")
+    ]
+    async with sessions() as session:
+        outboxed = await session.scalar(
+            text("SELECT count(*) FROM outbox WHERE key = :key"), {"key": str(digest.id)}
+        )
+    assert outboxed == 1
+
+
+async def test_firing_twice_for_the_same_period_sends_one_digest(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    await add_lead(sessions, sponsor, PERIOD_START + timedelta(hours=1), intent_level="hot")
+    timer = due_timer(subscription, sponsor)
+    await fire(sessions, timer)
+    await fire(sessions, timer)  # the process restarted and the same timer fired again
+    assert len(await digests_to(sessions, sponsor, subscription["email"])) == 1
+
+
+async def test_a_crash_between_claim_and_commit_leaves_the_period_to_send_once(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    await add_lead(sessions, sponsor, PERIOD_START + timedelta(hours=1), intent_level="hot")
+    timer = due_timer(subscription, sponsor)
+    with pytest.raises(RuntimeError):
+        async with sessions.begin() as session:
+            await logic.fire(session, timer)
+            raise RuntimeError("killed before the commit")
+    assert await digests_to(sessions, sponsor, subscription["email"]) == []
+    await fire(sessions, timer)
+    await fire(sessions, timer)
+    assert len(await digests_to(sessions, sponsor, subscription["email"])) == 1
+
+
+async def test_the_days_campaign_results_are_in_the_digest(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    campaign_id = uuid.uuid4()
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO campaigns (id, sponsor_id, name, subject, audience_type, status,"
+                " last_progress_at, completed_at)"
+                " VALUES (:id, :sponsor, 'Spring launch', 'Hi', 'all', 'completed', :at, :at)"
+            ),
+            {"id": campaign_id, "sponsor": sponsor, "at": PERIOD_START + timedelta(hours=3)},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO campaign_stats (campaign_id, shard, sent, opened, clicked)"
+                " VALUES (:id, 0, 60, 20, 4), (:id, 1, 40, 10, 1)"
+            ),
+            {"id": campaign_id},
+        )
+    await fire(sessions, due_timer(subscription, sponsor))
+    (digest,) = await digests_to(sessions, sponsor, subscription["email"])
+    assert digest.data["campaigns"] == [
+        {"name": "Spring launch", "sent": 100, "opened": 30, "clicked": 5}
+    ]
+
+
+def test_todays_and_tomorrows_appointments_are_the_members_calendar_days() -> None:
+    # 23:30 UTC on 1 April is already 2 April in Berlin: "today" for a Berlin reader.
+    late = {
+        "appointment_id": "a",
+        "start_at": datetime(2027, 4, 1, 23, 30, tzinfo=UTC),
+        "time_zone": "UTC",
+        "lead_email": "ada@customer.example",
+        "details": {"title": "Late call"},
+    }
+    values = content.data(
+        moment=datetime(2027, 4, 2, 6, tzinfo=UTC),
+        zone="Europe/Berlin",
+        leads=[],
+        appointments=[late],
+        campaigns=[],
+        held=[],
+    )
+    days = {day["label"]: day["appointments"] for day in values["days"]}
+    assert [a["time"] for a in days["today"]] == ["01:30"]
+    assert date(2027, 4, 2).strftime("%A") in values["period"]
+
+
+# The whole way ----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("workers")
+async def test_a_due_digest_reaches_the_member_through_the_timers_and_the_sender(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+    fake: FakeResend,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    tomorrow = datetime.now(BERLIN).date() + timedelta(days=1)
+    noon = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 12, tzinfo=BERLIN)
+    await add_appointment(sessions, sponsor, noon, "Product demo")
+    async with sessions.begin() as session:
+        await session.execute(
+            text("UPDATE timers SET due_at = now() WHERE key = :key"),
+            {"key": logic.timer_key(uuid.UUID(subscription["id"]))},
+        )
+
+    (email,) = await eventually(lambda: _async(fake.messages_to(subscription["email"])))
+    assert email.subject.startswith("Your digest for ")
+    async with sessions() as session:
+        due = await timers.due_at(session, [logic.timer_key(uuid.UUID(subscription["id"]))])
+    (next_at,) = due.values()
+    assert next_at > datetime.now(UTC)  # the next one is set
+    (digest,) = await digests_to(sessions, sponsor, subscription["email"])
+    assert digest.data["days"][1]["appointments"][0]["title"] == "Product demo"
+
+
+async def _async(value: Any) -> Any:
+    return value
