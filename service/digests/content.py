@@ -84,14 +84,15 @@ def type_values() -> dict[str, Any]:
 
 
 def _lead(row: dict[str, Any]) -> dict[str, Any]:
-    score = row["intent_score"]
-    level = row["intent_level"] or "scored"
+    level = row["intent_level"]
+    score = f"{row['intent_score']}/100" if row["intent_score"] is not None else None
+    intent = f"{level} ({score})" if level and score else (level or score or "")
     return {
         "email": row["email"],
         "name": row["name"],
         "company": row["company"],
         "title": row["title"],
-        "intent": f"{level} ({score}/100)" if score is not None else level,
+        "intent": intent,
     }
 
 

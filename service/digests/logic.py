@@ -37,11 +37,13 @@ from service.messages.repository import add_messages
 from service.models import DigestSubscription
 from service.timers import repository as timers
 from service.timers.repository import DueTimer
+from service.triggers import repository as rules
+from service.triggers import starter
 
 log = logging.getLogger(__name__)
 
 KIND = "digest.send"
-# "Qualified" as the starter rule means it unless the sponsor set another threshold there.
+# "Qualified" as the starter rule means it: its default, or the threshold the sponsor's rule has.
 QUALIFIED_SCORE: int = StarterIn.model_fields["qualified_score_threshold"].default
 
 
@@ -161,9 +163,8 @@ async def _read(
     # Today and tomorrow are the member's calendar days, whatever the clocks do.
     day_start = datetime.combine(local_day, datetime.min.time(), zone)
     day_after = datetime.combine(local_day + timedelta(days=2), datetime.min.time(), zone)
-    leads = await repository.qualified_leads(
-        session, Window(row.sponsor_id, start, end), QUALIFIED_SCORE
-    )
+    threshold = await qualified_score(session, row.sponsor_id)
+    leads = await repository.qualified_leads(session, Window(row.sponsor_id, start, end), threshold)
     appointments = await repository.booked_appointments(
         session, Window(row.sponsor_id, day_start, day_after)
     )
@@ -176,3 +177,23 @@ async def _read(
         campaigns=campaigns,
         held=[],
     )
+
+
+def _score_threshold(condition: Any) -> int | None:
+    """The ``intent_score gte N`` of a rule's condition, wherever it sits in it."""
+    if isinstance(condition, list):
+        found = (_score_threshold(part) for part in condition)
+        return next((n for n in found if n is not None), None)
+    if not isinstance(condition, dict):
+        return None
+    if condition.get("field") == "intent_score" and condition.get("op") == "gte":
+        value = condition.get("value")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return _score_threshold([condition.get(k) for k in ("all", "any", "not") if k in condition])
+
+
+async def qualified_score(session: AsyncSession, sponsor_id: str) -> int:
+    """The score that qualifies a lead: the sponsor's starter rule's, else the starter default."""
+    rule = await rules.rule_named(session, sponsor_id, starter.RULE_NAME)
+    found = _score_threshold(rule.condition) if rule is not None else None
+    return QUALIFIED_SCORE if found is None else found

@@ -8,7 +8,6 @@ restart would); one digest goes the whole way: the timers role fires it and
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -61,8 +60,8 @@ def test_a_weekday_cron_skips_the_weekend_in_the_members_zone() -> None:
     assert following.astimezone(UTC) == datetime(2027, 3, 29, 5, 30, tzinfo=UTC)
 
 
-def test_the_built_in_digest_type_passes_the_checks_a_sponsors_edit_would() -> None:
-    asyncio.run(types.check(MessageTypeIn(**content.type_values())))
+async def test_the_built_in_digest_type_passes_the_checks_a_sponsors_edit_would() -> None:
+    await types.check(MessageTypeIn(**content.type_values()))
 
 
 # The API ----------------------------------------------------------------------------
@@ -303,6 +302,26 @@ async def test_a_crash_between_claim_and_commit_leaves_the_period_to_send_once(
     await fire(sessions, timer)
     await fire(sessions, timer)
     assert len(await digests_to(sessions, sponsor, subscription["email"])) == 1
+
+
+async def test_a_lead_qualifies_by_the_threshold_of_the_sponsors_starter_rule(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    installed = await client.post(
+        f"/api/v1/sponsors/{sponsor}/triggers/starter",
+        json={"team": ["sales@sponsor.example"], "qualified_score_threshold": 50},
+        headers=token(sponsor),
+    )
+    assert installed.status_code == 201, installed.text
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    await add_lead(sessions, sponsor, PERIOD_START + timedelta(hours=1), intent_score=60)
+    await add_lead(sessions, sponsor, PERIOD_START + timedelta(hours=1), intent_score=40)
+    await fire(sessions, due_timer(subscription, sponsor))
+    (digest,) = await digests_to(sessions, sponsor, subscription["email"])
+    assert [lead["intent"] for lead in digest.data["leads"]] == ["60/100"]
 
 
 async def test_the_days_campaign_results_are_in_the_digest(
