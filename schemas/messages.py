@@ -59,6 +59,8 @@ MessageStatus = Literal[
     "suppressed",
     # Waiting for a digest: the recipient chose daily or weekly for its category.
     "held",
+    # Held, then told in the recipient's digest (``docs/digests.md``): never sent on its own.
+    "digested",
     "bounced",
     "complained",
 ]

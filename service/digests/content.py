@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from service.appointments.invite import local_time
+from service.templates.sandbox import RECIPIENT_ERRORS, render, text_env
 
 KEY = "digest.daily"
 
@@ -109,6 +110,27 @@ def _appointment(row: dict[str, Any], zone: str) -> dict[str, Any]:
         "lead": lead.get("name") or row["lead_email"],
         "host": host.get("name") or host.get("email"),
     }
+
+
+def _subject(row: dict[str, Any]) -> str:
+    """The held message's subject as it would have been sent; its type key if that fails."""
+    context = {"attributes": row["data"], "sponsor": {"name": row["sponsor_name"]}}
+    try:
+        return render(text_env.from_string(row["subject"]), context).strip() or row["type_key"]
+    except RECIPIENT_ERRORS:
+        return str(row["type_key"])
+
+
+def held(rows: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
+    """Held messages as digest lines: the subject, then when and what kind it was."""
+    return [
+        {
+            "id": str(row["id"]),
+            "subject": _subject(row),
+            "line": f"{local_time(row['created_at'], zone)} · {row['type_key']}",
+        }
+        for row in rows
+    ]
 
 
 def data(

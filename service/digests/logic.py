@@ -43,6 +43,8 @@ from service.triggers import starter
 log = logging.getLogger(__name__)
 
 KIND = "digest.send"
+# Held messages told in one digest at most; the rest stay held for the next.
+HELD_LIMIT = 50
 # "Qualified" as the starter rule means it: its default, or the threshold the sponsor's rule has.
 QUALIFIED_SCORE: int = StarterIn.model_fields["qualified_score_threshold"].default
 
@@ -149,6 +151,7 @@ async def send(
         ],
     )
     await repository.record_message(session, row.id, start, message_id)
+    await repository.mark_digested(session, [uuid.UUID(m["id"]) for m in values["held"]])
     event = MessageRequested(message_id=message_id, sponsor_id=row.sponsor_id)
     await outbox.add(session, [(TOPIC_MESSAGES, str(message_id), event.to_bytes())])
     return message_id
@@ -169,13 +172,16 @@ async def _read(
         session, Window(row.sponsor_id, day_start, day_after)
     )
     campaigns = await repository.campaign_results(session, Window(row.sponsor_id, start, end))
+    held = await repository.held_messages(
+        session, Window(row.sponsor_id, start, end), row.email, HELD_LIMIT
+    )
     return content.data(
         moment=end,
         zone=row.time_zone,
         leads=leads,
         appointments=appointments,
         campaigns=campaigns,
-        held=[],
+        held=content.held(held, row.time_zone),
     )
 
 

@@ -42,7 +42,7 @@ def history(message: Message, events: Iterable[Any]) -> list[dict[str, Any]]:
                 "provider_message_id": message.provider_message_id,
             }
         )
-    elif message.status in ("failed", "suppressed", "held"):
+    elif message.status in ("failed", "suppressed", "held", "digested"):
         entries.append(
             {"type": message.status, "at": message.updated_at, "error": message.last_error}
         )

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -353,6 +354,76 @@ async def test_the_days_campaign_results_are_in_the_digest(
     assert digest.data["campaigns"] == [
         {"name": "Spring launch", "sent": 100, "opened": 30, "clicked": 5}
     ]
+
+
+async def hold(
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    type_id: str,
+    to: str,
+    created_at: datetime,
+    **data: Any,
+) -> uuid.UUID:
+    """A message as preferences leave it when the recipient wants their alerts daily."""
+    message_id = uuid.uuid4()
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO messages (id, sponsor_id, type_id, type_key, to_email, data, status,"
+                " created_at) SELECT :id, :sponsor, id, key, :to, CAST(:data AS jsonb), 'held', :at"
+                " FROM message_types WHERE id = :type_id"
+            ),
+            {
+                "id": message_id,
+                "sponsor": sponsor,
+                "type_id": type_id,
+                "to": to,
+                "data": orjson.dumps(data).decode(),
+                "at": created_at,
+            },
+        )
+    return message_id
+
+
+async def test_held_alerts_are_told_in_the_digest_and_marked_digested(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    created = await client.post(
+        f"/api/v1/sponsors/{sponsor}/message-types",
+        json={
+            "key": "deal.alert",
+            "category": "notification",
+            "subject": "Deal moved: {{ attributes.deal }}",
+            "html_body": "<p>{{ attributes.deal }}</p>",
+            "variables": [{"name": "deal", "type": "string"}],
+        },
+        headers=token(sponsor),
+    )
+    assert created.status_code == 201, created.text
+    type_id = created.json()["id"]
+    at = PERIOD_START + timedelta(hours=4)
+    first = await hold(sessions, sponsor, type_id, subscription["email"], at, deal="Acme")
+    later = at + timedelta(minutes=5)
+    await hold(sessions, sponsor, type_id, subscription["email"], later, deal="Globex")
+    other = await hold(sessions, sponsor, type_id, "someone@sponsor.example", at, deal="Initech")
+    await fire(sessions, due_timer(subscription, sponsor))
+
+    (digest,) = await digests_to(sessions, sponsor, subscription["email"])
+    assert [m["subject"] for m in digest.data["held"]] == ["Deal moved: Acme", "Deal moved: Globex"]
+    assert digest.data["held"][0]["line"].endswith("· deal.alert")
+    url = f"/api/v1/sponsors/{sponsor}/messages"
+    told = (await client.get(f"{url}/{first}", headers=token(sponsor))).json()
+    assert told["status"] == "digested"
+    assert [entry["type"] for entry in told["history"]] == ["queued", "digested"]
+    async with sessions() as session:
+        status = await session.scalar(
+            text("SELECT status FROM messages WHERE id = :id"), {"id": other}
+        )
+    assert status == "held"  # another member's alerts wait for their own digest
 
 
 def test_todays_and_tomorrows_appointments_are_the_members_calendar_days() -> None:
