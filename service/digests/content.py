@@ -4,7 +4,9 @@ Each sponsor gets the type the first time one of its digests has something to
 say, category ``notification`` (an unsubscribed or bounced address gets none).
 A sponsor changes the words by editing the type through the message types API;
 the variables stay these. Every list is built here, already in the reader's
-words and time zone, so the template only lays them out.
+words and time zone, so the template only lays them out. The loops are lists,
+not table rows: the HTML inliner moves text between rows (a ``{% for %}``) out
+of the table, which would split the loop from its body.
 """
 
 from __future__ import annotations
@@ -23,43 +25,41 @@ _HTML = """\
 <p style="margin:0 0 16px;color:#555">{{ attributes.period }}</p>
 {% if attributes.leads %}
 <h3 style="margin:16px 0 8px">New qualified leads ({{ attributes.leads | length }})</h3>
-<table role="presentation" cellpadding="6" style="border-collapse:collapse;width:100%">
-  <tr style="text-align:left;border-bottom:1px solid #ddd">
-    <th>Lead</th><th>Company</th><th>Intent</th></tr>
+<ul style="padding-left:18px">
   {% for lead in attributes.leads %}
-  <tr style="border-bottom:1px solid #eee">
-    <td><a href="mailto:{{ lead.email }}">{{ lead.name or lead.email }}</a>
-        {% if lead.title %}<br><span style="color:#555">{{ lead.title }}</span>{% endif %}</td>
-    <td>{{ lead.company or "" }}</td>
-    <td>{{ lead.intent }}</td></tr>
+  <li style="margin-bottom:6px"><strong>{{ lead.name or lead.email }}</strong>
+      · {{ lead.intent }}<br>
+      <span style="color:#555">{% if lead.name %}{{ lead.email }}{% endif %}
+      {% if lead.title %} · {{ lead.title }}{% endif %}
+      {% if lead.company %} · {{ lead.company }}{% endif %}</span></li>
   {% endfor %}
-</table>
+</ul>
 {% endif %}
 {% for day in attributes.days %}{% if day.appointments %}
 <h3 style="margin:16px 0 8px">Appointments {{ day.label }}</h3>
 <ul style="padding-left:18px">
   {% for a in day.appointments %}
-  <li><strong>{{ a.time }}</strong> {{ a.title }} with {{ a.lead }}{% if a.host %}
-      (host: {{ a.host }}){% endif %}</li>
+  <li style="margin-bottom:6px"><strong>{{ a.time }}</strong> {{ a.title }} with {{ a.lead }}
+      {% if a.host %}(host: {{ a.host }}){% endif %}</li>
   {% endfor %}
 </ul>
 {% endif %}{% endfor %}
 {% if attributes.campaigns %}
 <h3 style="margin:16px 0 8px">Campaigns</h3>
-<table role="presentation" cellpadding="6" style="border-collapse:collapse;width:100%">
-  <tr style="text-align:left;border-bottom:1px solid #ddd">
-    <th>Campaign</th><th>Sent</th><th>Opened</th><th>Clicked</th></tr>
+<ul style="padding-left:18px">
   {% for c in attributes.campaigns %}
-  <tr style="border-bottom:1px solid #eee"><td>{{ c.name }}</td><td>{{ c.sent }}</td>
-    <td>{{ c.opened }}</td><td>{{ c.clicked }}</td></tr>
+  <li style="margin-bottom:6px"><strong>{{ c.name }}</strong>: {{ c.sent }} sent,
+      {{ c.opened }} opened, {{ c.clicked }} clicked</li>
   {% endfor %}
-</table>
+</ul>
 {% endif %}
 {% if attributes.held %}
 <h3 style="margin:16px 0 8px">Alerts held for this digest ({{ attributes.held | length }})</h3>
 <ul style="padding-left:18px">
-  {% for m in attributes.held %}<li><strong>{{ m.subject }}</strong>{% if m.line %}:
-      {{ m.line }}{% endif %}</li>{% endfor %}
+  {% for m in attributes.held %}
+  <li style="margin-bottom:6px"><strong>{{ m.subject }}</strong><br>
+      <span style="color:#555">{{ m.line }}</span></li>
+  {% endfor %}
 </ul>
 {% endif %}
 """

@@ -23,6 +23,9 @@ from schemas.messages import MessageTypeIn
 from service.digests import content, logic, schedule
 from service.messages import types
 from service.models import Appointment, Lead, Message
+from service.templates.compiled import compile_message
+from service.templates.content import Brand
+from service.templates.urls import DeliveryUrls
 from service.timers import repository as timers
 from service.timers.repository import DueTimer
 from tests.conftest import eventually
@@ -63,6 +66,42 @@ def test_a_weekday_cron_skips_the_weekend_in_the_members_zone() -> None:
 
 async def test_the_built_in_digest_type_passes_the_checks_a_sponsors_edit_would() -> None:
     await types.check(MessageTypeIn(**content.type_values()))
+
+
+def test_the_digest_reads_its_leads_appointments_campaigns_and_held_alerts() -> None:
+    values = content.data(
+        moment=DUE,
+        zone="Europe/Berlin",
+        leads=[
+            {
+                "email": "grace@navy.example", "name": "Grace Hopper", "company": "Navy",
+                "title": "Rear Admiral", "intent_level": "hot", "intent_score": 92,
+            }
+        ],
+        appointments=[
+            {
+                "appointment_id": "a", "start_at": datetime(2027, 4, 1, 14, tzinfo=BERLIN),
+                "time_zone": "Europe/Berlin", "lead_email": "ada@customer.example",
+                "details": {"title": "Product demo", "lead": {"name": "Ada Lovelace"}},
+            }
+        ],
+        campaigns=[{"name": "Spring launch", "sent": 100, "opened": 30, "clicked": 5}],
+        held=[{"id": "1", "subject": "Deal moved: Acme", "line": "14:05 · deal.alert"}],
+    )  # fmt: skip
+    message = compile_message(
+        types.content_of(MessageTypeIn(**content.type_values())),
+        Brand(sponsor={"name": "ACME"}),
+    )
+    urls = DeliveryUrls(open_pixel="", unsubscribe="", view_in_browser="", links=[])
+    rendered = message.render({"email": "rep@sponsor.example", "attributes": values}, urls)
+    assert rendered.subject == "Your digest for Thursday 1 April 2027"
+    for expected in (
+        "Grace Hopper", "hot (92/100)", "Appointments today", "14:00", "Product demo",
+        "Ada Lovelace", "Spring launch", "Deal moved: Acme", "14:05 · deal.alert",
+    ):  # fmt: skip
+        assert expected in rendered.html, expected
+        assert expected in rendered.text, expected
+    assert "Appointments tomorrow" not in rendered.html  # a day with none is left out
 
 
 # The API ----------------------------------------------------------------------------
