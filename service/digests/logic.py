@@ -186,7 +186,8 @@ async def _read(
 
 
 def _score_threshold(condition: Any) -> int | None:
-    """The ``intent_score gte N`` of a rule's condition, wherever it sits in it."""
+    """The ``intent_score gte N`` of a rule's condition, under its ``all``/``any`` groups
+    (one under a ``not`` says who is *not* qualified, so it is not read)."""
     if isinstance(condition, list):
         found = (_score_threshold(part) for part in condition)
         return next((n for n in found if n is not None), None)
@@ -195,7 +196,7 @@ def _score_threshold(condition: Any) -> int | None:
     if condition.get("field") == "intent_score" and condition.get("op") == "gte":
         value = condition.get("value")
         return value if isinstance(value, int) and not isinstance(value, bool) else None
-    return _score_threshold([condition.get(k) for k in ("all", "any", "not") if k in condition])
+    return _score_threshold([condition.get(k) for k in ("all", "any") if k in condition])
 
 
 async def qualified_score(session: AsyncSession, sponsor_id: str) -> int:
