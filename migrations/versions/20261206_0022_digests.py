@@ -1,7 +1,7 @@
 """digests: subscriptions on cron schedules, and one claimed run per period
 
 Revision ID: 0022_digests
-Revises: 0022_appts
+Revises: 0022_prefs
 Create Date: 2026-12-06
 
 A team member's digest subscription holds a cron expression read in their time
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0022_digests"
-down_revision: str | Sequence[str] | None = "0022_appts"
+down_revision: str | Sequence[str] | None = "0022_prefs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
