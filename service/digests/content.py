@@ -1,24 +1,28 @@
 """The ``digest.daily`` message type and the data one digest carries.
 
 Each sponsor gets the type the first time one of its digests has something to
-say, category ``notification`` (an unsubscribed or bounced address gets none).
-A sponsor changes the words by editing the type through the message types API;
-the variables stay these. Every list is built here, already in the reader's
-words and time zone, so the template only lays them out. The loops are lists,
-not table rows: the HTML inliner moves text between rows (a ``{% for %}``) out
-of the table, which would split the loop from its body.
+say, category ``notification`` (an unsubscribed or bounced address gets none),
+preference category ``digests``. A sponsor changes the words by editing the type
+through the message types API; the variables stay these. Every list is built
+here, already in the reader's words and time zone, so the template only lays
+them out. The loops are lists, not table rows: the HTML inliner moves text
+between rows (a ``{% for %}``) out of the table, which would split the loop from
+its body.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from service.appointments.invite import local_time
+from service.models import Message
 from service.templates.sandbox import RECIPIENT_ERRORS, render, text_env
 
 KEY = "digest.daily"
+PREFERENCE = "digests"
 
 _HTML = """\
 <h2 style="margin:0 0 4px">Your daily digest</h2>
@@ -72,6 +76,9 @@ def type_values() -> dict[str, Any]:
     return {
         "key": KEY,
         "category": "notification",
+        # Not ``alerts``, the default of notifications: a member who wants alerts
+        # daily is to get the digest that tells them, not have it held too.
+        "preference_category": PREFERENCE,
         "subject": "Your digest for {{ attributes.period }}",
         "html_body": _HTML,
         "variables": [
@@ -112,24 +119,30 @@ def _appointment(row: dict[str, Any], zone: str) -> dict[str, Any]:
     }
 
 
-def _subject(row: dict[str, Any]) -> str:
+def _subject(message: Message, subjects: Mapping[str, str], sponsor_name: str) -> str:
     """The held message's subject as it would have been sent; its type key if that fails."""
-    context = {"attributes": row["data"], "sponsor": {"name": row["sponsor_name"]}}
+    context = {"attributes": message.data, "sponsor": {"name": sponsor_name}}
     try:
-        return render(text_env.from_string(row["subject"]), context).strip() or row["type_key"]
-    except RECIPIENT_ERRORS:
-        return str(row["type_key"])
+        subject = render(text_env.from_string(subjects[message.type_key]), context).strip()
+    except (*RECIPIENT_ERRORS, KeyError):
+        return message.type_key
+    return subject or message.type_key
 
 
-def held(rows: list[dict[str, Any]], zone: str) -> list[dict[str, Any]]:
-    """Held messages as digest lines: the subject, then when and what kind it was."""
+def held(
+    messages: Sequence[Message], subjects: Mapping[str, str], sponsor_name: str, zone: str
+) -> list[dict[str, Any]]:
+    """Held messages as digest lines: the subject, then when and what kind it was.
+
+    ``subjects``: each type's subject template, by type key.
+    """
     return [
         {
-            "id": str(row["id"]),
-            "subject": _subject(row),
-            "line": f"{local_time(row['created_at'], zone)} · {row['type_key']}",
+            "id": str(message.id),
+            "subject": _subject(message, subjects, sponsor_name),
+            "line": f"{local_time(message.created_at, zone)} · {message.type_key}",
         }
-        for row in rows
+        for message in messages
     ]
 
 

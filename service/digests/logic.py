@@ -33,8 +33,11 @@ from service.digests import content, repository, schedule
 from service.digests.repository import Window
 from service.errors import Unprocessable
 from service.leads.logic import normalize_email
+from service.messages import repository as message_repository
 from service.messages.repository import add_messages
 from service.models import DigestSubscription
+from service.preferences import repository as preferences
+from service.sponsors import repository as sponsors
 from service.timers import repository as timers
 from service.timers.repository import DueTimer
 from service.triggers import repository as rules
@@ -127,7 +130,10 @@ async def fire(session: AsyncSession, timer: DueTimer) -> None:
 async def send(
     session: AsyncSession, row: DigestSubscription, start: datetime, end: datetime
 ) -> uuid.UUID | None:
-    """The digest of ``[start, end)`` queued to the member; None if it had nothing to say."""
+    """The digest of ``[start, end)`` queued to the member; None if it had nothing to say
+    or the member opted out of digests (their held messages then keep waiting)."""
+    if await _opted_out(session, row):
+        return None
     values = await _read(session, row, start, end)
     if content.is_empty(values):
         return None
@@ -172,17 +178,39 @@ async def _read(
         session, Window(row.sponsor_id, day_start, day_after)
     )
     campaigns = await repository.campaign_results(session, Window(row.sponsor_id, start, end))
-    held = await repository.held_messages(
-        session, Window(row.sponsor_id, start, end), row.email, HELD_LIMIT
-    )
+    held = await _held(session, row)
     return content.data(
         moment=end,
         zone=row.time_zone,
         leads=leads,
         appointments=appointments,
         campaigns=campaigns,
-        held=content.held(held, row.time_zone),
+        held=held,
     )
+
+
+async def _opted_out(session: AsyncSession, row: DigestSubscription) -> bool:
+    """Whether the member opted out of the ``digests`` preference category.
+
+    Read here, not left to the sender: held messages are marked told when the
+    digest is written, and a digest the sender would suppress tells nobody.
+    """
+    chosen = await preferences.rows(session, row.sponsor_id, row.email)
+    return any(p.category == content.PREFERENCE and p.opted_out for p in chosen)
+
+
+async def _held(session: AsyncSession, row: DigestSubscription) -> list[dict[str, Any]]:
+    """The member's held messages as digest lines, the oldest ``HELD_LIMIT``."""
+    messages = await preferences.held_messages(
+        session, row.sponsor_id, limit=HELD_LIMIT, to=row.email
+    )
+    if not messages:
+        return []
+    keys = sorted({m.type_key for m in messages})
+    message_types = await message_repository.types_by_key(session, row.sponsor_id, keys)
+    sponsor = await sponsors.get(session, row.sponsor_id)
+    subjects = {key: t.subject for key, t in message_types.items()}
+    return content.held(messages, subjects, sponsor.name, row.time_zone)
 
 
 def _score_threshold(condition: Any) -> int | None:

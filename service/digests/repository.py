@@ -201,32 +201,6 @@ async def campaign_results(session: AsyncSession, window: Window) -> list[dict[s
     return [dict(r._mapping) for r in await session.execute(_CAMPAIGNS, params)]
 
 
-# Held messages are the member's own: the alerts their preferences keep for a digest.
-_HELD = text("""
-SELECT m.id, m.type_key, m.data, m.created_at, t.subject, s.name AS sponsor_name
-FROM messages m
-JOIN message_types t ON t.id = m.type_id
-JOIN sponsors s ON s.id = m.sponsor_id
-WHERE m.sponsor_id = :sponsor_id AND m.to_email = :email AND m.status = 'held'
-  AND m.created_at < :end
-ORDER BY m.created_at, m.id
-LIMIT :limit
-""")
-
-
-async def held_messages(
-    session: AsyncSession, window: Window, email: str, limit: int
-) -> list[dict[str, Any]]:
-    """The oldest ``limit`` messages held for ``email`` until the window's end."""
-    params = {
-        "sponsor_id": window.sponsor_id,
-        "email": email,
-        "end": window.end,
-        "limit": limit,
-    }
-    return [dict(r._mapping) for r in await session.execute(_HELD, params)]
-
-
 async def mark_digested(session: AsyncSession, ids: list[uuid.UUID]) -> None:
     """``held`` → ``digested``: told in a digest, never sent on their own."""
     await session.execute(

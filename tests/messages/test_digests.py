@@ -465,6 +465,38 @@ async def test_held_alerts_are_told_in_the_digest_and_marked_digested(
     assert status == "held"  # another member's alerts wait for their own digest
 
 
+async def test_a_member_who_opted_out_of_digests_gets_none_and_their_held_alerts_wait(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+) -> None:
+    subscription = await subscribe(client, sponsor, token(sponsor))
+    member = subscription["email"]
+    opted_out = await client.put(
+        f"/api/v1/sponsors/{sponsor}/preferences/{member}",
+        json={"digests": {"opted_out": True}},
+        headers=token(sponsor),
+    )
+    assert opted_out.status_code == 200, opted_out.text
+    created = await client.post(
+        f"/api/v1/sponsors/{sponsor}/message-types",
+        json={"key": "deal.alert", "category": "notification", "subject": "Deal moved",
+              "html_body": "<p>moved</p>"},
+        headers=token(sponsor),
+    )  # fmt: skip
+    held = await hold(sessions, sponsor, created.json()["id"], member, PERIOD_START)
+    await add_lead(sessions, sponsor, PERIOD_START + timedelta(hours=1), intent_level="hot")
+    await fire(sessions, due_timer(subscription, sponsor))
+
+    assert await digests_to(sessions, sponsor, member) == []
+    async with sessions() as session:
+        status = await session.scalar(
+            text("SELECT status FROM messages WHERE id = :id"), {"id": held}
+        )
+    assert status == "held"
+
+
 def test_todays_and_tomorrows_appointments_are_the_members_calendar_days() -> None:
     # 23:30 UTC on 1 April is already 2 April in Berlin: "today" for a Berlin reader.
     late = {
@@ -520,3 +552,58 @@ async def test_a_due_digest_reaches_the_member_through_the_timers_and_the_sender
 
 async def _async(value: Any) -> Any:
     return value
+
+
+@pytest.mark.usefixtures("workers")
+async def test_an_alert_held_by_a_daily_preference_reaches_the_member_in_their_digest(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor: str,
+    token: Any,
+    fake: FakeResend,
+) -> None:
+    headers = token(sponsor)
+    subscription = await subscribe(client, sponsor, headers)
+    member = subscription["email"]
+    daily = await client.put(
+        f"/api/v1/sponsors/{sponsor}/preferences/{member}",
+        json={"alerts": {"frequency": "daily"}},
+        headers=headers,
+    )
+    assert daily.status_code == 200, daily.text
+    created = await client.post(
+        f"/api/v1/sponsors/{sponsor}/message-types",
+        json={
+            "key": "deal.alert",
+            "category": "notification",
+            "subject": "Deal moved: {{ attributes.deal }}",
+            "html_body": "<p>{{ attributes.deal }}</p>",
+            "variables": [{"name": "deal", "type": "string"}],
+        },
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    sent = await client.post(
+        f"/api/v1/sponsors/{sponsor}/messages",
+        json={"type": "deal.alert", "to": member, "data": {"deal": "Acme"}},
+        headers=headers,
+    )
+    (alert_id,) = sent.json()["ids"]
+    alert_url = f"/api/v1/sponsors/{sponsor}/messages/{alert_id}"
+
+    async def alert_status(wanted: str) -> bool:
+        found = (await client.get(alert_url, headers=headers)).json()
+        return bool(found["status"] == wanted)
+
+    await eventually(lambda: alert_status("held"))
+    async with sessions.begin() as session:
+        await session.execute(
+            text("UPDATE timers SET due_at = now() WHERE key = :key"),
+            {"key": logic.timer_key(uuid.UUID(subscription["id"]))},
+        )
+
+    (email,) = await eventually(lambda: _async(fake.messages_to(member)))
+    assert email.subject.startswith("Your digest for ")  # the digest itself is not held
+    (digest,) = await digests_to(sessions, sponsor, member)
+    assert [m["subject"] for m in digest.data["held"]] == ["Deal moved: Acme"]
+    assert await alert_status("digested")
