@@ -49,16 +49,20 @@ async def status(sessions: async_sessionmaker[AsyncSession], campaign_id: str) -
 
 
 async def fire_at(sessions: async_sessionmaker[AsyncSession], campaign_id: str) -> None:
-    """The campaign's start timer, due now, fired as the timers role fires it."""
-    async with sessions.begin() as session:
-        await session.execute(
-            text("UPDATE timers SET due_at = now() - interval '1 second' WHERE key = :k"),
-            {"k": f"campaign:{campaign_id}:start"},
-        )
+    """The campaign's start timer, due now, fired as the timers role fires it.
+
+    The campaign and its timer are made due in one transaction: the session's own
+    timers role may fire the timer first, and must then see the campaign due too
+    (either firing has the same effect).
+    """
     async with sessions.begin() as session:
         await session.execute(
             text("UPDATE campaigns SET send_at = now() - interval '1 second' WHERE id = :c"),
             {"c": uuid.UUID(campaign_id)},
+        )
+        await session.execute(
+            text("UPDATE timers SET due_at = now() - interval '1 second' WHERE key = :k"),
+            {"k": f"campaign:{campaign_id}:start"},
         )
     async with sessions.begin() as session:
         await fire_due(session, HANDLERS, limit=1000)
