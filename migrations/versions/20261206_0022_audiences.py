@@ -1,4 +1,4 @@
-"""audiences: lead tallies find suppressed addresses with one join per statement
+"""audiences: leads are checked, tallied and gated once per statement, not per row
 
 Revision ID: 0022_audiences
 Revises: 0021
@@ -12,6 +12,19 @@ transition tables with ``suppressions``, which the planner runs as probes for a
 few rows and as a hash join for an import's chunk. The tallies it writes, the
 gates it passes and the order it does both in are those of 0010, so the
 guarantees documented there hold unchanged.
+
+A gate is now a 64-bit hash of (sponsor, email) inserted with a plain INSERT:
+no live gate row is ever left (each transaction deletes its own), so the
+insert either succeeds at once or waits for the transaction holding the same
+gate, as before. Two addresses with the same hash only wait for each other.
+
+The foreign key from ``leads`` to ``sponsors`` checked each row with its own
+query. The same trigger now checks a statement's distinct sponsors at once
+(``check_lead_sponsors``), locking them ``FOR KEY SHARE`` as the key did, so a
+sponsor's deletion still waits for the leads being written; a trigger on
+``sponsors`` deletes a deleted sponsor's leads, as ``ON DELETE CASCADE`` did.
+The invariant: every lead's sponsor exists. Sponsor ids are never updated (no
+code does; the key used to refuse it for a sponsor with leads).
 """
 
 from collections.abc import Sequence
@@ -66,15 +79,44 @@ END
 $$
 """
 
+_SPONSORS = (
+    """
+CREATE FUNCTION check_lead_sponsors(wanted text[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    found integer;
+BEGIN
+    SELECT count(*) INTO found
+    FROM (SELECT 1 FROM sponsors WHERE id = ANY (wanted) FOR KEY SHARE) AS known;
+    IF found < coalesce(cardinality(wanted), 0) THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = 'a lead refers to a sponsor that does not exist',
+            TABLE = 'leads', CONSTRAINT = 'leads_sponsor_id_fkey';
+    END IF;
+END
+$$
+""",
+    """
+CREATE FUNCTION sponsor_leads_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM leads WHERE sponsor_id IN (SELECT id FROM removed);
+    RETURN NULL;
+END
+$$
+""",
+)
+
 _TRACK = f"""
 CREATE OR REPLACE FUNCTION lead_tallies_track() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        PERFORM check_lead_sponsors(array_agg(DISTINCT sponsor_id)) FROM added;
         PERFORM pass_lead_gates(array_agg(sponsor_id), array_agg(email)) FROM added;
         {_tally(_ADDED)}
     ELSIF TG_OP = 'DELETE' THEN
         {_tally(_REMOVED)}
     ELSE
+        PERFORM check_lead_sponsors(array_agg(DISTINCT a.sponsor_id))
+        FROM added a JOIN removed r USING (id) WHERE a.sponsor_id <> r.sponsor_id;
         PERFORM pass_lead_gates(array_agg(a.sponsor_id), array_agg(a.email))
         FROM added a JOIN removed r USING (id) WHERE a.email <> r.email;
         {_tally(f"{_ADDED} UNION ALL {_REMOVED}")}
@@ -89,10 +131,22 @@ def upgrade() -> None:
     op.execute("DROP TABLE lead_gates")
     op.execute("CREATE UNLOGGED TABLE lead_gates (gate bigint PRIMARY KEY)")
     op.execute(_GATES)
+    for function in _SPONSORS:
+        op.execute(function)
     op.execute(_TRACK)
+    op.execute(
+        "CREATE TRIGGER sponsors_delete_leads AFTER DELETE ON sponsors "
+        "REFERENCING OLD TABLE AS removed "
+        "FOR EACH STATEMENT EXECUTE FUNCTION sponsor_leads_delete()"
+    )
+    op.drop_constraint("leads_sponsor_id_fkey", "leads", type_="foreignkey")
 
 
 def downgrade() -> None:
+    op.create_foreign_key(
+        "leads_sponsor_id_fkey", "leads", "sponsors", ["sponsor_id"], ["id"], ondelete="CASCADE"
+    )
+    op.execute("DROP TRIGGER sponsors_delete_leads ON sponsors")
     # Migration 0010's table and functions.
     op.execute("DROP TABLE lead_gates")
     op.execute(
@@ -104,3 +158,5 @@ def downgrade() -> None:
     for name in ("pass_lead_gates", "lead_tallies_track"):
         function = next(f for f in functions if f"FUNCTION {name}(" in f)
         op.execute(function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
+    op.execute("DROP FUNCTION sponsor_leads_delete()")
+    op.execute("DROP FUNCTION check_lead_sponsors(text[])")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, insert, not_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import Executable
 
@@ -326,3 +327,56 @@ async def test_an_import_chunk_and_a_suppression_of_one_of_its_addresses_never_m
         await lead_session.commit()
         await suppressing
     await _check(sessions, sponsor_id)
+
+
+async def test_leads_of_a_sponsor_that_does_not_exist_are_refused_whole_statements_at_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The foreign key's rule, checked once per statement: one lead of an unknown
+    sponsor among many refuses the statement, at insert and at a sponsor change."""
+    sponsor_id = f"sp-known-{uuid.uuid4().hex[:8]}"
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+        )
+    rows = [{"sponsor_id": sponsor_id, "email": f"k{n}@known.example"} for n in range(50)]
+    async with sessions() as session:
+        with pytest.raises(IntegrityError, match="sponsor that does not exist"):
+            await session.execute(
+                insert(leads), [*rows, {"sponsor_id": "sp-nobody", "email": "x@known.example"}]
+            )
+    async with sessions.begin() as session:
+        await session.execute(insert(leads), rows)
+    async with sessions() as session:
+        with pytest.raises(IntegrityError, match="sponsor that does not exist"):
+            await session.execute(
+                update(leads).where(leads.c.sponsor_id == sponsor_id).values(sponsor_id="sp-nobody")
+            )
+    await _check(sessions, sponsor_id)
+
+
+async def test_deleting_a_sponsor_deletes_its_leads_and_their_tallies(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    sponsor_ids = [f"sp-gone-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    rng = random.Random(5)
+    async with sessions.begin() as session:
+        for sponsor_id in sponsor_ids:
+            await session.execute(
+                insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+            )
+            await session.execute(insert(leads), [_lead(rng, sponsor_id, n) for n in range(1, 40)])
+    async with sessions.begin() as session:
+        await session.execute(delete(Sponsor).where(Sponsor.id == sponsor_ids[0]))
+    async with sessions() as session:
+        left = await session.execute(
+            select(leads.c.sponsor_id, func.count())
+            .group_by(leads.c.sponsor_id)
+            .where(leads.c.sponsor_id.in_(sponsor_ids))
+        )
+        assert {row[0]: row[1] for row in left} == {sponsor_ids[1]: 39}
+        tallied = await session.scalar(
+            text("SELECT coalesce(sum(leads), 0) FROM lead_tallies WHERE sponsor_id = :s"),
+            {"s": sponsor_ids[0]},
+        )
+        assert tallied == 0
