@@ -6,7 +6,8 @@ dashboard's live count (``POST …/audiences/preview``'s query: exact count +
 10-lead sample, suppressed addresses left out) for every preset and typical
 custom filters: p50/p95 over repeated runs. Then imports a generated CSV file
 of ``BENCH_IMPORT_ROWS`` rows through the same code as ``campaignctl
-import-leads`` and reports rows/s and the process's peak RSS growth.
+import-leads`` and reports rows/s, the process's peak RSS growth, and the CPU
+time per row of the database backend and of the Python process.
 
 ``BENCH_AUDIENCES=import`` (or ``preview``) runs one part only; with
 ``BENCH_LEADS=0`` the import then runs alone on an empty database.
