@@ -44,6 +44,18 @@ _INSERT_VALUES = ", ".join(
 )
 
 
+# One address's lead, probed in the (sponsor, email) index. The sponsor comes
+# through a sub-select so that the planner prices it as an average sponsor: for
+# a sponsor its statistics do not know yet (a new sponsor's first import) it
+# expects about one lead, and then preferred a smaller (sponsor, ...) index
+# with the address as a filter, which read every lead the import had written
+# so far for each row.
+EXISTING_PROBE = (
+    "SELECT x.id FROM leads x "
+    "WHERE x.sponsor_id = (SELECT CAST(:sponsor_id AS text)) AND x.email = i.email OFFSET 0"
+)
+
+
 def _upsert(source: str) -> Any:
     """One statement: update the leads that exist, insert the others, from ``source``
     (a FROM item named ``i``: rows of ``_RECORD``'s shape, one per address).
@@ -59,8 +71,7 @@ WITH existing AS MATERIALIZED (
     SELECT i.*, m.id AS lead_id
     FROM {source}
     CROSS JOIN LATERAL (
-        SELECT x.id FROM leads x
-        WHERE x.sponsor_id = :sponsor_id AND x.email = i.email OFFSET 0
+        {EXISTING_PROBE}
     ) AS m
 ), updated AS (
     UPDATE leads l SET

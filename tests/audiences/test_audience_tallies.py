@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, insert, not_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import Executable
 
 from service.audiences import repository
 from service.audiences.filters import audience_clause, leads, suppressed_clause, suppressions
+from service.leads import repository as lead_repository
 from service.models import Sponsor
 
 LEVELS = [None, "hot", "warm", "cold"]
@@ -255,3 +257,126 @@ async def test_a_lead_and_a_suppression_written_at_once_never_miss_each_other(
             await writing
             await lead_session.commit()
     await _check(sessions, sponsor_id)
+
+
+async def test_one_statement_of_many_leads_tallies_each_on_its_side_of_the_suppressions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Statements of many rows, across two sponsors, whose addresses are
+    suppressed for one sponsor, for the other, globally or not at all: each
+    lead is tallied on its own side after every statement."""
+    rng = random.Random(24)
+    sponsor_ids = [f"sp-many-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    async with sessions.begin() as session:
+        for sponsor_id in sponsor_ids:
+            await session.execute(
+                insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+            )
+        # Suppressed before the leads exist: for the first sponsor, the second, everywhere.
+        await session.execute(
+            insert(suppressions),
+            [
+                {"sponsor_id": scope, "email": f"m{n}@many.example", "reason": "manual"}
+                for n, scope in ((n, [*sponsor_ids, None][n % 3]) for n in range(0, 600, 5))
+            ],
+        )
+    rows = [
+        {**_lead(rng, sponsor_id, n), "email": f"m{n}@many.example" if n else ""}
+        for sponsor_id in sponsor_ids
+        for n in range(600)
+    ]
+    statements: list[Executable] = [
+        insert(leads).values(rows),
+        # Addresses move in and out of the suppressed ones, levels change.
+        update(leads)
+        .where(leads.c.sponsor_id.in_(sponsor_ids), leads.c.id % 3 == 0)
+        .values(email=func.replace(leads.c.email, "m", "n"), intent_level="hot"),
+        update(leads)
+        .where(leads.c.sponsor_id.in_(sponsor_ids), leads.c.email.like("n%"))
+        .values(email=func.replace(leads.c.email, "n", "m"), follow_up_status="won"),
+        delete(leads).where(leads.c.sponsor_id.in_(sponsor_ids), leads.c.id % 4 == 0),
+    ]
+    for statement in statements:
+        async with sessions.begin() as session:
+            changed = await session.execute(statement)
+            assert changed.rowcount > 100  # type: ignore[attr-defined]
+        for sponsor_id in sponsor_ids:
+            await _check(sessions, sponsor_id)
+
+
+async def test_an_import_chunk_and_a_suppression_of_one_of_its_addresses_never_miss_each_other(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A bulk upsert of many leads (the import's path) open while an address it
+    writes is suppressed: the suppression waits for the import, and the lead is
+    tallied as suppressed."""
+    sponsor_id = f"sp-race-{uuid.uuid4().hex[:8]}"
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+        )
+    chunk = [
+        {"email": f"c{n}@chunk.example", "intent_level": "hot" if n % 2 else "cold"}
+        for n in range(lead_repository.COPY_MIN_ROWS * 2)
+    ]
+    async with sessions() as lead_session:
+        await lead_repository.upsert_many(lead_session, sponsor_id, chunk)
+        suppressing = asyncio.create_task(_suppress(sessions, sponsor_id, "c7@chunk.example"))
+        await _waiting_for_a_lock(sessions)
+        assert not suppressing.done()
+        await lead_session.commit()
+        await suppressing
+    await _check(sessions, sponsor_id)
+
+
+async def test_leads_of_a_sponsor_that_does_not_exist_are_refused_whole_statements_at_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The foreign key's rule, checked once per statement: one lead of an unknown
+    sponsor among many refuses the statement, at insert and at a sponsor change."""
+    sponsor_id = f"sp-known-{uuid.uuid4().hex[:8]}"
+    async with sessions.begin() as session:
+        await session.execute(
+            insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+        )
+    rows = [{"sponsor_id": sponsor_id, "email": f"k{n}@known.example"} for n in range(50)]
+    async with sessions() as session:
+        with pytest.raises(IntegrityError, match="sponsor that does not exist"):
+            await session.execute(
+                insert(leads), [*rows, {"sponsor_id": "sp-nobody", "email": "x@known.example"}]
+            )
+    async with sessions.begin() as session:
+        await session.execute(insert(leads), rows)
+    async with sessions() as session:
+        with pytest.raises(IntegrityError, match="sponsor that does not exist"):
+            await session.execute(
+                update(leads).where(leads.c.sponsor_id == sponsor_id).values(sponsor_id="sp-nobody")
+            )
+    await _check(sessions, sponsor_id)
+
+
+async def test_deleting_a_sponsor_deletes_its_leads_and_their_tallies(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    sponsor_ids = [f"sp-gone-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    rng = random.Random(5)
+    async with sessions.begin() as session:
+        for sponsor_id in sponsor_ids:
+            await session.execute(
+                insert(Sponsor).values(id=sponsor_id, name="T", from_email="t@sponsor.example")
+            )
+            await session.execute(insert(leads), [_lead(rng, sponsor_id, n) for n in range(1, 40)])
+    async with sessions.begin() as session:
+        await session.execute(delete(Sponsor).where(Sponsor.id == sponsor_ids[0]))
+    async with sessions() as session:
+        left = await session.execute(
+            select(leads.c.sponsor_id, func.count())
+            .group_by(leads.c.sponsor_id)
+            .where(leads.c.sponsor_id.in_(sponsor_ids))
+        )
+        assert {row[0]: row[1] for row in left} == {sponsor_ids[1]: 39}
+        tallied = await session.scalar(
+            text("SELECT coalesce(sum(leads), 0) FROM lead_tallies WHERE sponsor_id = :s"),
+            {"s": sponsor_ids[0]},
+        )
+        assert tallied == 0

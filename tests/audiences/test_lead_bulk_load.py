@@ -206,3 +206,42 @@ async def test_a_large_bulk_upsert_is_staged_and_changes_only_the_fields_sent(
         )
     ).json()["items"][0]
     assert (lead["name"], lead["company"], lead["tags"]) == ("K1", None, ["vip"])
+
+
+async def test_an_import_probes_existing_leads_by_address_for_a_sponsor_the_statistics_do_not_know(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A new sponsor's first import, when the planner's statistics know every
+    other sponsor: probing each row's address must still use the (sponsor,
+    email) index, never a (sponsor, …) index with the address as a filter,
+    which reads every lead the import has written so far, for every row.
+    Planned against a copy of ``leads`` holding three large sponsors only (in a
+    transaction rolled back), so the statistics are those of such a database."""
+    async with sessions() as session:
+        await session.execute(text("CREATE SCHEMA stats_probe"))
+        await session.execute(
+            text("CREATE TABLE stats_probe.leads (LIKE public.leads INCLUDING ALL)")
+        )
+        await session.execute(
+            text(
+                "INSERT INTO stats_probe.leads (sponsor_id, email, event_id) "
+                "SELECT 'big' || g % 3, 'k' || g || '@stats.example', 'expo-' || g % 7 "
+                "FROM generate_series(1, 30000) AS g"
+            )
+        )
+        await session.execute(text("ANALYZE stats_probe.leads"))
+        await session.execute(text("SET LOCAL search_path = stats_probe"))
+        plan = await session.scalar(
+            text(
+                "EXPLAIN (FORMAT JSON) SELECT m.id FROM (VALUES ('a@stats.example')) AS i(email) "
+                f"CROSS JOIN LATERAL ({repository.EXISTING_PROBE}) AS m"
+            ),
+            {"sponsor_id": "new-sponsor"},
+        )
+        await session.rollback()
+    indexes = {node["Index Name"] for node in _plan_nodes(plan[0]["Plan"]) if "Index Name" in node}
+    assert len(indexes) == 1 and next(iter(indexes)).endswith("sponsor_id_email_key")
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]

@@ -6,7 +6,8 @@ dashboard's live count (``POST …/audiences/preview``'s query: exact count +
 10-lead sample, suppressed addresses left out) for every preset and typical
 custom filters: p50/p95 over repeated runs. Then imports a generated CSV file
 of ``BENCH_IMPORT_ROWS`` rows through the same code as ``campaignctl
-import-leads`` and reports rows/s and the process's peak RSS growth.
+import-leads`` and reports rows/s, the process's peak RSS growth, and the CPU
+time per row of the database backend and of the Python process.
 
 ``BENCH_AUDIENCES=import`` (or ``preview``) runs one part only; with
 ``BENCH_LEADS=0`` the import then runs alone on an empty database.
@@ -234,7 +235,11 @@ async def _import(settings: Settings, path: str, size: int) -> dict[str, Any]:
         started = time.perf_counter()
         with open(path, "rb") as file:  # noqa: ASYNC230 - the importer reads in a thread
             async with sessions.begin() as session:
+                backend = psutil.Process(await session.scalar(text("SELECT pg_backend_pid()")))
+                # CPU time, unlike wall time, hardly moves with what else the machine runs.
+                db_cpu, python_cpu = _cpu(backend), _cpu(process)
                 result = await import_csv(session, "import", file, progress)
+                db_cpu, python_cpu = _cpu(backend) - db_cpu, _cpu(process) - python_cpu
         elapsed = time.perf_counter() - started
     finally:
         await engine.dispose()
@@ -246,7 +251,15 @@ async def _import(settings: Settings, path: str, size: int) -> dict[str, Any]:
         "import_seconds": round(elapsed, 1),
         "import_rows_per_second": round(result.rows / elapsed),
         "import_peak_rss_growth_mb": round((peak - rss_before) / 2**20, 1),
+        "import_db_cpu_us_per_row": round(db_cpu / result.rows * 1e6, 1),
+        "import_python_cpu_us_per_row": round(python_cpu / result.rows * 1e6, 1),
     }
+
+
+def _cpu(process: psutil.Process) -> float:
+    """The process's CPU time (user + system, all threads), in seconds."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def main() -> dict[str, Any]:
