@@ -1,7 +1,7 @@
 """audiences: leads are checked, tallied and gated once per statement, not per row
 
 Revision ID: 0022_audiences
-Revises: 0022_prefs
+Revises: 0022_digests
 Create Date: 2026-12-06
 
 ``lead_tallies_track`` (migrations 0008 and 0010) asked ``address_suppressed``
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from alembic import context, op
 
 revision: str = "0022_audiences"
-down_revision: str | Sequence[str] | None = "0022_prefs"
+down_revision: str | Sequence[str] | None = "0022_digests"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
