@@ -52,8 +52,15 @@ SEND_STAGE = Histogram(
 )
 PACING_RATE = Gauge(
     f"{PREFIX}_pacing_rate_per_second",
-    "Provider requests per second this sender may make now.",
+    "Provider requests per second this sender may make now, by lane (campaigns, messages).",
+    ["lane"],
     multiprocess_mode="livesum",
+)
+PROVIDER_QUOTA_EXHAUSTED = Gauge(
+    f"{PREFIX}_provider_quota_exhausted",
+    "1 while the provider refuses sends for an exhausted quota (messages wait on timers).",
+    ["provider"],
+    multiprocess_mode="max",
 )
 
 # ---------------------------------------------------------------- provider

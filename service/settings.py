@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     send_max_tries: int = Field(default=5, ge=1)
     send_retry_topic_attempts: int = Field(default=3, ge=0)
     send_retry_base_seconds: float = Field(default=5.0, ge=0)
+    # The fast lane (docs/sending.md): the share of PROVIDER_RATE_PER_SECOND kept for
+    # one-to-one messages while they have work; campaigns borrow it back when idle.
+    messages_rate_share: float = Field(default=0.2, gt=0, lt=1)
+    # A message the provider still refuses after SEND_MAX_TRIES waits on a timer:
+    # this many more attempts, the first this late, each wait doubling.
+    message_retry_attempts: int = Field(default=5, ge=0)
+    message_retry_base_seconds: float = Field(default=30.0, gt=0)
+    # An exhausted provider quota: messages stay queued and are tried again this late.
+    message_quota_retry_seconds: float = Field(default=3600.0, gt=0)
     send_failure_pause_ratio: float = Field(default=0.5, ge=0, le=1)
     send_failure_pause_min: int = Field(default=200, ge=1)
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.messages import MessageRequested
 from service.settings import Settings
 from worker.delivery.messages import MessageDeliveries
+from worker.lanes import MESSAGES, Lane
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 
@@ -26,10 +27,11 @@ class MessageSender:
         provider: EmailProvider,
         settings: Settings,
     ) -> None:
-        # Its own pace at the provider's rate: one-to-one messages do not wait behind
-        # a campaign's batches.
-        pacer = Pacer(settings.provider_rate_per_second)
-        self.deliveries = MessageDeliveries(sessions, provider, pacer, settings)
+        # A pace of its own: one-to-one messages do not wait behind a campaign's
+        # batches. Its lane keeps it within the provider's rate beside the campaigns.
+        self.pacer = Pacer(settings.provider_rate_per_second, MESSAGES)
+        Lane.attach(sessions, self.pacer, MESSAGES, settings.messages_rate_share)
+        self.deliveries = MessageDeliveries(sessions, provider, self.pacer, settings)
 
     async def handle(self, events: Sequence[MessageRequested]) -> None:
         for event in events:

@@ -2,7 +2,9 @@
 
 The provider allows ``PROVIDER_RATE_PER_SECOND`` requests for the whole
 deployment. Each sender takes its share: the fraction of the batch topic's
-partitions assigned to it, recomputed on every rebalance. On a 429 every send
+partitions assigned to it, recomputed on every rebalance, times its lane's
+part of the rate (``worker.lanes``: campaigns give up ``MESSAGES_RATE_SHARE``
+while one-to-one messages have work). On a 429 every send
 waits for the provider's ``retry-after`` and the rate is halved
 (multiplicative decrease); each second without a 429 gives back a tenth of
 the full rate (additive increase).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -22,35 +25,47 @@ INCREASE_PER_SECOND = 0.1
 
 
 class Pacer:
-    """A leaky bucket of capacity one at ``global rate × share × AIMD factor``."""
+    """A leaky bucket of capacity one at ``global rate × share × lane × AIMD factor``."""
 
-    def __init__(self, global_rate: float) -> None:
+    def __init__(self, global_rate: float, lane: str = "campaigns") -> None:
         self.global_rate = global_rate
         self.share = 1.0
+        self.lane = 1.0
         self.factor = 1.0
+        # Called before each acquire: a lane's heartbeat, which throttles itself.
+        self.on_acquire: Callable[[], None] | None = None
+        self._gauge = metrics.PACING_RATE.labels(lane)
         self._resume_at = 0.0
         self._last_increase = time.monotonic()
         # Capacity 1: no bursts, so any window sees at most rate × seconds + 1 requests.
         self._limiter = AsyncLimiter(1, 1 / self.rate)
-        metrics.PACING_RATE.set(self.rate)
+        self._gauge.set(self.rate)
 
     @property
     def rate(self) -> float:
         """Requests per second this sender may make now."""
-        return max(self.global_rate * self.share * self.factor, 0.001)
+        return max(self.global_rate * self.share * self.lane * self.factor, 0.001)
 
     def _apply(self) -> None:
         # aiolimiter has no setter; these two fields are its whole rate state.
         self._limiter.time_period = 1 / self.rate
         self._limiter._rate_per_sec = self.rate
-        metrics.PACING_RATE.set(self.rate)
+        self._gauge.set(self.rate)
 
     def set_share(self, assigned: int, total: int) -> None:
         """This sender owns ``assigned`` of the topic's ``total`` partitions."""
         self.share = assigned / total if total else 1.0
         self._apply()
 
+    def set_lane(self, fraction: float) -> None:
+        """This sender's lane may use ``fraction`` of the provider's rate now."""
+        if fraction != self.lane:
+            self.lane = fraction
+            self._apply()
+
     async def acquire(self) -> None:
+        if self.on_acquire is not None:
+            self.on_acquire()
         # A loop, not an event: another 429 may push the resume time while we sleep.
         while (wait := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)

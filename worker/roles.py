@@ -41,6 +41,7 @@ from service.kafka import Producer
 from service.settings import Settings
 from worker.appointments import Appointments
 from worker.ingester import Ingester
+from worker.lanes import CAMPAIGNS, Lane
 from worker.lead_sync import LeadSync
 from worker.messenger import MessageSender
 from worker.planner import Planner
@@ -120,6 +121,7 @@ def consumer_roles(
                 {TOPIC_MESSAGES: MessageRequested.model_validate_json},
                 messenger.handle,
                 concurrency=settings.send_max_in_flight,
+                on_assign=_share_rate(settings, messenger.pacer, TOPIC_MESSAGES),
             )
         )
     if "trigger" in names:
@@ -149,7 +151,8 @@ def _sender_roles(
     provider: EmailProvider,
 ) -> list[Role[Any]]:
     """First sends, retries and test sends: one sender and one pacer behind all three."""
-    pacer = Pacer(settings.provider_rate_per_second)
+    pacer = Pacer(settings.provider_rate_per_second, CAMPAIGNS)
+    Lane.attach(sessions, pacer, CAMPAIGNS, settings.messages_rate_share)
     sender = Sender(sessions, provider, pacer, producer, settings)
     batches = CampaignBatch.model_validate_json
     in_flight = settings.send_max_in_flight
@@ -159,7 +162,7 @@ def _sender_roles(
             {TOPIC_CAMPAIGN_BATCHES: batches},
             sender.handle,
             concurrency=in_flight,
-            on_assign=_share_rate(settings, pacer),
+            on_assign=_share_rate(settings, pacer, TOPIC_CAMPAIGN_BATCHES),
         ),
         Role(
             "sender-retry",
@@ -176,10 +179,15 @@ def _sender_roles(
     ]
 
 
-def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
-    """On every rebalance, pace at the global rate × our share of the batch partitions."""
+def _share_rate(settings: Settings, pacer: Pacer, topic_name: str) -> OnAssign:
+    """On every rebalance, pace at the global rate × our share of the topic's partitions."""
     loop = asyncio.get_running_loop()
-    topic = settings.topic(TOPIC_CAMPAIGN_BATCHES)
+    topic = settings.topic(topic_name)
+    fallback = (
+        settings.kafka_batch_partitions
+        if topic_name == TOPIC_CAMPAIGN_BATCHES
+        else settings.kafka_partitions
+    )
 
     def on_assign(
         consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
@@ -187,8 +195,8 @@ def _share_rate(settings: Settings, pacer: Pacer) -> OnAssign:
         try:
             total = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
         except Exception:
-            total = settings.kafka_batch_partitions
+            total = fallback
         loop.call_soon_threadsafe(pacer.set_share, len(partitions), total)
-        log.info("sender: %d of %d partitions", len(partitions), total)
+        log.info("%s: %d of %d partitions", topic_name, len(partitions), total)
 
     return on_assign

@@ -20,6 +20,7 @@ from service.models.campaigns import (
     CampaignStatsHourly,
 )
 from service.models.digests import DigestRun, DigestSubscription
+from service.models.lanes import SendLane
 from service.models.leads import Lead, LeadTally, LeadTombstone
 from service.models.messages import Message, MessageEvent, MessageIdempotencyKey, MessageType
 from service.models.outbox import OutboxMessage
@@ -51,6 +52,7 @@ __all__ = [
     "MessageType",
     "OutboxMessage",
     "RecipientPreference",
+    "SendLane",
     "Sponsor",
     "SponsorHourlySends",
     "Suppression",
