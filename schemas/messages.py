@@ -259,3 +259,5 @@ class MessageRequested(_Event):
     type: Literal["message.requested"] = "message.requested"
     message_id: uuid.UUID
     sponsor_id: str
+    # Retries already spent on ``message.retry`` timers (0: the first sending).
+    attempt: int = Field(default=0, ge=0)

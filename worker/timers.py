@@ -22,6 +22,7 @@ from service.campaigns import logic as campaigns
 from service.campaigns import scheduler
 from service.digests import logic as digests
 from service.kafka import Producer
+from service.messages import retries as message_retries
 from service.settings import Settings
 from service.timers.logic import BatchHandler, Handler, fire_due
 
@@ -36,6 +37,7 @@ def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
         **followups.timer_handlers(Config.from_settings(settings)),
         scheduler.START_KIND: BatchHandler(campaigns.start_due),
         digests.KIND: digests.fire,
+        message_retries.RETRY_KIND: message_retries.fire_retry,
     }
 
 

@@ -292,3 +292,14 @@ async def record_outcome(
         },
     )
     return bool(moved)
+
+
+_NOTE_RETRY = text("""
+UPDATE messages SET last_error = CAST(:error AS text), updated_at = now()
+WHERE id = :id AND status = 'queued'
+""")
+
+
+async def note_retry(session: AsyncSession, message_id: uuid.UUID, error: str) -> None:
+    """A message left ``queued`` for a later attempt: why it waits, shown as ``last_error``."""
+    await session.execute(_NOTE_RETRY, {"id": message_id, "error": error})

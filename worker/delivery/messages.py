@@ -3,6 +3,10 @@
 A ``messages.v1`` event names one message row. A row no longer ``queued`` is
 skipped, and the provider's idempotency key is the message id, so a message
 delivered twice (a replay, a rebalance, two copies at once) goes out once.
+A transient failure past ``SEND_MAX_TRIES`` leaves the message ``queued`` on
+a ``message.retry`` timer (``service.messages.retries``) until its attempts
+are spent; an exhausted quota stops this process asking the provider for
+``MESSAGE_QUOTA_RETRY_SECONDS``, every message meanwhile waiting on a timer.
 A type's template is compiled once per type and process, and again when the
 type changes (``updated_at``). Category rules: marketing and notification
 messages skip every suppression of the sponsor; transactional ones only hard
@@ -24,16 +28,17 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import formataddr
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.messages import MessageRequested
+from service import metrics
 from service.campaigns.sending_repository import Recipient
-from service.errors import ProviderError
+from service.errors import ProviderError, QuotaExceeded, TransientProviderError
 from service.logs import bound
-from service.messages import repository
+from service.messages import repository, retries
 from service.messages.tracking import tracking_tag
 from service.messages.types import content_of
 from service.models import Message, MessageType, Sponsor
@@ -95,8 +100,12 @@ class MessageDeliveries:
         settings: Settings,
     ) -> None:
         self.sessions = sessions
+        self.settings = settings
         self.core = core.DeliveryCore(provider, pacer, settings)
         self._types: dict[uuid.UUID, TypeContext] = {}
+        # Until this monotonic time the provider's quota is spent (0: it is not).
+        self._quota_until = 0.0
+        self._quota_reason = ""
         self._public_base = settings.public_base_url.rstrip("/")
 
     async def send(self, event: MessageRequested) -> None:
@@ -142,13 +151,25 @@ class MessageDeliveries:
         email.campaign_id = tracking_tag(message.id)
         email.reply_to = message.reply_to or context.reply_to
         email.attachments = _attachments(message)
+        if time.monotonic() < self._quota_until:
+            # The quota is spent: the provider would refuse it, so it is not asked.
+            await self._wait_for_quota(event)
+            return
         started = time.perf_counter()
         try:
             results = await self.core.send(emails, str(message.id))
+        except QuotaExceeded as exc:
+            await self._quota_exhausted(event, exc)
+            return
+        except TransientProviderError as exc:
+            # Retried with the same key until SEND_MAX_TRIES; next, on a timer.
+            if await self._retry_later(event, exc):
+                return
+            failed = core.all_failed(emails, exc)
         except ProviderError as exc:
-            # Transient errors were retried with the same key until SEND_MAX_TRIES.
             failed = core.all_failed(emails, exc)
         else:
+            self._quota_cleared()
             sent, failed = core.outcome(results)
             if sent:
                 await self._record(
@@ -161,6 +182,48 @@ class MessageDeliveries:
                 return
         await self._record(message.id, "failed", error=failed[0][1] if failed else "no answer")
         self.core.count(0, failed, time.perf_counter() - started)
+
+    async def _retry_later(self, event: MessageRequested, exc: ProviderError) -> bool:
+        """Set the message's retry timer; False once its retries are used up."""
+        if event.attempt >= self.settings.message_retry_attempts:
+            return False
+        delay = retries.backoff_seconds(self.settings.message_retry_base_seconds, event.attempt)
+        reason = f"{exc.code}: {exc.message}"
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        async with self.sessions.begin() as session:
+            await retries.retry_later(session, event, event.attempt + 1, due)
+            await repository.note_retry(session, event.message_id, reason)
+        log.warning("message retry %d in %.0fs: %s", event.attempt + 1, delay, reason)
+        return True
+
+    async def _quota_exhausted(self, event: MessageRequested, exc: QuotaExceeded) -> None:
+        """Stop asking the provider until the quota window has passed; raise the alert."""
+        seconds = self.settings.message_quota_retry_seconds
+        if time.monotonic() >= self._quota_until:
+            log.error(
+                "provider quota exhausted (%s: %s): messages stay queued, tried again in %.0fs",
+                exc.code,
+                exc.message,
+                seconds,
+            )
+        metrics.PROVIDER_QUOTA_EXHAUSTED.labels(self.core.provider.name).set(1)
+        self._quota_until = time.monotonic() + seconds
+        self._quota_reason = f"{exc.code}: {exc.message}"
+        await self._wait_for_quota(event)
+
+    async def _wait_for_quota(self, event: MessageRequested) -> None:
+        """Keep the message queued, on a timer due when the quota window ends."""
+        due = datetime.now(UTC) + timedelta(seconds=max(self._quota_until - time.monotonic(), 0))
+        async with self.sessions.begin() as session:
+            # Not an attempt spent: a quota says nothing of this message.
+            await retries.retry_later(session, event, event.attempt, due)
+            await repository.note_retry(session, event.message_id, self._quota_reason)
+
+    def _quota_cleared(self) -> None:
+        if self._quota_until:
+            self._quota_until = 0.0
+            metrics.PROVIDER_QUOTA_EXHAUSTED.labels(self.core.provider.name).set(0)
+            log.info("provider quota available again: messages are sent")
 
     async def _record(
         self,
