@@ -34,5 +34,4 @@ class MessageSender:
         self.deliveries = MessageDeliveries(sessions, provider, self.pacer, settings)
 
     async def handle(self, events: Sequence[MessageRequested]) -> None:
-        for event in events:
-            await self.deliveries.send(event)
+        await self.deliveries.send_many(events)

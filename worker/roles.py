@@ -63,7 +63,9 @@ class Role(Generic[E]):
     """One consumer group and what it reads.
 
     ``concurrency`` None: polled batches of up to ``batch_size`` go to ``handle``
-    together. A number: each message is handled on its own, that many at once.
+    together; ``fill`` waits up to ``poll_seconds`` for a whole batch, otherwise
+    a poll returns as soon as one message is there, with those already fetched.
+    A number: each message is handled on its own, that many at once.
     """
 
     group: str
@@ -72,6 +74,7 @@ class Role(Generic[E]):
     batch_size: int = 100
     concurrency: int | None = None
     poll_seconds: float = 0.5
+    fill: bool = True
     on_assign: OnAssign | None = None
 
 
@@ -120,7 +123,8 @@ def consumer_roles(
                 "message-sender",
                 {TOPIC_MESSAGES: MessageRequested.model_validate_json},
                 messenger.handle,
-                concurrency=settings.send_max_in_flight,
+                # Whatever is there, at once: a lone message does not wait for a batch.
+                fill=False,
                 on_assign=_share_rate(settings, messenger.pacer, TOPIC_MESSAGES),
             )
         )

@@ -54,7 +54,7 @@ async def run_consumer(
     try:
         while not stop.is_set():
             messages = await asyncio.to_thread(
-                _poll, consumer, role.batch_size, role.poll_seconds, fill=True
+                _poll, consumer, role.batch_size, role.poll_seconds, fill=role.fill
             )
             usable = _usable(messages, role.group)
             if not usable:

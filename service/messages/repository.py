@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Select, and_, delete, insert, or_, select, text
+from sqlalchemy import Select, and_, delete, insert, literal_column, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql.elements import Label
 
 from service.errors import Conflict, NotFound
-from service.models import Message, MessageType, Sponsor, table_of
+from service.models import Message, MessageType, RecipientPreference, Sponsor, table_of
 
 
 async def get_type(session: AsyncSession, sponsor_id: str, type_id: uuid.UUID) -> MessageType:
@@ -177,46 +178,25 @@ async def stream_messages(
             yield rows
 
 
-# The sender's statements --------------------------------------------------------
-
-
-async def message_to_send(
-    session: AsyncSession, message_id: uuid.UUID
-) -> tuple[Message, MessageType, Sponsor] | None:
-    """The message, its type and sponsor, if it is still ``queued``."""
-    row = (
-        await session.execute(
-            select(Message, MessageType, Sponsor)
-            .join(MessageType, MessageType.id == Message.type_id)
-            .join(Sponsor, Sponsor.id == Message.sponsor_id)
-            .where(Message.id == message_id, Message.status == "queued")
-        )
-    ).first()
-    return None if row is None else (row[0], row[1], row[2])
+# The sender's statements: one round trip each per polled batch ------------------
 
 
 # Marketing and notification messages honour every suppression that applies to
 # the sponsor, except that a message of another preference category looks past a
 # marketing opt-out made in the preference centre (source ``preferences``), so
 # opting out of one category stops that one only; transactional messages honour
-# only bounces, complaints and the global list. The recipient's preference for the
-# type's category comes in the same round trip.
-_CHECKS = text("""
-SELECT
-    EXISTS (
-        SELECT 1 FROM suppressions
-        WHERE email = :email
-          AND (sponsor_id IS NULL
-               OR (sponsor_id = :sponsor_id
-                   AND (NOT :transactional OR reason IN ('hard_bounce', 'complaint'))
-                   AND NOT (coalesce(CAST(:category AS text), 'marketing') <> 'marketing'
-                            AND reason = 'unsubscribed' AND coalesce(source, '') = 'preferences')))
-    ) AS suppressed,
-    p.opted_out, p.frequency, p.format
-FROM (SELECT 1) AS one
-LEFT JOIN recipient_preferences p
-    ON p.sponsor_id = :sponsor_id AND p.email = :email AND p.category = :category
-""")
+# only bounces, complaints and the global list.
+_SUPPRESSED: Label[bool] = literal_column("""EXISTS (
+    SELECT 1 FROM suppressions s
+    WHERE s.email = messages.to_email
+      AND (s.sponsor_id IS NULL
+           OR (s.sponsor_id = messages.sponsor_id
+               AND (message_types.category <> 'transactional'
+                    OR s.reason IN ('hard_bounce', 'complaint'))
+               AND NOT (coalesce(message_types.preference_category, 'marketing') <> 'marketing'
+                        AND s.reason = 'unsubscribed'
+                        AND coalesce(s.source, '') = 'preferences')))
+)""").label("suppressed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,68 +210,98 @@ class SendChecks:
     format: str | None
 
 
-async def send_checks(
-    session: AsyncSession,
-    sponsor_id: str,
-    email: str,
-    *,
-    transactional: bool,
-    preference_category: str | None,
-) -> SendChecks:
-    row = (
-        await session.execute(
-            _CHECKS,
-            {
-                "email": email,
-                "sponsor_id": sponsor_id,
-                "transactional": transactional,
-                "category": preference_category,
-            },
+@dataclass(frozen=True, slots=True)
+class ToSend:
+    """A ``queued`` message with what it is sent as, and what stands in its way."""
+
+    message: Message
+    message_type: MessageType
+    sponsor: Sponsor
+    checks: SendChecks
+
+
+async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> list[ToSend]:
+    """Those of the messages still ``queued``, each with its type, sponsor, suppression
+    and its recipient's preference for the type's category, in one round trip."""
+    preference = RecipientPreference
+    rows = await session.execute(
+        select(
+            Message,
+            MessageType,
+            Sponsor,
+            _SUPPRESSED,
+            preference.opted_out,
+            preference.frequency,
+            preference.format,
         )
-    ).one()
-    return SendChecks(bool(row.suppressed), row.opted_out, row.frequency, row.format)
+        .join(MessageType, MessageType.id == Message.type_id)
+        .join(Sponsor, Sponsor.id == Message.sponsor_id)
+        .outerjoin(
+            preference,
+            and_(
+                preference.sponsor_id == Message.sponsor_id,
+                preference.email == Message.to_email,
+                preference.category == MessageType.preference_category,
+            ),
+        )
+        .where(Message.id.in_(message_ids), Message.status == "queued")
+    )
+    return [
+        ToSend(row[0], row[1], row[2], SendChecks(bool(row[3]), row[4], row[5], row[6]))
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a message: ``sent`` (with the provider's id), ``failed`` or
+    ``suppressed`` (with the reason)."""
+
+    message_id: uuid.UUID
+    status: str
+    provider_message_id: str | None = None
+    error: str | None = None
+    links: Sequence[str] = ()
 
 
 # A provider event that overtook this (kept by the ingester as a first time
 # while the row was still queued) decides the status a sent message starts in.
 _RECORD = text("""
-UPDATE messages
-SET status = CASE WHEN CAST(:status AS text) <> 'sent' THEN CAST(:status AS text)
-                  WHEN complained_at IS NOT NULL THEN 'complained'
-                  WHEN bounced_at IS NOT NULL THEN 'bounced'
-                  WHEN clicked_at IS NOT NULL THEN 'clicked'
-                  WHEN opened_at IS NOT NULL THEN 'opened'
-                  WHEN delivered_at IS NOT NULL THEN 'delivered'
+UPDATE messages AS m
+SET status = CASE WHEN o.status <> 'sent' THEN o.status
+                  WHEN m.complained_at IS NOT NULL THEN 'complained'
+                  WHEN m.bounced_at IS NOT NULL THEN 'bounced'
+                  WHEN m.clicked_at IS NOT NULL THEN 'clicked'
+                  WHEN m.opened_at IS NOT NULL THEN 'opened'
+                  WHEN m.delivered_at IS NOT NULL THEN 'delivered'
                   ELSE 'sent' END,
-    provider_message_id = :provider_message_id,
-    last_error = CAST(:error AS text), links = CAST(:links AS jsonb),
-    sent_at = CASE WHEN CAST(:status AS text) = 'sent' THEN now() END, updated_at = now()
-WHERE id = :id AND status = 'queued'
-RETURNING true
+    provider_message_id = o.provider_message_id, last_error = o.error,
+    links = CAST(o.links AS jsonb),
+    sent_at = CASE WHEN o.status = 'sent' THEN now() END, updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+            CAST(:provider_ids AS text[]), CAST(:errors AS text[]), CAST(:links AS text[]))
+     AS o(id, status, provider_message_id, error, links)
+WHERE m.id = o.id AND m.status = 'queued'
+RETURNING m.id
 """)
 
 
-async def record_outcome(
-    session: AsyncSession,
-    message_id: uuid.UUID,
-    status: str,
-    provider_message_id: str | None = None,
-    error: str | None = None,
-    links: Sequence[str] = (),
-) -> bool:
-    """Move a ``queued`` message to its outcome, with the targets of its tracked
-    links (by position); False if another copy already did."""
-    moved = await session.scalar(
+async def record_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+    """Move ``queued`` messages to their outcomes, each with the targets of its tracked
+    links (by position); the ids moved (another copy may have recorded the rest)."""
+    if not outcomes:
+        return set()
+    rows = await session.execute(
         _RECORD,
         {
-            "id": message_id,
-            "status": status,
-            "provider_message_id": provider_message_id,
-            "error": error,
-            "links": orjson.dumps(list(links)).decode(),
+            "ids": [o.message_id for o in outcomes],
+            "statuses": [o.status for o in outcomes],
+            "provider_ids": [o.provider_message_id for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "links": [orjson.dumps(list(o.links)).decode() for o in outcomes],
         },
     )
-    return bool(moved)
+    return {row[0] for row in rows}
 
 
 _NOTE_RETRY = text("""

@@ -1456,7 +1456,7 @@ class FakeResend:
         found = self.messages_to(to) if to else self.messages
         rows = [
             {"id": m.id, "to": m.to, "subject": m.subject, "tags": m.tags,
-             "idempotency_key": m.idempotency_key}
+             "idempotency_key": m.idempotency_key, "created_at": m.created_at}
             for m in found
         ]  # fmt: skip
         return Response(orjson.dumps(rows), media_type="application/json")

@@ -414,7 +414,8 @@ async def test_an_event_that_overtakes_the_sender_decides_the_status_it_records(
     await ingester.handle_events([delivered])
     assert (await api.status(str(message_id)))["status"] == "queued"
     async with sessions.begin() as session:
-        assert await repository.record_outcome(session, message_id, "sent", "em_1", None, [TARGET])
+        outcome = repository.Outcome(message_id, "sent", "em_1", links=[TARGET])
+        assert await repository.record_outcomes(session, [outcome]) == {message_id}
     found = await api.status(str(message_id))
     assert found["status"] == "delivered"
     assert found["provider_message_id"] == "em_1"

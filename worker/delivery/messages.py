@@ -1,8 +1,9 @@
 """Transactional messages through the delivery core: load, check, render, send, record.
 
-A ``messages.v1`` event names one message row. A row no longer ``queued`` is
-skipped, and the provider's idempotency key is the message id, so a message
-delivered twice (a replay, a rebalance, two copies at once) goes out once.
+A ``messages.v1`` event names one message row; a polled batch of them is
+loaded, sent and recorded together. A row no longer ``queued`` is skipped,
+and the provider's idempotency key is the message id, so a message delivered
+twice (a replay, a rebalance, two copies at once) goes out once.
 A transient failure past ``SEND_MAX_TRIES`` leaves the message ``queued`` on
 a ``message.retry`` timer (``service.messages.retries``) until its attempts
 are spent; an exhausted quota stops this process asking the provider for
@@ -22,6 +23,7 @@ carries neither.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -54,10 +56,14 @@ from service.templates.compiled import (
 )
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
 from worker.delivery import core
-from worker.providers.base import Attachment, EmailProvider
+from worker.providers.base import Attachment, EmailProvider, OutgoingEmail
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
+
+# Provider requests one message-sender has open at once (each still paced).
+SENDS_AT_ONCE = 32
+SUPPRESSED = "the address is suppressed"
 
 
 @dataclass
@@ -89,8 +95,23 @@ class TypeContext:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A message left ``queued`` for a timer: retries spent when it fires, when, why."""
+
+    event: MessageRequested
+    attempt: int
+    due_at: datetime
+    reason: str
+
+
 class MessageDeliveries:
-    """Sends ``messages.v1`` messages, one at a time, through the shared core."""
+    """Sends the messages of a polled batch through the shared core.
+
+    One statement loads the batch (with each address's suppression), the sends
+    run side by side (``SENDS_AT_ONCE``, paced), and one transaction records every
+    outcome and sets the retry timers.
+    """
 
     def __init__(
         self,
@@ -103,100 +124,103 @@ class MessageDeliveries:
         self.settings = settings
         self.core = core.DeliveryCore(provider, pacer, settings)
         self._types: dict[uuid.UUID, TypeContext] = {}
+        self._sending = asyncio.Semaphore(SENDS_AT_ONCE)
+        self._public_base = settings.public_base_url.rstrip("/")
         # Until this monotonic time the provider's quota is spent (0: it is not).
         self._quota_until = 0.0
         self._quota_reason = ""
-        self._public_base = settings.public_base_url.rstrip("/")
 
     async def send(self, event: MessageRequested) -> None:
-        with bound(sponsor_id=event.sponsor_id, message_id=str(event.message_id)):
-            await self._send(event)
+        await self.send_many([event])
 
-    async def _send(self, event: MessageRequested) -> None:
+    async def send_many(self, events: Sequence[MessageRequested]) -> None:
+        """Send each message still ``queued`` once; record what became of each."""
+        by_id = {event.message_id: event for event in events}
         async with self.sessions() as session:
-            found = await repository.message_to_send(session, event.message_id)
-            if found is None:
-                return  # sent, failed or suppressed already, or gone with its type
-            message, message_type, sponsor = found
-            category = message_type.preference_category
-            checks = await repository.send_checks(
-                session,
-                message.sponsor_id,
-                message.to_email,
-                transactional=message_type.category == "transactional",
-                preference_category=category,
+            found = await repository.messages_to_send(session, list(by_id))
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(self._deliver(by_id[f.message.id], f) for f in found))
+        outcomes = [a for a in answers if isinstance(a, repository.Outcome)]
+        waits = [a for a in answers if isinstance(a, Wait)]
+        async with self.sessions.begin() as session:
+            moved = await repository.record_outcomes(session, outcomes)
+            for wait in waits:
+                await retries.retry_later(session, wait.event, wait.attempt, wait.due_at)
+                await repository.note_retry(session, wait.event.message_id, wait.reason)
+        if len(moved) < len(outcomes):
+            log.info("%d messages already recorded by another copy", len(outcomes) - len(moved))
+        self._count([o for o in outcomes if o.message_id in moved], started)
+
+    async def _deliver(
+        self, event: MessageRequested, found: repository.ToSend
+    ) -> repository.Outcome | Wait:
+        message = found.message
+        with bound(sponsor_id=message.sponsor_id, message_id=str(message.id)):
+            checks = found.checks
+            if checks.suppressed:
+                return repository.Outcome(message.id, "suppressed", error=SUPPRESSED)
+            category = found.message_type.preference_category
+            if category is not None:
+                decision = preferences.decide(checks.opted_out, checks.frequency)
+                if decision == "suppress":
+                    error = f"the recipient opted out of {category}"
+                    return repository.Outcome(message.id, "suppressed", error=error)
+                if decision == "hold":
+                    error = f"{checks.frequency} {category}"
+                    return repository.Outcome(message.id, "held", error=error)
+            context = self._context(found.message_type, found.sponsor)
+            recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message, checks))
+            emails, failed = self.core.render(
+                context, [recipient], lambda n_links: self._urls(message, category, n_links)
             )
-        if checks.suppressed:
-            await self._record(message.id, "suppressed", error="the address is suppressed")
-            return
-        if category is not None:
-            decision = preferences.decide(checks.opted_out, checks.frequency)
-            if decision == "suppress":
-                error = f"the recipient opted out of {category}"
-                await self._record(message.id, "suppressed", error=error)
-                return
-            if decision == "hold":
-                await self._record(message.id, "held", error=f"{checks.frequency} {category}")
-                return
-        context = self._context(message_type, sponsor)
-        recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message, checks))
-        emails, failed = self.core.render(
-            context, [recipient], lambda n_links: self._urls(message, category, n_links)
-        )
-        if failed:
-            await self._record(message.id, "failed", error=failed[0][1])
-            return
-        email = emails[0]
-        # The provider echoes this tag in its webhooks: how they find the message.
-        email.campaign_id = tracking_tag(message.id)
-        email.reply_to = message.reply_to or context.reply_to
-        email.attachments = _attachments(message)
+            if failed:
+                return repository.Outcome(message.id, "failed", error=failed[0][1])
+            email = emails[0]
+            # The provider echoes this tag in its webhooks: how they find the message.
+            email.campaign_id = tracking_tag(message.id)
+            email.reply_to = message.reply_to or context.reply_to
+            email.attachments = _attachments(message)
+            async with self._sending:
+                return await self._send_one(event, email, context.message.links)
+
+    async def _send_one(
+        self, event: MessageRequested, email: OutgoingEmail, links: Sequence[str]
+    ) -> repository.Outcome | Wait:
         if time.monotonic() < self._quota_until:
             # The quota is spent: the provider would refuse it, so it is not asked.
-            await self._wait_for_quota(event)
-            return
-        started = time.perf_counter()
+            return self._wait_for_quota(event)
         try:
-            results = await self.core.send(emails, str(message.id))
+            results = await self.core.send([email], str(event.message_id))
         except QuotaExceeded as exc:
-            await self._quota_exhausted(event, exc)
-            return
+            return self._quota_exhausted(event, exc)
         except TransientProviderError as exc:
             # Retried with the same key until SEND_MAX_TRIES; next, on a timer.
-            if await self._retry_later(event, exc):
-                return
-            failed = core.all_failed(emails, exc)
+            wait = self._retry_later(event, exc)
+            if wait is not None:
+                return wait
+            failed = core.all_failed([email], exc)
         except ProviderError as exc:
-            failed = core.all_failed(emails, exc)
+            failed = core.all_failed([email], exc)
         else:
             self._quota_cleared()
             sent, failed = core.outcome(results)
             if sent:
-                await self._record(
-                    message.id,
-                    "sent",
-                    provider_message_id=sent[0][1],
-                    links=context.message.links,
-                )
-                self.core.count(1, [], time.perf_counter() - started)
-                return
-        await self._record(message.id, "failed", error=failed[0][1] if failed else "no answer")
-        self.core.count(0, failed, time.perf_counter() - started)
+                return repository.Outcome(event.message_id, "sent", sent[0][1], links=links)
+        return repository.Outcome(
+            event.message_id, "failed", error=failed[0][1] if failed else "no answer"
+        )
 
-    async def _retry_later(self, event: MessageRequested, exc: ProviderError) -> bool:
-        """Set the message's retry timer; False once its retries are used up."""
+    def _retry_later(self, event: MessageRequested, exc: ProviderError) -> Wait | None:
+        """The message's next attempt on a timer; None once its retries are used up."""
         if event.attempt >= self.settings.message_retry_attempts:
-            return False
+            return None
         delay = retries.backoff_seconds(self.settings.message_retry_base_seconds, event.attempt)
         reason = f"{exc.code}: {exc.message}"
-        due = datetime.now(UTC) + timedelta(seconds=delay)
-        async with self.sessions.begin() as session:
-            await retries.retry_later(session, event, event.attempt + 1, due)
-            await repository.note_retry(session, event.message_id, reason)
         log.warning("message retry %d in %.0fs: %s", event.attempt + 1, delay, reason)
-        return True
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        return Wait(event, event.attempt + 1, due, reason)
 
-    async def _quota_exhausted(self, event: MessageRequested, exc: QuotaExceeded) -> None:
+    def _quota_exhausted(self, event: MessageRequested, exc: QuotaExceeded) -> Wait:
         """Stop asking the provider until the quota window has passed; raise the alert."""
         seconds = self.settings.message_quota_retry_seconds
         if time.monotonic() >= self._quota_until:
@@ -209,15 +233,14 @@ class MessageDeliveries:
         metrics.PROVIDER_QUOTA_EXHAUSTED.labels(self.core.provider.name).set(1)
         self._quota_until = time.monotonic() + seconds
         self._quota_reason = f"{exc.code}: {exc.message}"
-        await self._wait_for_quota(event)
+        return self._wait_for_quota(event)
 
-    async def _wait_for_quota(self, event: MessageRequested) -> None:
-        """Keep the message queued, on a timer due when the quota window ends."""
-        due = datetime.now(UTC) + timedelta(seconds=max(self._quota_until - time.monotonic(), 0))
-        async with self.sessions.begin() as session:
-            # Not an attempt spent: a quota says nothing of this message.
-            await retries.retry_later(session, event, event.attempt, due)
-            await repository.note_retry(session, event.message_id, self._quota_reason)
+    def _wait_for_quota(self, event: MessageRequested) -> Wait:
+        """Keep the message queued, on a timer due when the quota window ends; not an
+        attempt spent: a quota says nothing of this message."""
+        left = max(self._quota_until - time.monotonic(), 0.0)
+        due = datetime.now(UTC) + timedelta(seconds=left)
+        return Wait(event, event.attempt, due, self._quota_reason)
 
     def _quota_cleared(self) -> None:
         if self._quota_until:
@@ -225,20 +248,12 @@ class MessageDeliveries:
             metrics.PROVIDER_QUOTA_EXHAUSTED.labels(self.core.provider.name).set(0)
             log.info("provider quota available again: messages are sent")
 
-    async def _record(
-        self,
-        message_id: uuid.UUID,
-        status: str,
-        *,
-        provider_message_id: str | None = None,
-        error: str | None = None,
-        links: Sequence[str] = (),
-    ) -> None:
-        async with self.sessions.begin() as session:
-            if not await repository.record_outcome(
-                session, message_id, status, provider_message_id, error, links
-            ):
-                log.info("message %s: already recorded by another copy", message_id)
+    def _count(self, recorded: Sequence[repository.Outcome], started: float) -> None:
+        """Metrics for the messages whose state this batch changed."""
+        n_sent = sum(1 for o in recorded if o.status == "sent")
+        failed = [(0, o.error or "") for o in recorded if o.status == "failed"]
+        if n_sent or failed:
+            self.core.count(n_sent, failed, time.perf_counter() - started)
 
     def _urls(self, message: Message, category: str | None, n_links: int) -> DeliveryUrls:
         """The message's own URLs; with a preference category, its unsubscribe and
