@@ -52,6 +52,9 @@ from worker.trigger import Triggers, domain_decoder, lead_decoder
 
 log = logging.getLogger(__name__)
 
+# The fast lane's consumers (trigger → message-sender) fetch at least this often.
+FAST_FETCH_MS = 50
+
 E = TypeVar("E")
 Decoder = Callable[[bytes], E]
 # Called from the consume thread with the consumer and its new assignment.
@@ -75,6 +78,9 @@ class Role(Generic[E]):
     concurrency: int | None = None
     poll_seconds: float = 0.5
     fill: bool = True
+    # How long the broker may hold a fetch with nothing new (librdkafka: 500 ms);
+    # shorter where an event's latency matters more than idle fetches.
+    fetch_wait_ms: int | None = None
     on_assign: OnAssign | None = None
 
 
@@ -125,6 +131,7 @@ def consumer_roles(
                 messenger.handle,
                 # Whatever is there, at once: a lone message does not wait for a batch.
                 fill=False,
+                fetch_wait_ms=FAST_FETCH_MS,
                 on_assign=_share_rate(settings, messenger.pacer, TOPIC_MESSAGES),
             )
         )
@@ -134,7 +141,17 @@ def consumer_roles(
             topic: lead_decoder(topic) if topic == TOPIC_LEADS else domain_decoder(topic)
             for topic in TRIGGER_TOPICS
         }
-        roles.append(Role("trigger", decoders, triggers.handle, poll_seconds=0.2))
+        # fill=False: an event that would fire a message does not wait for a batch.
+        roles.append(
+            Role(
+                "trigger",
+                decoders,
+                triggers.handle,
+                poll_seconds=0.2,
+                fill=False,
+                fetch_wait_ms=FAST_FETCH_MS,
+            )
+        )
     if "appointments" in names:
         handler = Appointments(sessions, producer, AppointmentConfig.from_settings(settings))
         roles.append(

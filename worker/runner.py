@@ -256,7 +256,8 @@ def _store(
 
 
 def _subscribed(settings: Settings, role: Role[Any]) -> confluent_kafka.Consumer:
-    consumer = make_consumer(settings, role.group)
+    overrides = {} if role.fetch_wait_ms is None else {"fetch.wait.max.ms": role.fetch_wait_ms}
+    consumer = make_consumer(settings, role.group, **overrides)
     topic_names = [settings.topic(t) for t in role.reads]
     if role.on_assign is None:
         consumer.subscribe(topic_names)
