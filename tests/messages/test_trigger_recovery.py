@@ -26,7 +26,7 @@ from service.kafka import Producer
 from service.triggers import starter
 from tests.sending.test_recovery import Cluster, cluster, db  # noqa: F401
 
-LEADS = 400
+LEADS = 300
 TEAM = "team@trigger-recovery.example"
 
 
