@@ -1,7 +1,7 @@
 """send_lanes: the heartbeat of each send lane, for the messages' reserved share
 
 Revision ID: 0022_fastlane
-Revises: 0022_appts
+Revises: 0022_audiences
 Create Date: 2026-12-06
 
 Senders and message-senders are separate processes; each refreshes its lane's
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022_fastlane"
-down_revision: str | Sequence[str] | None = "0022_appts"
+down_revision: str | Sequence[str] | None = "0022_audiences"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
