@@ -5,9 +5,7 @@ say, category ``notification`` (an unsubscribed or bounced address gets none),
 preference category ``digests``. A sponsor changes the words by editing the type
 through the message types API; the variables stay these. Every list is built
 here, already in the reader's words and time zone, so the template only lays
-them out. The loops are lists, not table rows: the HTML inliner moves text
-between rows (a ``{% for %}``) out of the table, which would split the loop from
-its body.
+them out.
 """
 
 from __future__ import annotations

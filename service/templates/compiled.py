@@ -26,7 +26,14 @@ from typing import Any
 from service.errors import RenderError
 from service.templates import layout
 from service.templates.budget import bounded, check_size
-from service.templates.content import Brand, Content, Tags, inline_page, markdown_html
+from service.templates.content import (
+    Brand,
+    Content,
+    Tags,
+    inline_page,
+    markdown_html,
+    without_implied_tbody,
+)
 from service.templates.content import text_from_html as _text_from_html
 from service.templates.links import TEXT_URL, Links, is_http, tracked_hrefs
 from service.templates.sandbox import RECIPIENT_ERRORS, html_env, text_env
@@ -207,17 +214,20 @@ def _compile(content: Content, brand: Brand, tracking: bool, preferences: bool) 
     tags = Tags()
     links = Links(tags)
     if content.html_body:
-        body = tags.protect(content.html_body)
+        body = tags.protect(content.html_body, html=True)
     else:
         body = markdown_html(tags, content.message_body or "")
+    start, end = tags.mark(), tags.mark()
     page = layout.SHELL.format(
         lang=html.escape(brand.lang),
         title=tags.add("{{ sponsor.name }}"),
-        content=body,
+        content=start + body + end,
         footer=tags.protect(footer_html),
         pixel=tags.protect(layout.PIXEL) if tracking else "",
     )
     page = inline_page(page, tags)
+    if content.html_body and "<tbody" not in content.html_body.lower():
+        page = without_implied_tbody(page, start, end)
     if tracking:
         page = tracked_hrefs(page, links)
     text_source = _text_source(content, body, links, tracking)

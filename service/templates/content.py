@@ -2,6 +2,10 @@
 
 Jinja tags must survive Markdown, the HTML parser and the CSS inliner: ``Tags``
 sets them aside behind private-use placeholders first and puts them back last.
+In HTML, a statement (``{% for %}``, ``{% if %}``, ``{# … #}``) between markup
+is put aside as an HTML comment: a parser moves text that sits where a table
+allows none (between rows, cells) out of the table ("foster parenting"), which
+would tear a loop away from the rows it repeats, but keeps a comment in place.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class Brand:
 
 PH_OPEN, PH_CLOSE = "\ue000", "\ue001"
 _PLACEHOLDER = re.compile(f"{PH_OPEN}(\\d+){PH_CLOSE}")
+# A placeholder as an HTML comment, restored with its comment delimiters.
+_ANY_PLACEHOLDER = re.compile(f"<!--{PH_OPEN}(\\d+){PH_CLOSE}-->|{PH_OPEN}(\\d+){PH_CLOSE}")
+_STATEMENT_KINDS = frozenset(("block_begin", "comment_begin", "raw_begin"))
 
 _markdown = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False}).enable(
     "strikethrough"
@@ -64,35 +71,93 @@ class Tags:
             self.blocks.add(index)
         return f"{PH_OPEN}{index}{PH_CLOSE}"
 
-    def protect(self, source: str, on_data: Callable[[str], str] = lambda s: s) -> str:
-        """``source`` with every tag run replaced by a placeholder; literal text via ``on_data``."""
+    def mark(self) -> str:
+        """An HTML comment that HTML tools keep where it is and that restores to nothing."""
+        return f"<!--{self.add('')}-->"
+
+    def protect(
+        self, source: str, on_data: Callable[[str], str] = lambda s: s, *, html: bool = False
+    ) -> str:
+        """``source`` with every tag run replaced by a placeholder; literal text via ``on_data``.
+
+        ``html``: ``source`` is HTML, whose statements between markup become comments.
+        """
         out: list[str] = []
         pending: list[str] = []
-        raw = False
+        statement = raw = False
+        position = _HtmlPosition() if html else None
         for _lineno, kind, value in text_env.lex(source):
             if kind == "data" and not raw:
                 if pending:
-                    out.append(self.add("".join(pending)))
-                    pending = []
+                    as_comment = statement and position is not None and position.in_text
+                    out.append(self._run(pending, as_comment))
+                    pending, statement = [], False
+                if position is not None:
+                    position.feed(value)
                 out.append(on_data(value))
                 continue
+            statement = statement or kind in _STATEMENT_KINDS
             if kind == "raw_begin":
                 raw = True
             elif kind == "raw_end":
                 raw = False
             pending.append(value)
         if pending:
-            out.append(self.add("".join(pending)))
+            as_comment = statement and position is not None and position.in_text
+            out.append(self._run(pending, as_comment))
         return "".join(out)
 
+    def _run(self, pending: list[str], as_comment: bool) -> str:
+        placeholder = self.add("".join(pending))
+        return f"<!--{placeholder}-->" if as_comment else placeholder
+
     def restore(self, text: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self.sources[int(m.group(1))], text)
+        return _ANY_PLACEHOLDER.sub(lambda m: self.sources[int(m.group(1) or m.group(2))], text)
 
     def only_blocks(self, text: str) -> bool:
         """True when ``text`` is nothing but ``{% … %}``/``{# … #}`` placeholders."""
         indexes = [int(i) for i in _PLACEHOLDER.findall(text)]
         rest = _PLACEHOLDER.sub("", text).strip()
         return bool(indexes) and not rest and all(i in self.blocks for i in indexes)
+
+
+_MARKUP = re.compile(r"<!--|-->|</?([a-zA-Z][a-zA-Z0-9-]*)|>")
+# Elements whose content is text to the parser, where a comment would be literal text.
+_RAW_TEXT = frozenset(("script", "style", "textarea", "title"))
+
+
+class _HtmlPosition:
+    """Where the HTML read so far ends: in text (between markup), or inside a tag,
+    a comment or a raw-text element, where a comment placeholder cannot go.
+
+    A ``>`` inside a quoted attribute value reads as the tag's end; a placeholder
+    comment that lands in the value then stays there as text and is restored alike.
+    """
+
+    def __init__(self) -> None:
+        self.state = "text"
+        self.element = ""
+
+    @property
+    def in_text(self) -> bool:
+        return self.state == "text"
+
+    def feed(self, data: str) -> None:
+        for match in _MARKUP.finditer(data):
+            markup, name = match.group(0), (match.group(1) or "").lower()
+            if self.state == "comment":
+                self.state = "text" if markup == "-->" else "comment"
+            elif self.state == "tag":
+                if markup == ">":
+                    self.state = "raw" if self.element else "text"
+            elif self.state == "raw":
+                if markup.startswith("</") and name == self.element:
+                    self.state, self.element = "tag", ""
+            elif markup == "<!--":
+                self.state = "comment"
+            elif name:
+                self.state = "tag"
+                self.element = name if name in _RAW_TEXT and markup[1] != "/" else ""
 
 
 def escape_braces_html(text: str) -> str:
@@ -147,6 +212,23 @@ def inline_page(page: str, tags: Tags) -> str:
     return page.replace(_MEDIA_MARKER, style, 1)
 
 
+_TBODY = re.compile(r"</?tbody>")
+
+
+def without_implied_tbody(page: str, start: str, end: str) -> str:
+    """``page`` without ``<tbody>`` tags between the markers ``start`` and ``end``.
+
+    For HTML that wrote none: the parser adds a ``<tbody>`` at a table's first row,
+    after a loop's opening comment, so each repetition would open one more; a
+    reader adds it again at the same place in the rendered rows.
+    """
+    begin = page.find(start)
+    finish = page.find(end, begin)
+    if begin < 0 or finish < 0:  # markup that closed the layout's cells moved a marker
+        return page
+    return page[:begin] + _TBODY.sub("", page[begin:finish]) + page[finish:]
+
+
 class TextFromHtml(HTMLParser):
     """The readable text of an HTML fragment; links as ``label (url)``."""
 
@@ -193,6 +275,10 @@ class TextFromHtml(HTMLParser):
                 else:
                     del self.parts[start:]
                     self.parts.append(target)
+
+    def handle_comment(self, data: str) -> None:
+        if _PLACEHOLDER.fullmatch(data):  # a statement set aside as a comment (``Tags``)
+            self.parts.append(data)
 
     def handle_data(self, data: str) -> None:
         if not self._skip:
