@@ -222,3 +222,9 @@ async def test_a_message_type_with_a_loop_between_rows_is_sent_with_its_rows(
     assert content_of(sent.html or "") == (
         "<table><tr><td>Ada</td><td>92</td></tr><tr><td>Grace</td><td>88</td></tr></table>"
     )
+
+
+def test_a_loop_between_rows_still_renders_by_filling_slots() -> None:
+    message = html_message(ROWS)
+    assert message.html_slots is not None
+    assert message.text_slots is not None
