@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from schemas.ab import MAX_VARIANTS, ABTestIn, VariantIn
 from schemas.types import BigIntId, IntVersion, StoredJson, one_address
 
 T = TypeVar("T")
@@ -27,7 +28,16 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 AudienceType = Literal["all", "hot", "warm", "cold", "new", "contacted", "custom"]
 IntentLevel = Literal["hot", "warm", "cold"]
 CampaignStatus = Literal[
-    "draft", "scheduled", "queued", "sending", "paused", "sent", "cancelled", "failed"
+    "draft",
+    "scheduled",
+    "queued",
+    "testing",
+    "waiting_for_winner",
+    "sending",
+    "paused",
+    "sent",
+    "cancelled",
+    "failed",
 ]
 DeliveryStatus = Literal[
     "pending", "sent", "delivered", "bounced", "complained", "failed", "suppressed", "cancelled"
@@ -182,6 +192,10 @@ class CampaignIn(Body):
     send_at: SendAt | None = Field(
         default=None, description="schedule for later (timezone required; stored as UTC)"
     )
+    variants: list[VariantIn] | None = Field(
+        default=None, max_length=MAX_VARIANTS, description="A/B test: 2 to 6, with ab_test"
+    )
+    ab_test: ABTestIn | None = None
 
 
 class ScheduleIn(Body):
@@ -213,6 +227,8 @@ class CampaignOut(BaseModel):
     updated_at: datetime
     queued_at: datetime | None
     completed_at: datetime | None
+    ab_test: StoredJson | None = None
+    ab_decision: StoredJson | None = None
 
 
 class RetryFailedOut(BaseModel):

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import CampaignQueued
 from service import metrics, outbox
-from service.campaigns import lifecycle, repository
+from service.campaigns import ab_repository, lifecycle, repository
+from service.campaigns.ab_repository import Plan
 from service.campaigns.lifecycle import Action, CampaignStatus
-from service.campaigns.repository import Plan
 from service.errors import InvalidAudience
 from service.kafka import Producer
 from service.logs import bound
@@ -73,7 +73,7 @@ class Planner:
     async def _write_plan(self, session: AsyncSession, campaign: Campaign) -> Plan | None:
         """Delivery rows, counters and the first window of batches; None if it failed."""
         try:
-            plan = await repository.plan_deliveries(session, campaign, self.batch_size)
+            plan = await self._plan_rows(session, campaign)
         except InvalidAudience as exc:
             # A stored filter that no longer parses (caps or fields changed since it
             # was accepted): retrying cannot help, so the campaign fails with the reason.
@@ -85,9 +85,27 @@ class Planner:
         campaign.batch_count = plan.batches
         campaign.planned_at = func.now()
         if plan.recipients:
-            lifecycle.apply(campaign, Action.PLAN)
+            lifecycle.apply(campaign, Action.PLAN_TEST if campaign.ab_test else Action.PLAN)
         else:
             lifecycle.apply(campaign, Action.PLAN_EMPTY)
             campaign.completed_at = func.now()
         await repository.open_window(session, campaign, self.window)
         return plan
+
+    async def _plan_rows(self, session: AsyncSession, campaign: Campaign) -> Plan:
+        """Every recipient's row, or for an A/B test only the test share's (each with its
+        variant): the rest is planned once the winner is chosen (``service.campaigns.ab``)."""
+        if not campaign.ab_test:
+            return await repository.plan_deliveries(session, campaign, self.batch_size)
+        # The rest is planned later, by whoever chooses: it batches and releases as this did.
+        campaign.ab_test = {
+            **campaign.ab_test,
+            "plan": {"batch_size": self.batch_size, "window": self.window},
+        }
+        return await ab_repository.plan_test_share(
+            session,
+            campaign,
+            self.batch_size,
+            campaign.ab_test["test_share"],
+            len(campaign.ab_test["variants"]),
+        )

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import outbox
 from service.appointments import followups
 from service.appointments.outgoing import Config
+from service.campaigns import ab, ab_repository, scheduler
 from service.campaigns import logic as campaigns
-from service.campaigns import scheduler
 from service.digests import logic as digests
 from service.kafka import Producer
 from service.messages import retries as message_retries
@@ -38,6 +38,7 @@ def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
         scheduler.START_KIND: BatchHandler(campaigns.start_due),
         digests.KIND: digests.fire,
         message_retries.RETRY_KIND: message_retries.fire_retry,
+        ab_repository.DECIDE_KIND: ab.fire_decide,
     }
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.ab import VariantsOut, WinnerIn
 from schemas.http import (
     CampaignIn,
     CampaignOut,
@@ -25,7 +26,7 @@ from schemas.http import (
 )
 from service import exports
 from service.auth import Principal, current_principal, require
-from service.campaigns import logic, repository
+from service.campaigns import ab, logic, repository
 from service.campaigns.deps import CurrentCampaign
 from service.errors import Forbidden
 from service.http import (
@@ -211,6 +212,35 @@ async def retry_failed(
 
     campaign, retried = await _act(request, sponsor.id, campaign_id, retry)
     return RetryFailedOut(retried=retried, campaign=_out(campaign))
+
+
+@router.post(
+    "/{campaign_id}/winner",
+    status_code=202,
+    response_model=CampaignOut,
+    dependencies=[require("campaigns:write")],
+)
+async def choose_winner(
+    sponsor: CurrentSponsor, campaign_id: uuid.UUID, body: WinnerIn, request: Request
+) -> CampaignOut:
+    """Choose an A/B test's winner by hand (while testing or waiting for the winner):
+    the rest of the audience is planned and sent that variant."""
+
+    async def choose(session: AsyncSession, campaign: Campaign) -> None:
+        await ab.choose_by_hand(session, campaign, body.variant)
+
+    campaign, _ = await _act(request, sponsor.id, campaign_id, choose)
+    return _out(campaign)
+
+
+@router.get(
+    "/{campaign_id}/variants", response_model=VariantsOut, dependencies=[require("stats:read")]
+)
+async def campaign_variants(campaign: CurrentCampaign, request: Request) -> VariantsOut:
+    """An A/B test's figures per variant, the confidence of each against the leader, and
+    the decision once taken."""
+    async with lookup(request) as session:
+        return await ab.view(session, campaign)
 
 
 @router.delete("/{campaign_id}", status_code=204, dependencies=[require("campaigns:write")])

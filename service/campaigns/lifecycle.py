@@ -31,7 +31,9 @@ class CampaignStatus(StrEnum):
     DRAFT = "draft"  # being written; nothing happens until send or schedule
     SCHEDULED = "scheduled"  # waits for ``send_at``; its start timer queues it then
     QUEUED = "queued"  # the planner's event is on its way
-    SENDING = "sending"  # planned: batches go out
+    TESTING = "testing"  # A/B: the test share's batches go out, one variant per row
+    WAITING_FOR_WINNER = "waiting_for_winner"  # A/B: test share sent; the winner is chosen
+    SENDING = "sending"  # planned: batches go out (A/B: the rest gets the winner)
     PAUSED = "paused"  # by the user, the sender (quota, failures) or the reputation guard
     SENT = "sent"  # every row left ``pending`` (retry-failed may send again)
     CANCELLED = "cancelled"  # for good; pending rows became ``cancelled``
@@ -47,14 +49,18 @@ class Action(StrEnum):
     RESUME = "resume"  # paused after planning: sending again where it stopped
     RESUME_PLANNING = "resume_planning"  # paused after queueing, before planning
     RESUME_SCHEDULE = "resume_schedule"  # paused before its ``send_at``
+    RESUME_TEST = "resume_test"  # A/B: paused while its test share was sending
+    RESUME_CHOOSING = "resume_choosing"  # A/B: paused once its test share was sent
+    CHOOSE = "choose"  # A/B: a winner chosen (timer or by hand); the rest is planned
     CANCEL = "cancel"
     RETRY_FAILED = "retry_failed"
     DELETE = "delete"
     START = "start"  # timers role: a scheduled campaign's time has come
     PLAN = "plan"  # planner: delivery rows written, batches released
+    PLAN_TEST = "plan_test"  # planner: an A/B campaign's test share written, released
     PLAN_EMPTY = "plan_empty"  # planner: the audience is empty, nothing to send
     FAIL = "fail"  # planner: the campaign cannot be planned
-    FINISH = "finish"  # sender or reconciler: no row is pending any more
+    FINISH = "finish"  # sender or reconciler: no row is pending any more (A/B: test sent)
     AUTO_PAUSE = "auto_pause"  # sender (quota, failure rate), reputation guard
     REDRIVE = "redrive"  # reconciler: a campaign that stopped moving starts again
 
@@ -73,13 +79,19 @@ _TABLE: dict[tuple[CampaignStatus, Action], CampaignStatus | None] = {
     (S.SCHEDULED, A.PAUSE): S.PAUSED,
     (S.QUEUED, A.PAUSE): S.PAUSED,
     (S.SENDING, A.PAUSE): S.PAUSED,
+    (S.TESTING, A.PAUSE): S.PAUSED,
+    (S.WAITING_FOR_WINNER, A.PAUSE): S.PAUSED,
     (S.PAUSED, A.RESUME): S.SENDING,
+    (S.PAUSED, A.RESUME_TEST): S.TESTING,
+    (S.PAUSED, A.RESUME_CHOOSING): S.WAITING_FOR_WINNER,
     (S.PAUSED, A.RESUME_PLANNING): S.QUEUED,
     (S.PAUSED, A.RESUME_SCHEDULE): S.SCHEDULED,
     (S.DRAFT, A.CANCEL): S.CANCELLED,
     (S.SCHEDULED, A.CANCEL): S.CANCELLED,
     (S.QUEUED, A.CANCEL): S.CANCELLED,
     (S.SENDING, A.CANCEL): S.CANCELLED,
+    (S.TESTING, A.CANCEL): S.CANCELLED,
+    (S.WAITING_FOR_WINNER, A.CANCEL): S.CANCELLED,
     (S.PAUSED, A.CANCEL): S.CANCELLED,
     (S.SENDING, A.RETRY_FAILED): S.SENDING,
     (S.PAUSED, A.RETRY_FAILED): S.SENDING,
@@ -87,13 +99,21 @@ _TABLE: dict[tuple[CampaignStatus, Action], CampaignStatus | None] = {
     (S.DRAFT, A.DELETE): None,
     (S.SCHEDULED, A.START): S.QUEUED,
     (S.QUEUED, A.PLAN): S.SENDING,
+    (S.QUEUED, A.PLAN_TEST): S.TESTING,
     (S.QUEUED, A.PLAN_EMPTY): S.SENT,
     (S.QUEUED, A.FAIL): S.FAILED,
     (S.SENDING, A.FINISH): S.SENT,
+    # An A/B test share with nothing pending waits for its winner.
+    (S.TESTING, A.FINISH): S.WAITING_FOR_WINNER,
+    (S.TESTING, A.CHOOSE): S.SENDING,
+    (S.WAITING_FOR_WINNER, A.CHOOSE): S.SENDING,
     (S.QUEUED, A.AUTO_PAUSE): S.PAUSED,
     (S.SENDING, A.AUTO_PAUSE): S.PAUSED,
+    (S.TESTING, A.AUTO_PAUSE): S.PAUSED,
+    (S.WAITING_FOR_WINNER, A.AUTO_PAUSE): S.PAUSED,
     (S.QUEUED, A.REDRIVE): S.QUEUED,
     (S.SENDING, A.REDRIVE): S.SENDING,
+    (S.TESTING, A.REDRIVE): S.TESTING,
 }
 
 TRANSITIONS: Mapping[tuple[CampaignStatus, Action], CampaignStatus | None] = MappingProxyType(

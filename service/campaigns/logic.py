@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.events import TOPIC_CAMPAIGN_TESTS, TOPIC_CAMPAIGNS, CampaignQueued, CampaignTestSend
 from schemas.http import CampaignIn
 from service import outbox
-from service.campaigns import lifecycle, reconciler_repository, repository, scheduler
+from service.campaigns import ab, lifecycle, reconciler_repository, repository, scheduler
 from service.campaigns.lifecycle import Action, CampaignStatus
-from service.errors import Forbidden, RenderError, Unprocessable
+from service.errors import Conflict, Forbidden, RenderError, Unprocessable
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as templates
@@ -49,6 +49,7 @@ async def create(session: AsyncSession, sponsor: Sponsor, body: CampaignIn) -> C
     )
     if not body.draft:
         ensure_can_send(sponsor)
+    ab_test = ab.settings_of(body)
     scheduled = not body.draft and body.send_at is not None and body.send_at > datetime.now(UTC)
     campaign = Campaign(
         id=uuid.uuid4(),
@@ -65,6 +66,7 @@ async def create(session: AsyncSession, sponsor: Sponsor, body: CampaignIn) -> C
         audience_filter=body.audience_filter,
         event_id=body.event_id,
         metadata_=body.metadata,
+        ab_test=ab_test,
         # Every campaign is born a draft; creating it "scheduled" is the draft's schedule.
         status=CampaignStatus.SCHEDULED if scheduled else CampaignStatus.DRAFT,
         send_at=body.send_at,
@@ -76,6 +78,8 @@ async def create(session: AsyncSession, sponsor: Sponsor, body: CampaignIn) -> C
     compiled = await templates.compile_for_save(
         content, templates.brand_for(sponsor, campaign), tracking=body.tracking_enabled
     )
+    if ab_test is not None:
+        await _check_variants(sponsor, campaign, compiled.links)
     session.add(campaign)
     await session.flush()
     await templates_repository.save_links(session, campaign.id, compiled.links)
@@ -84,6 +88,30 @@ async def create(session: AsyncSession, sponsor: Sponsor, body: CampaignIn) -> C
     elif not body.draft:
         await queue(session, sponsor, campaign)
     return campaign
+
+
+async def _check_variants(sponsor: Sponsor, campaign: Campaign, links: tuple[str, ...]) -> None:
+    """Each variant compiles (422 naming it) and tracks the campaign's links.
+
+    Click tokens name a link by its position in the campaign's list, shared by
+    every variant, so a variant's body may reword but not change the links.
+    """
+    assert campaign.ab_test is not None
+    brand = templates.brand_for(sponsor, campaign)
+    for i in range(len(campaign.ab_test["variants"])):
+        content, _ = ab.variant_content(campaign, i)
+        try:
+            compiled = await templates.compile_for_save(
+                content, brand, tracking=campaign.tracking_enabled
+            )
+        except Unprocessable as exc:
+            raise Unprocessable(exc.code, exc.message, f"variants.{i}.{exc.field}") from None
+        if campaign.tracking_enabled and compiled.links != links:
+            raise Unprocessable(
+                "variant_links_differ",
+                "a variant's body must link to the same URLs, in the same order, as the campaign",
+                f"variants.{i}",
+            )
 
 
 async def queue(session: AsyncSession, sponsor: Sponsor, campaign: Campaign) -> None:
@@ -134,6 +162,8 @@ async def resume(session: AsyncSession, sponsor: Sponsor, campaign: Campaign, wi
     """paused → where it stopped: scheduled, queued or sending (and its next batches)."""
     lifecycle.require(campaign.status, Action.RESUME)
     ensure_can_send(sponsor)
+    if await ab.resume(session, campaign):
+        return  # an A/B test before its winner: testing or choosing again
     if campaign.planned_at is None:
         if campaign.queued_at is None and campaign.send_at is not None:
             # Paused before its time: wait for it again (its timer may have fired
@@ -164,6 +194,9 @@ async def retry_failed(
     """
     lifecycle.require(campaign.status, Action.RETRY_FAILED)
     ensure_can_send(sponsor)
+    if campaign.ab_test is not None and campaign.ab_winner is None:
+        # Failed test rows are retried with the rest, once the winner is known.
+        raise Conflict("ab_test_undecided", "choose the A/B winner first", "status")
     moved = await repository.move_rows(
         session, campaign.id, "failed", "pending", skip_suppressed=True
     )

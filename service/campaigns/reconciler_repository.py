@@ -41,8 +41,9 @@ async def scheduled_among(
 async def stalled(session: AsyncSession, stall_seconds: float, limit: int = 100) -> list[Campaign]:
     """Campaigns that should be moving but have not for ``stall_seconds``, locked.
 
-    ``sending`` without progress (lost batch messages, a poison message, a broker
-    that lost its data) or ``queued`` and never planned (a lost campaign event).
+    ``sending`` (or an A/B ``testing``) without progress (lost batch messages, a
+    poison message, a broker that lost its data) or ``queued`` and never planned (a
+    lost campaign event).
     """
     horizon = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, stall_seconds)
     query = (
@@ -50,7 +51,7 @@ async def stalled(session: AsyncSession, stall_seconds: float, limit: int = 100)
         .where(
             or_(
                 and_(
-                    Campaign.status == CampaignStatus.SENDING,
+                    Campaign.status.in_((CampaignStatus.SENDING, CampaignStatus.TESTING)),
                     func.coalesce(Campaign.last_progress_at, Campaign.planned_at) < horizon,
                 ),
                 and_(Campaign.status == CampaignStatus.QUEUED, Campaign.queued_at < horizon),
@@ -62,11 +63,18 @@ async def stalled(session: AsyncSession, stall_seconds: float, limit: int = 100)
     return list((await session.scalars(query)).all())
 
 
-_RUNNING = (CampaignStatus.QUEUED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+_RUNNING = (
+    CampaignStatus.QUEUED,
+    CampaignStatus.TESTING,
+    CampaignStatus.WAITING_FOR_WINNER,
+    CampaignStatus.SENDING,
+    CampaignStatus.PAUSED,
+)
 
 
 async def running_overview(session: AsyncSession, limit: int = 50) -> list[Any]:
-    """Campaigns in flight (queued, sending, paused) with their counters, for ``status``."""
+    """Campaigns in flight (queued, A/B testing or choosing, sending, paused) with their
+    counters, for ``status``."""
     totals = (
         select(
             stats.c.campaign_id,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +23,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, CampaignBatch
 from service import outbox
 from service.audiences.filters import audience_clause, leads, suppressed_clause
-from service.campaigns import lifecycle
+from service.campaigns import ab_repository, lifecycle
+from service.campaigns.ab_repository import Plan
 from service.campaigns.lifecycle import Action
 from service.errors import NotFound
 from service.models import Campaign, CampaignDelivery, CampaignStats, table_of
@@ -105,13 +105,6 @@ async def delete_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> None
     await session.execute(delete(Campaign).where(Campaign.id == campaign_id))
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    recipients: int
-    suppressed: int
-    batches: int
-
-
 async def plan_deliveries(session: AsyncSession, campaign: Campaign, batch_size: int) -> Plan:
     """Write one ``pending`` row per matching, unsuppressed lead, numbered into batches.
 
@@ -186,7 +179,8 @@ async def refresh_delivery_statistics(session: AsyncSession, new_rows: int) -> b
 
 
 async def finish_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
-    """Mark a ``sending`` campaign ``sent`` once no row is pending; True if it did."""
+    """Mark a ``sending`` campaign ``sent`` once no row is pending (an A/B ``testing``
+    one ``waiting_for_winner``, and its decision timer set); True if it did."""
     pending = (
         select(1)
         .select_from(deliveries)
@@ -194,8 +188,14 @@ async def finish_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
         .exists()
     )
     finished = await transition(
-        session, Action.FINISH, Campaign.id == campaign_id, not_(pending), completed_at=func.now()
+        session,
+        Action.FINISH,
+        Campaign.id == campaign_id,
+        not_(pending),
+        completed_at=case((Campaign.status == "sending", func.now()), else_=None),
     )
+    if finished:
+        await ab_repository.schedule_decision(session, campaign_id)
     return bool(finished)
 
 

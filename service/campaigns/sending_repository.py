@@ -23,6 +23,9 @@ from service.models import Campaign, Sponsor
 from service.outbox import OutboxRow
 from service.stats import counters
 
+# The statuses whose batches go out: an A/B test share's too.
+SENDS = [CampaignStatus.SENDING.value, CampaignStatus.TESTING.value]
+
 
 async def campaign_with_sponsor(
     session: AsyncSession, campaign_id: uuid.UUID
@@ -40,14 +43,17 @@ async def campaign_with_sponsor(
 
 async def status_and_template(
     session: AsyncSession, campaign_id: uuid.UUID
-) -> tuple[str, str | None] | None:
-    """The campaign's status and provider template decision, for a cached campaign."""
+) -> tuple[str, str | None, int | None] | None:
+    """The campaign's status, provider template decision and A/B winner, for a cached
+    campaign."""
     row = (
         await session.execute(
-            select(Campaign.status, Campaign.provider_template_id).where(Campaign.id == campaign_id)
+            select(Campaign.status, Campaign.provider_template_id, Campaign.ab_winner).where(
+                Campaign.id == campaign_id
+            )
         )
     ).first()
-    return None if row is None else (row.status, row.provider_template_id)
+    return None if row is None else (row.status, row.provider_template_id, row.ab_winner)
 
 
 @dataclass(slots=True)  # not frozen: built per recipient, cheaper; treat as read-only
@@ -57,11 +63,13 @@ class Recipient:
     delivery_id: int
     email: str
     fields: dict[str, Any]
+    # The A/B variant of a test-share row; None: the campaign's message (or its winner).
+    variant: int | None = None
 
 
 _LOAD_BATCH = text("""
 SELECT d.id, d.recipient_email, l.name, l.first_name, l.last_name, l.company, l.title,
-       l.attributes
+       l.attributes, d.variant
 FROM campaign_deliveries d
 LEFT JOIN leads l ON l.id = d.lead_id
 WHERE d.campaign_id = :campaign_id AND d.batch_no = :batch_no AND d.status = 'pending'
@@ -90,6 +98,7 @@ async def load_pending_batch(
                 "title": row[6],
                 "attributes": row[7] or {},
             },
+            variant=row[8],
         )
         for row in rows
     ]
@@ -140,7 +149,8 @@ WITH sent AS (
     RETURNING 1
 ), campaign AS (
     SELECT enqueue_cursor, batch_count, send_round FROM campaigns
-    WHERE id = :campaign_id AND status = :sending AND (SELECT count(*) FROM counted) >= 0
+    WHERE id = :campaign_id AND status = ANY(CAST(:sending AS text[]))
+      AND (SELECT count(*) FROM counted) >= 0
     FOR UPDATE
 ), next AS (
     SELECT d.batch_no AS n, campaign.send_round
@@ -239,7 +249,7 @@ async def record_batch_outcome(
             "errors": list(errors),
             "campaign_id": campaign_id,
             "shard": counters.shard_of(batch_no),
-            "sending": CampaignStatus.SENDING.value,
+            "sending": SENDS,
             "topic": TOPIC_CAMPAIGN_BATCHES,
             "key_prefix": f"{campaign_id}:",
             "head": head,

@@ -66,6 +66,12 @@ class Campaign(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     planned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A/B tests (migration 0022, ``service.campaigns.ab``): the variants and settings,
+    # the winner's index, the decision and why, and when the timer decides.
+    ab_test: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    ab_winner: Mapped[int | None] = mapped_column(SmallInteger)
+    ab_decision: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    ab_decide_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CampaignDelivery(Base):
@@ -100,6 +106,8 @@ class CampaignDelivery(Base):
     lead_id: Mapped[int] = mapped_column(BigInteger)
     recipient_email: Mapped[str] = mapped_column(String(320))
     batch_no: Mapped[int] = mapped_column(Integer)
+    # The A/B variant of a test-share row; NULL for the rest (sent the winner).
+    variant: Mapped[int | None] = mapped_column(SmallInteger)
     status: Mapped[str] = mapped_column(String(20), server_default=text("'pending'"))
     provider_message_id: Mapped[str | None] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))

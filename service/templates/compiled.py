@@ -217,11 +217,15 @@ def _compile(content: Content, brand: Brand, tracking: bool, preferences: bool) 
         body = tags.protect(content.html_body, html=True)
     else:
         body = markdown_html(tags, content.message_body or "")
+    # Not part of ``body``: the text part is derived from that, and has no preview line.
+    preheader = (
+        tags.protect(layout.preheader(html.escape(content.preheader))) if content.preheader else ""
+    )
     start, end = tags.mark(), tags.mark()
     page = layout.SHELL.format(
         lang=html.escape(brand.lang),
         title=tags.add("{{ sponsor.name }}"),
-        content=start + body + end,
+        content=preheader + start + body + end,
         footer=tags.protect(footer_html),
         pixel=tags.protect(layout.PIXEL) if tracking else "",
     )

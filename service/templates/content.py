@@ -32,6 +32,8 @@ class Content:
     message_body: str | None = None
     html_body: str | None = None
     text_body: str | None = None
+    # The inbox's preview line (an A/B variant's), hidden at the top of the HTML part.
+    preheader: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

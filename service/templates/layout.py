@@ -113,3 +113,11 @@ PIXEL = (
     '<img src="{{ _pixel }}" width="1" height="1" alt="" '
     'style="display:block;border:0;width:1px;height:1px;overflow:hidden">'
 )
+
+
+def preheader(escaped: str) -> str:
+    """The preview line mail clients show after the subject, hidden in the message itself."""
+    return (
+        '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all" aria-hidden="true">'
+        f"{escaped}</div>"
+    )

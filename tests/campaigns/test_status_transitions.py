@@ -32,13 +32,19 @@ ALLOWED: dict[tuple[CampaignStatus, Action], CampaignStatus | None] = {
     (S.SCHEDULED, A.PAUSE): S.PAUSED,
     (S.QUEUED, A.PAUSE): S.PAUSED,
     (S.SENDING, A.PAUSE): S.PAUSED,
+    (S.TESTING, A.PAUSE): S.PAUSED,
+    (S.WAITING_FOR_WINNER, A.PAUSE): S.PAUSED,
     (S.PAUSED, A.RESUME): S.SENDING,
+    (S.PAUSED, A.RESUME_TEST): S.TESTING,
+    (S.PAUSED, A.RESUME_CHOOSING): S.WAITING_FOR_WINNER,
     (S.PAUSED, A.RESUME_PLANNING): S.QUEUED,
     (S.PAUSED, A.RESUME_SCHEDULE): S.SCHEDULED,
     (S.DRAFT, A.CANCEL): S.CANCELLED,
     (S.SCHEDULED, A.CANCEL): S.CANCELLED,
     (S.QUEUED, A.CANCEL): S.CANCELLED,
     (S.SENDING, A.CANCEL): S.CANCELLED,
+    (S.TESTING, A.CANCEL): S.CANCELLED,
+    (S.WAITING_FOR_WINNER, A.CANCEL): S.CANCELLED,
     (S.PAUSED, A.CANCEL): S.CANCELLED,
     (S.SENDING, A.RETRY_FAILED): S.SENDING,
     (S.PAUSED, A.RETRY_FAILED): S.SENDING,
@@ -46,13 +52,20 @@ ALLOWED: dict[tuple[CampaignStatus, Action], CampaignStatus | None] = {
     (S.DRAFT, A.DELETE): None,
     (S.SCHEDULED, A.START): S.QUEUED,
     (S.QUEUED, A.PLAN): S.SENDING,
+    (S.QUEUED, A.PLAN_TEST): S.TESTING,
     (S.QUEUED, A.PLAN_EMPTY): S.SENT,
     (S.QUEUED, A.FAIL): S.FAILED,
     (S.SENDING, A.FINISH): S.SENT,
+    (S.TESTING, A.FINISH): S.WAITING_FOR_WINNER,
+    (S.TESTING, A.CHOOSE): S.SENDING,
+    (S.WAITING_FOR_WINNER, A.CHOOSE): S.SENDING,
     (S.QUEUED, A.AUTO_PAUSE): S.PAUSED,
     (S.SENDING, A.AUTO_PAUSE): S.PAUSED,
+    (S.TESTING, A.AUTO_PAUSE): S.PAUSED,
+    (S.WAITING_FOR_WINNER, A.AUTO_PAUSE): S.PAUSED,
     (S.QUEUED, A.REDRIVE): S.QUEUED,
     (S.SENDING, A.REDRIVE): S.SENDING,
+    (S.TESTING, A.REDRIVE): S.TESTING,
 }
 
 EVERY_PAIR = list(itertools.product(CampaignStatus, Action))
@@ -84,8 +97,17 @@ def test_a_status_the_lifecycle_does_not_know_is_refused_not_crashed_on() -> Non
 
 
 def test_bulk_sources_come_from_the_table() -> None:
-    assert lifecycle.sources(Action.AUTO_PAUSE) == (S.QUEUED, S.SENDING)
-    assert lifecycle.moves(Action.REDRIVE) == {S.QUEUED: S.QUEUED, S.SENDING: S.SENDING}
+    assert lifecycle.sources(Action.AUTO_PAUSE) == (
+        S.QUEUED,
+        S.TESTING,
+        S.WAITING_FOR_WINNER,
+        S.SENDING,
+    )
+    assert lifecycle.moves(Action.REDRIVE) == {
+        S.QUEUED: S.QUEUED,
+        S.TESTING: S.TESTING,
+        S.SENDING: S.SENDING,
+    }
     assert lifecycle.moves(Action.DELETE) == {}
 
 

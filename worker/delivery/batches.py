@@ -45,6 +45,9 @@ from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
+# The statuses whose batches go out: an A/B test share's too.
+_SENDS = (CampaignStatus.SENDING, CampaignStatus.TESTING)
+
 
 class CampaignBatches:
     """Sends a campaign's batches (``campaign-batches.v1``) and its test sends."""
@@ -72,7 +75,7 @@ class CampaignBatches:
     async def _send_batch(self, event: CampaignBatch) -> None:
         await wait_until_due(event)
         context = await self.contexts.get(event.campaign_id)
-        if context is None or context.status != CampaignStatus.SENDING:
+        if context is None or context.status not in _SENDS:
             return  # paused or cancelled: resume/retry re-open the window
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
         with metrics.SEND_STAGE.labels("load").time():
@@ -81,7 +84,7 @@ class CampaignBatches:
                     driver, event.campaign_id, event.batch_no
                 )
         with metrics.SEND_STAGE.labels("render").time():
-            emails, failed = self.core.render(context, recipients)
+            emails, failed = self._render(context, recipients)
         if not await self.guards.within_hourly_cap(context, len(emails)):
             return  # No release: the campaign idles until the reconciler re-opens its window.
 
@@ -109,6 +112,23 @@ class CampaignBatches:
         sent, refused = core.outcome(results)
         failed.extend(refused)
         await self._record(context, event, sent, failed, started)
+
+    def _render(
+        self, context: CampaignContext, recipients: list[sending_repository.Recipient]
+    ) -> tuple[list[OutgoingEmail], list[core.Failure]]:
+        """Each recipient rendered with its A/B variant's message (one group per variant)."""
+        if not context.variants:
+            return self.core.render(context, recipients)
+        groups: dict[int | None, list[sending_repository.Recipient]] = {}
+        for recipient in recipients:
+            groups.setdefault(recipient.variant, []).append(recipient)
+        emails: list[OutgoingEmail] = []
+        failed: list[core.Failure] = []
+        for variant, group in groups.items():
+            rendered, refused = self.core.render(context.for_variant(variant), group)
+            emails.extend(rendered)
+            failed.extend(refused)
+        return emails, failed
 
     async def _record(
         self,

@@ -15,19 +15,24 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from email.utils import formataddr
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.campaigns import sending_repository, template_repository
+from service.campaigns import ab, sending_repository, template_repository
 from service.campaigns.lifecycle import CampaignStatus
 from service.errors import ProviderError, TransientProviderError
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as template_logic
 from service.templates import provider_limits
-from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
+from service.templates.compiled import (
+    CompiledMessage,
+    ProviderTemplate,
+    compile_message,
+    single_line,
+)
 from service.templates.urls import DeliveryUrls
 from worker.providers.base import StoredTemplateProvider, TemplateProvider
 from worker.ratelimit import Pacer
@@ -62,6 +67,15 @@ class CampaignContext:
     # ``sender``'s parts as they are: a provider API may format ``from`` its own way.
     sender_name: str = ""
     sender_address: str = ""
+    # A/B tests: each variant's context (compiled once, with the campaign) and the
+    # winner's index once chosen; rows without a variant are sent the winner.
+    variants: dict[int, CampaignContext] = field(default_factory=dict)
+    winner: int | None = None
+
+    def for_variant(self, variant: int | None) -> CampaignContext:
+        """The context a row of ``variant`` renders with (None: the winner, or the campaign)."""
+        chosen = self.winner if variant is None else variant
+        return self.variants.get(chosen, self) if chosen is not None else self
 
     def headers(self, urls: DeliveryUrls) -> dict[str, str]:
         """RFC 8058 one-click unsubscribe (+ RFC 2369 mailto when configured) and List-Id."""
@@ -117,7 +131,7 @@ class CampaignContexts:
                 found = await sending_repository.status_and_template(session, campaign_id)
             if found is None:
                 return None
-            (cached.status, stored), cached.checked_at = found, now
+            (cached.status, stored, cached.winner), cached.checked_at = found, now
             await self._decide_template(cached, stored)
             return cached
         async with self.sessions() as session:
@@ -147,9 +161,32 @@ class CampaignContexts:
             sender_name=name,
             sender_address=address,
         )
-        if self.templates is not None:
+        if campaign.ab_test:
+            # Whole bodies for A/B tests: one provider template per variant would mean
+            # as many template decisions per round, for a campaign that sends few rows.
+            context.variants = self._variants(campaign, sponsor, context)
+            context.winner = campaign.ab_winner
+        elif self.templates is not None:
             context.template = context.message.provider_template()
         return context
+
+    @staticmethod
+    def _variants(
+        campaign: Campaign, sponsor: Sponsor, context: CampaignContext
+    ) -> dict[int, CampaignContext]:
+        brand = template_logic.brand_for(sponsor, campaign)
+        variants = {}
+        for index in range(len((campaign.ab_test or {}).get("variants", []))):
+            content, sender_name = ab.variant_content(campaign, index)
+            name = single_line(sender_name) if sender_name else context.sender_name
+            variants[index] = replace(
+                context,
+                message=compile_message(content, brand, tracking=campaign.tracking_enabled),
+                sender=formataddr((name, context.sender_address)),
+                sender_name=name,
+                variants={},
+            )
+        return variants
 
     async def _decide_template(self, context: CampaignContext, stored: str | None) -> None:
         """Set ``context.template_id`` from this round's decision, deciding it if nobody has.
