@@ -131,7 +131,8 @@ async def test_pausing_a_draft_is_409_naming_the_status_and_the_allowed_ones(
     assert answer.status_code == 409
     assert answer.json()["error"] == {
         "code": "invalid_transition",
-        "message": "cannot pause a campaign that is draft (only from scheduled, queued, sending)",
+        "message": "cannot pause a campaign that is draft "
+        "(only from scheduled, queued, testing, waiting_for_winner, sending)",
         "field": "status",
     }
 
