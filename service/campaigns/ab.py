@@ -152,7 +152,7 @@ def choose(ab_test: dict[str, Any], counts: list[VariantCounts]) -> tuple[int, d
     worst_p = max((p for p in found.p_values if p is not None), default=1.0)
     significant = worst_p < SIGNIFICANCE
     if significant:
-        winner, reason = found.leader, "significant"
+        winner, reason = found.leader, "significant at 95 %"
     else:
         first = ab_test["fallback"] == "first"
         winner = 0 if first else found.leader

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import SmallInteger, Text, cast, exists, func, literal, not_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Select
 
 from service.audiences.filters import audience_clause, leads, suppressed_clause
@@ -174,7 +174,9 @@ ORDER BY variant
 """)
 
 
-async def variant_counts(session: AsyncSession, campaign_id: uuid.UUID) -> list[VariantCounts]:
+async def variant_counts(
+    session: AsyncSession | AsyncConnection, campaign_id: uuid.UUID
+) -> list[VariantCounts]:
     """The test share's figures per variant (variants with no row yet are absent)."""
     rows = await session.execute(_VARIANT_COUNTS, {"campaign_id": campaign_id})
     return [VariantCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]

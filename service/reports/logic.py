@@ -13,6 +13,8 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.stats import FIGURES, RATES
+from service.campaigns import ab, ab_repository
+from service.campaigns.ab_repository import VariantCounts
 from service.messages import events_repository as message_figures
 from service.messages import stats as message_stats
 from service.reports import charts, repository
@@ -49,8 +51,8 @@ async def campaign_report(
         "rate_names": RATES,
         "reasons": reasons,
         "audience_filter": json.dumps(campaign["audience_filter"], indent=2, ensure_ascii=False),
-        # A/B variants do not exist yet; the page has their section ready, winner marked.
-        "variants": [],
+        "variants": await variant_rows(connection, campaign),
+        "decision": campaign["ab_decision"],
         "charts": time_charts(figures["timeline"] or [], timeline),
         "links_chart": links_chart(figures["links"]),
     }
@@ -88,6 +90,36 @@ async def message_type_report(
         "charts": sends + time_charts(points, timeline),
         "links_chart": links_chart(figures["links"]),
     }
+
+
+async def variant_rows(
+    connection: AsyncConnection, campaign: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """An A/B test's variants with their test-share figures (human opens and clicks, as
+    ``GET …/variants``), the winner marked; none for a campaign sent as one version."""
+    ab_test = campaign["ab_test"]
+    if not ab_test:
+        return []
+    counts = {c.variant: c for c in await ab_repository.variant_counts(connection, campaign["id"])}
+    rows = []
+    for i, variant in enumerate(ab_test["variants"]):
+        c = counts.get(i, VariantCounts(i, 0, 0, 0, 0))
+        rows.append(
+            {
+                "name": ab.name(i),
+                "subject": variant.get("subject", campaign["subject"]),
+                "sent": c.sent,
+                "open_rate": _percent(c.opened, c.sent),
+                "click_rate": _percent(c.clicked, c.sent),
+                "click_to_open_rate": _percent(c.clicked, c.opened),
+                "winner": campaign["ab_winner"] == i,
+            }
+        )
+    return rows
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "—"
 
 
 def time_charts(points: Sequence[Mapping[str, Any]], unit: str) -> list[Markup]:

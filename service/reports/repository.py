@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 _HEADER = text("""
 SELECT id, sponsor_id, name, subject, audience_type, audience_filter, event_id, created_at,
-       completed_at
+       completed_at, ab_test, ab_winner, ab_decision
 FROM campaigns WHERE id = :id AND (CAST(:sponsor AS text) IS NULL OR sponsor_id = :sponsor)
 """)
 

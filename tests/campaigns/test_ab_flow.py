@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -169,6 +170,14 @@ async def test_human_opens_that_put_b_ahead_make_b_the_winner_sent_to_the_rest(
     assert [v["sent"] for v in after["variants"]] == [30, 30]  # the test share's figures
     assert [v["winner"] for v in after["variants"]] == [False, True]
     assert after["decision"] == decision
+
+    link = await client.post(f"{ab.url}/report-links", headers=ab.headers, json={})
+    assert link.status_code in (200, 201), link.text
+    url = urlsplit(link.json()["url"])
+    page = (await client.get(f"{url.path}?{url.query}")).text
+    assert '<tr class="winner" data-variant="B"><td>B ★ winner</td>' in page
+    assert '<tr data-variant="A"><td>A</td>' in page
+    assert "66.7 %" in page and "significant at 95 %" in page
 
 
 async def test_a_winner_chosen_by_hand_is_sent_to_the_rest_and_a_second_choice_is_409(
