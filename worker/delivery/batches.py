@@ -83,6 +83,13 @@ class CampaignBatches:
                 recipients = await sending_repository.load_pending_batch(
                     driver, event.campaign_id, event.batch_no
                 )
+        # Rows of the rest exist only once the winner is chosen; this context may
+        # predate that by up to its status TTL, so it reads the winner again.
+        undecided = context.variants and context.winner is None
+        if undecided and any(recipient.variant is None for recipient in recipients):
+            context = await self.contexts.fresh(event.campaign_id)
+            if context is None or context.winner is None or context.status not in _SENDS:
+                return
         with metrics.SEND_STAGE.labels("render").time():
             emails, failed = self._render(context, recipients)
         if not await self.guards.within_hourly_cap(context, len(emails)):

@@ -117,6 +117,13 @@ class CampaignContexts:
         async with self._lock:
             return await self._load(campaign_id)
 
+    async def fresh(self, campaign_id: uuid.UUID) -> CampaignContext | None:
+        """The campaign's context with its status and A/B winner read again now."""
+        cached = self._campaigns.get(campaign_id)
+        if cached is not None:
+            cached.checked_at = float("-inf")
+        return await self.get(campaign_id)
+
     def forget(self, campaign_id: uuid.UUID) -> None:
         """Drop a campaign that sends no more."""
         self._campaigns.pop(campaign_id, None)
