@@ -273,7 +273,7 @@ async def test_cancel_while_waiting_for_the_winner_plans_no_rest(
                 {"key": f"ab.decide:{ab.id}"},
             )
             await session.rollback()
-            return left == 0
+            return bool(left == 0)
 
         await eventually(fired)
     assert (await ab.get())["status"] == "cancelled"

@@ -93,7 +93,7 @@ async def test_a_sender_killed_in_each_phase_leaves_every_lead_one_message_of_on
     assert_exactly_once(cluster, sponsor_id, LEADS, state)
 
     async with db.connect() as connection:
-        variants = dict(
+        variants: dict[int, int] = dict(
             (
                 await connection.execute(
                     text(

@@ -9,13 +9,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas.events import CampaignBatch
 from service.campaigns import ab, ab_repository, repository
 from service.campaigns.ab_repository import VariantCounts
+from service.kafka import Producer
+from service.settings import Settings
 from tests import factories
 from tests.conftest import TokenFactory
+from tests.fakes.resend_server import FakeResend
+from worker.delivery.batches import CampaignBatches
+from worker.providers import build_provider
+from worker.ratelimit import Pacer
 
 
 def test_the_two_proportion_test_gives_the_textbook_p_value() -> None:
@@ -175,3 +182,39 @@ async def test_a_variant_may_change_sender_name_and_preheader(
     stored = response.json()["ab_test"]
     assert stored["variants"] == [{"sender_name": "The Team"}, body["variants"][1]]
     assert stored["measure"] == "click_rate" and stored["fallback"] == "first"
+
+
+async def test_a_sender_that_cached_the_campaign_while_testing_sends_the_rest_the_winner(
+    client: httpx.AsyncClient,
+    sponsor: str,
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+    migrated: Settings,
+    fake: FakeResend,
+) -> None:
+    headers = token(sponsor)
+    await factories.add_leads(client, sponsor, headers, factories.leads(10, domain="c.example"))
+    campaign_id = await _ab_draft(client, sponsor, headers, 2, 50)
+    # Rows as the planner and a decision leave them, without their batch messages, so
+    # that only this sender sends them.
+    async with sessions.begin() as session:
+        campaign = await repository.get(session, sponsor, campaign_id, lock=True)
+        plan = await ab_repository.plan_test_share(session, campaign, 100, 50, 2)
+        campaign.batch_count, campaign.status = plan.batches, "testing"
+        campaign.planned_at = func.now()
+    producer = Producer(migrated)
+    provider = build_provider(migrated)
+    try:
+        batches = CampaignBatches(sessions, provider, Pacer(1000), producer, migrated)
+        cached = await batches.contexts.get(campaign_id)
+        assert cached is not None and cached.status == "testing" and cached.winner is None
+        async with sessions.begin() as session:
+            campaign = await repository.get(session, sponsor, campaign_id, lock=True)
+            await ab_repository.plan_rest(session, campaign, 100)
+            campaign.batch_count, campaign.status, campaign.ab_winner = 2, "sending", 1
+        await batches.send_batch(CampaignBatch(campaign_id=campaign_id, batch_no=1, send_round=0))
+    finally:
+        await provider.aclose()
+        producer.close()
+    subjects = [m.subject for m in fake.messages if m.tag("campaign_id") == str(campaign_id)]
+    assert len(subjects) == 5 and all(s == "Subject 1" for s in subjects)
