@@ -33,6 +33,7 @@ from service.campaigns.ab_repository import VariantCounts
 from service.campaigns.lifecycle import Action, CampaignStatus
 from service.errors import Conflict, NotFound, Unprocessable
 from service.models import Campaign
+from service.templates import logic as templates
 from service.templates.content import Content
 from service.timers.repository import DueTimer
 
@@ -76,17 +77,8 @@ def index_of(variant: str, ab_test: dict[str, Any]) -> int:
 def variant_content(campaign: Campaign, index: int) -> tuple[Content, str | None]:
     """Variant ``index``'s content (the campaign's where it changes nothing) and sender name."""
     assert campaign.ab_test is not None
-    variant: dict[str, Any] = campaign.ab_test["variants"][index]
-    body_given = "message_body" in variant or "html_body" in variant
-    content = Content(
-        subject=variant.get("subject", campaign.subject),
-        # A variant's body replaces the campaign's whole body: Markdown or HTML.
-        message_body=variant.get("message_body") if body_given else campaign.message_body,
-        html_body=variant.get("html_body") if body_given else campaign.html_body,
-        text_body=variant.get("text_body", None if body_given else campaign.text_body),
-        preheader=variant.get("preheader"),
-    )
-    return content, variant.get("sender_name")
+    sender_name: str | None = campaign.ab_test["variants"][index].get("sender_name")
+    return templates.content_of(campaign, index), sender_name
 
 
 # ---------------------------------------------------------------- the measure and the test
@@ -247,6 +239,23 @@ async def resume(session: AsyncSession, campaign: Campaign) -> bool:
 
 
 # ---------------------------------------------------------------- what the API shows
+
+
+async def preview_variant(
+    session: AsyncSession, campaign: Campaign, variant: str | None, delivery_id: int | None
+) -> int | None:
+    """The variant a preview shows: the one asked for, else the lead's (its row's variant,
+    or the winner for a row of the rest), else the campaign's own content (None)."""
+    if campaign.ab_test is None:
+        if variant is not None:
+            raise Unprocessable("not_an_ab_test", "this campaign has no variants", "variant")
+        return None
+    if variant is not None:
+        return index_of(variant, campaign.ab_test)
+    if delivery_id is None:
+        return None
+    found = await ab_repository.variant_of(session, delivery_id)
+    return found if found is not None else campaign.ab_winner
 
 
 async def view(session: AsyncSession, campaign: Campaign) -> VariantsOut:

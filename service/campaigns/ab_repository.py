@@ -220,3 +220,11 @@ async def schedule_timer(session: AsyncSession, campaign_id: uuid.UUID, due: dat
 async def cancel_timer(session: AsyncSession, campaign_id: uuid.UUID) -> None:
     """A decision taken by hand leaves the timer nothing to do."""
     await timers.cancel(session, [decide_key(campaign_id)])
+
+
+async def variant_of(session: AsyncSession, delivery_id: int) -> int | None:
+    """A delivery's variant (None: not a test-share row)."""
+    found: int | None = await session.scalar(
+        select(deliveries.c.variant).where(deliveries.c.id == delivery_id)
+    )
+    return found

@@ -297,13 +297,16 @@ async def preview_campaign(
     request: Request,
     lead_id: LeadIdQuery = None,
     format: Annotated[Literal["html", "text", "json"], Query()] = "html",
+    variant: Annotated[str | None, Query(min_length=1, max_length=1)] = None,
 ) -> Any:
-    """Exactly what ``lead_id`` would get (its own tokens once it has a delivery row),
-    or a sample lead; ``format=json`` gives subject, html and text together."""
+    """Exactly what ``lead_id`` would get (its own tokens and A/B variant once it has a
+    delivery row), or a sample lead; ``variant=B`` shows an A/B variant; ``format=json``
+    gives subject, html and text together."""
     settings: Settings = request.app.state.settings
     async with lookup(request) as session:
         fields, delivery_id = await logic.preview_lead(session, sponsor.id, campaign.id, lead_id)
-    rendered = await logic.render_preview(settings, sponsor, campaign, fields, delivery_id)
+        shown = await ab.preview_variant(session, campaign, variant, delivery_id)
+    rendered = await logic.render_preview(settings, sponsor, campaign, fields, delivery_id, shown)
     if format == "html":
         return HTMLResponse(rendered.html)
     if format == "text":

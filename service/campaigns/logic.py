@@ -243,8 +243,10 @@ async def render_preview(
     campaign: Campaign,
     fields: dict[str, Any],
     delivery_id: int | None,
+    variant: int | None = None,
 ) -> RenderedMessage:
-    """The campaign's message for ``fields``; a template that fails for them is a 422."""
+    """The campaign's message (or A/B ``variant``'s) for ``fields``; a template that fails
+    for them is a 422."""
     builder = templates.url_builder(settings)
     try:
         return await templates.render_campaign(
@@ -252,6 +254,7 @@ async def render_preview(
             campaign,
             fields,
             lambda n_links: builder.for_delivery(delivery_id or NO_DELIVERY, n_links),
+            variant,
         )
     except RenderError as exc:
         raise Unprocessable("render_error", str(exc), "lead_id") from None

@@ -46,19 +46,36 @@ def brand_for(sponsor: Sponsor, campaign: Campaign | None = None) -> Brand:
     )
 
 
-def content_of(campaign: Campaign) -> Content:
+def content_of(campaign: Campaign, variant: int | None = None) -> Content:
+    """The campaign's content, or its A/B variant ``variant``'s (``docs/ab-tests.md``):
+    the variant's fields over the campaign's; a variant's body replaces the whole body."""
+    if variant is None or not campaign.ab_test:
+        return Content(
+            subject=campaign.subject,
+            message_body=campaign.message_body,
+            html_body=campaign.html_body,
+            text_body=campaign.text_body,
+        )
+    changes: dict[str, Any] = campaign.ab_test["variants"][variant]
+    body_given = "message_body" in changes or "html_body" in changes
     return Content(
-        subject=campaign.subject,
-        message_body=campaign.message_body,
-        html_body=campaign.html_body,
-        text_body=campaign.text_body,
+        subject=changes.get("subject", campaign.subject),
+        message_body=changes.get("message_body") if body_given else campaign.message_body,
+        html_body=changes.get("html_body") if body_given else campaign.html_body,
+        text_body=changes.get("text_body", None if body_given else campaign.text_body),
+        preheader=changes.get("preheader"),
     )
 
 
-def compile_campaign(sponsor: Sponsor, campaign: Campaign) -> CompiledMessage:
-    """The campaign's message, compiled (once per campaign and process, by its callers)."""
+def compile_campaign(
+    sponsor: Sponsor, campaign: Campaign, variant: int | None = None
+) -> CompiledMessage:
+    """The campaign's message (or its A/B variant's), compiled (once per campaign, variant
+    and process, by its callers)."""
     return compile_message(
-        content_of(campaign), brand_for(sponsor, campaign), tracking=campaign.tracking_enabled
+        content_of(campaign, variant),
+        brand_for(sponsor, campaign),
+        tracking=campaign.tracking_enabled,
     )
 
 
@@ -77,8 +94,9 @@ def _render_campaign(
     campaign: Campaign,
     lead: dict[str, Any],
     urls_for: Callable[[int], DeliveryUrls],
+    variant: int | None,
 ) -> RenderedMessage:
-    message = compile_campaign(sponsor, campaign)
+    message = compile_campaign(sponsor, campaign, variant)
     return message.render(lead, urls_for(len(message.links)))
 
 
@@ -87,13 +105,15 @@ async def render_campaign(
     campaign: Campaign,
     lead: dict[str, Any],
     urls_for: Callable[[int], DeliveryUrls],
+    variant: int | None = None,
 ) -> RenderedMessage:
-    """What ``lead`` gets (previews, the view-in-browser page), rendered off the event loop.
+    """What ``lead`` gets (previews, the view-in-browser page), rendered off the event loop;
+    an A/B test's ``variant`` (None: the campaign's own content).
 
     ``urls_for(n)`` gives the URLs of a message with ``n`` tracked links.
     Raises ``RenderError`` when the lead's data breaks the template.
     """
-    return await off_loop(_render_campaign, sponsor, campaign, lead, urls_for)
+    return await off_loop(_render_campaign, sponsor, campaign, lead, urls_for, variant)
 
 
 def url_builder(settings: Settings) -> UrlBuilder:
@@ -228,13 +248,15 @@ async def view_in_browser(
         found = await repository.delivery_for_view(session, claims.delivery_id)
     if found is None:
         return None
-    campaign, sponsor, fields = found
+    campaign, sponsor, fields, variant = found
     try:
         rendered = await render_campaign(
             sponsor,
             campaign,
             fields,
             lambda n_links: builder.for_delivery(claims.delivery_id, n_links),
+            # An A/B test's row: its variant, or the winner for a row of the rest.
+            variant if variant is not None else campaign.ab_winner,
         )
     except (RenderError, Unprocessable):  # content that no longer renders: nothing to show
         return None

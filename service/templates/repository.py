@@ -127,15 +127,16 @@ async def delivery_id_for(
 
 
 _DELIVERY_VIEW = text("""
-SELECT d.id, d.campaign_id, d.lead_id, d.recipient_email
+SELECT d.id, d.campaign_id, d.lead_id, d.recipient_email, d.variant
 FROM campaign_deliveries d WHERE d.id = :delivery_id
 """)
 
 
 async def delivery_for_view(
     session: AsyncSession, delivery_id: int
-) -> tuple[Campaign, Sponsor, dict[str, Any]] | None:
-    """A delivery's campaign, sponsor and lead fields (lead deleted: the address only)."""
+) -> tuple[Campaign, Sponsor, dict[str, Any], int | None] | None:
+    """A delivery's campaign, sponsor, lead fields (lead deleted: the address only) and
+    A/B variant (None: the campaign's content or, once chosen, the winner)."""
     row = (await session.execute(_DELIVERY_VIEW, {"delivery_id": delivery_id})).first()
     if row is None:
         return None
@@ -153,4 +154,4 @@ async def delivery_for_view(
         fields = await lead_fields(session, sponsor.id, row.lead_id)
     except NotFound:
         fields = {"email": row.recipient_email, "attributes": {}}
-    return campaign, sponsor, fields
+    return campaign, sponsor, fields, row.variant

@@ -27,7 +27,10 @@ IMAGE_PROXY = {"User-Agent": "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"}
 def ab_body(**ab_test: Any) -> dict[str, Any]:
     return factories.campaign(
         subject="Base {{ name }}",
-        variants=[{"subject": "Alpha {{ name }}"}, {"subject": "Bravo {{ name }}"}],
+        variants=[
+            {"subject": "Alpha {{ name }}", "sender_name": "Alpha Desk"},
+            {"subject": "Bravo {{ name }}", "preheader": "Bravo preview line"},
+        ],
         ab_test={"test_share": 50, "wait_seconds": 3600, "measure": "open_rate", **ab_test},
     )
 
@@ -134,6 +137,13 @@ async def test_human_opens_that_put_b_ahead_make_b_the_winner_sent_to_the_rest(
     subjects = {m.to[0]: m.subject for m in fake.messages if m.tag("campaign_id") == ab.id}
     assert all(subjects[r.recipient_email].startswith("Alpha") for r in by_variant[0])
     assert all(subjects[r.recipient_email].startswith("Bravo") for r in by_variant[1])
+    message_of = {m.to[0]: m for m in fake.messages if m.tag("campaign_id") == ab.id}
+    alpha, bravo = (
+        message_of[by_variant[0][0].recipient_email],
+        message_of[by_variant[1][0].recipient_email],
+    )
+    assert alpha.sender.startswith("Alpha Desk") and "Bravo preview line" not in (alpha.html or "")
+    assert bravo.sender.startswith("Test Sponsor") and "Bravo preview line" in (bravo.html or "")
 
     signer: TokenSigner = migrated.tracking_signer()
     for row in by_variant[1][:20]:
@@ -180,8 +190,40 @@ async def test_human_opens_that_put_b_ahead_make_b_the_winner_sent_to_the_rest(
     assert "66.7 %" in page and "significant at 95 %" in page
 
 
+async def assert_previews_show_each_lead_its_variant(
+    ab: AbCampaign, settings: Settings, deliveries: list[Any]
+) -> None:
+    """The preview and the view-in-browser page show a lead what it got: its variant, or
+    the winner (B) for a lead of the rest; ``?variant=`` shows any variant."""
+    tested_a = next(r for r in deliveries if r.variant == 0)
+    rest = next(r for r in deliveries if r.variant is None)
+
+    async def preview(**params: Any) -> dict[str, Any]:
+        response = await ab.client.get(
+            f"{ab.url}/preview", headers=ab.headers, params={"format": "json", **params}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert (await preview(lead_id=tested_a.lead_id))["subject"].startswith("Alpha")
+    assert (await preview(lead_id=rest.lead_id))["subject"].startswith("Bravo")
+    assert (await preview(variant="A"))["subject"].startswith("Alpha")
+    assert (await preview())["subject"].startswith("Base")
+    unknown = await ab.client.get(f"{ab.url}/preview", headers=ab.headers, params={"variant": "F"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "variant"
+    signer = settings.tracking_signer()
+    for row, shown in ((tested_a, False), (rest, True)):
+        page = await ab.client.get(f"/v/{signer.sign(Kind.VIEW, row.id)}")
+        assert page.status_code == 200
+        assert ("Bravo preview line" in page.text) is shown
+
+
 async def test_a_winner_chosen_by_hand_is_sent_to_the_rest_and_a_second_choice_is_409(
-    ab: AbCampaign, sessions: async_sessionmaker[AsyncSession], fake: FakeResend
+    ab: AbCampaign,
+    sessions: async_sessionmaker[AsyncSession],
+    fake: FakeResend,
+    migrated: Settings,
 ) -> None:
     await ab.create(20, ab_body())
     await ab.reaches("waiting_for_winner")
@@ -194,7 +236,9 @@ async def test_a_winner_chosen_by_hand_is_sent_to_the_rest_and_a_second_choice_i
     assert done["ab_decision"]["how"] == "manual" and done["ab_decision"]["winner"] == "B"
     again = await ab.act("winner", {"variant": "A"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_transition"
-    assert_each_lead_got_one_message(fake, ab.id, await rows(sessions, ab.id), 20)
+    deliveries = await rows(sessions, ab.id)
+    assert_each_lead_got_one_message(fake, ab.id, deliveries, 20)
+    await assert_previews_show_each_lead_its_variant(ab, migrated, deliveries)
     # The timer was cancelled with the decision: nothing is left to fire.
     async with sessions() as session:
         left = await session.scalar(

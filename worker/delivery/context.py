@@ -27,12 +27,7 @@ from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as template_logic
 from service.templates import provider_limits
-from service.templates.compiled import (
-    CompiledMessage,
-    ProviderTemplate,
-    compile_message,
-    single_line,
-)
+from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
 from service.templates.urls import DeliveryUrls
 from worker.providers.base import StoredTemplateProvider, TemplateProvider
 from worker.ratelimit import Pacer
@@ -181,14 +176,13 @@ class CampaignContexts:
     def _variants(
         campaign: Campaign, sponsor: Sponsor, context: CampaignContext
     ) -> dict[int, CampaignContext]:
-        brand = template_logic.brand_for(sponsor, campaign)
         variants = {}
         for index in range(len((campaign.ab_test or {}).get("variants", []))):
-            content, sender_name = ab.variant_content(campaign, index)
+            _, sender_name = ab.variant_content(campaign, index)
             name = single_line(sender_name) if sender_name else context.sender_name
             variants[index] = replace(
                 context,
-                message=compile_message(content, brand, tracking=campaign.tracking_enabled),
+                message=template_logic.compile_campaign(sponsor, campaign, index),
                 sender=formataddr((name, context.sender_address)),
                 sender_name=name,
                 variants={},
