@@ -39,7 +39,6 @@ from service.timers.repository import DueTimer
 
 # Below this two-sided p-value the leader is better "with reasonable confidence".
 SIGNIFICANCE = 0.05
-_CONTENT_FIELDS = ("subject", "message_body", "html_body", "text_body", "preheader")
 
 
 def settings_of(body: CampaignIn) -> dict[str, Any] | None:
