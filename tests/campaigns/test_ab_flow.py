@@ -290,6 +290,8 @@ async def test_pause_and_resume_in_every_phase_still_send_each_lead_exactly_once
         fake.set_latency(0.0)
     await ab.reaches("waiting_for_winner")
     assert (await ab.act("pause")).status_code == 200
+    retried = await ab.act("retry-failed")  # failed test rows go out with the rest
+    assert retried.status_code == 409 and retried.json()["error"]["code"] == "ab_test_undecided"
     resumed = await ab.act("resume")
     assert resumed.json()["status"] == "waiting_for_winner"
     assert (await ab.act("winner", {"variant": "A"})).status_code == 202
