@@ -324,3 +324,25 @@ async def test_cancel_while_waiting_for_the_winner_plans_no_rest(
         await eventually(fired)
     assert (await ab.get())["status"] == "cancelled"
     assert len(await rows(sessions, ab.id)) == 10
+
+
+async def test_a_winner_chosen_while_testing_sends_pending_test_rows_their_own_variant(
+    ab: AbCampaign, sessions: async_sessionmaker[AsyncSession], fake: FakeResend
+) -> None:
+    fake.set_latency(0.3)
+    try:
+        await ab.create(400, ab_body(test_share=50))
+        await ab.reaches("testing", within=30)
+        chosen = await ab.act("winner", {"variant": "B"})
+    finally:
+        fake.set_latency(0.0)
+    assert chosen.status_code == 202, chosen.text
+    assert chosen.json()["status"] in ("sending", "sent")
+    await ab.reaches("sent")
+    deliveries = await rows(sessions, ab.id)
+    assert_each_lead_got_one_message(fake, ab.id, deliveries, 400)
+    subjects = {m.to[0]: m.subject for m in fake.messages if m.tag("campaign_id") == ab.id}
+    tested_a = [r for r in deliveries if r.variant == 0]
+    assert len(tested_a) == 100
+    assert all(subjects[r.recipient_email].startswith("Alpha") for r in tested_a)
+    assert sum(subjects[r.recipient_email].startswith("Bravo") for r in deliveries) == 300
