@@ -1,7 +1,7 @@
 """ab: A/B tests of campaigns (variants, the test's settings, the winner and why)
 
 Revision ID: 0022_ab
-Revises: 0021
+Revises: 0022_fastlane
 Create Date: 2026-12-06
 
 ``campaigns.ab_test`` holds the variants and the test's settings as the API
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0022_ab"
-down_revision: str | Sequence[str] | None = "0021"
+down_revision: str | Sequence[str] | None = "0022_fastlane"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
