@@ -143,6 +143,12 @@ class MessageIn(Body):
         description="the recipient; omitted: one message to each of the type's default recipients",
     )
     data: dict[str, Any] = Field(default_factory=dict, description="the type's variables")
+    cc: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list, max_length=50, description="copies, shown to every recipient"
+    )
+    bcc: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list, max_length=50, description="blind copies, in no header"
+    )
     reply_to: str | None = Field(default=None, max_length=320)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
     tags: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=256)]] = (
@@ -166,6 +172,8 @@ class MessageOut(BaseModel):
     id: uuid.UUID
     type: str
     to: str
+    cc: list[str]
+    bcc: list[str]
     status: MessageStatus
     tags: dict[str, str]
     provider_message_id: str | None

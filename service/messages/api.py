@@ -56,6 +56,8 @@ def _message_out(row: Message) -> MessageOut:
         id=row.id,
         type=row.type_key,
         to=row.to_email,
+        cc=row.cc,
+        bcc=row.bcc,
         status=row.status,
         tags=row.tags,
         provider_message_id=row.provider_message_id,

@@ -160,6 +160,8 @@ def _rows(
             f"{where}.to",
         )
     reply_to = _address(message.reply_to, f"{where}.reply_to") if message.reply_to else None
+    cc = [_address(a, f"{where}.cc.{j}") for j, a in enumerate(message.cc)]
+    bcc = [_address(a, f"{where}.bcc.{j}") for j, a in enumerate(message.bcc)]
     attachments = [a.model_dump(mode="json") for a in message.attachments]
     return [
         {
@@ -168,6 +170,7 @@ def _rows(
             "type_id": message_type.id,
             "type_key": message_type.key,
             "to_email": to,
+            **_copies(to, cc, bcc),
             "data": data,
             "reply_to": reply_to,
             "attachments": attachments,
@@ -176,3 +179,16 @@ def _rows(
         }
         for to in recipients
     ]
+
+
+def _copies(to: str, cc: Sequence[str], bcc: Sequence[str]) -> dict[str, list[str]]:
+    """``cc`` and ``bcc`` without the recipient or a repeat: an address gets one copy
+    (and SendGrid refuses an address twice in one message)."""
+    seen = {to}
+    result: dict[str, list[str]] = {"cc": [], "bcc": []}
+    for name, addresses in (("cc", cc), ("bcc", bcc)):
+        for address in addresses:
+            if address not in seen:
+                seen.add(address)
+                result[name].append(address)
+    return result

@@ -73,6 +73,9 @@ class Message(Base):
     type_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_types.id", ondelete="CASCADE"))
     type_key: Mapped[str] = mapped_column(String(200))
     to_email: Mapped[str] = mapped_column(String(320))
+    # Copies of this recipient's message, normalized and apart from ``to_email`` and each other.
+    cc: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    bcc: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     reply_to: Mapped[str | None] = mapped_column(String(320))
     # As received ([{"filename", "content_type", "content" (base64), "content_id"}]):

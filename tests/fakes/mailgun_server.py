@@ -163,6 +163,8 @@ class RecordedMessage:
     variables: dict[str, str]
     tags: list[str]
     attachments: list[FormFile] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -457,6 +459,8 @@ class FakeMailgun:
             variables={n[2:]: _fill(v, values) for n, v in fields if n.startswith("v:")},
             tags=[v for n, v in fields if n == "o:tag"],
             attachments=list(files),
+            cc=[v for n, v in fields if n == "cc"],
+            bcc=[v for n, v in fields if n == "bcc"],
         )
 
 

@@ -501,6 +501,11 @@ def _semantic_error(email: dict[str, Any], batch: bool) -> tuple[str, str] | Non
     for address in to:
         if "@" not in address:
             return "validation_error", f"Invalid `to` field. {_ADDRESS_HINT}"
+    for field_name in ("cc", "bcc"):
+        if field_name in email:
+            copies = _addresses(email[field_name])
+            if copies is None or any("@" not in address for address in copies):
+                return "validation_error", f"Invalid `{field_name}` field. {_ADDRESS_HINT}"
     if not isinstance(email.get("subject"), str):
         return "missing_required_field", "Missing `subject` field."
     # Plain ``in`` tests, not any() over a generator: this runs for every email.
@@ -641,6 +646,8 @@ class RecordedMessage:
     created_at: float
     # As sent: filename, content (base64), content_type, content_id.
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
 
     def tag(self, name: str) -> str | None:
         """The value of tag ``name``, if the email carried it."""
@@ -1332,6 +1339,8 @@ class FakeResend:
                 path,
                 now,
                 list(email.get("attachments") or ()),
+                _addresses(email.get("cc")) or [],
+                _addresses(email.get("bcc")) or [],
             )
             for email, message_id, (html, text) in zip(emails, ids, bodies, strict=True)
         ]

@@ -134,6 +134,8 @@ class RecordedMessage:
     categories: list[str]
     # As sent: content (base64), type, filename, disposition, content_id.
     attachments: list[dict[str, str]] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -189,9 +191,22 @@ def _semantic_error(body: dict[str, Any]) -> tuple[str, str | None] | None:
     ):
         return "If present, text/plain must be first, followed by text/html.", "content"
     for i, p in enumerate(personalizations):
-        for j, to in enumerate(p.get("to") or []):
-            if "@" not in str(to.get("email", "")):
-                return "Does not contain a valid address.", f"personalizations.{i}.to.{j}.email"
+        seen: set[str] = set()
+        for kind in ("to", "cc", "bcc"):
+            for j, to in enumerate(p.get(kind) or []):
+                address = str(to.get("email", ""))
+                if "@" not in address:
+                    return (
+                        "Does not contain a valid address.",
+                        f"personalizations.{i}.{kind}.{j}.email",
+                    )
+                if address.lower() in seen:
+                    return (
+                        "Each email address in the personalization block should be unique "
+                        "between to, cc, and bcc.",
+                        f"personalizations.{i}.{kind}.{j}.email",
+                    )
+                seen.add(address.lower())
         subs = p.get("substitutions") or {}
         if sum(len(str(k).encode()) + len(str(v).encode()) for k, v in subs.items()) > 10_000:
             return "Substitutions may not exceed 10,000 bytes.", f"personalizations.{i}"
@@ -415,6 +430,8 @@ class FakeSendGrid:
                         },
                         categories=list(body.get("categories") or []),
                         attachments=list(body.get("attachments") or []),
+                        cc=[str(a["email"]) for a in p.get("cc") or []],
+                        bcc=[str(a["email"]) for a in p.get("bcc") or []],
                     )
                 )
         with self._lock:

@@ -51,6 +51,10 @@ class OutgoingEmail:
     # Campaign messages carry none; a provider whose bulk endpoint cannot carry
     # them sends such a message on its own (see each adapter).
     attachments: tuple[Attachment, ...] = ()
+    # Copies of a transactional message (bare addresses). ``bcc`` goes to the
+    # envelope or the provider's bcc field only, never into a header a recipient sees.
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)  # not frozen, as OutgoingEmail

@@ -103,6 +103,10 @@ def requests(emails: Sequence[OutgoingEmail]) -> list[MailgunRequest]:
     open_: dict[tuple[object, ...], tuple[MailgunRequest, set[str], list[int]]] = {}
     done: list[MailgunRequest] = []
     for email in emails:
+        if email.cc or email.bcc:
+            # Copies go to every address of a request: such a message goes alone.
+            done.append(MailgunRequest([email]))
+            continue
         key = _signature(email)
         current = open_.get(key)
         address = email.to.lower()
@@ -137,6 +141,8 @@ def _fields(emails: list[OutgoingEmail]) -> list[tuple[str, str]]:
     per: list[dict[str, Any]] = [{} for _ in emails]
     fields: list[tuple[str, str]] = [("from", first.sender)]
     fields.extend(("to", email.to) for email in emails)
+    fields.extend(("cc", address) for address in first.cc)
+    fields.extend(("bcc", address) for address in first.bcc)
 
     def shared(name: str, key: str, values: list[str]) -> None:
         value = values[0]

@@ -35,6 +35,9 @@ class OutboxProvider:
             message = EmailMessage()
             message["From"] = email.sender
             message["To"] = email.to
+            if email.cc:
+                message["Cc"] = ", ".join(email.cc)
+            # No Bcc header: a file in the outbox is what every recipient would see.
             message["Subject"] = email.subject
             if email.reply_to:
                 message["Reply-To"] = email.reply_to

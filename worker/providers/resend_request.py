@@ -84,6 +84,10 @@ def email_params(email: OutgoingEmail) -> resend.Emails.SendParams:
             params["text"] = _body(email.text, email.text_json)
     if email.reply_to:
         params["reply_to"] = email.reply_to
+    if email.cc:
+        params["cc"] = list(email.cc)
+    if email.bcc:
+        params["bcc"] = list(email.bcc)
     if email.headers:
         params["headers"] = dict(email.headers)
     if email.attachments:

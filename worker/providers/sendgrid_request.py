@@ -86,6 +86,10 @@ def _personalization(email: OutgoingEmail) -> dict[str, Any]:
         "subject": email.subject,
         "custom_args": {"delivery_id": str(email.delivery_id), "campaign_id": email.campaign_id},
     }
+    if email.cc:
+        personalization["cc"] = [_address(address) for address in email.cc]
+    if email.bcc:
+        personalization["bcc"] = [_address(address) for address in email.bcc]
     if email.headers:
         personalization["headers"] = dict(email.headers)
     return personalization

@@ -162,14 +162,19 @@ class SMTPProvider:
         """Send one message; its 5xx comes back as the row's error, anything else raises."""
         envelope_from = parseaddr(email.sender)[1] or email.sender
         try:
-            await smtp.sendmail(envelope_from, [email.to], raw)
+            refused, _ = await smtp.sendmail(envelope_from, [email.to, *email.cc, *email.bcc], raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            return _row_error_or_raise(refused.code, refused.message)
+            first = exc.recipients[0]
+            return _row_error_or_raise(first.code, first.message)
         except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError) as exc:
             return _row_error_or_raise(exc.code, exc.message)
         except ValueError as exc:  # an address aiosmtplib cannot put on the wire
             return f"invalid_address: {exc}"
+        # Only with copies can some addresses be refused and the message still go;
+        # it is sent only if the recipient itself was accepted, and never retried,
+        # since the copies are out.
+        if email.to in refused:
+            return f"smtp_{refused[email.to].code}: {refused[email.to].message}"
         return None
 
     @asynccontextmanager

@@ -89,6 +89,10 @@ def build_message(
         "Date": formatdate(localtime=False, usegmt=True),
         "Message-ID": mid,
     }
+    if email.cc:
+        headers["Cc"] = ", ".join(_address_header(address) for address in email.cc)
+    # Bcc addresses are envelope recipients only (``SMTPProvider``): a header would
+    # show them to everyone.
     if email.reply_to:
         headers["Reply-To"] = _address_header(email.reply_to)
     canonical = {name.lower(): name for name in headers}

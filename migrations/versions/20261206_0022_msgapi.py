@@ -1,0 +1,35 @@
+"""messages: cc and bcc copies
+
+Revision ID: 0022_msgapi
+Revises: 0022_msgtrack
+Create Date: 2026-12-06
+
+``cc`` and ``bcc`` hold a message's copies (normalized addresses, apart from
+``to_email`` and each other); empty for every message sent before.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0022_msgapi"
+down_revision: str | Sequence[str] | None = "0022_msgtrack"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    for name in ("cc", "bcc"):
+        op.add_column(
+            "messages",
+            sa.Column(
+                name, postgresql.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'")
+            ),
+        )
+
+
+def downgrade() -> None:
+    for name in ("bcc", "cc"):
+        op.drop_column("messages", name)

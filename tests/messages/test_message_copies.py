@@ -1,0 +1,58 @@
+"""Copies of a message (cc, bcc) through the API, to the fake Resend."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import TokenFactory
+from tests.fakes.resend_server import FakeResend
+from tests.messages.test_messages import Api, alert
+
+pytestmark = pytest.mark.usefixtures("workers")
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> Api:
+    return Api(client, sponsor, token)
+
+
+async def test_cc_and_bcc_are_sent_with_the_message_and_shown_in_its_status(
+    api: Api, fake: FakeResend
+) -> None:
+    await api.add_type()
+    to = f"{uuid.uuid4().hex[:8]}@customer.example"
+    body = alert(to)
+    # The recipient and a repeat are dropped from the copies: one copy per address.
+    body["cc"] = ["Boss@Acme.example", to, "boss@acme.example"]
+    body["bcc"] = ["archive@acme.example", "boss@acme.example"]
+    response = await api.send(body)
+    assert response.status_code == 202, response.text
+    (message_id,) = response.json()["ids"]
+
+    status = await api.settled(message_id)
+    assert status["status"] == "sent", status
+    assert (status["cc"], status["bcc"]) == (["boss@acme.example"], ["archive@acme.example"])
+    (sent,) = fake.messages_to(to)
+    assert (sent.cc, sent.bcc) == (["boss@acme.example"], ["archive@acme.example"])
+
+
+async def test_a_copy_that_is_not_an_address_is_a_422_naming_it(api: Api) -> None:
+    await api.add_type()
+    body = {"messages": [alert("a@customer.example"), alert("b@customer.example")]}
+    body["messages"][1]["bcc"] = ["ok@acme.example", "not an address"]
+    response = await api.send(body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_email", "messages.1.bcc.1")
+
+
+async def test_more_than_fifty_copies_are_refused(api: Api) -> None:
+    await api.add_type()
+    body = alert("a@customer.example")
+    body["cc"] = [f"c{i}@acme.example" for i in range(51)]
+    response = await api.send(body)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
