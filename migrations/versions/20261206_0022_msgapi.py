@@ -1,7 +1,7 @@
 """messages: cc and bcc copies
 
 Revision ID: 0022_msgapi
-Revises: 0022_msgtrack
+Revises: 0022_prefs
 Create Date: 2026-12-06
 
 ``cc`` and ``bcc`` hold a message's copies (normalized addresses, apart from
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0022_msgapi"
-down_revision: str | Sequence[str] | None = "0022_msgtrack"
+down_revision: str | Sequence[str] | None = "0022_prefs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

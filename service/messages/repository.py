@@ -264,6 +264,39 @@ class Outcome:
     links: Sequence[str] = ()
 
 
+# A message's copies, by the same rules as its recipient (``_CHECKS``), in one query.
+_SUPPRESSED = text("""
+SELECT DISTINCT email FROM suppressions
+WHERE email = ANY(CAST(:emails AS text[]))
+  AND (sponsor_id IS NULL
+       OR (sponsor_id = :sponsor_id
+           AND (NOT :transactional OR reason IN ('hard_bounce', 'complaint'))
+           AND NOT (coalesce(CAST(:category AS text), 'marketing') <> 'marketing'
+                    AND reason = 'unsubscribed' AND coalesce(source, '') = 'preferences')))
+""")
+
+
+async def suppressed_among(
+    session: AsyncSession,
+    sponsor_id: str,
+    emails: Sequence[str],
+    *,
+    transactional: bool,
+    preference_category: str | None,
+) -> set[str]:
+    """Which of ``emails`` (a message's copies) must not be sent this message."""
+    rows = await session.scalars(
+        _SUPPRESSED,
+        {
+            "emails": list(emails),
+            "sponsor_id": sponsor_id,
+            "transactional": transactional,
+            "category": preference_category,
+        },
+    )
+    return set(rows)
+
+
 # A provider event that overtook this (kept by the ingester as a first time
 # while the row was still queued) decides the status a sent message starts in.
 _RECORD = text("""

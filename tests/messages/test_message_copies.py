@@ -56,3 +56,23 @@ async def test_more_than_fifty_copies_are_refused(api: Api) -> None:
     response = await api.send(body)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_a_suppressed_copy_is_left_out_and_the_message_still_goes(
+    api: Api, fake: FakeResend
+) -> None:
+    await api.add_type(key="order.receipt", category="transactional")
+    to, bounced = (f"{uuid.uuid4().hex[:8]}@customer.example" for _ in range(2))
+    suppressed = await api.client.post(
+        api.url("/suppressions"),
+        headers=api.headers,
+        json={"email": bounced, "reason": "hard_bounce"},
+    )
+    assert suppressed.status_code == 201, suppressed.text
+    body = {"type": "order.receipt", "to": to, "data": {"lead_name": "Ada"}}
+    body["cc"] = [bounced, "boss@acme.example"]
+    response = await api.send(body)
+
+    assert (await api.settled(response.json()["ids"][0]))["status"] == "sent"
+    (sent,) = fake.messages_to(to)
+    assert sent.cc == ["boss@acme.example"]
