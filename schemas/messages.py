@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from schemas.events import _Event
 from schemas.http import Body
@@ -50,6 +50,7 @@ class AttachmentIn(Body):
 MessageCategory = Literal["transactional", "notification", "marketing"]
 VariableType = Literal["string", "number", "boolean", "list", "object"]
 MessageStatus = Literal[
+    "scheduled",
     "queued",
     "sent",
     "delivered",
@@ -63,6 +64,7 @@ MessageStatus = Literal[
     "digested",
     "bounced",
     "complained",
+    "cancelled",
 ]
 
 _KEY = r"^[a-z0-9][a-z0-9_.-]{0,199}$"
@@ -151,6 +153,12 @@ class MessageIn(Body):
     )
     reply_to: str | None = Field(default=None, max_length=320)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=20)
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="when to send (RFC 3339 with an offset), up to 30 days ahead; "
+        "a time already past sends now",
+        examples=["2026-12-24T09:00:00+01:00"],
+    )
     tags: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=256)]] = (
         Field(default_factory=dict, max_length=10)
     )
@@ -179,12 +187,14 @@ class MessageOut(BaseModel):
     provider_message_id: str | None
     last_error: str | None
     created_at: datetime
+    send_at: datetime | None
     sent_at: datetime | None
     updated_at: datetime
 
 
 class MessageHistoryEntry(BaseModel):
-    """One thing that happened to a message: ``queued``, ``sent`` (with the provider's
+    """One thing that happened to a message: ``scheduled`` and ``cancelled`` (with
+    ``send_at``), ``queued``, ``sent`` (with the provider's
     id), ``failed``/``suppressed`` (with the error), then its events (``delivered``,
     ``opened``, ``clicked``, ``bounced``, ``complained``, ``delivery_delayed``, …)."""
 

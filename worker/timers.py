@@ -23,6 +23,7 @@ from service.campaigns import logic as campaigns
 from service.digests import logic as digests
 from service.kafka import Producer
 from service.messages import retries as message_retries
+from service.messages import scheduling
 from service.settings import Settings
 from service.timers.logic import BatchHandler, Handler, fire_due
 
@@ -39,6 +40,7 @@ def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
         digests.KIND: digests.fire,
         message_retries.RETRY_KIND: message_retries.fire_retry,
         ab_repository.DECIDE_KIND: ab.fire_decide,
+        scheduling.SEND_KIND: scheduling.fire,
     }
 
 

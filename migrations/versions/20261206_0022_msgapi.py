@@ -1,4 +1,4 @@
-"""messages: cc and bcc copies
+"""messages: cc and bcc copies, send_at
 
 Revision ID: 0022_msgapi
 Revises: 0022_prefs
@@ -6,6 +6,8 @@ Create Date: 2026-12-06
 
 ``cc`` and ``bcc`` hold a message's copies (normalized addresses, apart from
 ``to_email`` and each other); empty for every message sent before.
+``send_at`` is when a message sent later is due (its status ``scheduled``
+until a ``message.send`` timer queues it).
 """
 
 from collections.abc import Sequence
@@ -28,8 +30,10 @@ def upgrade() -> None:
                 name, postgresql.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'")
             ),
         )
+    op.add_column("messages", sa.Column("send_at", sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:
+    op.drop_column("messages", "send_at")
     for name in ("bcc", "cc"):
         op.drop_column("messages", name)

@@ -32,7 +32,7 @@ from service.http import (
     encode_cursor,
     transaction,
 )
-from service.messages import events_repository, logic, repository, types
+from service.messages import events_repository, logic, repository, scheduling, types
 from service.messages import stats as message_stats
 from service.models import Message, MessageType
 from service.sponsors.deps import KnownSponsor
@@ -63,6 +63,7 @@ def _message_out(row: Message) -> MessageOut:
         provider_message_id=row.provider_message_id,
         last_error=row.last_error,
         created_at=row.created_at,
+        send_at=row.send_at,
         sent_at=row.sent_at,
         updated_at=row.updated_at,
     )
@@ -217,3 +218,15 @@ async def get_message(sponsor_id: str, message_id: uuid.UUID, request: Request) 
         events = await events_repository.event_rows(session, row.id)
     history = [MessageHistoryEntry(**entry) for entry in message_stats.history(row, events)]
     return MessageDetailOut(**_message_out(row).model_dump(), history=history)
+
+
+@router.delete(
+    "/messages/{message_id}",
+    response_model=MessageOut,
+    dependencies=[require("campaigns:write")],
+)
+async def cancel_message(sponsor_id: str, message_id: uuid.UUID, request: Request) -> MessageOut:
+    """A scheduled message cancelled before its time; 409 once it is no longer scheduled."""
+    async with transaction(request) as session:
+        row = await scheduling.cancel(session, sponsor_id, message_id)
+    return _message_out(row)

@@ -3,7 +3,8 @@
 Each message is checked against its type's declared variables (every missing
 or unknown one named), its attachments against the configured provider; then,
 in the request's transaction, the ``Idempotency-Key`` is claimed, the message
-rows and one ``messages.v1`` outbox row each are written. The unit of work
+rows and one ``messages.v1`` outbox row each are written (a message with a
+``send_at`` ahead gets a timer instead: ``service.messages.scheduling``). The unit of work
 publishes them once committed; the ``message-sender`` role sends them.
 """
 
@@ -12,17 +13,16 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.events import TOPIC_MESSAGES
-from schemas.messages import MessageIn, MessageRequested
-from service import outbox
+from schemas.messages import MessageIn
 from service.errors import Conflict, InvalidMessageData, Unprocessable
 from service.leads.logic import normalize_email
-from service.messages import repository
+from service.messages import repository, scheduling
 from service.messages.attachments import check_attachments
 from service.models import MessageType
 from service.settings import Settings
@@ -87,17 +87,20 @@ async def queue(
     sponsor_id: str,
     messages: Sequence[MessageIn],
     idempotency_key: str | None,
+    now: datetime | None = None,
 ) -> list[uuid.UUID]:
-    """Check, then write the messages and their outbox rows; the ids, in request order.
+    """Check, then write the messages and their outbox rows (or, for a message with
+    a ``send_at`` ahead, its timer); the ids, in request order.
 
     With an idempotency key held by an earlier request with the same body, its
     ids and nothing written; with another body, 409 ``idempotency_key_reused``.
     """
     types = await repository.types_by_key(session, sponsor_id, sorted({m.type for m in messages}))
+    moment = now or datetime.now(UTC)
     rows = [
         row
         for i, message in enumerate(messages)
-        for row in _rows(sponsor_id, types, message, i, settings)
+        for row in _rows(sponsor_id, types, message, i, settings, moment)
     ]
     ids = [row["id"] for row in rows]
     if idempotency_key is not None:
@@ -115,17 +118,8 @@ async def queue(
                 )
             return held_ids
     await repository.add_messages(session, rows)
-    await outbox.add(
-        session,
-        (
-            (
-                TOPIC_MESSAGES,
-                str(row["id"]),
-                MessageRequested(message_id=row["id"], sponsor_id=sponsor_id).to_bytes(),
-            )
-            for row in rows
-        ),
-    )
+    await scheduling.queue_now(session, rows)
+    await scheduling.schedule(session, rows)
     return ids
 
 
@@ -135,9 +129,11 @@ def _rows(
     message: MessageIn,
     i: int,
     settings: Settings,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """The rows of one message of the request: one per recipient."""
     where = f"messages.{i}"
+    send_at = scheduling.due_time(message.send_at, now, f"{where}.send_at")
     message_type = types.get(message.type)
     if message_type is None:
         raise Unprocessable(
@@ -175,7 +171,8 @@ def _rows(
             "reply_to": reply_to,
             "attachments": attachments,
             "tags": dict(message.tags),
-            "status": "queued",
+            "status": "queued" if send_at is None else "scheduled",
+            "send_at": send_at,
         }
         for to in recipients
     ]

@@ -346,3 +346,18 @@ WHERE id = :id AND status = 'queued'
 async def note_retry(session: AsyncSession, message_id: uuid.UUID, error: str) -> None:
     """A message left ``queued`` for a later attempt: why it waits, shown as ``last_error``."""
     await session.execute(_NOTE_RETRY, {"id": message_id, "error": error})
+
+
+_MOVE_SCHEDULED = text("""
+UPDATE messages SET status = CAST(:status AS text), updated_at = now()
+WHERE id = :id AND status = 'scheduled'
+RETURNING sponsor_id
+""")
+
+
+async def move_scheduled(session: AsyncSession, message_id: uuid.UUID, status: str) -> str | None:
+    """Move a ``scheduled`` message to ``status``; its sponsor, or None if it was not scheduled."""
+    sponsor_id: str | None = await session.scalar(
+        _MOVE_SCHEDULED, {"id": message_id, "status": status}
+    )
+    return sponsor_id

@@ -32,8 +32,15 @@ _TYPE_HEADER = text(
 
 
 def history(message: Message, events: Iterable[Any]) -> list[dict[str, Any]]:
-    """The message's life, oldest first: queued, its outcome, then each event."""
+    """The message's life, oldest first: (scheduled,) queued, its outcome, then each event."""
     entries: list[dict[str, Any]] = [{"type": "queued", "at": message.created_at}]
+    if message.send_at is not None:
+        # Queued by its timer at its time, unless it is still waiting or was cancelled.
+        entries = [{"type": "scheduled", "at": message.created_at}]
+        if message.status == "cancelled":
+            entries.append({"type": "cancelled", "at": message.updated_at})
+        elif message.status != "scheduled":
+            entries.append({"type": "queued", "at": message.send_at})
     if message.sent_at is not None:
         entries.append(
             {

@@ -52,7 +52,8 @@ class MessageType(Base):
 
 
 class Message(Base):
-    """One message to one address; its status moves once out of ``queued``."""
+    """One message to one address; its status moves once out of ``queued``
+    (a ``scheduled`` one first becomes ``queued`` at its time, or ``cancelled``)."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -86,6 +87,8 @@ class Message(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
+    # Set for a message sent later: ``scheduled`` until its timer queues it.
+    send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _now()
     # The targets of its tracked links, by position, as it was sent.

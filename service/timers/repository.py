@@ -41,6 +41,33 @@ async def schedule(
     )
 
 
+_SCHEDULE_MANY = text("""
+INSERT INTO timers (kind, key, due_at, payload)
+SELECT :kind, key, due_at, CAST(payload AS jsonb)
+FROM unnest(CAST(:keys AS text[]), CAST(:due AS timestamptz[]), CAST(:payloads AS text[]))
+    AS t(key, due_at, payload)
+ON CONFLICT (key) DO UPDATE
+    SET kind = EXCLUDED.kind, due_at = EXCLUDED.due_at, payload = EXCLUDED.payload
+""")
+
+
+async def schedule_many(
+    session: AsyncSession, kind: str, timers: Sequence[tuple[str, datetime, dict[str, Any]]]
+) -> None:
+    """``schedule`` for each (key, due_at, payload), in one statement."""
+    if not timers:
+        return
+    await session.execute(
+        _SCHEDULE_MANY,
+        {
+            "kind": kind,
+            "keys": [key for key, _, _ in timers],
+            "due": [due for _, due, _ in timers],
+            "payloads": [orjson.dumps(payload).decode() for _, _, payload in timers],
+        },
+    )
+
+
 async def cancel(session: AsyncSession, keys: Sequence[str]) -> None:
     """Remove the timers ``keys`` (those not set are no matter)."""
     await session.execute(
