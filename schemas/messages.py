@@ -114,6 +114,20 @@ class MessageTypeIn(Body):
     )
 
 
+class StarterTypesIn(Body):
+    """Which starter types to install (all when omitted), and who the team is."""
+
+    keys: list[Annotated[str, Field(pattern=_KEY)]] | None = Field(
+        default=None, max_length=20, examples=[["order.confirmation", "payment.failed"]]
+    )
+    team: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="the default recipients of the team's types (conversation.summary.team)",
+        examples=[["sales@sponsor.example"]],
+    )
+
+
 class MessageTypeOut(BaseModel):
     id: uuid.UUID
     key: str

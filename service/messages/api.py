@@ -19,6 +19,7 @@ from schemas.messages import (
     MessageStatus,
     MessageTypeIn,
     MessageTypeOut,
+    StarterTypesIn,
 )
 from schemas.types import PgDatetime
 from service import exports
@@ -32,7 +33,7 @@ from service.http import (
     encode_cursor,
     transaction,
 )
-from service.messages import events_repository, logic, repository, scheduling, types
+from service.messages import events_repository, logic, repository, scheduling, starter, types
 from service.messages import stats as message_stats
 from service.models import Message, MessageType
 from service.sponsors.deps import KnownSponsor
@@ -83,6 +84,23 @@ async def create_message_type(
         row = await types.create(session, sponsor_id, body)
         await session.refresh(row)
     return _type_out(row)
+
+
+@router.post(
+    "/message-types/starter",
+    status_code=201,
+    response_model=list[MessageTypeOut],
+    dependencies=[require("campaigns:write")],
+)
+async def install_starter_types(
+    sponsor_id: str, body: StarterTypesIn, request: Request
+) -> list[MessageTypeOut]:
+    """Copies of the starter types as the sponsor's own (a key it has is kept as it is)."""
+    async with transaction(request) as session:
+        rows = await starter.install(session, sponsor_id, body.keys, body.team)
+        for row in rows:
+            await session.refresh(row)
+    return [_type_out(row) for row in rows]
 
 
 @router.get(
