@@ -149,10 +149,25 @@ class MessageTypeOut(BaseModel):
 # Sending ------------------------------------------------------------------------
 
 
-class MessageIn(Body):
-    """One message of a sending request."""
+class InlineTemplateIn(Body):
+    """A one-off message's own template, instead of a type's: checked at the request
+    like a type's (sandbox, links), with no declared variables (the data is read as
+    given, as ``attributes.*``)."""
 
-    type: str = Field(pattern=_KEY, description="the key of a message type")
+    subject: str = Field(min_length=1, max_length=998)
+    message_body: str | None = Field(default=None, max_length=200_000)
+    html_body: str | None = Field(default=None, max_length=500_000)
+    text_body: str | None = Field(default=None, max_length=200_000)
+    category: MessageCategory = "transactional"
+
+
+class MessageIn(Body):
+    """One message of a sending request: of a ``type``, or with its own ``template``."""
+
+    type: str | None = Field(default=None, pattern=_KEY, description="the key of a message type")
+    template: InlineTemplateIn | None = Field(
+        default=None, description="a one-off template instead of a type"
+    )
     to: str | None = Field(
         default=None,
         max_length=320,
@@ -192,7 +207,7 @@ class MessagesAccepted(BaseModel):
 
 class MessageOut(BaseModel):
     id: uuid.UUID
-    type: str
+    type: str | None = Field(description="the type's key; null for a one-off template")
     to: str
     cc: list[str]
     bcc: list[str]

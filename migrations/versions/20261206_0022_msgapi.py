@@ -1,4 +1,4 @@
-"""messages: cc and bcc copies, send_at
+"""messages: cc and bcc copies, send_at, one-off templates
 
 Revision ID: 0022_msgapi
 Revises: 0022_prefs
@@ -7,7 +7,8 @@ Create Date: 2026-12-06
 ``cc`` and ``bcc`` hold a message's copies (normalized addresses, apart from
 ``to_email`` and each other); empty for every message sent before.
 ``send_at`` is when a message sent later is due (its status ``scheduled``
-until a ``message.send`` timer queues it).
+until a ``message.send`` timer queues it). ``template`` is a one-off message's
+own template; such a message has no type (``type_id``, ``type_key`` null).
 """
 
 from collections.abc import Sequence
@@ -31,9 +32,16 @@ def upgrade() -> None:
             ),
         )
     op.add_column("messages", sa.Column("send_at", sa.DateTime(timezone=True)))
+    op.add_column("messages", sa.Column("template", postgresql.JSONB))
+    op.alter_column("messages", "type_id", nullable=True)
+    op.alter_column("messages", "type_key", nullable=True)
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM messages WHERE type_id IS NULL")
+    op.alter_column("messages", "type_key", nullable=False)
+    op.alter_column("messages", "type_id", nullable=False)
+    op.drop_column("messages", "template")
     op.drop_column("messages", "send_at")
     for name in ("bcc", "cc"):
         op.drop_column("messages", name)

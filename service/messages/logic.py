@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.messages import MessageIn
 from service.errors import Conflict, InvalidMessageData, Unprocessable
 from service.leads.logic import normalize_email
-from service.messages import repository, scheduling
+from service.messages import inline, repository, scheduling
 from service.messages.attachments import check_attachments
 from service.models import MessageType
 from service.settings import Settings
@@ -95,7 +95,9 @@ async def queue(
     With an idempotency key held by an earlier request with the same body, its
     ids and nothing written; with another body, 409 ``idempotency_key_reused``.
     """
-    types = await repository.types_by_key(session, sponsor_id, sorted({m.type for m in messages}))
+    await inline.check(messages)
+    keys = sorted({m.type for m in messages if m.type is not None})
+    types = await repository.types_by_key(session, sponsor_id, keys)
     moment = now or datetime.now(UTC)
     rows = [
         row
@@ -134,27 +136,19 @@ def _rows(
     """The rows of one message of the request: one per recipient."""
     where = f"messages.{i}"
     send_at = scheduling.due_time(message.send_at, now, f"{where}.send_at")
-    message_type = types.get(message.type)
-    if message_type is None:
-        raise Unprocessable(
-            "unknown_message_type", f"no message type '{message.type}'", f"{where}.type"
-        )
-    data = checked_data(message_type, message.data, where)
+    message_type, data, defaults = _source(types, message, where)
     if message.attachments:
         check_attachments(
             message.attachments, settings.email_provider, field=f"{where}.attachments"
         )
-    recipients = (
-        [_address(message.to, f"{where}.to")]
-        if message.to
-        else list(message_type.default_recipients)
-    )
+    recipients = [_address(message.to, f"{where}.to")] if message.to else defaults
     if not recipients:
-        raise Unprocessable(
-            "missing_recipient",
-            f"give 'to': the type '{message_type.key}' has no default recipients",
-            f"{where}.to",
+        why = (
+            f"the type '{message.type}' has no default recipients"
+            if message.type
+            else "a message with its own template has no default recipients"
         )
+        raise Unprocessable("missing_recipient", f"give 'to': {why}", f"{where}.to")
     reply_to = _address(message.reply_to, f"{where}.reply_to") if message.reply_to else None
     cc = [_address(a, f"{where}.cc.{j}") for j, a in enumerate(message.cc)]
     bcc = [_address(a, f"{where}.bcc.{j}") for j, a in enumerate(message.bcc)]
@@ -163,8 +157,9 @@ def _rows(
         {
             "id": uuid.uuid4(),
             "sponsor_id": sponsor_id,
-            "type_id": message_type.id,
-            "type_key": message_type.key,
+            "type_id": message_type.id if message_type else None,
+            "type_key": message_type.key if message_type else None,
+            "template": message.template.model_dump() if message.template else None,
             "to_email": to,
             **_copies(to, cc, bcc),
             "data": data,
@@ -176,6 +171,21 @@ def _rows(
         }
         for to in recipients
     ]
+
+
+def _source(
+    types: Mapping[str, MessageType], message: MessageIn, where: str
+) -> tuple[MessageType | None, dict[str, Any], list[str]]:
+    """The message's type (None with its own template), its data, its default recipients."""
+    if message.type is None:
+        return None, dict(message.data), []  # a one-off template declares no variables
+    message_type = types.get(message.type)
+    if message_type is None:
+        raise Unprocessable(
+            "unknown_message_type", f"no message type '{message.type}'", f"{where}.type"
+        )
+    data = checked_data(message_type, message.data, where)
+    return message_type, data, list(message_type.default_recipients)
 
 
 def _copies(to: str, cc: Sequence[str], bcc: Sequence[str]) -> dict[str, list[str]]:

@@ -71,8 +71,14 @@ class Message(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     sponsor_id: Mapped[str] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
-    type_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("message_types.id", ondelete="CASCADE"))
-    type_key: Mapped[str] = mapped_column(String(200))
+    # Both None for a message with its own ``template`` (a one-off send).
+    type_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("message_types.id", ondelete="CASCADE")
+    )
+    type_key: Mapped[str | None] = mapped_column(String(200))
+    # A one-off message's template, as checked at the request: ``subject``,
+    # ``message_body``, ``html_body``, ``text_body``, ``category``.
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     to_email: Mapped[str] = mapped_column(String(320))
     # Copies of this recipient's message, normalized and apart from ``to_email`` and each other.
     cc: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))

@@ -172,7 +172,7 @@ async def sent_invites(
         for row in rows:
             (attachment,) = row.attachments
             calendar, vevent = parsed(base64.b64decode(attachment["content"]))
-            result.append((row.type_key, calendar, vevent))
+            result.append((row.type_key or "", calendar, vevent))
         return result
 
 
