@@ -40,89 +40,95 @@ _SUMMARY = [
 ]
 
 
+TEAM_KEY = "conversation.summary.team"
+
+_CATALOGUE = (
+    MessageTypeIn(
+        key="conversation.summary.customer",
+        category="transactional",
+        subject="Summary of our conversation",
+        html_body=bodies.CONVERSATION_CUSTOMER,
+        variables=[_CUSTOMER, *_SUMMARY],
+    ),
+    MessageTypeIn(
+        key="conversation.summary.team",
+        category="notification",
+        subject="Conversation with {{ attributes.customer_name }} (score {{ attributes.score }})",
+        html_body=bodies.CONVERSATION_TEAM,
+        variables=[
+            _optional("customer_name", "string", "A customer"),
+            _optional("customer_email", "string", ""),
+            _optional("score", "number", 0),
+            *_SUMMARY,
+        ],
+    ),
+    MessageTypeIn(
+        key="order.confirmation",
+        category="transactional",
+        subject="Your order {{ attributes.order_number }} is confirmed",
+        html_body=bodies.ORDER_CONFIRMATION,
+        variables=[
+            _CUSTOMER,
+            _required("order_number"),
+            # [{"name", "quantity", "price"}], the price formatted by the application.
+            _required("line_items", "list"),
+            _required("total"),
+            _optional("order_url", "string", ""),
+        ],
+    ),
+    MessageTypeIn(
+        key="payment.receipt",
+        category="transactional",
+        subject="Your receipt from {{ sponsor.name }}",
+        html_body=bodies.PAYMENT_RECEIPT,
+        variables=[
+            _CUSTOMER,
+            _required("amount"),
+            _required("receipt_number"),
+            _optional("paid_at", "string", ""),
+            _optional("description", "string", ""),
+            _optional("payment_method", "string", ""),
+            _optional("receipt_url", "string", ""),
+        ],
+    ),
+    MessageTypeIn(
+        key="payment.failed",
+        category="transactional",
+        subject="Your payment of {{ attributes.amount }} did not go through",
+        html_body=bodies.PAYMENT_FAILED,
+        variables=[
+            _CUSTOMER,
+            _required("amount"),
+            _required("retry_url"),
+            _optional("description", "string", ""),
+            _optional("reason", "string", ""),
+        ],
+    ),
+    MessageTypeIn(
+        key="cancellation.confirmation",
+        category="transactional",
+        subject="Your cancellation is confirmed",
+        html_body=bodies.CANCELLATION_CONFIRMATION,
+        variables=[
+            _CUSTOMER,
+            _optional("cancelled_item", "string", "your subscription"),
+            _optional("effective_at", "string", ""),
+            _optional("refund_amount", "string", ""),
+            _optional("return_url", "string", ""),
+        ],
+    ),
+)
+
+
 def catalogue(team: Sequence[str] = ()) -> list[MessageTypeIn]:
-    """Every starter type; ``team`` becomes the default recipients of the team's types."""
+    """Every starter type; ``team`` becomes the default recipients of the team's type."""
     return [
-        MessageTypeIn(
-            key="conversation.summary.customer",
-            category="transactional",
-            subject="Summary of our conversation",
-            html_body=bodies.CONVERSATION_CUSTOMER,
-            variables=[_CUSTOMER, *_SUMMARY],
-        ),
-        MessageTypeIn(
-            key="conversation.summary.team",
-            category="notification",
-            subject="Conversation with {{ attributes.customer_name }} (score "
-            "{{ attributes.score }})",
-            html_body=bodies.CONVERSATION_TEAM,
-            variables=[
-                _optional("customer_name", "string", "A customer"),
-                _optional("customer_email", "string", ""),
-                _optional("score", "number", 0),
-                *_SUMMARY,
-            ],
-            default_recipients=list(team),
-        ),
-        MessageTypeIn(
-            key="order.confirmation",
-            category="transactional",
-            subject="Your order {{ attributes.order_number }} is confirmed",
-            html_body=bodies.ORDER_CONFIRMATION,
-            variables=[
-                _CUSTOMER,
-                _required("order_number"),
-                # [{"name", "quantity", "price"}], the price formatted by the application.
-                _required("line_items", "list"),
-                _required("total"),
-                _optional("order_url", "string", ""),
-            ],
-        ),
-        MessageTypeIn(
-            key="payment.receipt",
-            category="transactional",
-            subject="Your receipt from {{ sponsor.name }}",
-            html_body=bodies.PAYMENT_RECEIPT,
-            variables=[
-                _CUSTOMER,
-                _required("amount"),
-                _required("receipt_number"),
-                _optional("paid_at", "string", ""),
-                _optional("description", "string", ""),
-                _optional("payment_method", "string", ""),
-                _optional("receipt_url", "string", ""),
-            ],
-        ),
-        MessageTypeIn(
-            key="payment.failed",
-            category="transactional",
-            subject="Your payment of {{ attributes.amount }} did not go through",
-            html_body=bodies.PAYMENT_FAILED,
-            variables=[
-                _CUSTOMER,
-                _required("amount"),
-                _required("retry_url"),
-                _optional("description", "string", ""),
-                _optional("reason", "string", ""),
-            ],
-        ),
-        MessageTypeIn(
-            key="cancellation.confirmation",
-            category="transactional",
-            subject="Your cancellation is confirmed",
-            html_body=bodies.CANCELLATION_CONFIRMATION,
-            variables=[
-                _CUSTOMER,
-                _optional("cancelled_item", "string", "your subscription"),
-                _optional("effective_at", "string", ""),
-                _optional("refund_amount", "string", ""),
-                _optional("return_url", "string", ""),
-            ],
-        ),
+        t.model_copy(update={"default_recipients": list(team)}) if t.key == TEAM_KEY else t
+        for t in _CATALOGUE
     ]
 
 
-KEYS = tuple(t.key for t in catalogue())
+KEYS = tuple(t.key for t in _CATALOGUE)
 
 _POINTS = {
     "key_points": ["You need SSO for 40 seats", "Go-live before March"],
