@@ -26,6 +26,7 @@ from service.leads.api import router as leads_router
 from service.limits.api import RateLimited
 from service.limits.body import BodyLimits
 from service.logs import RequestContext
+from service.messages.admin_api import router as message_types_admin_router
 from service.messages.api import router as messages_router
 from service.messages.stats_api import router as message_stats_router
 from service.preferences.api import router as preferences_router
@@ -142,6 +143,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(suppressions_router, **limited)
     app.include_router(messages_router, **limited)
     app.include_router(message_stats_router, **limited)
+    app.include_router(message_types_admin_router, **limited)
     app.include_router(reports_router, **limited)
     app.include_router(triggers_router, **limited)
     app.include_router(preferences_router, **limited)

@@ -1,4 +1,4 @@
-"""messages: cc and bcc copies, send_at, one-off templates
+"""messages: cc and bcc copies, send_at, one-off templates; platform-wide message types
 
 Revision ID: 0022_msgapi
 Revises: 0022_prefs
@@ -9,6 +9,8 @@ Create Date: 2026-12-06
 ``send_at`` is when a message sent later is due (its status ``scheduled``
 until a ``message.send`` timer queues it). ``template`` is a one-off message's
 own template; such a message has no type (``type_id``, ``type_key`` null).
+A message type without a sponsor is platform-wide (an admin's); its key is
+unique among platform-wide types.
 """
 
 from collections.abc import Sequence
@@ -35,9 +37,20 @@ def upgrade() -> None:
     op.add_column("messages", sa.Column("template", postgresql.JSONB))
     op.alter_column("messages", "type_id", nullable=True)
     op.alter_column("messages", "type_key", nullable=True)
+    op.alter_column("message_types", "sponsor_id", nullable=True)
+    op.create_index(
+        "uq_message_types_platform_key",
+        "message_types",
+        ["key"],
+        unique=True,
+        postgresql_where=sa.text("sponsor_id IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM message_types WHERE sponsor_id IS NULL")
+    op.drop_index("uq_message_types_platform_key", table_name="message_types")
+    op.alter_column("message_types", "sponsor_id", nullable=False)
     op.execute("DELETE FROM messages WHERE type_id IS NULL")
     op.alter_column("messages", "type_key", nullable=False)
     op.alter_column("messages", "type_id", nullable=False)

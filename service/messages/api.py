@@ -48,7 +48,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-def _type_out(row: MessageType) -> MessageTypeOut:
+def type_out(row: MessageType) -> MessageTypeOut:
     return MessageTypeOut.model_validate(row, from_attributes=True)
 
 
@@ -83,7 +83,7 @@ async def create_message_type(
     async with transaction(request) as session:
         row = await types.create(session, sponsor_id, body)
         await session.refresh(row)
-    return _type_out(row)
+    return type_out(row)
 
 
 @router.post(
@@ -100,7 +100,7 @@ async def install_starter_types(
         rows = await starter.install(session, sponsor_id, body.keys, body.team)
         for row in rows:
             await session.refresh(row)
-    return [_type_out(row) for row in rows]
+    return [type_out(row) for row in rows]
 
 
 @router.get(
@@ -118,7 +118,7 @@ async def list_message_types(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].key)
-    return Page(items=[_type_out(row) for row in rows], next_cursor=next_cursor)
+    return Page(items=[type_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -129,7 +129,7 @@ async def list_message_types(
 async def get_message_type(sponsor_id: str, type_id: uuid.UUID, request: Request) -> MessageTypeOut:
     async with transaction(request) as session:
         row = await repository.get_type(session, sponsor_id, type_id)
-    return _type_out(row)
+    return type_out(row)
 
 
 @router.put(
@@ -144,7 +144,7 @@ async def replace_message_type(
     async with transaction(request) as session:
         row = await types.replace(session, sponsor_id, type_id, body)
         await session.refresh(row)
-    return _type_out(row)
+    return type_out(row)
 
 
 @router.delete(

@@ -9,7 +9,17 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Select, and_, delete, insert, literal_column, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import Label
@@ -18,9 +28,18 @@ from service.errors import Conflict, NotFound
 from service.models import Message, MessageType, RecipientPreference, Sponsor, table_of
 
 
-async def get_type(session: AsyncSession, sponsor_id: str, type_id: uuid.UUID) -> MessageType:
+def _owned_by(sponsor_id: str | None) -> ColumnElement[bool]:
+    """The sponsor's types; None: the platform-wide ones."""
+    if sponsor_id is None:
+        return MessageType.sponsor_id.is_(None)
+    return MessageType.sponsor_id == sponsor_id
+
+
+async def get_type(
+    session: AsyncSession, sponsor_id: str | None, type_id: uuid.UUID
+) -> MessageType:
     row = await session.scalar(
-        select(MessageType).where(MessageType.id == type_id, MessageType.sponsor_id == sponsor_id)
+        select(MessageType).where(MessageType.id == type_id, _owned_by(sponsor_id))
     )
     if row is None:
         raise NotFound("message_type_not_found", f"no message type '{type_id}'", "type_id")
@@ -28,18 +47,23 @@ async def get_type(session: AsyncSession, sponsor_id: str, type_id: uuid.UUID) -
 
 
 async def types_by_key(
-    session: AsyncSession, sponsor_id: str, keys: Sequence[str]
+    session: AsyncSession, sponsor_id: str, keys: Sequence[str], *, platform: bool = True
 ) -> dict[str, MessageType]:
-    rows = await session.scalars(
-        select(MessageType).where(MessageType.sponsor_id == sponsor_id, MessageType.key.in_(keys))
-    )
-    return {row.key: row for row in rows}
+    """The types of ``keys`` a sponsor sends: its own, else (``platform``) the
+    platform-wide type of that key."""
+    owners = or_(_owned_by(sponsor_id), _owned_by(None)) if platform else _owned_by(sponsor_id)
+    rows = await session.scalars(select(MessageType).where(owners, MessageType.key.in_(keys)))
+    found: dict[str, MessageType] = {}
+    for row in rows:
+        if row.sponsor_id is not None or row.key not in found:
+            found[row.key] = row
+    return found
 
 
 async def list_types(
-    session: AsyncSession, sponsor_id: str, *, limit: int, after: str | None
+    session: AsyncSession, sponsor_id: str | None, *, limit: int, after: str | None
 ) -> list[MessageType]:
-    query = select(MessageType).where(MessageType.sponsor_id == sponsor_id)
+    query = select(MessageType).where(_owned_by(sponsor_id))
     if after is not None:
         query = query.where(MessageType.key > after)
     return list((await session.scalars(query.order_by(MessageType.key).limit(limit))).all())

@@ -191,7 +191,7 @@ async def install(
     for i, key in enumerate(wanted):
         if key not in KEYS:
             raise Unprocessable("unknown_message_type", f"no starter type '{key}'", f"keys.{i}")
-    held = await repository.types_by_key(session, sponsor_id, wanted)
+    held = await repository.types_by_key(session, sponsor_id, wanted, platform=False)
     result = []
     for body in catalogue(team):
         if body.key not in wanted:

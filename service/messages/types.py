@@ -95,7 +95,8 @@ def _check_reminder_offsets(body: MessageTypeIn) -> None:
         raise Unprocessable("invalid_reminder_offsets", message, "reminder_offsets")
 
 
-async def create(session: AsyncSession, sponsor_id: str, body: MessageTypeIn) -> MessageType:
+async def create(session: AsyncSession, sponsor_id: str | None, body: MessageTypeIn) -> MessageType:
+    """A sponsor's type, or (``sponsor_id`` None) a platform-wide one."""
     await check(body)
     message_type = MessageType(id=uuid.uuid4(), sponsor_id=sponsor_id)
     _assign(message_type, body)
@@ -104,7 +105,7 @@ async def create(session: AsyncSession, sponsor_id: str, body: MessageTypeIn) ->
 
 
 async def replace(
-    session: AsyncSession, sponsor_id: str, type_id: uuid.UUID, body: MessageTypeIn
+    session: AsyncSession, sponsor_id: str | None, type_id: uuid.UUID, body: MessageTypeIn
 ) -> MessageType:
     """The whole type replaced; messages already queued send with the new content."""
     await check(body)

@@ -25,13 +25,25 @@ from service.models.base import Base, _now
 
 
 class MessageType(Base):
-    """A kind of one-to-one message (``lead.qualified.alert``): its template and variables."""
+    """A kind of one-to-one message (``lead.qualified.alert``): its template and variables.
+
+    A type without a sponsor is platform-wide (an admin's): a sponsor sending its
+    key gets it unless the sponsor has a type of that key itself.
+    """
 
     __tablename__ = "message_types"
-    __table_args__ = (UniqueConstraint("sponsor_id", "key", name="uq_message_types_sponsor_key"),)
+    __table_args__ = (
+        UniqueConstraint("sponsor_id", "key", name="uq_message_types_sponsor_key"),
+        Index(
+            "uq_message_types_platform_key",
+            "key",
+            unique=True,
+            postgresql_where=text("sponsor_id IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    sponsor_id: Mapped[str] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
+    sponsor_id: Mapped[str | None] = mapped_column(ForeignKey("sponsors.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(20))
     # The recipient preference its messages follow (``marketing``, ``alerts`` …); None: none.

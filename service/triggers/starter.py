@@ -117,7 +117,9 @@ def _rule(body: StarterIn) -> TriggerRuleIn:
 async def install(session: AsyncSession, sponsor_id: str, body: StarterIn) -> list[TriggerRule]:
     """The starter types and rule, each created unless the sponsor has it; the rules."""
     starter = _types(body)
-    held = await message_types.types_by_key(session, sponsor_id, [t.key for t in starter])
+    held = await message_types.types_by_key(
+        session, sponsor_id, [t.key for t in starter], platform=False
+    )
     for message_type in starter:
         if message_type.key not in held:
             await types.create(session, sponsor_id, message_type)

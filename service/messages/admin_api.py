@@ -1,0 +1,74 @@
+"""HTTP routes for platform-wide message types, managed by an admin (``admin`` scope).
+
+A platform-wide type is a type without a sponsor: every sponsor may send its
+key, unless the sponsor has a type of that key itself, which then wins.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from schemas.http import Page
+from schemas.messages import MessageTypeIn, MessageTypeOut
+from service.auth import require
+from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.messages import repository, types
+from service.messages.api import Limit, type_out
+
+router = APIRouter(
+    prefix="/api/v1/admin/message-types",
+    tags=["messages"],
+    dependencies=[require("admin")],
+)
+
+
+@router.post("", status_code=201, response_model=MessageTypeOut)
+async def create_platform_type(body: MessageTypeIn, request: Request) -> MessageTypeOut:
+    """A platform-wide type, validated as a sponsor's (409 if the key is taken)."""
+    async with transaction(request) as session:
+        row = await types.create(session, None, body)
+        await session.refresh(row)
+    return type_out(row)
+
+
+@router.get("", response_model=Page[MessageTypeOut])
+async def list_platform_types(
+    request: Request, limit: Limit = 50, cursor: Cursor = None
+) -> Page[MessageTypeOut]:
+    after = str(decode_cursor(cursor, 1)[0]) if cursor else None
+    async with transaction(request) as session:
+        rows = await repository.list_types(session, None, limit=limit + 1, after=after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].key)
+    return Page(items=[type_out(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/{type_id}", response_model=MessageTypeOut)
+async def get_platform_type(type_id: uuid.UUID, request: Request) -> MessageTypeOut:
+    async with transaction(request) as session:
+        row = await repository.get_type(session, None, type_id)
+    return type_out(row)
+
+
+@router.put("/{type_id}", response_model=MessageTypeOut)
+async def replace_platform_type(
+    type_id: uuid.UUID, body: MessageTypeIn, request: Request
+) -> MessageTypeOut:
+    """The whole type replaced; every sponsor's queued messages of it send the new content."""
+    async with transaction(request) as session:
+        row = await types.replace(session, None, type_id, body)
+        await session.refresh(row)
+    return type_out(row)
+
+
+@router.delete("/{type_id}", status_code=204)
+async def delete_platform_type(type_id: uuid.UUID, request: Request) -> Response:
+    """The type and every sponsor's messages of it."""
+    async with transaction(request) as session:
+        row = await repository.get_type(session, None, type_id)
+        await repository.delete_type(session, row.id)
+    return Response(status_code=204)
