@@ -84,7 +84,12 @@ class VariableIn(Body):
 
 
 class MessageTypeIn(Body):
-    """A kind of one-to-one message; its template is validated like a template's at save."""
+    """A kind of one-to-one message; its template is validated like a template's at save.
+
+    With ``template_id``, the subject and bodies are those of a template of the
+    library (its ``template_version``, or its latest version at each send), and
+    any given here are replaced by them.
+    """
 
     key: str = Field(pattern=_KEY, examples=["lead.qualified.alert"])
     category: MessageCategory = "transactional"
@@ -94,7 +99,13 @@ class MessageTypeIn(Body):
         "marketing types, alerts for notifications, none (preferences do not apply) for "
         "transactional ones",
     )
-    subject: str = Field(min_length=1, max_length=998)
+    template_id: uuid.UUID | None = Field(
+        default=None, description="a template of the sponsor's library to send"
+    )
+    template_version: int | None = Field(
+        default=None, ge=1, description="the version pinned; omitted: the latest at each send"
+    )
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
     message_body: str | None = Field(default=None, max_length=200_000)
     html_body: str | None = Field(default=None, max_length=500_000)
     text_body: str | None = Field(default=None, max_length=200_000)
@@ -133,6 +144,8 @@ class MessageTypeOut(BaseModel):
     key: str
     category: MessageCategory
     preference_category: PreferenceCategory | None
+    template_id: uuid.UUID | None
+    template_version: int | None
     subject: str
     message_body: str | None
     html_body: str | None

@@ -1,4 +1,4 @@
-"""messages: cc and bcc copies, send_at, one-off templates; platform-wide message types
+"""messages: copies, send_at, one-off templates; message types: platform-wide, from templates
 
 Revision ID: 0022_msgapi
 Revises: 0022_prefs
@@ -10,7 +10,10 @@ Create Date: 2026-12-06
 until a ``message.send`` timer queues it). ``template`` is a one-off message's
 own template; such a message has no type (``type_id``, ``type_key`` null).
 A message type without a sponsor is platform-wide (an admin's); its key is
-unique among platform-wide types.
+unique among platform-wide types. A type may be made from a template of the
+library (``template_id``, and ``template_version`` pinned or null for the latest);
+its subject and bodies keep a copy of the version it was saved with, which is
+what it sends if the template is deleted.
 """
 
 from collections.abc import Sequence
@@ -38,6 +41,15 @@ def upgrade() -> None:
     op.alter_column("messages", "type_id", nullable=True)
     op.alter_column("messages", "type_key", nullable=True)
     op.alter_column("message_types", "sponsor_id", nullable=True)
+    op.add_column(
+        "message_types",
+        sa.Column(
+            "template_id",
+            postgresql.UUID(as_uuid=True),
+            sa.ForeignKey("templates.id", ondelete="SET NULL"),
+        ),
+    )
+    op.add_column("message_types", sa.Column("template_version", sa.Integer))
     op.create_index(
         "uq_message_types_platform_key",
         "message_types",
@@ -48,6 +60,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("message_types", "template_version")
+    op.drop_column("message_types", "template_id")
     op.execute("DELETE FROM message_types WHERE sponsor_id IS NULL")
     op.drop_index("uq_message_types_platform_key", table_name="message_types")
     op.alter_column("message_types", "sponsor_id", nullable=False)

@@ -25,7 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.elements import Label
 
 from service.errors import Conflict, NotFound
-from service.models import Message, MessageType, RecipientPreference, Sponsor, table_of
+from service.models import (
+    Message,
+    MessageType,
+    RecipientPreference,
+    Sponsor,
+    Template,
+    TemplateVersion,
+    table_of,
+)
 
 
 def _owned_by(sponsor_id: str | None) -> ColumnElement[bool]:
@@ -203,6 +211,15 @@ async def stream_messages(
 
 
 # The sender's statements: one round trip each per polled batch ------------------
+
+
+async def latest_template(session: AsyncSession, template_id: uuid.UUID) -> TemplateVersion | None:
+    """The latest version of a type's template (None if the template is gone)."""
+    return await session.scalar(
+        select(TemplateVersion)
+        .join(Template, Template.id == TemplateVersion.template_id)
+        .where(Template.id == template_id, TemplateVersion.version == Template.latest_version)
+    )
 
 
 # Marketing and notification messages honour every suppression that applies to

@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import MessageTypeIn, VariableIn
 from service.appointments.emails import REMINDER as REMINDER_TYPE
-from service.errors import Unprocessable
+from service.errors import NotFound, Unprocessable
 from service.leads.logic import normalize_email
 from service.messages import repository
 from service.models import MessageType
+from service.templates import repository as templates
 from service.templates.content import Content
 from service.templates.sandbox import off_loop
 from service.templates.validate import used_variables, validate
@@ -34,7 +35,7 @@ _SYSTEM_VARIABLES = frozenset(
 
 def content_of(message_type: MessageType | MessageTypeIn) -> Content:
     return Content(
-        message_type.subject,
+        message_type.subject or "",
         message_type.message_body,
         message_type.html_body,
         message_type.text_body,
@@ -95,8 +96,46 @@ def _check_reminder_offsets(body: MessageTypeIn) -> None:
         raise Unprocessable("invalid_reminder_offsets", message, "reminder_offsets")
 
 
+async def _resolved(
+    session: AsyncSession, sponsor_id: str | None, body: MessageTypeIn
+) -> MessageTypeIn:
+    """``body`` with the subject and bodies of its template's version, if it names one."""
+    if body.template_id is None:
+        if body.subject is None:
+            raise Unprocessable("missing_subject", "give 'subject' or 'template_id'", "subject")
+        return body
+    if sponsor_id is None:
+        raise Unprocessable(
+            "unknown_template",
+            "a platform-wide type cannot use a sponsor's template",
+            "template_id",
+        )
+    try:
+        template = await templates.get(session, sponsor_id, body.template_id)
+    except NotFound:
+        raise Unprocessable(
+            "unknown_template", f"no template '{body.template_id}'", "template_id"
+        ) from None
+    wanted = body.template_version or template.latest_version
+    try:
+        version = await templates.get_version(session, template.id, wanted)
+    except NotFound:
+        raise Unprocessable(
+            "unknown_template_version", f"the template has no version {wanted}", "template_version"
+        ) from None
+    return body.model_copy(
+        update={
+            "subject": version.subject,
+            "message_body": version.message_body,
+            "html_body": version.html_body,
+            "text_body": version.text_body,
+        }
+    )
+
+
 async def create(session: AsyncSession, sponsor_id: str | None, body: MessageTypeIn) -> MessageType:
     """A sponsor's type, or (``sponsor_id`` None) a platform-wide one."""
+    body = await _resolved(session, sponsor_id, body)
     await check(body)
     message_type = MessageType(id=uuid.uuid4(), sponsor_id=sponsor_id)
     _assign(message_type, body)
@@ -108,6 +147,7 @@ async def replace(
     session: AsyncSession, sponsor_id: str | None, type_id: uuid.UUID, body: MessageTypeIn
 ) -> MessageType:
     """The whole type replaced; messages already queued send with the new content."""
+    body = await _resolved(session, sponsor_id, body)
     await check(body)
     message_type = await repository.get_type(session, sponsor_id, type_id)
     _assign(message_type, body)
@@ -122,7 +162,9 @@ def _assign(message_type: MessageType, body: MessageTypeIn) -> None:
     message_type.preference_category = body.preference_category or DEFAULT_PREFERENCE.get(
         body.category
     )
-    message_type.subject = body.subject
+    message_type.template_id = body.template_id
+    message_type.template_version = body.template_version
+    message_type.subject = body.subject or ""
     message_type.message_body = body.message_body
     message_type.html_body = body.html_body
     message_type.text_body = body.text_body

@@ -48,6 +48,12 @@ class MessageType(Base):
     category: Mapped[str] = mapped_column(String(20))
     # The recipient preference its messages follow (``marketing``, ``alerts`` …); None: none.
     preference_category: Mapped[str | None] = mapped_column(String(20))
+    # Made from a template of the library: the subject and bodies below are a copy
+    # of its version at save; ``template_version`` None sends its latest version.
+    template_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="SET NULL")
+    )
+    template_version: Mapped[int | None] = mapped_column(Integer)
     subject: Mapped[str] = mapped_column(Text)
     message_body: Mapped[str | None] = mapped_column(Text)
     html_body: Mapped[str | None] = mapped_column(Text)
