@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from schemas.messages import MessageIn
+from service.messages.logic import body_hash
 from tests.conftest import TokenFactory
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_messages import Api, alert
@@ -76,3 +81,19 @@ async def test_a_suppressed_copy_is_left_out_and_the_message_still_goes(
     assert (await api.settled(response.json()["ids"][0]))["status"] == "sent"
     (sent,) = fake.messages_to(to)
     assert sent.cc == ["boss@acme.example"]
+
+
+def test_a_request_without_the_newer_fields_hashes_as_before_they_existed() -> None:
+    # The digest stored for an Idempotency-Key before cc, bcc, send_at and template.
+    before: dict[str, Any] = {
+        "type": "lead.qualified.alert",
+        "to": "a@customer.example",
+        "data": {"lead_name": "Ada"},
+        "reply_to": None,
+        "attachments": [],
+        "tags": {},
+    }
+    digest = hashlib.sha256(orjson.dumps([before], option=orjson.OPT_SORT_KEYS)).digest()
+    assert body_hash([MessageIn.model_validate(before)]) == digest
+    with_copy = MessageIn.model_validate({**before, "cc": ["b@customer.example"]})
+    assert body_hash([with_copy]) != digest
