@@ -121,3 +121,23 @@ async def test_a_one_off_template_follows_its_categorys_suppressions(
     assert (await api.settled(receipt))["status"] == "sent"
     assert (await api.settled(digest))["status"] == "suppressed"
     assert len(fake.messages_to(to)) == 1
+
+
+async def test_the_same_one_off_template_sends_the_sponsors_name_as_it_is_now(
+    api: Api, fake: FakeResend, admin: dict[str, str]
+) -> None:
+    template = {"subject": "From {{ sponsor.name }}", "html_body": "<p>Hello</p>"}
+    first, second = address(), address()
+    (before,) = (await api.send({"to": first, "template": template})).json()["ids"]
+    assert (await api.settled(before))["status"] == "sent"
+    renamed = await api.client.put(
+        f"/api/v1/sponsors/{api.sponsor}",
+        headers=admin,
+        json={"name": "Renamed Ltd", "from_email": "news@sponsor.example"},
+    )
+    assert renamed.status_code == 200, renamed.text
+    (after,) = (await api.send({"to": second, "template": template})).json()["ids"]
+    assert (await api.settled(after))["status"] == "sent"
+
+    assert [m.subject for m in fake.messages_to(first)] == ["From Test Sponsor"]
+    assert [m.subject for m in fake.messages_to(second)] == ["From Renamed Ltd"]
