@@ -200,10 +200,11 @@ def _semantic_error(body: dict[str, Any]) -> tuple[str, str | None] | None:
                         "Does not contain a valid address.",
                         f"personalizations.{i}.{kind}.{j}.email",
                     )
-                if address.lower() in seen:
+                if address.lower() in seen:  # SendGrid's documented rule and wording
                     return (
                         "Each email address in the personalization block should be unique "
-                        "between to, cc, and bcc.",
+                        "between to, cc, and bcc. We found the first duplicate instance of "
+                        f"[{address}] in the personalizations.{i}.{kind} field.",
                         f"personalizations.{i}.{kind}.{j}.email",
                     )
                 seen.add(address.lower())
