@@ -3,6 +3,7 @@ time by the ``timers`` role, and cancelled with ``DELETE`` while they wait."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,3 +144,18 @@ async def test_send_at_beyond_thirty_days_or_without_an_offset_is_a_422(api: Api
 
     naive = {**alert(address()), "send_at": "2030-01-01T09:00:00"}
     assert (await api.send(naive)).status_code == 422
+
+
+async def test_two_timer_passes_at_once_send_a_scheduled_message_once(
+    api: Api, fake: FakeResend, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.add_type()
+    to = address()
+    send_at = datetime.now(UTC) + timedelta(hours=2)
+    (message_id,) = (await api.send(later(to, send_at))).json()["ids"]
+
+    await asyncio.gather(fire(sessions, send_at), fire(sessions, send_at))
+    assert (await api.settled(message_id))["status"] == "sent"
+    await fire(sessions, send_at + timedelta(minutes=1))
+    await asyncio.sleep(1)  # time for a second copy to arrive, if one were queued
+    assert len(fake.messages_to(to)) == 1
