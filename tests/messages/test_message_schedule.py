@@ -66,6 +66,9 @@ async def test_a_message_with_send_at_waits_scheduled_and_is_sent_at_its_time(
 
     status = await eventually(sent)
     assert status["status"] == "sent", status
+    history = [(entry["type"], entry["at"]) for entry in status["history"]]
+    assert [kind for kind, _ in history[:3]] == ["scheduled", "queued", "sent"]
+    assert datetime.fromisoformat(history[1][1]) == send_at
     assert datetime.fromisoformat(status["sent_at"]) >= send_at
     (message,) = fake.messages_to(to)
     assert message.created_at >= send_at.timestamp()
@@ -102,7 +105,9 @@ async def test_delete_cancels_a_scheduled_message_and_nothing_is_sent(
     async with sessions() as session:
         assert await timers.due_at(session, [scheduling.timer_key(uuid.UUID(message_id))]) == {}
     await fire(sessions, send_at + timedelta(seconds=1))
-    assert (await api.status(message_id))["status"] == "cancelled"
+    status = await api.status(message_id)
+    assert status["status"] == "cancelled"
+    assert [entry["type"] for entry in status["history"]] == ["scheduled", "cancelled"]
     assert fake.messages_to(to) == []
 
     again = await api.client.delete(api.url(f"/messages/{message_id}"), headers=api.headers)
