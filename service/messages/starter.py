@@ -30,12 +30,13 @@ def _required(name: str, kind: VariableType = "string") -> VariableIn:
 
 
 _CUSTOMER = _optional("customer_name", "string", "there")
-# ``format``: "detailed" (summary, key points, next steps) or "brief" (the summary alone).
+# ``format``: "detailed" (summary, key points, next steps) or "brief" (the summary
+# alone); not given, the recipient's preference for summaries decides.
 _SUMMARY = [
     _required("summary"),
     _optional("key_points", "list", []),
     _optional("next_steps", "list", []),
-    _optional("format", "string", "detailed"),
+    _optional("format", "string", ""),
     _optional("conversation_url", "string", ""),
 ]
 
@@ -46,13 +47,15 @@ _CATALOGUE = (
     MessageTypeIn(
         key="conversation.summary.customer",
         category="transactional",
+        preference_category="summaries",
         subject="Summary of our conversation",
         html_body=bodies.CONVERSATION_CUSTOMER,
         variables=[_CUSTOMER, *_SUMMARY],
     ),
     MessageTypeIn(
-        key="conversation.summary.team",
+        key=TEAM_KEY,
         category="notification",
+        preference_category="summaries",
         subject="Conversation with {{ attributes.customer_name }} (score {{ attributes.score }})",
         html_body=bodies.CONVERSATION_TEAM,
         variables=[

@@ -7,16 +7,19 @@ validator as any type a sponsor writes. A loop never sits between table rows:
 the HTML parser would move its tags out of the table (a loop repeats whole
 one-row tables instead). Amounts are strings the application
 formats (``"€120.00"``): currency and locale are its business, not ours.
-``format`` is read as ``attributes["format"]``: ``.format`` is refused by the
-sandbox, being a string method.
+``format`` is read as ``attributes["format"]`` (and ``preferences["format"]``):
+``.format`` is refused by the sandbox, being a string method.
 """
 
 from __future__ import annotations
 
 _TABLE = 'role="presentation" cellpadding="6" cellspacing="0" style="border-collapse:collapse"'
 
+# The format given with the message wins; else the recipient's preference for
+# summaries (``preferences``, there when the sender renders; not in a preview).
 _SUMMARY_PARTS = """\
-{% if attributes["format"] != "brief" %}
+{% set chosen = attributes["format"] or (preferences["format"] if preferences is defined) %}\
+{% if chosen != "brief" %}
 {% if attributes.key_points %}<h3 style="margin:20px 0 8px">Key points</h3>
 <ul>{% for point in attributes.key_points %}<li>{{ point }}</li>{% endfor %}</ul>{% endif %}
 {% if attributes.next_steps %}<h3 style="margin:20px 0 8px">Next steps</h3>

@@ -25,10 +25,18 @@ URLS = DeliveryUrls(open_pixel="", unsubscribe="", view_in_browser="", links=[])
 BRAND = Brand(sponsor={"id": "sp", "name": "Acme", "from_name": "Acme", "postal_address": "1 St"})
 
 
-def render(body: MessageTypeIn, data: dict[str, Any]) -> tuple[str, str, str]:
-    """Subject, HTML and text of ``body`` for ``data``, checked as a message's data is."""
+def render(
+    body: MessageTypeIn, data: dict[str, Any], preferences: dict[str, Any] | None = None
+) -> tuple[str, str, str]:
+    """Subject, HTML and text of ``body`` for ``data`` (and the recipient's
+    ``preferences``, as the sender passes them), checked as a message's data is."""
     row = MessageType(key=body.key, variables=[v.model_dump(mode="json") for v in body.variables])
-    fields = {"email": "ada@customer.example", "attributes": checked_data(row, data, "data")}
+    fields: dict[str, Any] = {
+        "email": "ada@customer.example",
+        "attributes": checked_data(row, data, "data"),
+    }
+    if preferences is not None:
+        fields["preferences"] = preferences
     compiled = compile_message(types.content_of(body), BRAND, tracking=False)
     rendered = compiled.render(fields, URLS)
     return rendered.subject, rendered.html, rendered.text
@@ -164,3 +172,14 @@ async def test_an_unknown_starter_key_is_a_422_naming_it(api: Api) -> None:
     assert response.status_code == 422
     error = response.json()["error"]
     assert (error["code"], error["field"]) == ("unknown_message_type", "keys.1")
+
+
+def test_a_conversation_summary_without_a_format_follows_the_recipients_preference() -> None:
+    body = starter_type("conversation.summary.customer")
+    assert body.preference_category == "summaries"
+    sample = starter.SAMPLES["conversation.summary.customer"]
+    brief = render(body, sample, preferences={"format": "brief"})[1]
+    detailed = render(body, sample, preferences={"format": "detailed"})[1]
+    given = render(body, {**sample, "format": "detailed"}, preferences={"format": "brief"})[1]
+    assert "Key points" not in brief
+    assert "Key points" in detailed and "Key points" in given
