@@ -40,7 +40,7 @@ def handlers(settings: Settings) -> Mapping[str, Handler | BatchHandler]:
         digests.KIND: digests.fire,
         message_retries.RETRY_KIND: message_retries.fire_retry,
         ab_repository.DECIDE_KIND: ab.fire_decide,
-        scheduling.SEND_KIND: scheduling.fire,
+        scheduling.SEND_KIND: scheduling.FIRE,
     }
 
 

@@ -396,6 +396,19 @@ RETURNING sponsor_id
 """)
 
 
+_QUEUE_DUE = text("""
+UPDATE messages SET status = 'queued', updated_at = now()
+WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'scheduled'
+RETURNING id, sponsor_id
+""")
+
+
+async def queue_due(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, str]]:
+    """Move the ``scheduled`` messages of ``ids`` to ``queued``; (id, sponsor) of each moved."""
+    rows = await session.execute(_QUEUE_DUE, {"ids": [str(i) for i in ids]})
+    return [(row.id, row.sponsor_id) for row in rows]
+
+
 async def move_scheduled(session: AsyncSession, message_id: uuid.UUID, status: str) -> str | None:
     """Move a ``scheduled`` message to ``status``; its sponsor, or None if it was not scheduled."""
     sponsor_id: str | None = await session.scalar(

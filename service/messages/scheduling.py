@@ -25,6 +25,7 @@ from service.errors import Conflict, Unprocessable
 from service.messages import repository
 from service.models import Message
 from service.timers import repository as timers
+from service.timers.logic import BatchHandler
 from service.timers.repository import DueTimer
 
 SEND_KIND = "message.send"
@@ -80,12 +81,22 @@ async def schedule(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> 
     )
 
 
-async def fire(session: AsyncSession, timer: DueTimer) -> None:
-    """A due message: queued, if it is still scheduled (not cancelled, not gone)."""
-    message_id = uuid.UUID(timer.payload["message_id"])
-    sponsor_id = await repository.move_scheduled(session, message_id, "queued")
-    if sponsor_id is not None:
-        await queue_now(session, [{"id": message_id, "sponsor_id": sponsor_id, "status": "queued"}])
+async def fire(session: AsyncSession, due: Sequence[DueTimer]) -> None:
+    """The due messages queued, those still scheduled (not cancelled, not gone), in
+    one statement and one outbox write however many fell due together."""
+    moved = await repository.queue_due(
+        session, [uuid.UUID(timer.payload["message_id"]) for timer in due]
+    )
+    await queue_now(
+        session,
+        [
+            {"id": message_id, "sponsor_id": sponsor_id, "status": "queued"}
+            for message_id, sponsor_id in moved
+        ],
+    )
+
+
+FIRE = BatchHandler(fire)
 
 
 async def cancel(session: AsyncSession, sponsor_id: str, message_id: uuid.UUID) -> Message:

@@ -22,7 +22,7 @@ from tests.messages.test_messages import Api, alert
 
 pytestmark = pytest.mark.usefixtures("workers")
 
-HANDLERS = {scheduling.SEND_KIND: scheduling.fire}
+HANDLERS = {scheduling.SEND_KIND: scheduling.FIRE}
 
 
 @pytest.fixture
@@ -164,3 +164,16 @@ async def test_two_timer_passes_at_once_send_a_scheduled_message_once(
     await fire(sessions, send_at + timedelta(minutes=1))
     await asyncio.sleep(1)  # time for a second copy to arrive, if one were queued
     assert len(fake.messages_to(to)) == 1
+
+
+async def test_messages_due_together_are_queued_in_one_pass(
+    api: Api, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.add_type()
+    send_at = datetime.now(UTC) + timedelta(hours=3)
+    body = {"messages": [later(address(), send_at), later(address(), send_at)]}
+    ids = (await api.send(body)).json()["ids"]
+
+    await fire(sessions, send_at)
+    for message_id in ids:
+        assert (await api.settled(message_id))["status"] == "sent"
