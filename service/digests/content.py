@@ -120,11 +120,12 @@ def _appointment(row: dict[str, Any], zone: str) -> dict[str, Any]:
 def _subject(message: Message, subjects: Mapping[str, str], sponsor_name: str) -> str:
     """The held message's subject as it would have been sent; its type key if that fails."""
     context = {"attributes": message.data, "sponsor": {"name": sponsor_name}}
+    key = message.type_key or ""  # a one-off message has none, and is never held
     try:
-        subject = render(text_env.from_string(subjects[message.type_key]), context).strip()
+        subject = render(text_env.from_string(subjects[key]), context).strip()
     except (*RECIPIENT_ERRORS, KeyError):
-        return message.type_key
-    return subject or message.type_key
+        return key
+    return subject or key
 
 
 def held(

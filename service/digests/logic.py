@@ -206,7 +206,8 @@ async def _held(session: AsyncSession, row: DigestSubscription) -> list[dict[str
     )
     if not messages:
         return []
-    keys = sorted({m.type_key for m in messages})
+    # A one-off message (no type) follows no preference, so none is ever held.
+    keys = sorted({m.type_key for m in messages if m.type_key})
     message_types = await message_repository.types_by_key(session, row.sponsor_id, keys)
     sponsor = await sponsors.get(session, row.sponsor_id)
     subjects = {key: t.subject for key, t in message_types.items()}
