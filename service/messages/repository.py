@@ -232,12 +232,27 @@ _SUPPRESSED: Label[bool] = literal_column("""EXISTS (
     WHERE s.email = messages.to_email
       AND (s.sponsor_id IS NULL
            OR (s.sponsor_id = messages.sponsor_id
-               AND (message_types.category <> 'transactional'
+               AND (coalesce(message_types.category, messages.template ->> 'category')
+                        <> 'transactional'
                     OR s.reason IN ('hard_bounce', 'complaint'))
                AND NOT (coalesce(message_types.preference_category, 'marketing') <> 'marketing'
                         AND s.reason = 'unsubscribed'
                         AND coalesce(s.source, '') = 'preferences')))
 )""").label("suppressed")
+
+# The message's copies (cc, bcc) that the same rules stop, in the same round trip.
+_BLOCKED: Label[list[str]] = literal_column("""ARRAY(
+    SELECT DISTINCT s.email FROM suppressions s
+    WHERE s.email = ANY(messages.cc || messages.bcc)
+      AND (s.sponsor_id IS NULL
+           OR (s.sponsor_id = messages.sponsor_id
+               AND (coalesce(message_types.category, messages.template ->> 'category')
+                        <> 'transactional'
+                    OR s.reason IN ('hard_bounce', 'complaint'))
+               AND NOT (coalesce(message_types.preference_category, 'marketing') <> 'marketing'
+                        AND s.reason = 'unsubscribed'
+                        AND coalesce(s.source, '') = 'preferences')))
+)""").label("blocked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +271,11 @@ class ToSend:
     """A ``queued`` message with what it is sent as, and what stands in its way."""
 
     message: Message
-    message_type: MessageType
+    message_type: MessageType | None  # None: a one-off message with its own template
     sponsor: Sponsor
     checks: SendChecks
+    # Its copies that must not be sent (suppressed by the message's rules).
+    blocked: frozenset[str] = frozenset()
 
 
 async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> list[ToSend]:
@@ -274,8 +291,9 @@ async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUI
             preference.opted_out,
             preference.frequency,
             preference.format,
+            _BLOCKED,
         )
-        .join(MessageType, MessageType.id == Message.type_id)
+        .outerjoin(MessageType, MessageType.id == Message.type_id)
         .join(Sponsor, Sponsor.id == Message.sponsor_id)
         .outerjoin(
             preference,
@@ -288,7 +306,13 @@ async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUI
         .where(Message.id.in_(message_ids), Message.status == "queued")
     )
     return [
-        ToSend(row[0], row[1], row[2], SendChecks(bool(row[3]), row[4], row[5], row[6]))
+        ToSend(
+            row[0],
+            row[1],
+            row[2],
+            SendChecks(bool(row[3]), row[4], row[5], row[6]),
+            frozenset(row[7] or ()),
+        )
         for row in rows
     ]
 
@@ -303,39 +327,6 @@ class Outcome:
     provider_message_id: str | None = None
     error: str | None = None
     links: Sequence[str] = ()
-
-
-# A message's copies, by the same rules as its recipient (``_CHECKS``), in one query.
-_SUPPRESSED = text("""
-SELECT DISTINCT email FROM suppressions
-WHERE email = ANY(CAST(:emails AS text[]))
-  AND (sponsor_id IS NULL
-       OR (sponsor_id = :sponsor_id
-           AND (NOT :transactional OR reason IN ('hard_bounce', 'complaint'))
-           AND NOT (coalesce(CAST(:category AS text), 'marketing') <> 'marketing'
-                    AND reason = 'unsubscribed' AND coalesce(source, '') = 'preferences')))
-""")
-
-
-async def suppressed_among(
-    session: AsyncSession,
-    sponsor_id: str,
-    emails: Sequence[str],
-    *,
-    transactional: bool,
-    preference_category: str | None,
-) -> set[str]:
-    """Which of ``emails`` (a message's copies) must not be sent this message."""
-    rows = await session.scalars(
-        _SUPPRESSED,
-        {
-            "emails": list(emails),
-            "sponsor_id": sponsor_id,
-            "transactional": transactional,
-            "category": preference_category,
-        },
-    )
-    return set(rows)
 
 
 # A provider event that overtook this (kept by the ingester as a first time

@@ -28,11 +28,14 @@ import base64
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import formataddr
+from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.messages import MessageRequested
@@ -43,7 +46,7 @@ from service.logs import bound
 from service.messages import repository, retries
 from service.messages.tracking import tracking_tag
 from service.messages.types import content_of
-from service.models import Message, MessageType, Sponsor
+from service.models import Message, MessageType, Sponsor, TemplateVersion
 from service.preferences import logic as preferences
 from service.preferences import tokens as preference_tokens
 from service.settings import Settings
@@ -54,12 +57,15 @@ from service.templates.compiled import (
     compile_message,
     single_line,
 )
+from service.templates.content import Content
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
 from worker.delivery import core
 from worker.providers.base import Attachment, EmailProvider, OutgoingEmail
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
+
+_INLINE_CACHE = 256
 
 # Provider requests one message-sender has open at once (each still paced).
 SENDS_AT_ONCE = 32
@@ -77,6 +83,8 @@ class TypeContext:
     version: datetime
     category: str
     preference_category: str | None
+    # The template version compiled, for a type that sends its template's latest.
+    template_version: int | None = None
     # Messages go out whole: one message, nothing for a provider template to save.
     template: ProviderTemplate | None = field(default=None)
     template_id: str | None = field(default=None)
@@ -124,6 +132,9 @@ class MessageDeliveries:
         self.settings = settings
         self.core = core.DeliveryCore(provider, pacer, settings)
         self._types: dict[uuid.UUID, TypeContext] = {}
+        # One-off templates by their content and the sponsor's details they show:
+        # an application sending many of the same one compiles it once.
+        self._inline: OrderedDict[tuple[object, ...], TypeContext] = OrderedDict()
         self._sending = asyncio.Semaphore(SENDS_AT_ONCE)
         self._public_base = settings.public_base_url.rstrip("/")
         # Until this monotonic time the provider's quota is spent (0: it is not).
@@ -138,8 +149,21 @@ class MessageDeliveries:
         by_id = {event.message_id: event for event in events}
         async with self.sessions() as session:
             found = await repository.messages_to_send(session, list(by_id))
+            # Types that send their template's latest version: one query per template.
+            latest = {
+                template_id: await repository.latest_template(session, template_id)
+                for template_id in {
+                    f.message_type.template_id
+                    for f in found
+                    if f.message_type
+                    and f.message_type.template_id
+                    and not f.message_type.template_version
+                }
+            }
         started = time.perf_counter()
-        answers = await asyncio.gather(*(self._deliver(by_id[f.message.id], f) for f in found))
+        answers = await asyncio.gather(
+            *(self._deliver(by_id[f.message.id], f, latest) for f in found)
+        )
         outcomes = [a for a in answers if isinstance(a, repository.Outcome)]
         waits = [a for a in answers if isinstance(a, Wait)]
         async with self.sessions.begin() as session:
@@ -152,14 +176,19 @@ class MessageDeliveries:
         self._count([o for o in outcomes if o.message_id in moved], started)
 
     async def _deliver(
-        self, event: MessageRequested, found: repository.ToSend
+        self,
+        event: MessageRequested,
+        found: repository.ToSend,
+        latest: dict[uuid.UUID, TemplateVersion | None],
     ) -> repository.Outcome | Wait:
         message = found.message
         with bound(sponsor_id=message.sponsor_id, message_id=str(message.id)):
             checks = found.checks
             if checks.suppressed:
                 return repository.Outcome(message.id, "suppressed", error=SUPPRESSED)
-            category = found.message_type.preference_category
+            message_type = found.message_type
+            # A one-off template has no type, and follows no preference.
+            category = message_type.preference_category if message_type else None
             if category is not None:
                 decision = preferences.decide(checks.opted_out, checks.frequency)
                 if decision == "suppress":
@@ -168,7 +197,10 @@ class MessageDeliveries:
                 if decision == "hold":
                     error = f"{checks.frequency} {category}"
                     return repository.Outcome(message.id, "held", error=error)
-            context = self._context(found.message_type, found.sponsor)
+            version = None
+            if message_type is not None and message_type.template_id is not None:
+                version = latest.get(message_type.template_id)
+            context = self._context(message, message_type, found.sponsor, version)
             recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message, checks))
             emails, failed = self.core.render(
                 context, [recipient], lambda n_links: self._urls(message, category, n_links)
@@ -179,6 +211,9 @@ class MessageDeliveries:
             # The provider echoes this tag in its webhooks: how they find the message.
             email.campaign_id = tracking_tag(message.id)
             email.reply_to = message.reply_to or context.reply_to
+            # A suppressed copy is left out; the message still goes to its recipient.
+            email.cc = tuple(a for a in message.cc if a not in found.blocked)
+            email.bcc = tuple(a for a in message.bcc if a not in found.blocked)
             email.attachments = _attachments(message)
             async with self._sending:
                 return await self._send_one(event, email, context.message.links)
@@ -267,31 +302,103 @@ class MessageDeliveries:
             urls.unsubscribe = urls.preferences + "/unsubscribe"
         return urls
 
-    def _context(self, message_type: MessageType, sponsor: Sponsor) -> TypeContext:
-        """The type compiled, from the cache while the type is unchanged."""
+    def _context(
+        self,
+        message: Message,
+        message_type: MessageType | None,
+        sponsor: Sponsor,
+        latest: TemplateVersion | None = None,
+    ) -> TypeContext:
+        """The type compiled, from the cache while the type (and the latest version of
+        its template, if it sends the latest) is unchanged; a one-off message's own
+        template from a cache of its own."""
+        if message_type is None:
+            return self._inline_context(message.template or {}, sponsor)
         cached = self._types.get(message_type.id)
-        if cached is not None and cached.version == message_type.updated_at:
+        version = latest.version if latest else None
+        if (
+            cached is not None
+            and cached.version == message_type.updated_at
+            and cached.template_version == version
+        ):
             return cached
-        from_name = message_type.from_name or sponsor.from_name or ""
-        reply_to = message_type.reply_to or sponsor.reply_to
-        name, address = single_line(from_name), single_line(sponsor.from_email)
-        context = TypeContext(
-            tag=f"message:{message_type.key}",
-            sender=formataddr((name, address)),
-            sender_name=name,
-            sender_address=address,
-            reply_to=single_line(reply_to) if reply_to else None,
-            message=compile_message(
-                content_of(message_type),
-                template_logic.brand_for(sponsor),
-                preferences=message_type.preference_category is not None,
-            ),
-            version=message_type.updated_at,
-            category=message_type.category,
+        content = content_of(message_type)
+        if latest is not None:
+            content = Content(
+                latest.subject, latest.message_body, latest.html_body, latest.text_body
+            )
+        context = _compiled(
+            sponsor,
+            f"message:{message_type.key}",
+            content,
+            message_type.category,
             preference_category=message_type.preference_category,
+            from_name=message_type.from_name,
+            reply_to=message_type.reply_to,
+            version=message_type.updated_at,
         )
+        context.template_version = version
         self._types[message_type.id] = context
         return context
+
+    def _inline_context(self, template: dict[str, Any], sponsor: Sponsor) -> TypeContext:
+        key = (
+            orjson.dumps(template, option=orjson.OPT_SORT_KEYS),
+            sponsor.id,
+            sponsor.name,
+            sponsor.from_name,
+            sponsor.from_email,
+            sponsor.reply_to,
+            sponsor.postal_address,
+        )
+        cached = self._inline.get(key)
+        if cached is not None:
+            self._inline.move_to_end(key)
+            return cached
+        content = Content(
+            template["subject"],
+            template.get("message_body"),
+            template.get("html_body"),
+            template.get("text_body"),
+        )
+        context = _compiled(sponsor, "message:inline", content, template["category"])
+        self._inline[key] = context
+        if len(self._inline) > _INLINE_CACHE:
+            self._inline.popitem(last=False)
+        return context
+
+
+def _compiled(
+    sponsor: Sponsor,
+    tag: str,
+    content: Content,
+    category: str,
+    *,
+    preference_category: str | None = None,
+    from_name: str | None = None,
+    reply_to: str | None = None,
+    version: datetime | None = None,
+) -> TypeContext:
+    """A message's template compiled, with the sender's name and reply-to (the
+    type's, else the sponsor's)."""
+    name = single_line(from_name or sponsor.from_name or "")
+    address = single_line(sponsor.from_email)
+    reply = reply_to or sponsor.reply_to
+    return TypeContext(
+        tag=tag,
+        sender=formataddr((name, address)),
+        sender_name=name,
+        sender_address=address,
+        reply_to=single_line(reply) if reply else None,
+        message=compile_message(
+            content,
+            template_logic.brand_for(sponsor),
+            preferences=preference_category is not None,
+        ),
+        version=version or datetime.min,
+        category=category,
+        preference_category=preference_category,
+    )
 
 
 def _fields(message: Message, checks: repository.SendChecks) -> dict[str, object]:
