@@ -1,7 +1,7 @@
 """messages: copies, send_at, one-off templates; message types: platform-wide, from templates
 
 Revision ID: 0022_msgapi
-Revises: 0022_fastlane
+Revises: 0022_ab
 Create Date: 2026-12-06
 
 ``cc`` and ``bcc`` hold a message's copies (normalized addresses, apart from
@@ -23,7 +23,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0022_msgapi"
-down_revision: str | Sequence[str] | None = "0022_fastlane"
+down_revision: str | Sequence[str] | None = "0022_ab"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
