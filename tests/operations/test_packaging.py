@@ -57,6 +57,20 @@ def test_the_product_wheel_holds_only_the_product_packages(wheel: zipfile.ZipFil
     assert "migrations/alembic.ini" in files
 
 
+def test_the_product_wheel_holds_every_page_template(wheel: zipfile.ZipFile) -> None:
+    """Pages the service renders (reports, the preference centre) are files beside the code."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "service", "worker", "schemas"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    data = {name for name in tracked if not name.endswith(".py")}
+    assert data, "no page template found"
+    assert data <= set(wheel.namelist()), data - set(wheel.namelist())
+
+
 def test_the_product_wheel_requires_no_development_dependency(wheel: zipfile.ZipFile) -> None:
     requires = re.findall(r"^Requires-Dist: (.+)$", _metadata(wheel), re.MULTILINE)
     product = {_requirement_name(line) for line in requires if "extra ==" not in line}
