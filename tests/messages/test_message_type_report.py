@@ -4,7 +4,6 @@ against the type's stats endpoint, and a render in headless Chromium."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.reports import links
 from service.settings import Settings
 from service.tracking.tokens import Kind
+from tests.browser import SCREENSHOTS, assert_not_blank, browse, png_pixels, sample
 from tests.conftest import TokenFactory, served
 from tests.fakes.resend_server import FakeResend
 from tests.messages.test_message_tracking import (
@@ -30,7 +30,6 @@ from tests.messages.test_message_tracking import (
     sent,
 )
 from tests.messages.test_messages import Api
-from tests.templates.test_screenshots import SCREENSHOTS, assert_not_blank, chromium, png_pixels
 from tests.tracking.test_reports import _figures, _path
 from tests.tracking.test_webhooks import post
 
@@ -138,34 +137,11 @@ async def test_the_type_report_renders_in_headless_chromium_with_its_figures(
 ) -> None:
     path = _path((await share(api, token, reported["id"], ttl_seconds=600)).json()["url"])
     shot = SCREENSHOTS / "message-type-report.png"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot.unlink(missing_ok=True)
     with served(migrated) as base:
-        command = [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--no-first-run", "--disable-component-update",
-            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1000,1800",
-        ]  # fmt: skip
-        dom = await asyncio.to_thread(
-            subprocess.run,
-            [*command, "--dump-dom", base + path],
-            check=True,
-            capture_output=True,
-            timeout=120,
-            text=True,
-        )
-        await asyncio.to_thread(
-            subprocess.run,
-            [*command, f"--screenshot={shot}", base + path],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    figures = _figures(dom.stdout)
+        dom = await asyncio.to_thread(browse, base + path, shot, tmp_path / "profile", 1000, 1800)
+    figures = _figures(dom)
     assert (figures["sent"], figures["opened"], figures["bounced"]) == ("3", "1", "1")
-    assert "Clicks per link" in dom.stdout
+    assert "Clicks per link" in dom
     width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (1000, 1800)
-    sampled = [row[i : i + 3] for row in rows[::3] for i in range(0, len(row), 9)]
-    assert_not_blank(sampled, min_inked=0.01)
+    assert_not_blank(sample(rows), min_inked=0.01)

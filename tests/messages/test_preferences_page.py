@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,11 +18,11 @@ from service.preferences import tokens
 from service.preferences.catalogue import CATALOGUES, language
 from service.settings import Settings
 from service.tracking.tokens import Kind, TokenSigner
+from tests.browser import SCREENSHOTS, assert_not_blank, browse, png_pixels, sample
 from tests.conftest import TokenFactory, served
 from tests.factories import sent_campaign
 from tests.fakes.resend_server import FakeResend
 from tests.sending.test_sending import Api as CampaignApi
-from tests.templates.test_screenshots import SCREENSHOTS, assert_not_blank, chromium, png_pixels
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -208,46 +207,21 @@ async def test_a_campaign_email_links_to_its_recipients_centre_in_its_footer(
     assert current["marketing"]["opted_out"] is True
 
 
-async def _browse(base: str, path: str, shot: Path, profile: Path) -> str:
-    command = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-        "--disable-background-networking", "--no-first-run", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
-        "--window-size=800,1400",
-    ]  # fmt: skip
-    dom = await asyncio.to_thread(
-        subprocess.run,
-        [*command, "--dump-dom", base + path],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        text=True,
-    )
-    await asyncio.to_thread(
-        subprocess.run,
-        [*command, f"--screenshot={shot}", base + path],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return dom.stdout
-
-
 @pytest.mark.parametrize(
     ("lang", "words"), [("en", ("Email preferences", "Alerts")), ("de", ("E-Mail", "Kurz"))]
 )
 async def test_the_centre_renders_in_headless_chromium(
     migrated: Settings, link: str, tmp_path: Path, lang: str, words: tuple[str, ...]
 ) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / f"preferences-{lang}.png"
     shot.unlink(missing_ok=True)
     with served(migrated) as base:
-        dom = await _browse(base, f"{link}?lang={lang}", shot, tmp_path / "profile")
+        dom = await asyncio.to_thread(
+            browse, f"{base}{link}?lang={lang}", shot, tmp_path / "profile", 800, 1400
+        )
     assert f'<html lang="{lang}">' in dom
     assert all(word in dom for word in words)
     assert dom.count('type="radio"') == 2 * 3 + 2 * 2
     width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (800, 1400)
-    sampled = [row[i : i + 3] for row in rows[::3] for i in range(0, len(row), 9)]
-    assert_not_blank(sampled, min_inked=0.01)
+    assert_not_blank(sample(rows), min_inked=0.01)

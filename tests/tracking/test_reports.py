@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from html import unescape
@@ -24,9 +23,9 @@ from service.reports import logic as report_logic
 from service.retention import repository as partitions
 from service.settings import Settings
 from service.tracking.tokens import Kind, TokenSigner
+from tests.browser import SCREENSHOTS, assert_not_blank, browse, png_pixels, sample
 from tests.conftest import eventually, served
 from tests.factories import SentCampaign, sent_campaign
-from tests.templates.test_screenshots import SCREENSHOTS, assert_not_blank, chromium, png_pixels
 from worker.ingester import Ingester
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"}
@@ -241,40 +240,17 @@ async def test_the_report_renders_in_headless_chromium_with_its_figures(
 ) -> None:
     path = _path((await _share(client, token, reported, ttl_seconds=600))["url"])
     shot = SCREENSHOTS / "campaign-report.png"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot.unlink(missing_ok=True)
     with served(migrated) as base:
-        command = [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--no-first-run", "--disable-component-update",
-            "--disable-sync", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1000,1800",
-        ]  # fmt: skip
-        dom = await asyncio.to_thread(
-            subprocess.run,
-            [*command, "--dump-dom", base + path],
-            check=True,
-            capture_output=True,
-            timeout=120,
-            text=True,
-        )
-        await asyncio.to_thread(
-            subprocess.run,
-            [*command, f"--screenshot={shot}", base + path],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    figures = _figures(dom.stdout)
+        dom = await asyncio.to_thread(browse, base + path, shot, tmp_path / "profile", 1000, 1800)
+    figures = _figures(dom)
     assert figures["sent"] == "6" and figures["human_opened"] == "3"
     assert figures["clicks"] == "3" and figures["bounced"] == "1"
-    assert "Clicks per link" in dom.stdout and "mailbox does not exist" in dom.stdout
+    assert "Clicks per link" in dom and "mailbox does not exist" in dom
     width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (1000, 1800)
     # A report is mostly white page: text, tables and a few chart points when every
     # event fell in one hour; 1 % of a 1000 x 1800 page is still 18,000 pixels of ink.
-    sampled = [row[i : i + 3] for row in rows[::3] for i in range(0, len(row), 9)]
-    assert_not_blank(sampled, min_inked=0.01)
+    assert_not_blank(sample(rows), min_inked=0.01)
 
 
 def test_quiet_hours_are_drawn_as_zeros_so_the_x_axis_is_time() -> None:
