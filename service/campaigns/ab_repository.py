@@ -93,26 +93,9 @@ def _rest_source(campaign: Campaign, batch_size: int) -> Select[Any]:
     ).where(_audience(campaign), not_(suppressed_clause()), not_(has_row))
 
 
-async def _plan(session: AsyncSession, campaign: Campaign, source: Select[Any]) -> Plan:
-    """Insert ``source``'s rows, count the new ones as pending, and sum up the campaign."""
-    inserted = (
-        pg_insert(deliveries)
-        .from_select(["campaign_id", "lead_id", "recipient_email", "batch_no", "variant"], source)
-        .on_conflict_do_nothing()
-        .returning(deliveries.c.batch_no)
-        .cte("inserted")
-    )
-    shard = counters.shard_expression(inserted.c.batch_no)
-    counted = pg_insert(stats).from_select(
-        ["campaign_id", "shard", "pending"],
-        select(literal(campaign.id), shard, func.count()).group_by(shard),
-    )
-    await session.execute(
-        counted.on_conflict_do_update(
-            index_elements=["campaign_id", "shard"],
-            set_={"pending": stats.c.pending + counted.excluded.pending},
-        ).add_cte(inserted)
-    )
+async def summed_up(session: AsyncSession, campaign: Campaign) -> Plan:
+    """Once rows are planned: count the audience's suppressed leads into the stats, and
+    the campaign's rows and batches."""
     suppressed = int(
         await session.scalar(
             select(func.count()).select_from(leads).where(_audience(campaign), suppressed_clause())
@@ -134,6 +117,29 @@ async def _plan(session: AsyncSession, campaign: Campaign, source: Select[Any]) 
         )
     ).one()
     return Plan(recipients=int(totals[0]), suppressed=suppressed, batches=int(totals[1]))
+
+
+async def _plan(session: AsyncSession, campaign: Campaign, source: Select[Any]) -> Plan:
+    """Insert ``source``'s rows, count the new ones as pending, and sum up the campaign."""
+    inserted = (
+        pg_insert(deliveries)
+        .from_select(["campaign_id", "lead_id", "recipient_email", "batch_no", "variant"], source)
+        .on_conflict_do_nothing()
+        .returning(deliveries.c.batch_no)
+        .cte("inserted")
+    )
+    shard = counters.shard_expression(inserted.c.batch_no)
+    counted = pg_insert(stats).from_select(
+        ["campaign_id", "shard", "pending"],
+        select(literal(campaign.id), shard, func.count()).group_by(shard),
+    )
+    await session.execute(
+        counted.on_conflict_do_update(
+            index_elements=["campaign_id", "shard"],
+            set_={"pending": stats.c.pending + counted.excluded.pending},
+        ).add_cte(inserted)
+    )
+    return await summed_up(session, campaign)
 
 
 async def plan_test_share(

@@ -125,12 +125,6 @@ async def plan_deliveries(session: AsyncSession, campaign: Campaign, batch_size:
         .from_select(["campaign_id", "lead_id", "recipient_email", "batch_no"], source)
         .on_conflict_do_nothing()
     )
-    suppressed = int(
-        await session.scalar(
-            select(func.count()).select_from(leads).where(audience, suppressed_clause())
-        )
-        or 0
-    )
     shard = counters.shard_expression(deliveries.c.batch_no)
     await session.execute(
         pg_insert(stats)
@@ -142,21 +136,7 @@ async def plan_deliveries(session: AsyncSession, campaign: Campaign, batch_size:
         )
         .on_conflict_do_nothing()
     )
-    await session.execute(
-        pg_insert(stats)
-        .values(campaign_id=campaign.id, shard=0, suppressed=suppressed)
-        .on_conflict_do_update(
-            index_elements=["campaign_id", "shard"], set_={"suppressed": suppressed}
-        )
-    )
-    totals = (
-        await session.execute(
-            select(func.count(), func.coalesce(func.max(deliveries.c.batch_no) + 1, 0)).where(
-                deliveries.c.campaign_id == campaign.id
-            )
-        )
-    ).one()
-    return Plan(recipients=int(totals[0]), suppressed=suppressed, batches=int(totals[1]))
+    return await ab_repository.summed_up(session, campaign)
 
 
 # Autovacuum analyzes a table once a tenth of it changed (and only at its next
