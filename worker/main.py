@@ -19,6 +19,7 @@ from service.metrics import MetricsServer
 from service.settings import Settings
 from service.startup import wait_for_dependencies
 from service.templates import budget
+from worker.allocator import tune_allocator
 from worker.dead_letters import DeadLetters
 from worker.providers import build_provider, templates_of
 from worker.providers.accounts import ProviderClients
@@ -120,6 +121,7 @@ def main(settings: Settings, roles: Sequence[str]) -> None:
     redoes it, idempotently. ``/healthz`` answers 503 from the first signal on.
     """
     tune_garbage_collector()
+    tune_allocator()
 
     async def _run() -> None:
         stop = asyncio.Event()
