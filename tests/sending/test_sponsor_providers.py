@@ -236,3 +236,29 @@ async def test_sponsors_on_one_account_share_one_client_and_one_pacer_at_its_rat
     finally:
         await clients.aclose()
         await provider.aclose()
+
+
+async def test_a_test_send_goes_through_the_sponsors_own_provider(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    token: TokenFactory,
+    fake: FakeResend,
+    fake_mailgun: FakeMailgun,
+    acme_key: str,
+) -> None:
+    acme = await sponsor_on(client, admin, mailgun(acme_key))
+    body = factories.campaign(draft=True)
+    campaigns = f"/api/v1/sponsors/{acme}/campaigns"
+    response = await client.post(campaigns, headers=token(acme), json=body)
+    assert response.status_code == 202, response.text
+    to = f"qa-{uuid.uuid4().hex[:6]}@test-send.example"
+    response = await client.post(
+        f"{campaigns}/{response.json()['id']}/test", headers=token(acme), json={"emails": [to]}
+    )
+    assert response.status_code == 202, response.text
+
+    async def arrived() -> bool:
+        return bool(fake_mailgun.messages_to(to))
+
+    await eventually(arrived)
+    assert fake.messages_to(to) == []

@@ -195,6 +195,11 @@ class CampaignBatches:
         context = await self.contexts.get(event.campaign_id)
         if context is None:
             return
+        if context.account_error is not None:
+            # Never through the default account instead: the sponsor chose its own.
+            log.warning("test send %s not sent: %s", event.request_id, context.account_error)
+            self.contexts.forget(event.campaign_id)
+            return
         fields = dict(SAMPLE_LEAD)
         if event.lead_id is not None:
             async with self.sessions() as session:
