@@ -262,3 +262,34 @@ async def test_a_test_send_goes_through_the_sponsors_own_provider(
 
     await eventually(arrived)
     assert fake.messages_to(to) == []
+
+
+async def test_a_test_send_is_not_sent_by_the_default_account_when_the_sponsors_cannot_send(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    token: TokenFactory,
+    fake: FakeResend,
+    fake_mailgun: FakeMailgun,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = f"GONE_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(name, SPONSOR_MAILGUN_KEY)
+    acme = await sponsor_on(client, admin, mailgun(name))
+    monkeypatch.delenv(name)
+    campaigns = f"/api/v1/sponsors/{acme}/campaigns"
+    response = await client.post(
+        campaigns, headers=token(acme), json=factories.campaign(draft=True)
+    )
+    assert response.status_code == 202, response.text
+    to = f"qa-{uuid.uuid4().hex[:6]}@test-send.example"
+    response = await client.post(
+        f"{campaigns}/{response.json()['id']}/test", headers=token(acme), json={"emails": [to]}
+    )
+    assert response.status_code == 202, response.text
+
+    async def refused() -> bool:
+        return any("provider_env_unset" in r.getMessage() for r in caplog.records)
+
+    await eventually(refused)
+    assert fake.messages_to(to) == [] and fake_mailgun.messages_to(to) == []
