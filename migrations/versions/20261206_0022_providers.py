@@ -1,7 +1,7 @@
 """sponsors.provider: a sponsor's own email provider account
 
 Revision ID: 0022_providers
-Revises: 0022_ab
+Revises: 0022_msgapi
 Create Date: 2026-12-06
 
 The provider and the *names* of the environment variables that hold its
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0022_providers"
-down_revision: str | Sequence[str] | None = "0022_ab"
+down_revision: str | Sequence[str] | None = "0022_msgapi"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
