@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from schemas.ab import MAX_VARIANTS, ABTestIn, VariantIn
+from schemas.providers import ProviderChoice
 from schemas.types import BigIntId, IntVersion, StoredJson, one_address
 
 T = TypeVar("T")
@@ -111,6 +112,8 @@ class SponsorIn(Body):
     postal_address: str | None = Field(default=None, max_length=500)
     can_send_messages: bool = True
     hourly_send_cap: int | None = Field(default=None, ge=1, le=10_000_000)
+    # The sponsor's own provider account (docs/providers.md); null: ``EMAIL_PROVIDER``.
+    provider: ProviderChoice | None = None
 
     _single_line = field_validator("name", "from_email", "from_name", "reply_to")(_one_line)
     _one_address = field_validator("from_email", "reply_to")(one_address)
@@ -125,6 +128,7 @@ class SponsorOut(BaseModel):
     postal_address: str | None
     can_send_messages: bool
     hourly_send_cap: int | None
+    provider: ProviderChoice | None
     created_at: datetime
     updated_at: datetime
 

@@ -33,11 +33,13 @@ from service.kafka import create_topics
 from service.models import CampaignDelivery
 from service.settings import Settings
 from tests import factories
+from tests.fakes.mailgun_server import FakeMailgun
 from tests.fakes.resend_server import FakeResend
 from worker.main import ROLES, run_worker
 
 RESEND_KEY = "re_test_key"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SPONSOR_MAILGUN_KEY = "key-sponsor-own-0123456789"
 T = TypeVar("T")
 
 
@@ -76,6 +78,14 @@ def fake_resend() -> Iterator[FakeResend]:
     fake.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_mailgun() -> Iterator[FakeMailgun]:
+    """Where a sponsor's own Mailgun account sends (``MAILGUN_API_URL`` of the session)."""
+    fake = FakeMailgun(SPONSOR_MAILGUN_KEY).start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
 def fake(fake_resend: FakeResend) -> Iterator[FakeResend]:
     """The session's fake Resend, back to normal behaviour after the test."""
@@ -88,7 +98,10 @@ def fake(fake_resend: FakeResend) -> Iterator[FakeResend]:
 
 @pytest.fixture(scope="session")
 def settings(
-    stack: DevStack, fake_resend: FakeResend, tmp_path_factory: pytest.TempPathFactory
+    stack: DevStack,
+    fake_resend: FakeResend,
+    fake_mailgun: FakeMailgun,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     return Settings(
         database_url=stack.postgres.url,
@@ -98,6 +111,8 @@ def settings(
         email_provider="resend",
         resend_api_key=RESEND_KEY,
         resend_api_url=fake_resend.url,
+        # Only sponsors that name their own Mailgun account send there.
+        mailgun_api_url=fake_mailgun.url,
         provider_rate_per_second=1000,
         outbox_dir=str(tmp_path_factory.mktemp("outbox")),
         auth_jwt_secret="test-secret-for-the-suite-0123456789",

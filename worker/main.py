@@ -19,8 +19,10 @@ from service.metrics import MetricsServer
 from service.settings import Settings
 from service.startup import wait_for_dependencies
 from service.templates import budget
+from worker.allocator import tune_allocator
 from worker.dead_letters import DeadLetters
 from worker.providers import build_provider, templates_of
+from worker.providers.accounts import ProviderClients
 from worker.relay import Relay
 from worker.roles import consumer_roles
 from worker.runner import run_consumer, run_consumer_concurrently
@@ -49,9 +51,10 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
     sessions = session_factory(engine)
     producer = Producer(settings)
     provider = build_provider(settings)
+    clients = ProviderClients(settings)
     dead_letters = DeadLetters(producer)
     tasks = []
-    for role in consumer_roles(roles, settings, sessions, producer, provider):
+    for role in consumer_roles(roles, settings, sessions, producer, provider, clients):
         run = run_consumer if role.concurrency is None else run_consumer_concurrently
         tasks.append(run(settings, role, stop=stop, dead_letters=dead_letters))
     if "relay" in roles:
@@ -63,6 +66,7 @@ async def run_worker(settings: Settings, roles: Sequence[str], stop: asyncio.Eve
         await asyncio.gather(*tasks)
     finally:
         await provider.aclose()
+        await clients.aclose()
         await asyncio.to_thread(producer.close)
         await engine.dispose()
 
@@ -117,6 +121,7 @@ def main(settings: Settings, roles: Sequence[str]) -> None:
     redoes it, idempotently. ``/healthz`` answers 503 from the first signal on.
     """
     tune_garbage_collector()
+    tune_allocator()
 
     async def _run() -> None:
         stop = asyncio.Event()

@@ -27,11 +27,17 @@ INCREASE_PER_SECOND = 0.1
 class Pacer:
     """A leaky bucket of capacity one at ``global rate × share × lane × AIMD factor``."""
 
-    def __init__(self, global_rate: float, lane: str = "campaigns") -> None:
+    def __init__(
+        self, global_rate: float, lane: str = "campaigns", *, reported: bool = True
+    ) -> None:
         self.global_rate = global_rate
         self.share = 1.0
         self.lane = 1.0
         self.factor = 1.0
+        # Pacers of a sponsor's own provider accounts: they take the same share and lane.
+        self.followers: list[Pacer] = []
+        # Only the deployment's pacer sets the pacing gauge.
+        self._reported = reported
         # Called before each acquire: a lane's heartbeat, which throttles itself.
         self.on_acquire: Callable[[], None] | None = None
         self._gauge = metrics.PACING_RATE.labels(lane)
@@ -39,7 +45,8 @@ class Pacer:
         self._last_increase = time.monotonic()
         # Capacity 1: no bursts, so any window sees at most rate × seconds + 1 requests.
         self._limiter = AsyncLimiter(1, 1 / self.rate)
-        self._gauge.set(self.rate)
+        if reported:
+            self._gauge.set(self.rate)
 
     @property
     def rate(self) -> float:
@@ -50,11 +57,19 @@ class Pacer:
         # aiolimiter has no setter; these two fields are its whole rate state.
         self._limiter.time_period = 1 / self.rate
         self._limiter._rate_per_sec = self.rate
-        self._gauge.set(self.rate)
+        if self._reported:
+            self._gauge.set(self.rate)
 
     def set_share(self, assigned: int, total: int) -> None:
         """This sender owns ``assigned`` of the topic's ``total`` partitions."""
         self.share = assigned / total if total else 1.0
+        self._apply()
+        for follower in self.followers:
+            follower.follow(self)
+
+    def follow(self, leader: Pacer) -> None:
+        """Take ``leader``'s share and lane (a sponsor's account beside the default)."""
+        self.share, self.lane = leader.share, leader.lane
         self._apply()
 
     def set_lane(self, fraction: float) -> None:
@@ -62,6 +77,8 @@ class Pacer:
         if fraction != self.lane:
             self.lane = fraction
             self._apply()
+            for follower in self.followers:
+                follower.follow(self)
 
     async def acquire(self) -> None:
         if self.on_acquire is not None:

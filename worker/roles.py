@@ -45,6 +45,7 @@ from worker.lanes import CAMPAIGNS, Lane
 from worker.lead_sync import LeadSync
 from worker.messenger import MessageSender
 from worker.planner import Planner
+from worker.providers.accounts import ProviderClients
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 from worker.sender import Sender
@@ -90,8 +91,12 @@ def consumer_roles(
     sessions: async_sessionmaker[AsyncSession],
     producer: Producer,
     provider: EmailProvider,
+    clients: ProviderClients | None = None,
 ) -> list[Role[Any]]:
-    """The consumer roles behind the ``--role`` names given (the relay consumes nothing)."""
+    """The consumer roles behind the ``--role`` names given (the relay consumes nothing).
+
+    ``clients``: sponsors' own provider accounts, shared by the sending roles.
+    """
     roles: list[Role[Any]] = []
     if "planner" in names:
         batch_size, window = settings.provider_batch_size, settings.send_window_batches
@@ -102,7 +107,7 @@ def consumer_roles(
             )
         )
     if "sender" in names:
-        roles += _sender_roles(settings, sessions, producer, provider)
+        roles += _sender_roles(settings, sessions, producer, provider, clients)
     if "ingester" in names:
         ingester = Ingester(sessions, producer, settings)
         reads: dict[str, Decoder[TrackingEvent | ProviderEvent]] = {
@@ -123,7 +128,7 @@ def consumer_roles(
             )
         )
     if "message-sender" in names:
-        messenger = MessageSender(sessions, provider, settings)
+        messenger = MessageSender(sessions, provider, settings, clients)
         roles.append(
             Role(
                 "message-sender",
@@ -170,11 +175,12 @@ def _sender_roles(
     sessions: async_sessionmaker[AsyncSession],
     producer: Producer,
     provider: EmailProvider,
+    clients: ProviderClients | None,
 ) -> list[Role[Any]]:
     """First sends, retries and test sends: one sender and one pacer behind all three."""
     pacer = Pacer(settings.provider_rate_per_second, CAMPAIGNS)
     Lane.attach(sessions, pacer, CAMPAIGNS, settings.messages_rate_share)
-    sender = Sender(sessions, provider, pacer, producer, settings)
+    sender = Sender(sessions, provider, pacer, producer, settings, clients)
     batches = CampaignBatch.model_validate_json
     in_flight = settings.send_max_in_flight
     return [

@@ -15,6 +15,7 @@ from schemas.events import CampaignBatch, CampaignTestSend
 from service.kafka import Producer
 from service.settings import Settings
 from worker.delivery.batches import CampaignBatches
+from worker.providers.accounts import ProviderClients
 from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 
@@ -29,8 +30,9 @@ class Sender:
         pacer: Pacer,
         producer: Producer,
         settings: Settings,
+        clients: ProviderClients | None = None,
     ) -> None:
-        self.batches = CampaignBatches(sessions, provider, pacer, producer, settings)
+        self.batches = CampaignBatches(sessions, provider, pacer, producer, settings, clients)
         self._slots = asyncio.Semaphore(settings.send_max_in_flight)
 
     async def handle(self, events: Sequence[CampaignBatch]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.models.base import Base, _now
@@ -23,6 +25,8 @@ class Sponsor(Base):
     postal_address: Mapped[str | None] = mapped_column(String(500))
     can_send_messages: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     hourly_send_cap: Mapped[int | None] = mapped_column(Integer)
+    # ``schemas.providers.ProviderChoice``: names of secrets, never a secret; null: the default.
+    provider: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

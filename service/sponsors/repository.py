@@ -14,6 +14,7 @@ from service.models import Sponsor
 async def upsert(session: AsyncSession, sponsor_id: str, body: SponsorIn) -> tuple[Sponsor, bool]:
     """Create or replace a sponsor; returns it and whether it was created."""
     values = body.model_dump()
+    values["provider"] = body.provider.stored() if body.provider is not None else None
     stmt = (
         insert(Sponsor)
         .values(id=sponsor_id, **values)

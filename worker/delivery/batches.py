@@ -36,10 +36,12 @@ from service.templates.compiled import single_line
 from service.templates.urls import NO_DELIVERY
 from service.templates.variables import SAMPLE_LEAD
 from worker.delivery import core
+from worker.delivery.accounts import Accounts
 from worker.delivery.context import CampaignContext, CampaignContexts
 from worker.delivery.guards import Guards
 from worker.delivery.retry import RetryPolicy, wait_until_due
 from worker.providers import templates_of
+from worker.providers.accounts import ProviderClients
 from worker.providers.base import EmailProvider, OutgoingEmail, SendResult
 from worker.ratelimit import Pacer
 
@@ -59,11 +61,15 @@ class CampaignBatches:
         pacer: Pacer,
         producer: Producer,
         settings: Settings,
+        clients: ProviderClients | None = None,
     ) -> None:
         self.sessions = sessions
         self.producer = producer
-        self.core = core.DeliveryCore(provider, pacer, settings)
-        self.contexts = CampaignContexts(sessions, templates_of(provider), pacer, settings)
+        self.accounts = Accounts(provider, pacer, settings, clients)
+        self.core = self.accounts.default.core
+        self.contexts = CampaignContexts(
+            sessions, templates_of(provider), pacer, settings, accounts=self.accounts
+        )
         self.guards = Guards(sessions, settings)
         self.retry = RetryPolicy(producer, settings)
 
@@ -78,6 +84,13 @@ class CampaignBatches:
         if context is None or context.status not in _SENDS:
             return  # paused or cancelled: resume/retry re-open the window
         bind(sponsor_id=context.sponsor_id)  # undone when send_batch's ``bound`` block ends
+        if context.account_error is not None:
+            # The sponsor's account cannot send (a secret missing here): pause, and read
+            # the sponsor again on resume.
+            await self.guards.pause(context, str(context.account_error))
+            self.contexts.forget(event.campaign_id)
+            return
+        delivery = self._core(context)
         with metrics.SEND_STAGE.labels("load").time():
             async with db.driver(self.sessions) as driver:
                 recipients = await sending_repository.load_pending_batch(
@@ -91,7 +104,7 @@ class CampaignBatches:
             if context is None or context.winner is None or context.status not in _SENDS:
                 return
         with metrics.SEND_STAGE.labels("render").time():
-            emails, failed = self._render(context, recipients)
+            emails, failed = self._render(delivery, context, recipients)
         if not await self.guards.within_hourly_cap(context, len(emails)):
             return  # No release: the campaign idles until the reconciler re-opens its window.
 
@@ -101,7 +114,7 @@ class CampaignBatches:
             key = idempotency_key(event, [email.delivery_id for email in emails])
             try:
                 with metrics.SEND_STAGE.labels("send").time():
-                    results = await self.core.send(emails, key)
+                    results = await delivery.send(emails, key)
             except QuotaExceeded as exc:
                 await self.guards.pause(context, exc.code)
                 return
@@ -120,19 +133,25 @@ class CampaignBatches:
         failed.extend(refused)
         await self._record(context, event, sent, failed, started)
 
+    def _core(self, context: CampaignContext) -> core.DeliveryCore:
+        return self.core if context.account is None else context.account.core
+
     def _render(
-        self, context: CampaignContext, recipients: list[sending_repository.Recipient]
+        self,
+        delivery: core.DeliveryCore,
+        context: CampaignContext,
+        recipients: list[sending_repository.Recipient],
     ) -> tuple[list[OutgoingEmail], list[core.Failure]]:
         """Each recipient rendered with its A/B variant's message (one group per variant)."""
         if not context.variants:
-            return self.core.render(context, recipients)
+            return delivery.render(context, recipients)
         groups: dict[int | None, list[sending_repository.Recipient]] = {}
         for recipient in recipients:
             groups.setdefault(recipient.variant, []).append(recipient)
         emails: list[OutgoingEmail] = []
         failed: list[core.Failure] = []
         for variant, group in groups.items():
-            rendered, refused = self.core.render(context.for_variant(variant), group)
+            rendered, refused = delivery.render(context.for_variant(variant), group)
             emails.extend(rendered)
             failed.extend(refused)
         return emails, failed
@@ -152,7 +171,9 @@ class CampaignBatches:
                     outcome = await sending_repository.record_batch_outcome(
                         driver, event.campaign_id, event.batch_no, sent, failed
                     )
-            self.core.count(outcome.sent, failed[: outcome.failed], time.perf_counter() - started)
+            self._core(context).count(
+                outcome.sent, failed[: outcome.failed], time.perf_counter() - started
+            )
             if not outcome.released:
                 # No batch with pending rows was released: the campaign may be done.
                 await self._finish(event.campaign_id)
@@ -173,6 +194,11 @@ class CampaignBatches:
         """
         context = await self.contexts.get(event.campaign_id)
         if context is None:
+            return
+        if context.account_error is not None:
+            # Never through the default account instead: the sponsor chose its own.
+            log.warning("test send %s not sent: %s", event.request_id, context.account_error)
+            self.contexts.forget(event.campaign_id)
             return
         fields = dict(SAMPLE_LEAD)
         if event.lead_id is not None:
@@ -203,7 +229,7 @@ class CampaignBatches:
             for address in event.emails
         ]
         try:
-            await self.core.send(emails, f"test-{event.request_id}")
+            await self._core(context).send(emails, f"test-{event.request_id}")
         except PermanentProviderError as exc:
             log.warning("test send %s refused: %s", event.request_id, exc)
 

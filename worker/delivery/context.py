@@ -22,13 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.campaigns import ab, sending_repository, template_repository
 from service.campaigns.lifecycle import CampaignStatus
-from service.errors import ProviderError, TransientProviderError
+from service.errors import AccountError, ProviderError, TransientProviderError
 from service.models import Campaign, Sponsor
 from service.settings import Settings
 from service.templates import logic as template_logic
 from service.templates import provider_limits
 from service.templates.compiled import CompiledMessage, ProviderTemplate, single_line
 from service.templates.urls import DeliveryUrls
+from worker.delivery.accounts import Account, Accounts
 from worker.providers.base import StoredTemplateProvider, TemplateProvider
 from worker.ratelimit import Pacer
 
@@ -66,6 +67,9 @@ class CampaignContext:
     # winner's index once chosen; rows without a variant are sent the winner.
     variants: dict[int, CampaignContext] = field(default_factory=dict)
     winner: int | None = None
+    # The sponsor's provider account (None: the default), or why it cannot send.
+    account: Account | None = None
+    account_error: AccountError | None = None
 
     def for_variant(self, variant: int | None) -> CampaignContext:
         """The context a row of ``variant`` renders with (None: the winner, or the campaign)."""
@@ -94,11 +98,13 @@ class CampaignContexts:
         templates: TemplateProvider | None,
         pacer: Pacer,
         settings: Settings,
+        accounts: Accounts | None = None,
     ) -> None:
         self.sessions = sessions
         self.templates = templates
         self.pacer = pacer
         self.settings = settings
+        self.accounts = accounts
         self._campaigns: dict[uuid.UUID, CampaignContext] = {}
         self._lock = asyncio.Lock()
         self._list_id_domain = template_logic.list_id_domain(settings)
@@ -163,14 +169,25 @@ class CampaignContexts:
             sender_name=name,
             sender_address=address,
         )
+        if self.accounts is not None:
+            try:
+                context.account = self.accounts.of(sponsor.provider)
+            except AccountError as exc:
+                context.account_error = exc
         if campaign.ab_test:
             # Whole bodies for A/B tests: one provider template per variant would mean
             # as many template decisions per round, for a campaign that sends few rows.
             context.variants = self._variants(campaign, sponsor, context)
             context.winner = campaign.ab_winner
-        elif self.templates is not None:
+        elif self._templates(context) is not None:
             context.template = context.message.provider_template()
         return context
+
+    def _templates(self, context: CampaignContext) -> TemplateProvider | None:
+        return self.templates if context.account is None else context.account.templates
+
+    def _pacer(self, context: CampaignContext) -> Pacer:
+        return self.pacer if context.account is None else context.account.pacer
 
     @staticmethod
     def _variants(
@@ -198,7 +215,7 @@ class CampaignContexts:
         '' (whole bodies). A round keeps its decision, so a batch sent again by
         any sender sends the same request body under the same idempotency key.
         """
-        templates = self.templates
+        templates = self._templates(context)
         if stored is None and templates is not None and context.status == CampaignStatus.SENDING:
             async with self.sessions.begin() as session:
                 status, stored = await sending_repository.lock_template_decision(
@@ -230,7 +247,7 @@ class CampaignContexts:
                 return await self._create_stored(session, context, template, templates)
             # Kept in the provider's memory: nothing to record, nothing to delete later.
             for _ in range(2):  # creating and publishing: two requests at the provider's rate
-                await self.pacer.acquire()
+                await self._pacer(context).acquire()
             return await templates.create_template(
                 f"campaign {context.campaign_id}", template.html, template.text, template.keys
             )
@@ -265,7 +282,7 @@ class CampaignContexts:
 
         try:
             for _ in range(2):  # creating and publishing: two requests at the provider's rate
-                await self.pacer.acquire()
+                await self._pacer(context).acquire()
             return await templates.create_template(
                 f"campaign {context.campaign_id}",
                 template.html,

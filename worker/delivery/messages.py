@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.messages import MessageRequested
 from service import metrics
 from service.campaigns.sending_repository import Recipient
-from service.errors import ProviderError, QuotaExceeded, TransientProviderError
+from service.errors import AccountError, ProviderError, QuotaExceeded, TransientProviderError
 from service.logs import bound
 from service.messages import repository, retries
 from service.messages.tracking import tracking_tag
@@ -60,6 +60,8 @@ from service.templates.compiled import (
 from service.templates.content import Content
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
 from worker.delivery import core
+from worker.delivery.accounts import Accounts
+from worker.providers.accounts import ProviderClients
 from worker.providers.base import Attachment, EmailProvider, OutgoingEmail
 from worker.ratelimit import Pacer
 
@@ -127,10 +129,12 @@ class MessageDeliveries:
         provider: EmailProvider,
         pacer: Pacer,
         settings: Settings,
+        clients: ProviderClients | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
-        self.core = core.DeliveryCore(provider, pacer, settings)
+        self.accounts = Accounts(provider, pacer, settings, clients)
+        self.core = self.accounts.default.core
         self._types: dict[uuid.UUID, TypeContext] = {}
         # One-off templates by their content and the sponsor's details they show:
         # an application sending many of the same one compiles it once.
@@ -197,12 +201,16 @@ class MessageDeliveries:
                 if decision == "hold":
                     error = f"{checks.frequency} {category}"
                     return repository.Outcome(message.id, "held", error=error)
+            try:
+                delivery = self.accounts.of(found.sponsor.provider).core
+            except AccountError as exc:
+                return repository.Outcome(message.id, "failed", error=str(exc))
             version = None
             if message_type is not None and message_type.template_id is not None:
                 version = latest.get(message_type.template_id)
             context = self._context(message, message_type, found.sponsor, version)
             recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message, checks))
-            emails, failed = self.core.render(
+            emails, failed = delivery.render(
                 context, [recipient], lambda n_links: self._urls(message, category, n_links)
             )
             if failed:
@@ -216,16 +224,20 @@ class MessageDeliveries:
             email.bcc = tuple(a for a in message.bcc if a not in found.blocked)
             email.attachments = _attachments(message)
             async with self._sending:
-                return await self._send_one(event, email, context.message.links)
+                return await self._send_one(delivery, event, email, context.message.links)
 
     async def _send_one(
-        self, event: MessageRequested, email: OutgoingEmail, links: Sequence[str]
+        self,
+        delivery: core.DeliveryCore,
+        event: MessageRequested,
+        email: OutgoingEmail,
+        links: Sequence[str],
     ) -> repository.Outcome | Wait:
         if time.monotonic() < self._quota_until:
             # The quota is spent: the provider would refuse it, so it is not asked.
             return self._wait_for_quota(event)
         try:
-            results = await self.core.send([email], str(event.message_id))
+            results = await delivery.send([email], str(event.message_id))
         except QuotaExceeded as exc:
             return self._quota_exhausted(event, exc)
         except TransientProviderError as exc:
