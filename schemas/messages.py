@@ -284,7 +284,8 @@ class MessageTypeStatsOut(BaseModel):
 
 class MessageTypeFiguresRow(BaseModel):
     type_id: uuid.UUID | None
-    sponsor_id: str
+    # None for a platform-wide type: its figures over every sponsor (admins see them).
+    sponsor_id: str | None
     key: str
     category: str
     messages: int

@@ -135,3 +135,13 @@ async def test_starter_types_install_as_the_sponsors_own_beside_a_platform_type(
     assert installed["subject"] != "Platform"
     own = await api.client.get(api.url(f"/message-types/{installed['id']}"), headers=api.headers)
     assert own.status_code == 200
+
+
+async def test_the_analysts_view_shows_a_platform_type_to_an_admin_without_a_sponsor(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    made = await create(client, admin, platform_type(unique_key()))
+    view = await client.get("/api/v1/stats/message-types?limit=1000", headers=admin)
+    assert view.status_code == 200, view.text
+    (row,) = [item for item in view.json()["items"] if item["type_id"] == made["id"]]
+    assert row["sponsor_id"] is None and row["messages"] == 0
