@@ -34,7 +34,9 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.sql.selectable import Select
 
+from service.audiences import live
 from service.audiences.estimate import Estimate, estimate
+from service.audiences.filter_language import parse_filter
 from service.audiences.filters import (
     audience_clause,
     audience_criterion,
@@ -104,6 +106,11 @@ async def preview(
     on_tallies = _on_tallies(criterion)
     if on_tallies is not None:
         return Preview(await _tallied(session, sponsor_id, on_tallies), True, sample)
+    if criterion is not None:
+        # A custom filter the tallies cannot count: the in-memory index, exact.
+        counted = await live.count(session, sponsor_id, parse_filter(audience_filter))
+        if counted is not None:
+            return Preview(counted, True, sample)
     count_query = select(func.count()).select_from(leads).where(audience, not_(suppressed_clause()))
     if exact_budget_ms <= 0:
         return Preview(int(await session.scalar(count_query) or 0), True, sample)

@@ -1,0 +1,204 @@
+"""Exact live counts of custom audiences from the in-memory index, kept current: the SQL.
+
+Each API process keeps, per sponsor it was asked about, an index of the
+sponsor's leads (``service.audiences.bitmaps``) built from one statement, with
+that statement's snapshot. Before each count it reads, again in one statement
+and so in one snapshot, the change log (migration ``0022_counts``): the rows
+of transactions its snapshot did not see, which name the leads written and
+the addresses suppressed or lifted since. Those leads are read as they are
+now and kept in a small overlay; the count is the index's, the changed leads
+left out, plus the overlay's. So the count is exact in the snapshot of that
+statement, like a ``SELECT count(*)`` run there.
+
+The index is not used, and SQL counts instead, when the caller's snapshot may
+not see everything the index has seen (a transaction older than the index),
+when the caller's own transaction has written (its changes are not committed),
+or for a filter the index cannot evaluate exactly (``Unsupported``). It is
+rebuilt when the overlay passes ``OVERLAY_LIMIT`` leads or after
+``REBUILD_AFTER_S``; rows of the change log older than a day are
+deleted at each rebuild (a transaction that writes leads and stays open that
+long is beyond what the index follows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pyroaring import BitMap
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.audiences.bitmaps import Index, LeadRow, Unsupported
+from service.audiences.filter_language import Node
+
+OVERLAY_LIMIT = 5_000
+REBUILD_AFTER_S = 3_600.0
+SPONSORS_KEPT = 16
+_LEAD_IDS_BELOW = 2**32  # roaring bitmaps hold 32-bit ids
+
+# Both statements answer a first row with their snapshot, whether this
+# transaction has written, (catch-up) how many leads changed; then one row per
+# lead: (catch-up) the changed id, then the columns of ``LeadRow``. One
+# statement, so one snapshot for all of it.
+_BUILD = """
+SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned() IS NOT NULL, NULL::bigint,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+UNION ALL
+SELECT NULL, NULL, NULL,
+       l.id, l.email <> '', l.intent_level, l.intent_score, l.follow_up_status, l.company,
+       l.title, l.event_id, l.tags, l.attributes::text,
+       (extract(epoch FROM l.created_at) * 1000000)::bigint, sx.email IS NOT NULL
+FROM leads AS l
+LEFT JOIN (SELECT DISTINCT email FROM suppressions
+           WHERE sponsor_id = :sponsor OR sponsor_id IS NULL) AS sx ON sx.email = l.email
+WHERE l.sponsor_id = :sponsor
+"""
+_CATCH_UP = """
+WITH changed AS (
+    SELECT lead_ids, emails FROM audience_changes
+    WHERE xid >= CAST(:xmin AS text)::xid8
+      AND (sponsor_id = :sponsor OR sponsor_id IS NULL)
+      AND NOT pg_visible_in_snapshot(xid, CAST(:snapshot AS text)::pg_snapshot)
+), ids AS (
+    SELECT unnest(lead_ids) AS id FROM changed
+    UNION
+    SELECT l.id FROM leads AS l JOIN (SELECT unnest(emails) AS email FROM changed) AS e
+        ON e.email = l.email
+    WHERE l.sponsor_id = :sponsor
+), total AS (SELECT count(*) AS n FROM ids)
+SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned() IS NOT NULL,
+       (SELECT n FROM total),
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+UNION ALL
+SELECT NULL, NULL, ids.id,
+       l.id, l.email <> '', l.intent_level, l.intent_score, l.follow_up_status, l.company,
+       l.title, l.event_id, l.tags, l.attributes::text,
+       (extract(epoch FROM l.created_at) * 1000000)::bigint,
+       EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = l.email
+               AND (s.sponsor_id = l.sponsor_id OR s.sponsor_id IS NULL))
+FROM ids LEFT JOIN leads AS l ON l.id = ids.id AND l.sponsor_id = :sponsor
+WHERE (SELECT n FROM total) <= :limit
+"""
+_PRUNE = "DELETE FROM audience_changes WHERE at < now() - interval '1 day'"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A PostgreSQL snapshot (``xmin:xmax:xip,…``): which transactions it sees."""
+
+    text: str
+    xmin: int
+    xmax: int
+    running: frozenset[int]
+
+    @classmethod
+    def parse(cls, value: str) -> Snapshot:
+        xmin, xmax, running = value.split(":")
+        return cls(value, int(xmin), int(xmax), frozenset(int(x) for x in running.split(",") if x))
+
+    def within(self, other: Snapshot) -> bool:
+        """Whether ``other`` sees every transaction this one sees."""
+        return self.xmax <= other.xmax and all(
+            xid in self.running for xid in other.running if xid < self.xmax
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    base: Index
+    snapshot: Snapshot
+    built: float
+    dirty: BitMap
+    overlay_rows: dict[int, LeadRow]
+    overlay: Index
+
+    def count(self, node: Node) -> int:
+        return self.base.count(node, without=self.dirty) + self.overlay.count(node)
+
+
+_states: OrderedDict[tuple[str, str], _State] = OrderedDict()
+
+
+async def count(session: AsyncSession, sponsor_id: str, node: Node) -> int | None:
+    """The audience's exact count in one snapshot, or None when SQL must count it."""
+    key = (str(session.get_bind().engine.url), sponsor_id)
+    state = _states.get(key)
+    if state is None or time.monotonic() - state.built >= REBUILD_AFTER_S:
+        state = await _build(session, sponsor_id)
+    else:
+        state = await _catch_up(session, sponsor_id, state)
+    if state is None:
+        return None
+    _keep(key, state)
+    try:
+        return state.count(node)
+    except Unsupported:
+        return None
+
+
+def _keep(key: tuple[str, str], state: _State) -> None:
+    """Keep the newer of the two states (another request may have moved it on meanwhile)."""
+    current = _states.get(key)
+    if current is None or current.snapshot.within(state.snapshot):
+        _states[key] = state
+    _states.move_to_end(key)
+    while len(_states) > SPONSORS_KEPT:
+        _states.popitem(last=False)
+
+
+async def _build(session: AsyncSession, sponsor_id: str) -> _State | None:
+    snapshot: str | None = None
+    writing = False
+    rows: list[LeadRow] = []
+    result = await session.stream(text(_BUILD), {"sponsor": sponsor_id})
+    async for partition in result.partitions(20_000):
+        for row in partition:
+            if row[0] is not None:
+                snapshot, writing = row[0], row[1]
+            else:
+                rows.append(LeadRow(*row[3:]))
+    if snapshot is None or writing or any(r.id >= _LEAD_IDS_BELOW for r in rows):
+        return None
+    base = Index(rows)
+    await session.execute(text(_PRUNE))
+    return _State(base, Snapshot.parse(snapshot), time.monotonic(), BitMap(), {}, Index([]))
+
+
+async def _catch_up(session: AsyncSession, sponsor_id: str, state: _State) -> _State | None:
+    """The state moved on to this statement's snapshot; None if it cannot be."""
+    result = await session.execute(
+        text(_CATCH_UP),
+        {
+            "sponsor": sponsor_id,
+            "xmin": str(state.snapshot.xmin),
+            "snapshot": state.snapshot.text,
+            "limit": OVERLAY_LIMIT,
+        },
+    )
+    snapshot: Snapshot | None = None
+    writing, total = False, 0
+    changed: list[Any] = []
+    for row in result:
+        if row[0] is not None:
+            snapshot, writing, total = Snapshot.parse(row[0]), row[1], row[2]
+        else:
+            changed.append(row)
+    if snapshot is None or writing or not state.snapshot.within(snapshot):
+        return None
+    if total == 0:
+        return state
+    if total > OVERLAY_LIMIT or len(state.overlay_rows) + total > OVERLAY_LIMIT:
+        return await _build(session, sponsor_id)
+    if any(row[2] >= _LEAD_IDS_BELOW for row in changed):
+        return None
+    overlay_rows = dict(state.overlay_rows)
+    for row in changed:
+        overlay_rows.pop(row[2], None)
+        if row[3] is not None:
+            overlay_rows[row[2]] = LeadRow(*row[3:])
+    dirty = state.dirty | BitMap(row[2] for row in changed)
+    overlay = Index(overlay_rows.values())
+    return _State(state.base, snapshot, state.built, dirty, overlay_rows, overlay)
