@@ -275,12 +275,12 @@ class Index:
         self.created = Sorted(created)
         self.attributes = {key: a.freeze() for key, a in attributes.items()}
 
-    def count(self, node: Node | None, without: BitMap | None = None) -> int:
+    def reached(self, node: Node, without: BitMap | None = None) -> BitMap:
         """Leads with an email matching ``node``, suppressed ones and ``without`` left out."""
         reached = self.universe - self.suppressed
         if without is not None:
             reached -= without
-        return len(reached) if node is None else len(self.matching(node) & reached)
+        return self.matching(node) & reached
 
     def matching(self, node: Node) -> BitMap:
         """Ids matching the filter (may hold leads without an email: ``count`` drops them)."""

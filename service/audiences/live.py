@@ -22,9 +22,11 @@ long is beyond what the index follows).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from pyroaring import BitMap
@@ -115,26 +117,49 @@ class _State:
     overlay_rows: dict[int, LeadRow]
     overlay: Index
 
-    def count(self, node: Node) -> int:
-        return self.base.count(node, without=self.dirty) + self.overlay.count(node)
+    def reach(self, node: Node, sample: int) -> Reach:
+        base = self.base.reached(node, without=self.dirty)
+        overlay = self.overlay.reached(node)
+        first = sorted([*islice(base, sample), *islice(overlay, sample)])[:sample]
+        return Reach(len(base) + len(overlay), first)
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How many leads an audience reaches, and the ids of the first ``sample`` of them."""
+
+    count: int
+    sample_ids: list[int]
 
 
 _states: OrderedDict[tuple[str, str], _State] = OrderedDict()
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 async def count(session: AsyncSession, sponsor_id: str, node: Node) -> int | None:
     """The audience's exact count in one snapshot, or None when SQL must count it."""
+    found = await reach(session, sponsor_id, node)
+    return None if found is None else found.count
+
+
+async def reach(
+    session: AsyncSession, sponsor_id: str, node: Node, sample: int = 0
+) -> Reach | None:
+    """The audience's exact count in one snapshot and a few of its lead ids, or None when
+    SQL must count it."""
     key = (str(session.get_bind().engine.url), sponsor_id)
-    state = _states.get(key)
-    if state is None or time.monotonic() - state.built >= REBUILD_AFTER_S:
-        state = await _build(session, sponsor_id)
-    else:
-        state = await _catch_up(session, sponsor_id, state)
-    if state is None:
-        return None
-    _keep(key, state)
+    # One build or catch-up at a time per sponsor: a second caller then catches up.
+    async with _locks.setdefault(key, asyncio.Lock()):
+        state = _states.get(key)
+        if state is None or time.monotonic() - state.built >= REBUILD_AFTER_S:
+            state = await _build(session, sponsor_id)
+        else:
+            state = await _catch_up(session, sponsor_id, state)
+        if state is None:
+            return None
+        _keep(key, state)
     try:
-        return state.count(node)
+        return state.reach(node, sample)
     except Unsupported:
         return None
 
@@ -146,7 +171,7 @@ def _keep(key: tuple[str, str], state: _State) -> None:
         _states[key] = state
     _states.move_to_end(key)
     while len(_states) > SPONSORS_KEPT:
-        _states.popitem(last=False)
+        _locks.pop(_states.popitem(last=False)[0], None)
 
 
 async def _build(session: AsyncSession, sponsor_id: str) -> _State | None:
@@ -162,7 +187,8 @@ async def _build(session: AsyncSession, sponsor_id: str) -> _State | None:
                 rows.append(LeadRow(*row[3:]))
     if snapshot is None or writing or any(r.id >= _LEAD_IDS_BELOW for r in rows):
         return None
-    base = Index(rows)
+    # Seconds of Python for a large sponsor: off the event loop.
+    base = await asyncio.to_thread(Index, rows)
     await session.execute(text(_PRUNE))
     return _State(base, Snapshot.parse(snapshot), time.monotonic(), BitMap(), {}, Index([]))
 

@@ -93,6 +93,13 @@ async def preview(
     ``exact_budget_ms`` 0 means no budget: always exact.
     """
     criterion = audience_criterion(audience_type, audience_filter)
+    on_tallies = _on_tallies(criterion)
+    if on_tallies is None:
+        # A custom filter the tallies cannot count: the in-memory index, exact,
+        # and its sample read by primary key.
+        found = await live.reach(session, sponsor_id, parse_filter(audience_filter), SAMPLE_SIZE)
+        if found is not None:
+            return Preview(found.count, True, await _leads(session, found.sample_ids))
     audience = audience_clause(sponsor_id, audience_type, audience_filter)
     sample = list(
         (
@@ -103,14 +110,8 @@ async def preview(
     )
     if len(sample) < SAMPLE_SIZE:
         return Preview(len(sample), True, sample)
-    on_tallies = _on_tallies(criterion)
     if on_tallies is not None:
         return Preview(await _tallied(session, sponsor_id, on_tallies), True, sample)
-    if criterion is not None:
-        # A custom filter the tallies cannot count: the in-memory index, exact.
-        counted = await live.count(session, sponsor_id, parse_filter(audience_filter))
-        if counted is not None:
-            return Preview(counted, True, sample)
     count_query = select(func.count()).select_from(leads).where(audience, not_(suppressed_clause()))
     if exact_budget_ms <= 0:
         return Preview(int(await session.scalar(count_query) or 0), True, sample)
@@ -133,6 +134,14 @@ async def preview(
             raise
     guess = await estimate_audience(session, sponsor_id, criterion, len(sample))
     return Preview.estimated(guess, sample)
+
+
+async def _leads(session: AsyncSession, ids: list[int]) -> list[Lead]:
+    if not ids:
+        return []
+    return list(
+        (await session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id))).all()
+    )
 
 
 class _Explain(Executable, ClauseElement):

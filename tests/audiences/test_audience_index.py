@@ -192,6 +192,7 @@ async def test_a_transaction_that_wrote_leads_is_counted_in_sql_and_leaves_the_i
     raw = {"field": "intent_score", "op": "gte", "value": 0}
     async with sessions() as session:
         before = await live.count(session, sponsor_id, parse_filter(raw))
+    assert before is not None
     async with sessions() as session:
         await session.execute(
             insert(Lead).values(sponsor_id=sponsor_id, email="new@writer.example", intent_score=9)
@@ -239,3 +240,29 @@ def test_ilike_patterns_read_as_postgresql_reads_them() -> None:
         assert bool(regex.fullmatch(value)) is expected, (pattern, value)
     assert like_regex("trailing\\") is None
     assert like_regex("ünter%") is None
+
+
+async def test_a_preview_from_the_index_samples_reachable_leads_of_the_audience(
+    sessions: async_sessionmaker[AsyncSession], indexed: Sponsored
+) -> None:
+    sponsor_id = indexed[0]
+    raw = {
+        "any": [
+            {"field": "intent_score", "op": "gte", "value": 30},
+            {"field": "tags", "op": "exists"},
+        ]
+    }
+    async with sessions() as session:
+        answer = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=0)
+        reachable = set(
+            (
+                await session.scalars(
+                    select(Lead.id).where(
+                        audience_clause(sponsor_id, "custom", raw), not_(suppressed_clause())
+                    )
+                )
+            ).all()
+        )
+    ids = [lead.id for lead in answer.sample]
+    assert (answer.count, answer.exact) == (len(reachable), True)
+    assert ids == sorted(reachable)[:10]
