@@ -26,6 +26,7 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -105,14 +106,18 @@ class Values:
 class Sorted:
     """Ids sorted by a numeric value, and bitmaps of every ``BUCKET`` of them."""
 
-    def __init__(self, pairs: list[tuple[float, int]]) -> None:
-        pairs.sort()
-        self.values = array("d", (value for value, _ in pairs))
-        self.ids = array("I", (lead for _, lead in pairs))
+    def __init__(self, values: Iterable[float], ids: Iterable[int]) -> None:
+        self.values = array("d", values)
+        self.ids = array("I", ids)
         self.buckets = [
             BitMap(self.ids[start : start + BUCKET]) for start in range(0, len(self.ids), BUCKET)
         ]
         self.present = _union(self.buckets)
+
+    @classmethod
+    def of_pairs(cls, pairs: list[tuple[float, int]]) -> Sorted:
+        pairs.sort()
+        return cls((value for value, _ in pairs), (lead for _, lead in pairs))
 
     def between(
         self, low: float | None, low_open: bool, high: float | None, high_open: bool
@@ -169,27 +174,26 @@ def json_key(value: Any) -> tuple[str, Any]:
 
 
 class Attribute:
-    """One attribute key: who has it, ids per scalar value, numbers in order."""
+    """One attribute key while the index is built: who has it, ids per scalar value,
+    numbers in order (given sorted by the database, or sorted here)."""
 
     def __init__(self) -> None:
         self.present: list[int] = []
         self.scalars: dict[tuple[str, Any], list[int]] = {}
-        self.numbers: list[tuple[float, int]] = []
+        self.pairs: list[tuple[float, int]] = []
+        self.numbers: Sorted | None = None
         self.containers = False  # arrays or objects among the values
-        self.inexact = False  # a number no float holds exactly
 
-    def add(self, lead: int, value: Any) -> None:
-        self.present.append(lead)
+    def add(self, value: Any, leads: list[int]) -> None:
+        """Leads whose attribute has this (parsed) JSON value."""
+        self.present.extend(leads)
         if isinstance(value, list | dict):
             self.containers = True
         elif value is not None:
             key = json_key(value)
-            self.scalars.setdefault(key, []).append(lead)
-            if key[0] == "n":
-                number: Decimal = key[1]
-                if Decimal(float(number)) != number:
-                    self.inexact = True
-                self.numbers.append((float(number), lead))
+            self.scalars.setdefault(key, []).extend(leads)
+            if key[0] == "n" and self.numbers is None:
+                self.pairs.extend((float(key[1]), lead) for lead in leads)
 
     def freeze(self) -> FrozenAttribute:
         return FrozenAttribute(self)
@@ -200,7 +204,11 @@ class FrozenAttribute:
         self.present = BitMap(source.present)
         self.values = Values(source.scalars)
         self.containers = source.containers
-        self.numbers = None if source.inexact else Sorted(source.numbers)
+        exact = all(
+            Decimal(float(number)) == number for kind, number in source.scalars if kind == "n"
+        )
+        numbers = source.numbers or Sorted.of_pairs(source.pairs)
+        self.numbers = numbers if exact else None
 
     def leaf(self, op: str, value: Any) -> BitMap:
         if op == "exists":
@@ -239,41 +247,64 @@ def _micros(moment: datetime) -> int:
 _ONE_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
-class Index:
-    """One sponsor's leads as bitmaps: count any supported filter exactly."""
+@dataclass
+class Parts:
+    """What an index is made of: lead ids per value, before they become bitmaps."""
 
-    def __init__(self, rows: Iterable[LeadRow]) -> None:
-        groups: dict[str, dict[Any, list[int]]] = {name: {} for name in (*_CATEGORICAL, "score")}
-        tags: dict[str, list[int]] = {}
+    universe: list[int] = field(default_factory=list)
+    suppressed: list[int] = field(default_factory=list)
+    columns: dict[str, dict[Any, list[int]]] = field(
+        default_factory=lambda: {name: {} for name in (*_CATEGORICAL, "score")}
+    )
+    tags: dict[str, list[int]] = field(default_factory=dict)
+    tagged: list[int] = field(default_factory=list)
+    created: Sorted | None = None
+    attributes: dict[str, Attribute] = field(default_factory=dict)
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[LeadRow]) -> Parts:
+        """Grouped here, as the database groups them for a whole sponsor."""
+        parts = cls()
         created: list[tuple[float, int]] = []
-        attributes: dict[str, Attribute] = {}
-        universe: list[int] = []
-        suppressed: list[int] = []
         for row in rows:
             lead = row.id
             if row.has_email:
-                universe.append(lead)
+                parts.universe.append(lead)
             if row.suppressed:
-                suppressed.append(lead)
+                parts.suppressed.append(lead)
             for name in _CATEGORICAL:
                 value = getattr(row, name)
                 if value is not None:
-                    groups[name].setdefault(value, []).append(lead)
+                    parts.columns[name].setdefault(value, []).append(lead)
             if row.intent_score is not None:
-                groups["score"].setdefault(row.intent_score, []).append(lead)
+                parts.columns["score"].setdefault(row.intent_score, []).append(lead)
+            if row.tags:
+                parts.tagged.append(lead)
             for tag in row.tags:
-                tags.setdefault(tag, []).append(lead)
+                if tag is not None:
+                    parts.tags.setdefault(tag, []).append(lead)
             created.append((row.created_us, lead))
-            if row.attributes != "{}":
-                parsed = json.loads(row.attributes, parse_float=Decimal, parse_int=Decimal)
-                for key, value in parsed.items():
-                    attributes.setdefault(key, Attribute()).add(lead, value)
-        self.universe = BitMap(universe)
-        self.suppressed = BitMap(suppressed)
-        self.columns = {name: Values(group) for name, group in groups.items()}
-        self.tags = Values(tags)
-        self.created = Sorted(created)
-        self.attributes = {key: a.freeze() for key, a in attributes.items()}
+            for key, value in json.loads(row.attributes, parse_float=Decimal).items():
+                parts.attributes.setdefault(key, Attribute()).add(value, [lead])
+        parts.created = Sorted.of_pairs(created)
+        return parts
+
+
+class Index:
+    """One sponsor's leads as bitmaps: count any supported filter exactly."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.universe = BitMap(parts.universe)
+        self.suppressed = BitMap(parts.suppressed)
+        self.columns = {name: Values(group) for name, group in parts.columns.items()}
+        self.tags = Values(parts.tags)
+        self.tagged = BitMap(parts.tagged)
+        self.created = parts.created or Sorted([], [])
+        self.attributes = {key: a.freeze() for key, a in parts.attributes.items()}
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[LeadRow]) -> Index:
+        return cls(Parts.of_rows(rows))
 
     def reached(self, node: Node, without: BitMap | None = None) -> BitMap:
         """Leads with an email matching ``node``, suppressed ones and ``without`` left out."""
@@ -299,7 +330,7 @@ class Index:
             return self.universe - found if op == "exists" and not value else found
         if node["kind"] == "tags":
             if op == "exists":
-                return self.tags.present if value else self.universe - self.tags.present
+                return self.tagged if value else self.universe - self.tagged
             if op == "contains_any":
                 return self.tags.equal(value)
             return BitMap.intersection(*(self.tags.equal([tag]) for tag in value))

@@ -15,17 +15,19 @@ not see everything the index has seen (a transaction older than the index),
 when the caller's own transaction has written (its changes are not committed),
 or for a filter the index cannot evaluate exactly (``Unsupported``). It is
 rebuilt when the overlay passes ``OVERLAY_LIMIT`` leads or after
-``REBUILD_AFTER_S``; rows of the change log older than a day are
-deleted at each rebuild (a transaction that writes leads and stays open that
-long is beyond what the index follows).
+``REBUILD_AFTER_S``. The retention upkeep deletes rows of the change log older
+than ``CHANGES_KEPT`` (``prune_changes``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 from itertools import islice
 from typing import Any
 
@@ -33,7 +35,7 @@ from pyroaring import BitMap
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.audiences.bitmaps import Index, LeadRow, Unsupported
+from service.audiences.bitmaps import Attribute, Index, LeadRow, Parts, Sorted, Unsupported
 from service.audiences.filter_language import Node
 
 OVERLAY_LIMIT = 5_000
@@ -45,18 +47,45 @@ _LEAD_IDS_BELOW = 2**32  # roaring bitmaps hold 32-bit ids
 # transaction has written, (catch-up) how many leads changed; then one row per
 # lead: (catch-up) the changed id, then the columns of ``LeadRow``. One
 # statement, so one snapshot for all of it.
+# One statement, so one snapshot: its first row, the rest grouped by the
+# database (part, name, value, ids, numbers): ids per value of each column,
+# per tag, per attribute key and JSON value, and ids in order of created_at and
+# of each attribute's numbers, with those values.
 _BUILD = """
-SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned() IS NOT NULL, NULL::bigint,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-UNION ALL
-SELECT NULL, NULL, NULL,
-       l.id, l.email <> '', l.intent_level, l.intent_score, l.follow_up_status, l.company,
-       l.title, l.event_id, l.tags, l.attributes::text,
-       (extract(epoch FROM l.created_at) * 1000000)::bigint, sx.email IS NOT NULL
-FROM leads AS l
-LEFT JOIN (SELECT DISTINCT email FROM suppressions
-           WHERE sponsor_id = :sponsor OR sponsor_id IS NULL) AS sx ON sx.email = l.email
-WHERE l.sponsor_id = :sponsor
+WITH a AS (SELECT l.id, e.key, e.value FROM leads AS l, jsonb_each(l.attributes) AS e
+           WHERE l.sponsor_id = :sponsor AND jsonb_typeof(l.attributes) = 'object')
+SELECT 'snapshot', pg_current_snapshot()::text,
+       (pg_current_xact_id_if_assigned() IS NOT NULL)::text, NULL::bigint[], NULL::float8[]
+UNION ALL SELECT 'universe', NULL, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND email <> ''
+UNION ALL SELECT 'suppressed', NULL, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND email IN
+    (SELECT email FROM suppressions WHERE sponsor_id = :sponsor OR sponsor_id IS NULL)
+UNION ALL SELECT 'intent_level', intent_level, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND intent_level IS NOT NULL GROUP BY intent_level
+UNION ALL SELECT 'follow_up_status', follow_up_status, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND follow_up_status IS NOT NULL GROUP BY follow_up_status
+UNION ALL SELECT 'company', company, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND company IS NOT NULL GROUP BY company
+UNION ALL SELECT 'title', title, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND title IS NOT NULL GROUP BY title
+UNION ALL SELECT 'event_id', event_id, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND event_id IS NOT NULL GROUP BY event_id
+UNION ALL SELECT 'score', intent_score::text, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND intent_score IS NOT NULL GROUP BY intent_score
+UNION ALL SELECT 'tag', t, NULL, array_agg(id), NULL FROM leads, unnest(tags) AS t
+    WHERE sponsor_id = :sponsor AND t IS NOT NULL GROUP BY t
+UNION ALL SELECT 'tagged', NULL, NULL, array_agg(id), NULL FROM leads
+    WHERE sponsor_id = :sponsor AND cardinality(tags) > 0
+UNION ALL SELECT 'created', NULL, NULL, array_agg(id ORDER BY created_at, id),
+    array_agg((extract(epoch FROM created_at) * 1000000)::float8 ORDER BY created_at, id)
+    FROM leads WHERE sponsor_id = :sponsor
+UNION ALL SELECT 'attribute', key, value::text, array_agg(id), NULL FROM a GROUP BY key, value
+UNION ALL SELECT 'numbers', key, NULL,
+    array_agg(id ORDER BY (value::text)::numeric, id),
+    array_agg(CASE WHEN abs((value::text)::numeric) < 1e300 THEN (value::text)::float8 END
+              ORDER BY (value::text)::numeric, id)
+    FROM a WHERE jsonb_typeof(value) = 'number' GROUP BY key
 """
 _CATCH_UP = """
 WITH changed AS (
@@ -84,7 +113,9 @@ SELECT NULL, NULL, ids.id,
 FROM ids LEFT JOIN leads AS l ON l.id = ids.id AND l.sponsor_id = :sponsor
 WHERE (SELECT n FROM total) <= :limit
 """
-_PRUNE = "DELETE FROM audience_changes WHERE at < now() - interval '1 day'"
+# A transaction that writes leads and stays open longer than this is beyond
+# what the index follows: its rows may be pruned before an index sees them.
+CHANGES_KEPT = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,22 +206,41 @@ def _keep(key: tuple[str, str], state: _State) -> None:
 
 
 async def _build(session: AsyncSession, sponsor_id: str) -> _State | None:
-    snapshot: str | None = None
-    writing = False
-    rows: list[LeadRow] = []
-    result = await session.stream(text(_BUILD), {"sponsor": sponsor_id})
-    async for partition in result.partitions(20_000):
-        for row in partition:
-            if row[0] is not None:
-                snapshot, writing = row[0], row[1]
-            else:
-                rows.append(LeadRow(*row[3:]))
-    if snapshot is None or writing or any(r.id >= _LEAD_IDS_BELOW for r in rows):
+    result = await session.execute(text(_BUILD), {"sponsor": sponsor_id})
+    rows = list(result.all())
+    snapshot, writing = next((row[1], row[2] == "true") for row in rows if row[0] == "snapshot")
+    if writing or any(max(row[3] or [0]) >= _LEAD_IDS_BELOW for row in rows):
         return None
     # Seconds of Python for a large sponsor: off the event loop.
-    base = await asyncio.to_thread(Index, rows)
-    await session.execute(text(_PRUNE))
-    return _State(base, Snapshot.parse(snapshot), time.monotonic(), BitMap(), {}, Index([]))
+    base = await asyncio.to_thread(_index, rows)
+    return _State(base, Snapshot.parse(snapshot), time.monotonic(), BitMap(), {}, Index(Parts()))
+
+
+def _index(rows: list[Any]) -> Index:
+    parts = Parts()
+    numbers: dict[str, Sorted] = {}
+    groups: list[tuple[str, Any, list[int]]] = []
+    for part, name, value, ids, values in rows:
+        if part in ("universe", "suppressed", "tagged"):
+            setattr(parts, part, ids or [])
+        elif part == "created":
+            parts.created = Sorted(values or [], ids or [])
+        elif part == "score":
+            parts.columns["score"][int(name)] = ids
+        elif part == "tag":
+            parts.tags[name] = ids
+        elif part == "attribute":
+            groups.append((name, json.loads(value, parse_float=Decimal), ids))
+        elif part == "numbers":
+            if None not in values:  # else a number past floats: no ranges on that key
+                numbers[name] = Sorted(values, ids)
+        elif part != "snapshot":
+            parts.columns[part][name] = ids
+    for key, ordered in numbers.items():
+        parts.attributes.setdefault(key, Attribute()).numbers = ordered
+    for key, value, ids in groups:
+        parts.attributes.setdefault(key, Attribute()).add(value, ids)
+    return Index(parts)
 
 
 async def _catch_up(session: AsyncSession, sponsor_id: str, state: _State) -> _State | None:
@@ -226,5 +276,13 @@ async def _catch_up(session: AsyncSession, sponsor_id: str, state: _State) -> _S
         if row[3] is not None:
             overlay_rows[row[2]] = LeadRow(*row[3:])
     dirty = state.dirty | BitMap(row[2] for row in changed)
-    overlay = Index(overlay_rows.values())
+    overlay = Index.of_rows(overlay_rows.values())
     return _State(state.base, snapshot, state.built, dirty, overlay_rows, overlay)
+
+
+async def prune_changes(session: AsyncSession, now: datetime) -> int:
+    """Delete the change log's rows older than ``CHANGES_KEPT``; how many were."""
+    result = await session.execute(
+        text("DELETE FROM audience_changes WHERE at < :cutoff"), {"cutoff": now - CHANGES_KEPT}
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
