@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any
 
 from pyroaring import BitMap
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.audiences.bitmaps import Attribute, Index, LeadRow, Parts, Sorted, Unsupported
 from service.audiences.filter_language import Node
@@ -165,26 +166,38 @@ class Reach:
 
 _states: OrderedDict[tuple[str, str], _State] = OrderedDict()
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
+_building: dict[tuple[str, str], asyncio.Task[None]] = {}
+log = logging.getLogger(__name__)
 
 
-async def count(session: AsyncSession, sponsor_id: str, node: Node) -> int | None:
+async def count(
+    session: AsyncSession, sponsor_id: str, node: Node, *, wait: bool = True
+) -> int | None:
     """The audience's exact count in one snapshot, or None when SQL must count it."""
-    found = await reach(session, sponsor_id, node)
+    found = await reach(session, sponsor_id, node, wait=wait)
     return None if found is None else found.count
 
 
 async def reach(
-    session: AsyncSession, sponsor_id: str, node: Node, sample: int = 0
+    session: AsyncSession, sponsor_id: str, node: Node, sample: int = 0, *, wait: bool = True
 ) -> Reach | None:
     """The audience's exact count in one snapshot and a few of its lead ids, or None when
-    SQL must count it."""
+    SQL must count it.
+
+    ``wait`` False: a sponsor without an index gets one built apart (SQL counts
+    meanwhile), and an old index answers while its successor is built.
+    """
     key = (str(session.get_bind().engine.url), sponsor_id)
     # One build or catch-up at a time per sponsor: a second caller then catches up.
     async with _locks.setdefault(key, asyncio.Lock()):
         state = _states.get(key)
-        if state is None or time.monotonic() - state.built >= REBUILD_AFTER_S:
+        stale = state is None or time.monotonic() - state.built >= REBUILD_AFTER_S
+        if stale and not wait and isinstance(session.bind, AsyncEngine):
+            _build_apart(key, session.bind, sponsor_id)
+            stale = state is None
+        if stale:
             state = await _build(session, sponsor_id)
-        else:
+        elif state is not None:
             state = await _catch_up(session, sponsor_id, state)
         if state is None:
             return None
@@ -193,6 +206,26 @@ async def reach(
         return state.reach(node, sample)
     except Unsupported:
         return None
+
+
+def _build_apart(key: tuple[str, str], engine: AsyncEngine, sponsor_id: str) -> None:
+    """Build the sponsor's index in a task of its own, in a transaction of its own."""
+    if key in _building:
+        return
+
+    async def build() -> None:
+        try:
+            async with AsyncSession(engine) as session:
+                state = await _build(session, sponsor_id)
+            if state is not None:
+                async with _locks.setdefault(key, asyncio.Lock()):
+                    _keep(key, state)
+        except Exception:  # the preview goes on counting in SQL; the next one tries again
+            log.exception("audience index build failed", extra={"sponsor_id": sponsor_id})
+        finally:
+            _building.pop(key, None)
+
+    _building[key] = asyncio.create_task(build())
 
 
 def _keep(key: tuple[str, str], state: _State) -> None:

@@ -97,7 +97,8 @@ async def preview(
     if on_tallies is None:
         # A custom filter the tallies cannot count: the in-memory index, exact,
         # and its sample read by primary key.
-        found = await live.reach(session, sponsor_id, parse_filter(audience_filter), SAMPLE_SIZE)
+        node = parse_filter(audience_filter)
+        found = await live.reach(session, sponsor_id, node, SAMPLE_SIZE, wait=False)
         if found is not None:
             return Preview(found.count, True, await _leads(session, found.sample_ids))
     audience = audience_clause(sponsor_id, audience_type, audience_filter)

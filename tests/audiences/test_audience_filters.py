@@ -739,7 +739,7 @@ async def test_a_broad_audience_past_the_budget_is_an_estimate_that_says_so(
 ) -> None:
     from service.audiences import live, repository
 
-    async def steps_aside(*_args: Any) -> None:
+    async def steps_aside(*_args: Any, **_kwargs: Any) -> None:
         return None
 
     # Where the in-memory index cannot answer (test_audience_index), SQL counts.

@@ -253,6 +253,7 @@ async def test_a_preview_from_the_index_samples_reachable_leads_of_the_audience(
         ]
     }
     async with sessions() as session:
+        assert await live.count(session, sponsor_id, parse_filter(raw)) is not None
         answer = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=0)
         reachable = set(
             (
@@ -266,3 +267,17 @@ async def test_a_preview_from_the_index_samples_reachable_leads_of_the_audience(
     ids = [lead.id for lead in answer.sample]
     assert (answer.count, answer.exact) == (len(reachable), True)
     assert ids == sorted(reachable)[:10]
+
+
+async def test_a_first_preview_counts_in_sql_and_has_the_index_built_apart(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    sponsor_id = await _sponsor_with_leads(sessions, "apart-index", 40, seed=12)
+    raw = {"field": "tags", "op": "contains_any", "value": ["vip", "smb"]}
+    async with sessions() as session:
+        answer = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=0)
+        assert (answer.count, answer.exact) == (await _plain_count(session, sponsor_id, raw), True)
+    await asyncio.gather(*live._building.values())
+    async with sessions() as session:
+        # Built: answered without building again.
+        assert await live.count(session, sponsor_id, parse_filter(raw), wait=False) == answer.count

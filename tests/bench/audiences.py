@@ -30,7 +30,9 @@ import psutil
 from sqlalchemy import text
 
 from devtools.devstack import DevStack
+from service.audiences import live
 from service.audiences import repository as audiences
+from service.audiences.filter_language import parse_filter
 from service.cli import migrate
 from service.db import create_engine, session_factory
 from service.leads.csv_import import import_csv
@@ -179,11 +181,11 @@ async def _index_build(settings: Settings) -> dict[str, Any]:
     engine = create_engine(settings)
     process = psutil.Process()
     rss_before = process.memory_info().rss
-    audience_type, audience_filter = AUDIENCES["seed_shorthand"]
+    _type, audience_filter = AUDIENCES["seed_shorthand"]
     try:
         started = time.perf_counter()
         async with session_factory(engine).begin() as session:
-            await audiences.preview(session, "bench", audience_type, audience_filter, 0)
+            await live.count(session, "bench", parse_filter(audience_filter), wait=True)
         elapsed = time.perf_counter() - started
     finally:
         await engine.dispose()
