@@ -1,22 +1,20 @@
 """An in-memory index of one sponsor's leads that counts an audience exactly: roaring bitmaps.
 
 PostgreSQL counts a broad audience by reading every page of the sponsor's
-leads, whatever the index. This index holds, per filterable value, the set of
-lead ids that have it (a roaring bitmap: compressed, and intersected or
-united in C), and per ordered column the ids sorted by value, cut in buckets
-of ``BUCKET`` ids held as bitmaps. A filter tree becomes set algebra: ``all``
-intersects, ``any`` unites, ``not`` takes the complement within the sponsor's
-leads with an email, which is exact because every leaf is two-valued
-(``service.audiences.filter_language``). A range unites the buckets inside it
-and builds the two partial ones from the sorted ids.
+leads. Here each filterable value has the set of lead ids that have it (a
+compressed bitmap, intersected and united in C), and each ordered column the
+ids sorted by value, with a bitmap per ``BUCKET`` of them. A filter becomes
+set algebra: ``all`` intersects, ``any`` unites, ``not`` takes the complement
+within the sponsor's leads with an email (exact: every leaf is two-valued, see
+``service.audiences.filter_language``); a range unites the buckets inside it
+and the two partial ones.
 
 A leaf the index cannot decide exactly as PostgreSQL does raises
-``Unsupported``, and the caller counts in SQL instead: ``ilike`` on a value
-that is not ASCII (case folding is the database's locale), an attribute key
-with arrays or objects among its values (containment has its own rules
-there), ranges over an attribute with a number no float holds exactly (the
-database compares it as ``numeric``, exactly), columns with more
-than ``DISTINCT_CAP`` distinct values (equality, ``ilike``).
+``Unsupported`` and SQL counts instead: ``ilike`` beyond ASCII (case folding
+is the database's locale), equality on an attribute key with arrays or objects
+among its values (containment has its own rules there), ranges on an
+attribute with a number no float holds exactly (compared as ``numeric``),
+equality or ``ilike`` on a column of more than ``DISTINCT_CAP`` values.
 """
 
 from __future__ import annotations
@@ -195,9 +193,6 @@ class Attribute:
             if key[0] == "n" and self.numbers is None:
                 self.pairs.extend((float(key[1]), lead) for lead in leads)
 
-    def freeze(self) -> FrozenAttribute:
-        return FrozenAttribute(self)
-
 
 class FrozenAttribute:
     def __init__(self, source: Attribute) -> None:
@@ -300,7 +295,7 @@ class Index:
         self.tags = Values(parts.tags)
         self.tagged = BitMap(parts.tagged)
         self.created = parts.created or Sorted([], [])
-        self.attributes = {key: a.freeze() for key, a in parts.attributes.items()}
+        self.attributes = {key: FrozenAttribute(a) for key, a in parts.attributes.items()}
 
     @classmethod
     def of_rows(cls, rows: Iterable[LeadRow]) -> Index:

@@ -41,7 +41,10 @@ from service.audiences.filter_language import Node
 
 OVERLAY_LIMIT = 5_000
 REBUILD_AFTER_S = 3_600.0
+# What one API process keeps in memory: indexes of this many sponsors at most,
+# and of this many leads in all.
 SPONSORS_KEPT = 16
+LEADS_KEPT = 5_000_000
 _LEAD_IDS_BELOW = 2**32  # roaring bitmaps hold 32-bit ids
 
 # Both statements answer a first row with their snapshot, whether this
@@ -234,7 +237,11 @@ def _keep(key: tuple[str, str], state: _State) -> None:
     if current is None or current.snapshot.within(state.snapshot):
         _states[key] = state
     _states.move_to_end(key)
-    while len(_states) > SPONSORS_KEPT:
+    # Least recently counted first out, past either bound; the newest always stays.
+    while len(_states) > 1 and (
+        len(_states) > SPONSORS_KEPT
+        or sum(len(kept.base.universe) for kept in _states.values()) > LEADS_KEPT
+    ):
         _locks.pop(_states.popitem(last=False)[0], None)
 
 

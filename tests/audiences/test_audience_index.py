@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import delete, func, insert, not_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.audiences import live, repository
+from service.audiences import bitmaps, live, repository
 from service.audiences.bitmaps import like_regex
 from service.audiences.filter_language import parse_filter
 from service.audiences.filters import audience_clause, leads, suppressed_clause
@@ -281,3 +281,32 @@ async def test_a_first_preview_counts_in_sql_and_has_the_index_built_apart(
     async with sessions() as session:
         # Built: answered without building again.
         assert await live.count(session, sponsor_id, parse_filter(raw), wait=False) == answer.count
+
+
+def test_a_range_over_sorted_ids_takes_whole_buckets_and_the_two_partial_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bitmaps, "BUCKET", 4)
+    rng = random.Random(3)
+    pairs = [(float(rng.randint(0, 40)), lead) for lead in range(1, 200)]
+    column = bitmaps.Sorted.of_pairs(list(pairs))
+    for _ in range(300):
+        low, high = sorted(rng.sample(range(-2, 43), 2))
+        low_open, high_open = rng.random() < 0.5, rng.random() < 0.5
+        expected = {
+            lead
+            for value, lead in pairs
+            if (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)
+        }
+        assert set(column.between(low, low_open, high, high_open)) == expected
+    assert set(column.between(None, False, 10, True)) == {lead for v, lead in pairs if v < 10}
+
+
+def test_a_snapshot_is_within_a_later_one_and_not_within_an_earlier_one() -> None:
+    earlier = live.Snapshot.parse("100:105:101,103")
+    later = live.Snapshot.parse("103:110:103,107")
+    assert earlier.within(later)
+    assert not later.within(earlier)
+    # 101 ran for the earlier one, committed for the later one; 102 never ran for either.
+    assert not live.Snapshot.parse("100:105:101").within(live.Snapshot.parse("100:105:102"))
