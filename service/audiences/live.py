@@ -14,9 +14,11 @@ The index is not used, and SQL counts instead, when the caller's snapshot may
 not see everything the index has seen (a transaction older than the index),
 when the caller's own transaction has written (its changes are not committed),
 or for a filter the index cannot evaluate exactly (``Unsupported``). It is
-rebuilt when the overlay passes ``OVERLAY_LIMIT`` leads or after
-``REBUILD_AFTER_S``. The retention upkeep deletes rows of the change log older
-than ``CHANGES_KEPT`` (``prune_changes``).
+built anew when the overlay would pass ``OVERLAY_LIMIT`` leads or after
+``REBUILD_AFTER_S``; for the preview (``wait=False``) in a task of its own,
+SQL counting meanwhile (or the old index answering, when only its age is
+past). The retention upkeep deletes rows of the change log older than
+``CHANGES_KEPT`` (``prune_changes``).
 """
 
 from __future__ import annotations
@@ -167,6 +169,10 @@ class Reach:
     sample_ids: list[int]
 
 
+class _TooManyChanges(Exception):
+    """More changed leads than the overlay holds: the index is built anew."""
+
+
 _states: OrderedDict[tuple[str, str], _State] = OrderedDict()
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _building: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -197,11 +203,19 @@ async def reach(
         stale = state is None or time.monotonic() - state.built >= REBUILD_AFTER_S
         if stale and not wait and isinstance(session.bind, AsyncEngine):
             _build_apart(key, session.bind, sponsor_id)
-            stale = state is None
+            if state is None:
+                return None
+            stale = False  # the old index answers meanwhile
+        if state is not None and not stale:
+            try:
+                state = await _catch_up(session, sponsor_id, state)
+            except _TooManyChanges:
+                stale = True
+                if not wait and isinstance(session.bind, AsyncEngine):
+                    _build_apart(key, session.bind, sponsor_id)
+                    return None
         if stale:
             state = await _build(session, sponsor_id)
-        elif state is not None:
-            state = await _catch_up(session, sponsor_id, state)
         if state is None:
             return None
         _keep(key, state)
@@ -306,8 +320,8 @@ async def _catch_up(session: AsyncSession, sponsor_id: str, state: _State) -> _S
         return None
     if total == 0:
         return state
-    if total > OVERLAY_LIMIT or len(state.overlay_rows) + total > OVERLAY_LIMIT:
-        return await _build(session, sponsor_id)
+    if len(state.overlay_rows) + total > OVERLAY_LIMIT:
+        raise _TooManyChanges
     if any(row[2] >= _LEAD_IDS_BELOW for row in changed):
         return None
     overlay_rows = dict(state.overlay_rows)

@@ -270,14 +270,25 @@ async def test_a_preview_from_the_index_samples_reachable_leads_of_the_audience(
 
 
 async def test_a_first_preview_counts_in_sql_and_has_the_index_built_apart(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sponsor_id = await _sponsor_with_leads(sessions, "apart-index", 40, seed=12)
     raw = {"field": "tags", "op": "contains_any", "value": ["vip", "smb"]}
+    built_in: list[AsyncSession] = []
+    build = live._build
+
+    async def recorded(session: AsyncSession, sponsor: str) -> Any:
+        built_in.append(session)
+        return await build(session, sponsor)
+
+    monkeypatch.setattr(live, "_build", recorded)
     async with sessions() as session:
         answer = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=0)
         assert (answer.count, answer.exact) == (await _plain_count(session, sponsor_id, raw), True)
     await asyncio.gather(*live._building.values())
+    # Built once, and not in the preview's transaction.
+    assert len(built_in) == 1
+    assert built_in[0] is not session
     async with sessions() as session:
         # Built: answered without building again.
         assert await live.count(session, sponsor_id, parse_filter(raw), wait=False) == answer.count
@@ -310,3 +321,25 @@ def test_a_snapshot_is_within_a_later_one_and_not_within_an_earlier_one() -> Non
     assert not later.within(earlier)
     # 101 ran for the earlier one, committed for the later one; 102 never ran for either.
     assert not live.Snapshot.parse("100:105:101").within(live.Snapshot.parse("100:105:102"))
+
+
+async def test_more_changes_than_the_overlay_holds_are_counted_in_sql_while_the_index_is_rebuilt(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "OVERLAY_LIMIT", 5)
+    sponsor_id = await _sponsor_with_leads(sessions, "bulk-index", 40, seed=13)
+    raw = {"field": "intent_score", "op": "gte", "value": 50}
+    async with sessions() as session:
+        assert await live.count(session, sponsor_id, parse_filter(raw)) is not None
+    async with sessions.begin() as session:
+        await session.execute(
+            update(Lead).where(Lead.sponsor_id == sponsor_id).values(intent_score=60)
+        )
+    async with sessions() as session:
+        assert await live.count(session, sponsor_id, parse_filter(raw), wait=False) is None
+        answer = await repository.preview(session, sponsor_id, "custom", raw, exact_budget_ms=0)
+        plain = await _plain_count(session, sponsor_id, raw)
+    await asyncio.gather(*live._building.values())
+    async with sessions() as session:
+        assert (answer.count, answer.exact) == (plain, True)
+        assert await live.count(session, sponsor_id, parse_filter(raw), wait=False) == plain
