@@ -1,7 +1,7 @@
 """counts: a change log of leads and suppressions for the in-memory audience index
 
 Revision ID: 0022_counts
-Revises: 0022_msgapi
+Revises: 0022_providers
 Create Date: 2026-12-06
 
 The preview counts custom audiences on a per-sponsor index of the leads held
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0022_counts"
-down_revision: str | Sequence[str] | None = "0022_msgapi"
+down_revision: str | Sequence[str] | None = "0022_providers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
