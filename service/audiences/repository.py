@@ -34,7 +34,9 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.sql.selectable import Select
 
+from service.audiences import live
 from service.audiences.estimate import Estimate, estimate
+from service.audiences.filter_language import parse_filter
 from service.audiences.filters import (
     audience_clause,
     audience_criterion,
@@ -91,6 +93,14 @@ async def preview(
     ``exact_budget_ms`` 0 means no budget: always exact.
     """
     criterion = audience_criterion(audience_type, audience_filter)
+    on_tallies = _on_tallies(criterion)
+    if on_tallies is None:
+        # A custom filter the tallies cannot count: the in-memory index, exact,
+        # and its sample read by primary key.
+        node = parse_filter(audience_filter)
+        found = await live.reach(session, sponsor_id, node, SAMPLE_SIZE, wait=False)
+        if found is not None:
+            return Preview(found.count, True, await _leads(session, found.sample_ids))
     audience = audience_clause(sponsor_id, audience_type, audience_filter)
     sample = list(
         (
@@ -101,7 +111,6 @@ async def preview(
     )
     if len(sample) < SAMPLE_SIZE:
         return Preview(len(sample), True, sample)
-    on_tallies = _on_tallies(criterion)
     if on_tallies is not None:
         return Preview(await _tallied(session, sponsor_id, on_tallies), True, sample)
     count_query = select(func.count()).select_from(leads).where(audience, not_(suppressed_clause()))
@@ -126,6 +135,14 @@ async def preview(
             raise
     guess = await estimate_audience(session, sponsor_id, criterion, len(sample))
     return Preview.estimated(guess, sample)
+
+
+async def _leads(session: AsyncSession, ids: list[int]) -> list[Lead]:
+    if not ids:
+        return []
+    return list(
+        (await session.scalars(select(Lead).where(Lead.id.in_(ids)).order_by(Lead.id))).all()
+    )
 
 
 class _Explain(Executable, ClauseElement):

@@ -13,7 +13,9 @@ partition a day. Each run, in one transaction:
 3. drops the partitions older than ``RETENTION_DAYS`` (written first to
    ``RETENTION_ARCHIVE_DIR`` when set), except a delivery partition that still
    has ``pending`` rows (a campaign paused that long still sends them);
-4. deletes old stragglers from the default partitions.
+4. deletes old stragglers from the default partitions;
+5. deletes the audience change log's rows older than a day (the in-memory
+   audience index has read them long before: ``service/audiences/live.py``).
 
 See docs/operations.md, "Retention and partitions".
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.audiences import live as live_counts
 from service.retention import repository
 from service.retention.repository import DELIVERIES, EVENTS
 from service.settings import Settings
@@ -42,6 +45,7 @@ class Maintenance:
     archived: list[Path] = field(default_factory=list)
     kept_pending: list[str] = field(default_factory=list)
     trimmed: int = 0
+    audience_changes_pruned: int = 0
 
 
 async def maintain(
@@ -65,6 +69,7 @@ async def maintain(
         await repository.drop(session, name)
         done.dropped.append(name)
     done.trimmed = await repository.trim_defaults(session, cutoff)
+    done.audience_changes_pruned = await live_counts.prune_changes(session, now)
     return done
 
 

@@ -270,6 +270,26 @@ INSERT INTO delivery_events (event_id, type, occurred_at) VALUES (:e, 'delivered
     assert {row["campaign_id"] for row in rows} == {str(done_campaign)}
 
 
+async def test_the_upkeep_deletes_the_audience_change_log_past_a_day_and_keeps_the_rest(
+    db: async_sessionmaker[AsyncSession], fresh: Settings
+) -> None:
+    t0 = datetime.now(UTC)
+    async with db.begin() as session:
+        await session.execute(text("DELETE FROM audience_changes"))
+        for at in (t0 - timedelta(days=2), t0 - timedelta(hours=1)):
+            await session.execute(
+                text(
+                    "INSERT INTO audience_changes (sponsor_id, lead_ids, at) "
+                    "VALUES ('s', '{1}', :at)"
+                ),
+                {"at": at},
+            )
+        done = await maintain(session, fresh, t0)
+    assert done.audience_changes_pruned == 1
+    async with db() as session:
+        assert await count(session, "SELECT count(*) FROM audience_changes") == 1
+
+
 async def test_rows_past_the_last_partition_wait_in_the_default_and_move_into_their_range(
     db: async_sessionmaker[AsyncSession], fresh: Settings
 ) -> None:
