@@ -174,7 +174,7 @@ async def test_replaying_a_campaign_that_needed_retries_changes_nothing(
 ) -> None:
     await api.leads(250)
     # SEND_MAX_TRIES is 2 in the suite: batches go through the retry topic.
-    fake.fail_next(6, status=500)
+    fake.fail_next(6, status=500, path="/emails/batch")
     campaign_id = (await api.create())["id"]
     stats = await api.wait_status(campaign_id, "sent")
     assert stats["sent"] == 250
@@ -191,7 +191,7 @@ async def test_replaying_a_redriven_campaign_changes_nothing(
 ) -> None:
     """Old-round batch messages must not resend rows that a later round sent."""
     await api.leads(120)
-    fake.fail_next(1, status=422)
+    fake.fail_next(1, status=422, path="/emails/batch")
     campaign_id = (await api.create())["id"]
     await api.wait_status(campaign_id, "sent")
     assert (await api.post(campaign_id, "retry-failed")).status_code == 202

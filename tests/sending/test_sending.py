@@ -380,7 +380,7 @@ async def test_transient_errors_are_retried_with_the_same_idempotency_key(
     api: Api, fake: FakeResend
 ) -> None:
     await api.leads(50)
-    fake.fail_next(1, status=500)
+    fake.fail_next(1, status=500, path="/emails/batch")
     created = await api.create()
     stats = await api.wait_status(created["id"], "sent")
     assert stats["sent"] == 50
@@ -398,7 +398,7 @@ async def test_a_rejected_batch_fails_its_rows_and_retry_failed_redrives_them(
     api: Api, fake: FakeResend, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     await api.leads(30)
-    fake.fail_next(1, status=422)
+    fake.fail_next(1, status=422, path="/emails/batch")
     created = await api.create()
     stats = await api.wait_status(created["id"], "sent")
     assert (stats["sent"], stats["failed"]) == (0, 30)
@@ -431,7 +431,7 @@ async def test_a_quota_error_pauses_the_campaign_and_resume_continues(
     api: Api, fake: FakeResend
 ) -> None:
     await api.leads(40)
-    fake.fail_next(1, status=429, error_name="daily_quota_exceeded")
+    fake.fail_next(1, status=429, error_name="daily_quota_exceeded", path="/emails/batch")
     created = await api.create()
     paused = await api.wait_status(created["id"], "paused")
     assert paused["sent"] == 0
