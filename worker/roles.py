@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # The fast lane's consumers (trigger → message-sender) fetch at least this often.
 FAST_FETCH_MS = 50
+# Messages one message-sender poll takes at most (up to PROVIDER_BATCH_SIZE a request).
+MESSAGES_PER_POLL = 500
 
 E = TypeVar("E")
 Decoder = Callable[[bytes], E]
@@ -134,6 +136,9 @@ def consumer_roles(
                 "message-sender",
                 {TOPIC_MESSAGES: MessageRequested.model_validate_json},
                 messenger.handle,
+                # Several provider batches a poll, sent side by side: a backlog is not
+                # one request after another, each with its own statements.
+                batch_size=MESSAGES_PER_POLL,
                 # Whatever is there, at once: a lone message does not wait for a batch.
                 fill=False,
                 fetch_wait_ms=FAST_FETCH_MS,

@@ -13,7 +13,9 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    any_,
     delete,
+    func,
     insert,
     literal_column,
     or_,
@@ -22,8 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import Label
 
+from service import db
 from service.errors import Conflict, NotFound
 from service.models import (
     Message,
@@ -280,8 +284,22 @@ class ToSend:
 
 async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> list[ToSend]:
     """Those of the messages still ``queued``, each with its type, sponsor, suppression
-    and its recipient's preference for the type's category, in one round trip."""
+    and its recipient's preference for the type's category, in one round trip; with
+    them every member still ``queued`` of a send batch one of them was claimed into,
+    as a batch is sent again whole."""
     preference = RecipientPreference
+    # An array computed once (an InitPlan), so each arm of the OR below is an index
+    # scan: a subquery there would read every message instead.
+    claimer = aliased(Message)
+    claimed = func.array(
+        select(claimer.send_batch)
+        .where(
+            claimer.id.in_(message_ids),
+            claimer.status == "queued",
+            claimer.send_batch.is_not(None),
+        )
+        .scalar_subquery()
+    )
     rows = await session.execute(
         select(
             Message,
@@ -303,7 +321,13 @@ async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUI
                 preference.category == MessageType.preference_category,
             ),
         )
-        .where(Message.id.in_(message_ids), Message.status == "queued")
+        .where(
+            Message.status == "queued",
+            or_(
+                Message.id.in_(message_ids),
+                and_(Message.send_batch.is_not(None), Message.send_batch == any_(claimed)),
+            ),
+        )
     )
     return [
         ToSend(
@@ -315,6 +339,28 @@ async def messages_to_send(session: AsyncSession, message_ids: Sequence[uuid.UUI
         )
         for row in rows
     ]
+
+
+# Only rows still unclaimed: a message claimed by another copy meanwhile is that
+# copy's batch (and is sent again with it, never in a second one). On the driver:
+# it commits alone, one round trip, before the request it fixes.
+_CLAIM_BATCHES = db.DriverStatement.of(
+    text("""
+UPDATE messages AS m SET send_batch = c.key
+FROM unnest(CAST(:ids AS uuid[]), CAST(:keys AS text[])) AS c(id, key)
+WHERE m.id = c.id AND m.status = 'queued' AND m.send_batch IS NULL
+RETURNING m.id
+""")
+)
+
+
+async def claim_send_batches(driver: db.Driver, keys: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+    """Claim each message into its send batch (message id → batch key), committed;
+    the ids claimed."""
+    if not keys:
+        return set()
+    rows = await driver.fetch(_CLAIM_BATCHES, {"ids": list(keys), "keys": list(keys.values())})
+    return {uuid.UUID(str(row[0])) for row in rows}
 
 
 @dataclass(frozen=True, slots=True)

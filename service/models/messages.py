@@ -85,6 +85,12 @@ class Message(Base):
             "id",
             postgresql_where=text("status = 'held'"),
         ),
+        # The members of a claimed provider batch, while they wait to be sent.
+        Index(
+            "ix_messages_send_batch",
+            "send_batch",
+            postgresql_where=text("status = 'queued' AND send_batch IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -109,6 +115,9 @@ class Message(Base):
     tags: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'"))
     status: Mapped[str] = mapped_column(String(20), server_default=text("'queued'"))
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    # The provider batch request it was claimed into (its idempotency key), before
+    # the request; None while unclaimed or sent on its own.
+    send_batch: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     # Set for a message sent later: ``scheduled`` until its timer queues it.

@@ -2,8 +2,9 @@
 
 A ``messages.v1`` event names one message row; a polled batch of them is
 loaded, sent and recorded together. A row no longer ``queued`` is skipped,
-and the provider's idempotency key is the message id, so a message delivered
-twice (a replay, a rebalance, two copies at once) goes out once.
+and the provider's idempotency key is the key of the batch the message was
+claimed into, or its own id when it goes alone (``message_sends``), so a
+message delivered twice (a replay, a rebalance, two copies at once) goes out once.
 A transient failure past ``SEND_MAX_TRIES`` leaves the message ``queued`` on
 a ``message.retry`` timer (``service.messages.retries``) until its attempts
 are spent; an exhausted quota stops this process asking the provider for
@@ -23,7 +24,6 @@ carries neither.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -31,7 +31,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from email.utils import formataddr
 from typing import Any
 
@@ -39,9 +39,8 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.messages import MessageRequested
-from service import metrics
 from service.campaigns.sending_repository import Recipient
-from service.errors import AccountError, ProviderError, QuotaExceeded, TransientProviderError
+from service.errors import AccountError
 from service.logs import bound
 from service.messages import repository, retries
 from service.messages.tracking import tracking_tag
@@ -59,18 +58,16 @@ from service.templates.compiled import (
 )
 from service.templates.content import Content
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
-from worker.delivery import core
 from worker.delivery.accounts import Accounts
+from worker.delivery.message_sends import MessageSends, Ready, Wait, plan
 from worker.providers.accounts import ProviderClients
-from worker.providers.base import Attachment, EmailProvider, OutgoingEmail
+from worker.providers.base import Attachment, EmailProvider
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
 _INLINE_CACHE = 256
 
-# Provider requests one message-sender has open at once (each still paced).
-SENDS_AT_ONCE = 32
 SUPPRESSED = "the address is suppressed"
 
 
@@ -105,22 +102,13 @@ class TypeContext:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """A message left ``queued`` for a timer: retries spent when it fires, when, why."""
-
-    event: MessageRequested
-    attempt: int
-    due_at: datetime
-    reason: str
-
-
 class MessageDeliveries:
     """Sends the messages of a polled batch through the shared core.
 
-    One statement loads the batch (with each address's suppression), the sends
-    run side by side (``SENDS_AT_ONCE``, paced), and one transaction records every
-    outcome and sets the retry timers.
+    One statement loads the batch (with each address's suppression), one claims
+    its provider batches (``message_sends``), the requests run side by side
+    (``SENDS_AT_ONCE``, paced), and one transaction records every outcome and sets
+    the retry timers.
     """
 
     def __init__(
@@ -139,11 +127,9 @@ class MessageDeliveries:
         # One-off templates by their content and the sponsor's details they show:
         # an application sending many of the same one compiles it once.
         self._inline: OrderedDict[tuple[object, ...], TypeContext] = OrderedDict()
-        self._sending = asyncio.Semaphore(SENDS_AT_ONCE)
+        self.sends = MessageSends(self.core, settings)
         self._public_base = settings.public_base_url.rstrip("/")
-        # Until this monotonic time the provider's quota is spent (0: it is not).
-        self._quota_until = 0.0
-        self._quota_reason = ""
+        self._batch_size = settings.provider_batch_size
 
     async def send(self, event: MessageRequested) -> None:
         await self.send_many([event])
@@ -165,10 +151,21 @@ class MessageDeliveries:
                 }
             }
         started = time.perf_counter()
-        answers = await asyncio.gather(
-            *(self._deliver(by_id[f.message.id], f, latest) for f in found)
-        )
-        outcomes = [a for a in answers if isinstance(a, repository.Outcome)]
+        outcomes: list[repository.Outcome] = []
+        ready: list[Ready] = []
+        for item in found:
+            # A member of a claimed batch that was not polled goes with its batch.
+            event = by_id.get(item.message.id) or MessageRequested(
+                message_id=item.message.id, sponsor_id=item.message.sponsor_id
+            )
+            prepared = self._prepare(event, item, latest)
+            if isinstance(prepared, Ready):
+                ready.append(prepared)
+            else:
+                outcomes.append(prepared)
+        planned = await plan(self.sessions, ready, self._batch_size)
+        answers = await self.sends.send_plan(planned)
+        outcomes += [a for a in answers if isinstance(a, repository.Outcome)]
         waits = [a for a in answers if isinstance(a, Wait)]
         async with self.sessions.begin() as session:
             moved = await repository.record_outcomes(session, outcomes)
@@ -178,29 +175,30 @@ class MessageDeliveries:
         if len(moved) < len(outcomes):
             log.info("%d messages already recorded by another copy", len(outcomes) - len(moved))
         self._count([o for o in outcomes if o.message_id in moved], started)
+        if planned.elsewhere:
+            # Claimed by another copy between the load and the claim: sent again with
+            # that batch, whose claim is now visible (so this does not come back here).
+            await self.send_many(planned.elsewhere)
 
-    async def _deliver(
+    def _prepare(
         self,
         event: MessageRequested,
         found: repository.ToSend,
         latest: dict[uuid.UUID, TemplateVersion | None],
-    ) -> repository.Outcome | Wait:
+    ) -> repository.Outcome | Ready:
+        """The message rendered, or what became of it without a request."""
         message = found.message
         with bound(sponsor_id=message.sponsor_id, message_id=str(message.id)):
             checks = found.checks
-            if checks.suppressed:
-                return repository.Outcome(message.id, "suppressed", error=SUPPRESSED)
             message_type = found.message_type
             # A one-off template has no type, and follows no preference.
             category = message_type.preference_category if message_type else None
-            if category is not None:
-                decision = preferences.decide(checks.opted_out, checks.frequency)
-                if decision == "suppress":
-                    error = f"the recipient opted out of {category}"
-                    return repository.Outcome(message.id, "suppressed", error=error)
-                if decision == "hold":
-                    error = f"{checks.frequency} {category}"
-                    return repository.Outcome(message.id, "held", error=error)
+            # A claimed message was checked before its claim: sent with its batch as
+            # claimed, or the batch would differ from the request that may be out.
+            if message.send_batch is None:
+                decided = _decided(message.id, checks, category)
+                if decided is not None:
+                    return decided
             try:
                 delivery = self.accounts.of(found.sponsor.provider).core
             except AccountError as exc:
@@ -223,77 +221,7 @@ class MessageDeliveries:
             email.cc = tuple(a for a in message.cc if a not in found.blocked)
             email.bcc = tuple(a for a in message.bcc if a not in found.blocked)
             email.attachments = _attachments(message)
-            async with self._sending:
-                return await self._send_one(delivery, event, email, context.message.links)
-
-    async def _send_one(
-        self,
-        delivery: core.DeliveryCore,
-        event: MessageRequested,
-        email: OutgoingEmail,
-        links: Sequence[str],
-    ) -> repository.Outcome | Wait:
-        if time.monotonic() < self._quota_until:
-            # The quota is spent: the provider would refuse it, so it is not asked.
-            return self._wait_for_quota(event)
-        try:
-            results = await delivery.send([email], str(event.message_id))
-        except QuotaExceeded as exc:
-            return self._quota_exhausted(event, exc)
-        except TransientProviderError as exc:
-            # Retried with the same key until SEND_MAX_TRIES; next, on a timer.
-            wait = self._retry_later(event, exc)
-            if wait is not None:
-                return wait
-            failed = core.all_failed([email], exc)
-        except ProviderError as exc:
-            failed = core.all_failed([email], exc)
-        else:
-            self._quota_cleared()
-            sent, failed = core.outcome(results)
-            if sent:
-                return repository.Outcome(event.message_id, "sent", sent[0][1], links=links)
-        return repository.Outcome(
-            event.message_id, "failed", error=failed[0][1] if failed else "no answer"
-        )
-
-    def _retry_later(self, event: MessageRequested, exc: ProviderError) -> Wait | None:
-        """The message's next attempt on a timer; None once its retries are used up."""
-        if event.attempt >= self.settings.message_retry_attempts:
-            return None
-        delay = retries.backoff_seconds(self.settings.message_retry_base_seconds, event.attempt)
-        reason = f"{exc.code}: {exc.message}"
-        log.warning("message retry %d in %.0fs: %s", event.attempt + 1, delay, reason)
-        due = datetime.now(UTC) + timedelta(seconds=delay)
-        return Wait(event, event.attempt + 1, due, reason)
-
-    def _quota_exhausted(self, event: MessageRequested, exc: QuotaExceeded) -> Wait:
-        """Stop asking the provider until the quota window has passed; raise the alert."""
-        seconds = self.settings.message_quota_retry_seconds
-        if time.monotonic() >= self._quota_until:
-            log.error(
-                "provider quota exhausted (%s: %s): messages stay queued, tried again in %.0fs",
-                exc.code,
-                exc.message,
-                seconds,
-            )
-        metrics.PROVIDER_QUOTA_EXHAUSTED.labels(self.core.provider.name).set(1)
-        self._quota_until = time.monotonic() + seconds
-        self._quota_reason = f"{exc.code}: {exc.message}"
-        return self._wait_for_quota(event)
-
-    def _wait_for_quota(self, event: MessageRequested) -> Wait:
-        """Keep the message queued, on a timer due when the quota window ends; not an
-        attempt spent: a quota says nothing of this message."""
-        left = max(self._quota_until - time.monotonic(), 0.0)
-        due = datetime.now(UTC) + timedelta(seconds=left)
-        return Wait(event, event.attempt, due, self._quota_reason)
-
-    def _quota_cleared(self) -> None:
-        if self._quota_until:
-            self._quota_until = 0.0
-            metrics.PROVIDER_QUOTA_EXHAUSTED.labels(self.core.provider.name).set(0)
-            log.info("provider quota available again: messages are sent")
+            return Ready(event, email, context.message.links, message.send_batch, delivery)
 
     def _count(self, recorded: Sequence[repository.Outcome], started: float) -> None:
         """Metrics for the messages whose state this batch changed."""
@@ -411,6 +339,22 @@ def _compiled(
         category=category,
         preference_category=preference_category,
     )
+
+
+def _decided(
+    message_id: uuid.UUID, checks: repository.SendChecks, category: str | None
+) -> repository.Outcome | None:
+    """Suppressed or held without a request, by suppressions and preferences; None: send."""
+    if checks.suppressed:
+        return repository.Outcome(message_id, "suppressed", error=SUPPRESSED)
+    if category is not None:
+        decision = preferences.decide(checks.opted_out, checks.frequency)
+        if decision == "suppress":
+            error = f"the recipient opted out of {category}"
+            return repository.Outcome(message_id, "suppressed", error=error)
+        if decision == "hold":
+            return repository.Outcome(message_id, "held", error=f"{checks.frequency} {category}")
+    return None
 
 
 def _fields(message: Message, checks: repository.SendChecks) -> dict[str, object]:

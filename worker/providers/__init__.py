@@ -19,6 +19,7 @@ class InstrumentedProvider:
         self.inner = inner
         self.name = inner.name
         self.accepts_json_parts: bool = getattr(inner, "accepts_json_parts", False)
+        self.batches_messages: bool = getattr(inner, "batches_messages", False)
 
     async def send_batch(
         self, emails: Sequence[OutgoingEmail], idempotency_key: str

@@ -80,6 +80,9 @@ class EmailProvider(Protocol):
 
     A provider that sends JSON may set ``accepts_json_parts = True``: the
     sender then hands it bodies already encoded (``OutgoingEmail.html_json``).
+    One whose batch request carries a body per email, without attachments, and
+    sends nothing twice for a replayed key may set ``batches_messages = True``:
+    transactional messages then share requests (``worker.delivery.message_sends``).
     """
 
     name: str

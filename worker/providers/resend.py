@@ -91,6 +91,9 @@ class ResendProvider:
     # Bodies may come encoded (OutgoingEmail.html_json): spliced into the request
     # as they are, instead of encoding 20 KB strings once more per message.
     accepts_json_parts = True
+    # ``/emails/batch`` takes a whole body per email and an idempotency key per
+    # request: transactional messages go out in batches (``worker.delivery.message_sends``).
+    batches_messages = True
 
     def __init__(
         self,
