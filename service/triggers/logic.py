@@ -133,25 +133,33 @@ def _assign(rule: TriggerRule, body: TriggerRuleIn) -> None:
 
 
 async def apply(session: AsyncSession, settings: Settings, events: Sequence[Incoming]) -> int:
-    """Fire every enabled rule each event meets, once per (rule, event); how many fired."""
+    """Fire every enabled rule each event meets, once per (rule, event); how many fired.
+
+    A few statements per polled batch, not per event: the rules, every firing
+    claimed at once, and each sponsor's messages queued together.
+    """
     rules = await repository.enabled_rules(session, ((e.sponsor_id, e.topic) for e in events))
     by_key: dict[tuple[str, str], list[TriggerRule]] = {}
     for rule in rules:
         by_key.setdefault((rule.sponsor_id, rule.topic), []).append(rule)
-    fired = 0
+    # In event order, each (rule, firing key) once: the first event to meet it fires.
+    candidates: dict[tuple[uuid.UUID, str], tuple[TriggerRule, Incoming]] = {}
     for event in events:
         for rule in by_key.get((event.sponsor_id, event.topic), ()):
             # A rule is about changes made after it exists: a new consumer group or a
             # backlog must not mail every lead that was hot before the rule was saved.
             if event.changed_at is not None and event.changed_at < rule.created_at:
                 continue
-            if not condition.matches(rule.condition, event.view):
-                continue
-            if not await repository.claim_firing(session, rule.id, _firing_key(rule, event)):
-                continue
-            fired += 1
-            await _queue_actions(session, settings, rule, event)
-    return fired
+            if condition.matches(rule.condition, event.view):
+                candidates.setdefault((rule.id, _firing_key(rule, event)), (rule, event))
+    claimed = await repository.claim_firings(session, list(candidates))
+    fired = [pair for key, pair in candidates.items() if key in claimed]
+    by_sponsor: dict[str, list[tuple[TriggerRule, Incoming]]] = {}
+    for rule, event in fired:
+        by_sponsor.setdefault(rule.sponsor_id, []).append((rule, event))
+    for sponsor_id, pairs in by_sponsor.items():
+        await _queue_actions(session, settings, sponsor_id, pairs)
+    return len(fired)
 
 
 def _firing_key(rule: TriggerRule, event: Incoming) -> str:
@@ -165,25 +173,37 @@ def _firing_key(rule: TriggerRule, event: Incoming) -> str:
 
 
 async def _queue_actions(
-    session: AsyncSession, settings: Settings, rule: TriggerRule, event: Incoming
+    session: AsyncSession,
+    settings: Settings,
+    sponsor_id: str,
+    fired: Sequence[tuple[TriggerRule, Incoming]],
 ) -> None:
-    """Each action's message, in a savepoint of its own: one that cannot be sent
-    (no address in the event, an address too long to be one, data the type
-    refuses) is logged and the others go.
-    The firing stays claimed either way, so a replay does not retry it."""
-    for i, action in enumerate(TriggerActionIn.model_validate(a) for a in rule.actions):
-        try:
-            message = _message(rule, action, event)
-            async with session.begin_nested():
-                await messages.queue(session, settings, rule.sponsor_id, [message], None)
-        except (ClientError, ValidationError) as exc:
-            log.warning(
-                "trigger rule %s action %d on event %s not sent: %s",
-                rule.id,
-                i,
-                event.event_id,
-                exc,
-            )
+    """Every action's message of a sponsor's firings, queued together; if the type
+    refuses one, each in a savepoint of its own: one that cannot be sent (no address
+    in the event, an address too long to be one, data the type refuses) is logged
+    and the others go. The firings stay claimed either way, so a replay does not
+    retry them."""
+    labelled: list[tuple[str, MessageIn]] = []
+    for rule, event in fired:
+        for i, action in enumerate(TriggerActionIn.model_validate(a) for a in rule.actions):
+            label = f"trigger rule {rule.id} action {i} on event {event.event_id}"
+            try:
+                labelled.append((label, _message(rule, action, event)))
+            except (ClientError, ValidationError) as exc:
+                log.warning("%s not sent: %s", label, exc)
+    if not labelled:
+        return
+    try:
+        async with session.begin_nested():
+            await messages.queue(session, settings, sponsor_id, [m for _, m in labelled], None)
+    except (ClientError, ValidationError):
+        # One of them is refused: each alone tells which, and the others go.
+        for label, message in labelled:
+            try:
+                async with session.begin_nested():
+                    await messages.queue(session, settings, sponsor_id, [message], None)
+            except (ClientError, ValidationError) as exc:
+                log.warning("%s not sent: %s", label, exc)
 
 
 def _message(rule: TriggerRule, action: TriggerActionIn, event: Incoming) -> MessageIn:

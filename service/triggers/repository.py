@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,13 +61,25 @@ async def enabled_rules(
     return list((await session.scalars(query)).all())
 
 
+# Each pair once: ON CONFLICT DO NOTHING also skips a pair repeated in the statement.
 _FIRE = text("""
-INSERT INTO trigger_firings (rule_id, event_id) VALUES (:rule_id, :event_id)
+INSERT INTO trigger_firings (rule_id, event_id)
+SELECT rule_id, event_id
+FROM unnest(CAST(:rule_ids AS uuid[]), CAST(:event_ids AS text[])) AS f(rule_id, event_id)
 ON CONFLICT DO NOTHING
-RETURNING true
+RETURNING rule_id, event_id
 """)
 
 
-async def claim_firing(session: AsyncSession, rule_id: uuid.UUID, event_id: str) -> bool:
-    """True the first time a rule fires for an event; False ever after."""
-    return bool(await session.scalar(_FIRE, {"rule_id": rule_id, "event_id": event_id}))
+async def claim_firings(
+    session: AsyncSession, pairs: Sequence[tuple[uuid.UUID, str]]
+) -> set[tuple[uuid.UUID, str]]:
+    """The (rule, firing key) pairs claimed now, in one statement; a pair claimed
+    before is not among them."""
+    if not pairs:
+        return set()
+    rows = await session.execute(
+        _FIRE,
+        {"rule_ids": [rule_id for rule_id, _ in pairs], "event_ids": [key for _, key in pairs]},
+    )
+    return {(row.rule_id, row.event_id) for row in rows}
