@@ -1,7 +1,7 @@
 """messages.send_batch: the provider request a queued message was claimed into
 
 Revision ID: 0022_msgbatch
-Revises: 0022_providers
+Revises: 0022_counts
 Create Date: 2026-12-06
 
 The message-sender claims the messages of one provider batch request (Resend
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022_msgbatch"
-down_revision: str | Sequence[str] | None = "0022_providers"
+down_revision: str | Sequence[str] | None = "0022_counts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
