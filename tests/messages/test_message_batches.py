@@ -23,9 +23,12 @@ from schemas.messages import MessageIn, MessageRequested
 from service import db
 from service.messages import logic, repository
 from service.settings import Settings
-from tests.conftest import RESEND_KEY, TokenFactory
+from tests.conftest import RESEND_KEY, SPONSOR_MAILGUN_KEY, TokenFactory
+from tests.fakes.mailgun_server import FakeMailgun
 from tests.fakes.resend_server import FakeResend
+from tests.messages.test_message_types import message_type
 from tests.messages.test_messages import Api, alert
+from tests.sending.test_sponsor_providers import mailgun, sponsor_on
 from worker.delivery.messages import MessageDeliveries
 from worker.providers import build_provider
 from worker.providers.resend import ResendProvider
@@ -50,18 +53,22 @@ async def api(client: httpx.AsyncClient, sponsor: str, token: TokenFactory) -> A
 
 
 async def _queued(
-    api: Api, sessions: async_sessionmaker[AsyncSession], bodies: list[dict[str, Any]]
+    api: Api,
+    sessions: async_sessionmaker[AsyncSession],
+    bodies: list[dict[str, Any]],
+    sponsor: str | None = None,
 ) -> list[MessageRequested]:
     """Queued messages, as the API writes them but with no event published for them."""
     settings = Settings()
+    sponsor = sponsor or api.sponsor
     async with sessions.begin() as session:
         ids = await logic.queue(
-            session, settings, api.sponsor, [MessageIn.model_validate(b) for b in bodies], None
+            session, settings, sponsor, [MessageIn.model_validate(b) for b in bodies], None
         )
         await session.execute(
             text("DELETE FROM outbox WHERE key = ANY(:keys)"), {"keys": [str(i) for i in ids]}
         )
-    return [MessageRequested(message_id=i, sponsor_id=api.sponsor) for i in ids]
+    return [MessageRequested(message_id=i, sponsor_id=sponsor) for i in ids]
 
 
 def _addresses(count: int) -> list[str]:
@@ -266,3 +273,34 @@ async def test_a_batch_refused_whole_for_one_member_sends_each_alone_under_its_i
     rows = await _rows(sessions, events)
     assert [rows[e.message_id].status for e in events] == ["sent", "failed", "sent"]
     assert [len(fake.messages_to(addresses[i])) for i in (0, 2)] == [1, 1]
+
+
+async def test_a_poll_batches_each_account_apart_and_a_provider_without_batches_sends_singly(
+    api: Api,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    token: TokenFactory,
+    sessions: async_sessionmaker[AsyncSession],
+    deliveries: MessageDeliveries,
+    fake: FakeResend,
+    fake_mailgun: FakeMailgun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACME_MAILGUN_KEY", SPONSOR_MAILGUN_KEY)
+    acme = await sponsor_on(client, admin, mailgun("ACME_MAILGUN_KEY"))
+    created = await client.post(
+        f"/api/v1/sponsors/{acme}/message-types", headers=token(acme), json=message_type()
+    )
+    assert created.status_code == 201, created.text
+    ours_to, acme_to = _addresses(2), _addresses(2)
+    ours = await _queued(api, sessions, [alert(to) for to in ours_to])
+    theirs = await _queued(api, sessions, [alert(to) for to in acme_to], sponsor=acme)
+    await deliveries.send_many(ours + theirs)
+
+    (request,) = await _sends(fake, sessions, ours)
+    assert request.path == "/emails/batch"
+    assert [len(fake.messages_to(to)) for to in ours_to] == [1, 1]
+    assert [len(fake_mailgun.messages_to(to)) for to in acme_to] == [1, 1]
+    rows = await _rows(sessions, ours + theirs)
+    assert {rows[e.message_id].send_batch for e in theirs} == {None}
+    assert {r.status for r in rows.values()} == {"sent"}
