@@ -182,9 +182,10 @@ async def test_healthz_keeps_answering_while_the_worst_template_is_checked(
     refused = await saving
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["field"] == "message_body"
-    # A held event loop answers once the check is over, not several times during it; how
-    # fast each answer comes is the machine's business (benchmarks measure speed).
-    assert answered >= 5, "the check held the event loop"
+    # A held event loop answers the first request only once the check is over, so one
+    # answer in all; a free one answers again while the check runs. How fast each answer
+    # comes is the machine's business (benchmarks measure speed).
+    assert answered >= 2, "the check held the event loop"
 
 
 async def test_a_preview_whose_lead_blows_the_template_up_is_a_422_with_the_reason(
