@@ -39,8 +39,11 @@ chromium:
 		fi; \
 	}
 
+# Two test processes, each with its own PostgreSQL, broker and workers; a file's tests
+# stay in one process (its module fixtures). TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP) chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
