@@ -88,6 +88,17 @@ async def test_a_batch_is_one_request_with_each_recipients_own_values(
         assert message.tags == [CAMPAIGN]
 
 
+async def test_one_to_one_messages_share_one_tag_and_keep_their_own_id_for_webhooks(
+    provider: MailgunProvider, server: FakeMailgun
+) -> None:
+    message_tag = f"message-{uuid.uuid4()}"
+    await provider.send_batch([factories.outgoing(0, message_tag, delivery_id=0)], "k-message")
+
+    (message,) = server.messages_to("reader0@example.org")
+    assert message.tags == ["messages"]
+    assert message.variables["campaign_id"] == message_tag
+
+
 async def test_a_template_body_goes_once_per_request_with_only_the_values_per_recipient(
     provider: MailgunProvider, server: FakeMailgun
 ) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from service.messages.tracking import TAG_PREFIX as MESSAGE_TAG_PREFIX
 from worker.providers.base import Attachment, OutgoingEmail
 
 __all__ = ["MAX_RECIPIENTS", "MAX_REQUEST_BYTES", "MailgunRequest", "encode_multipart", "requests"]
@@ -64,9 +65,16 @@ def _mailgun_slots(template: str) -> str:
     return _SLOT.sub(r"%recipient.\1%", template)
 
 
+MESSAGES_TAG = "messages"
+
+
 @functools.lru_cache(maxsize=1024)
 def _tag(value: str) -> str:
-    # Tags are ASCII, at most 128 characters; a UUID passes untouched.
+    # Tags are ASCII, at most 128 characters; a UUID passes untouched. Mailgun keeps
+    # statistics per tag and caps how many tags an account has, so the one-to-one
+    # messages share one tag; their own id travels in ``v:campaign_id``.
+    if value.startswith(MESSAGE_TAG_PREFIX):
+        return MESSAGES_TAG
     return _TAG_UNSAFE.sub("_", value)[:_TAG_MAX_LEN] or "_"
 
 
