@@ -83,6 +83,31 @@ class VariableIn(Body):
     fallback: Any = None
 
 
+# A MIME type, or a whole top-level type (``image/*``).
+_MIME_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})$"
+)
+
+
+class AttachmentRulesIn(Body):
+    """What a message of the type may attach, on top of the provider's own limits."""
+
+    allowed: bool = Field(default=True, description="false: its messages take no attachment")
+    max_count: int = Field(default=20, ge=1, le=20)
+    max_bytes: int | None = Field(
+        default=None, ge=1, description="the attachments' decoded bytes together, at most"
+    )
+    content_types: list[Annotated[str, Field(pattern=_MIME_PATTERN, max_length=255)]] | None = (
+        Field(
+            default=None,
+            min_length=1,
+            max_length=50,
+            description="the MIME types allowed (`image/*` allows every image); omitted: any",
+            examples=[["application/pdf", "image/*"]],
+        )
+    )
+
+
 class MessageTypeIn(Body):
     """A kind of one-to-one message; its template is validated like a template's at save.
 
@@ -123,6 +148,9 @@ class MessageTypeIn(Body):
         "(distinct; default 1440 and 60)",
         examples=[[1440, 60]],
     )
+    attachment_rules: AttachmentRulesIn | None = Field(
+        default=None, description="what its messages may attach; omitted: the provider's limits"
+    )
 
 
 class StarterTypesIn(Body):
@@ -155,6 +183,7 @@ class MessageTypeOut(BaseModel):
     reply_to: str | None
     default_recipients: list[str]
     reminder_offsets: list[int] | None = None
+    attachment_rules: AttachmentRulesIn | None = None
     created_at: datetime
     updated_at: datetime
 

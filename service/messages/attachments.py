@@ -22,13 +22,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from schemas.messages import AttachmentIn
 from service.errors import Unprocessable
 from worker.providers.base import Attachment
 
-__all__ = ["MESSAGE_LIMITS", "check_attachments"]
+__all__ = ["MESSAGE_LIMITS", "check_attachments", "check_rules"]
 
 MB = 1_000_000
 # The largest message each provider takes, attachments included; None: not
@@ -84,6 +85,40 @@ def check_attachments(
                 field,
             )
     return tuple(decoded)
+
+
+def check_rules(
+    rules: Mapping[str, Any] | None, attachments: Sequence[Attachment], field: str
+) -> None:
+    """Refuse (422 ``attachment_not_allowed``) attachments the message type's rules
+    (``schemas.messages.AttachmentRulesIn``) do not allow."""
+    if rules is None or not attachments:
+        return
+    if not rules["allowed"]:
+        raise _not_allowed("this message type takes no attachment", field)
+    if len(attachments) > rules["max_count"]:
+        raise _not_allowed(f"this message type takes at most {rules['max_count']}", field)
+    size = sum(len(item.content) for item in attachments)
+    if rules["max_bytes"] is not None and size > rules["max_bytes"]:
+        message = f"the attachments are {size} bytes; this message type takes {rules['max_bytes']}"
+        raise _not_allowed(message, field)
+    allowed = rules["content_types"]
+    for i, item in enumerate(attachments):
+        kind = item.content_type.lower()
+        if allowed is not None and not any(_matches(kind, pattern) for pattern in allowed):
+            message = f"this message type takes only {', '.join(allowed)}"
+            raise _not_allowed(message, f"{field}.{i}.content_type")
+
+
+def _matches(content_type: str, pattern: str) -> bool:
+    pattern = pattern.lower()
+    if pattern.endswith("/*"):
+        return content_type.startswith(pattern[:-1])
+    return content_type == pattern
+
+
+def _not_allowed(message: str, field: str) -> Unprocessable:
+    return Unprocessable("attachment_not_allowed", message, field)
 
 
 def _decoded(attachment: AttachmentIn, where: str) -> Attachment:

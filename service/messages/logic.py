@@ -23,7 +23,7 @@ from schemas.messages import MessageIn
 from service.errors import Conflict, InvalidMessageData, Unprocessable
 from service.leads.logic import normalize_email
 from service.messages import inline, repository, scheduling
-from service.messages.attachments import check_attachments
+from service.messages.attachments import check_attachments, check_rules
 from service.models import MessageType
 from service.settings import Settings
 
@@ -147,9 +147,11 @@ def _rows(
     send_at = scheduling.due_time(message.send_at, now, f"{where}.send_at")
     message_type, data, defaults = _source(types, message, where)
     if message.attachments:
-        check_attachments(
+        decoded = check_attachments(
             message.attachments, settings.email_provider, field=f"{where}.attachments"
         )
+        if message_type is not None:
+            check_rules(message_type.attachment_rules, decoded, f"{where}.attachments")
     recipients = [_address(message.to, f"{where}.to")] if message.to else defaults
     if not recipients:
         why = (

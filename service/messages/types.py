@@ -173,3 +173,6 @@ def _assign(message_type: MessageType, body: MessageTypeIn) -> None:
     message_type.reply_to = body.reply_to
     message_type.default_recipients = _addresses(body.default_recipients, "default_recipients")
     message_type.reminder_offsets = body.reminder_offsets
+    message_type.attachment_rules = (
+        body.attachment_rules.model_dump() if body.attachment_rules is not None else None
+    )

@@ -65,6 +65,8 @@ class MessageType(Base):
     default_recipients: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     # ``appointment.reminder`` only: minutes before the start; None is the default (24 h, 1 h).
     reminder_offsets: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    # As ``schemas.messages.AttachmentRulesIn``; NULL: only the provider's limits.
+    attachment_rules: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
