@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # Retention: deliveries and raw events live in partitions the relay's leader
     # creates ahead and drops once older than this (docs/operations.md).
     retention_days: int = Field(default=90, ge=1)
+    # Replies and conversions kept for the digests (docs/digests.md); a digest
+    # reads one period, so they are not kept as long as deliveries.
+    digest_events_retention_days: int = Field(default=90, ge=1)
     retention_archive_dir: str | None = None
     retention_interval_seconds: float = Field(default=300.0, gt=0)
     delivery_partition_size: int = Field(default=10_000_000, ge=100)

@@ -3,7 +3,9 @@
 Thin: the runner decodes (``leads.v1`` as ``schemas.leads``, the other trigger
 topics as ``schemas.triggers.DomainEvent``) into one ``Incoming`` shape; a
 polled batch is handed to ``service.triggers.logic.apply`` in one unit of
-work, whose outbox rows (the queued messages) are published once it commits.
+work, which also keeps the batch's replies and conversions for the digests
+(``service.digests.events``), and whose outbox rows (the queued messages)
+are published once it commits.
 See ``docs/messages.md#triggers``.
 """
 
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.leads import lead_events
 from schemas.triggers import DomainEvent
 from service import outbox
+from service.digests import events as digest_events
 from service.kafka import Producer
 from service.settings import Settings
 from service.triggers.logic import Incoming, apply
@@ -62,4 +65,7 @@ class Triggers:
             outbox.unit_of_work(self.sessions, self.producer) as work,
             work.transaction() as session,
         ):
+            # Replies and conversions kept for the digests, in the same transaction:
+            # a batch replayed after a crash keeps them once (the event is the key).
+            await digest_events.keep(session, events)
             await apply(session, self.settings, events)

@@ -46,6 +46,24 @@ _HTML = """\
   {% endfor %}
 </ul>
 {% endif %}{% endfor %}
+{% if attributes.replies %}
+<h3 style="margin:16px 0 8px">Replies ({{ attributes.replies | length }})</h3>
+<ul style="padding-left:18px">
+  {% for r in attributes.replies %}
+  <li style="margin-bottom:6px"><strong>{{ r.who }}</strong> · {{ r.what }}<br>
+      <span style="color:#555">{{ r.when }}</span></li>
+  {% endfor %}
+</ul>
+{% endif %}
+{% if attributes.conversions %}
+<h3 style="margin:16px 0 8px">Conversions ({{ attributes.conversions | length }})</h3>
+<ul style="padding-left:18px">
+  {% for c in attributes.conversions %}
+  <li style="margin-bottom:6px"><strong>{{ c.who }}</strong> · {{ c.what }}<br>
+      <span style="color:#555">{{ c.when }}</span></li>
+  {% endfor %}
+</ul>
+{% endif %}
 {% if attributes.campaigns %}
 <h3 style="margin:16px 0 8px">Campaigns</h3>
 <ul style="padding-left:18px">
@@ -66,7 +84,7 @@ _HTML = """\
 {% endif %}
 """
 
-VARIABLES = ("period", "leads", "days", "campaigns", "held")
+VARIABLES = ("period", "leads", "days", "replies", "conversions", "campaigns", "held")
 
 
 def type_values() -> dict[str, Any]:
@@ -117,6 +135,24 @@ def _appointment(row: dict[str, Any], zone: str) -> dict[str, Any]:
     }
 
 
+def _event(row: dict[str, Any], zone: str) -> dict[str, Any]:
+    """A reply or conversion as a digest line: who, what, and when it was recorded."""
+    summary = row["summary"]
+    if row["kind"] == "conversion":
+        amount = " ".join(str(summary[k]) for k in ("total", "currency") if k in summary)
+        order = f"order {summary['order']}" if "order" in summary else "order"
+        what = f"{order} paid" + (f", {amount}" if amount else "")
+    else:
+        what = summary.get("outcome") or row["type"]
+    return {
+        "who": summary.get("name") or row["email"] or "unknown",
+        "email": row["email"],
+        "what": what,
+        "when": local_time(row["recorded_at"], zone),
+        "type": row["type"],
+    }
+
+
 def _subject(message: Message, subjects: Mapping[str, str], sponsor_name: str) -> str:
     """The held message's subject as it would have been sent; its type key if that fails."""
     context = {"attributes": message.data, "sponsor": {"name": sponsor_name}}
@@ -153,8 +189,12 @@ def data(
     appointments: list[dict[str, Any]],
     campaigns: list[dict[str, Any]],
     held: list[dict[str, Any]],
+    events: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """One digest's data, as ``zone`` reads it on the day of ``moment``."""
+    """One digest's data, as ``zone`` reads it on the day of ``moment``.
+
+    ``events``: the period's replies and conversions (``digest_events`` rows).
+    """
     today = moment.astimezone(ZoneInfo(zone)).date()
     days: dict[str, list[dict[str, Any]]] = {"today": [], "tomorrow": []}
     for row in appointments:
@@ -164,6 +204,8 @@ def data(
         "period": f"{today:%A} {today.day} {today:%B %Y}",
         "leads": [_lead(row) for row in leads],
         "days": [{"label": label, "appointments": items} for label, items in days.items()],
+        "replies": [_event(r, zone) for r in events if r["kind"] == "reply"],
+        "conversions": [_event(r, zone) for r in events if r["kind"] == "conversion"],
         "campaigns": [
             {"name": r["name"], "sent": r["sent"], "opened": r["opened"], "clicked": r["clicked"]}
             for r in campaigns
@@ -173,9 +215,11 @@ def data(
 
 
 def is_empty(values: dict[str, Any]) -> bool:
-    """Nothing to tell: no lead, appointment, campaign or held alert."""
+    """Nothing to tell: no lead, appointment, reply, conversion, campaign or held alert."""
     return not (
         values["leads"]
+        or values["replies"]
+        or values["conversions"]
         or any(day["appointments"] for day in values["days"])
         or values["campaigns"]
         or values["held"]

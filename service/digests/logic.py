@@ -9,8 +9,10 @@ removes it. When the timer fires, in the timers role's transaction:
 2. the period ``[previous cron time, this one)`` is claimed in ``digest_runs``
    with ``ON CONFLICT DO NOTHING``: a replayed or re-fired timer finds it and
    stops, and a crash before the commit rolls the claim back with the rest;
-3. the digest is read; an empty one is not sent (the claim stays, without a
-   message); otherwise one ``digest.daily`` message and its outbox row are written.
+3. the digest is read (replies and conversions from ``digest_events``, which
+   the ``trigger`` role fills: ``service.digests.events``); an empty one is
+   not sent (the claim stays, without a message); otherwise one
+   ``digest.daily`` message and its outbox row are written.
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ async def _read(
         session, Window(row.sponsor_id, day_start, day_after)
     )
     campaigns = await repository.campaign_results(session, Window(row.sponsor_id, start, end))
+    events = await repository.replies_and_conversions(session, Window(row.sponsor_id, start, end))
     held = await _held(session, row)
     return content.data(
         moment=end,
@@ -186,6 +189,7 @@ async def _read(
         appointments=appointments,
         campaigns=campaigns,
         held=held,
+        events=events,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -210,3 +211,64 @@ async def mark_digested(session: AsyncSession, ids: list[uuid.UUID]) -> None:
         ),
         {"ids": [str(i) for i in ids]},
     )
+
+
+_ADD_EVENTS = text("""
+INSERT INTO digest_events (topic, event_id, sponsor_id, kind, type, email, summary)
+SELECT * FROM unnest(
+    CAST(:topics AS text[]), CAST(:event_ids AS text[]), CAST(:sponsor_ids AS text[]),
+    CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(:emails AS text[]),
+    CAST(:summaries AS jsonb[])
+)
+ON CONFLICT DO NOTHING
+""")
+
+
+async def add_events(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """Insert replies and conversions in one statement; an event already kept is skipped.
+    How many were new."""
+    if not rows:
+        return 0
+    params = {
+        "topics": [r["topic"] for r in rows],
+        "event_ids": [r["event_id"] for r in rows],
+        "sponsor_ids": [r["sponsor_id"] for r in rows],
+        "kinds": [r["kind"] for r in rows],
+        "types": [r["type"] for r in rows],
+        "emails": [r["email"] for r in rows],
+        "summaries": [orjson.dumps(r["summary"]).decode() for r in rows],
+    }
+    result = await session.execute(_ADD_EVENTS, params)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# The first ``LIMIT`` of each kind: a busy day of orders must not hide the replies.
+_EVENTS = text("""
+SELECT kind, type, email, summary, recorded_at FROM (
+    SELECT kind, type, email, summary, recorded_at, event_id,
+           row_number() OVER (PARTITION BY kind ORDER BY recorded_at, event_id) AS n
+    FROM digest_events
+    WHERE sponsor_id = :sponsor_id AND recorded_at >= :start AND recorded_at < :end
+) e
+WHERE n <= :limit
+ORDER BY recorded_at, event_id
+""")
+
+
+async def replies_and_conversions(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
+    """The sponsor's replies and conversions recorded in the window, oldest first."""
+    params = {
+        "sponsor_id": window.sponsor_id,
+        "start": window.start,
+        "end": window.end,
+        "limit": LIMIT,
+    }
+    return [dict(r._mapping) for r in await session.execute(_EVENTS, params)]
+
+
+async def prune_events(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete the replies and conversions recorded before ``cutoff``; how many were."""
+    result = await session.execute(
+        text("DELETE FROM digest_events WHERE recorded_at < :cutoff"), {"cutoff": cutoff}
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

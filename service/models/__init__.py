@@ -19,7 +19,7 @@ from service.models.campaigns import (
     CampaignStats,
     CampaignStatsHourly,
 )
-from service.models.digests import DigestRun, DigestSubscription
+from service.models.digests import DigestEvent, DigestRun, DigestSubscription
 from service.models.lanes import SendLane
 from service.models.leads import Lead, LeadTally, LeadTombstone
 from service.models.messages import Message, MessageEvent, MessageIdempotencyKey, MessageType
@@ -41,6 +41,7 @@ __all__ = [
     "CampaignStats",
     "CampaignStatsHourly",
     "DeliveryEvent",
+    "DigestEvent",
     "DigestRun",
     "DigestSubscription",
     "Lead",

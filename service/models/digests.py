@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint, text
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import DateTime, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.models.base import Base, _now
@@ -47,3 +48,26 @@ class DigestRun(Base):
     period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = _now()
+
+
+class DigestEvent(Base):
+    """An upstream reply or conversion, kept for the digests of its period.
+
+    Written by the ``trigger`` role from ``conversations.v1`` and ``orders.v1``
+    (``service.digests.events``); the key is the event, so a replay adds nothing.
+    No foreign key to ``sponsors``: an event for a sponsor the service does not
+    know must not fail the consumer's batch; retention removes it with the rest.
+    """
+
+    __tablename__ = "digest_events"
+    __table_args__ = (Index("ix_digest_events_sponsor_recorded", "sponsor_id", "recorded_at"),)
+
+    topic: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sponsor_id: Mapped[str] = mapped_column(String(64))
+    # ``reply`` or ``conversion`` (docs/digests.md says which events are which).
+    kind: Mapped[str] = mapped_column(String(20))
+    type: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(320))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    recorded_at: Mapped[datetime] = _now()

@@ -15,7 +15,9 @@ partition a day. Each run, in one transaction:
    has ``pending`` rows (a campaign paused that long still sends them);
 4. deletes old stragglers from the default partitions;
 5. deletes the audience change log's rows older than a day (the in-memory
-   audience index has read them long before: ``service/audiences/live.py``).
+   audience index has read them long before: ``service/audiences/live.py``);
+6. deletes the replies and conversions kept for the digests
+   (``digest_events``) older than ``DIGEST_EVENTS_RETENTION_DAYS``.
 
 See docs/operations.md, "Retention and partitions".
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audiences import live as live_counts
+from service.digests import repository as digests
 from service.retention import repository
 from service.retention.repository import DELIVERIES, EVENTS
 from service.settings import Settings
@@ -46,6 +49,7 @@ class Maintenance:
     kept_pending: list[str] = field(default_factory=list)
     trimmed: int = 0
     audience_changes_pruned: int = 0
+    digest_events_pruned: int = 0
 
 
 async def maintain(
@@ -70,6 +74,8 @@ async def maintain(
         done.dropped.append(name)
     done.trimmed = await repository.trim_defaults(session, cutoff)
     done.audience_changes_pruned = await live_counts.prune_changes(session, now)
+    kept_since = now - timedelta(days=settings.digest_events_retention_days)
+    done.digest_events_pruned = await digests.prune_events(session, kept_since)
     return done
 
 

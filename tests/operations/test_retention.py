@@ -290,6 +290,26 @@ async def test_the_upkeep_deletes_the_audience_change_log_past_a_day_and_keeps_t
         assert await count(session, "SELECT count(*) FROM audience_changes") == 1
 
 
+async def test_the_upkeep_deletes_replies_and_conversions_past_their_retention(
+    db: async_sessionmaker[AsyncSession], fresh: Settings
+) -> None:
+    t0 = datetime.now(UTC)
+    kept_days = fresh.digest_events_retention_days
+    async with db.begin() as session:
+        for n, at in enumerate((t0 - timedelta(days=kept_days + 1), t0 - timedelta(days=1))):
+            await session.execute(
+                text(
+                    "INSERT INTO digest_events (topic, event_id, sponsor_id, kind, type, "
+                    "recorded_at) VALUES ('orders.v1', :id, 's', 'conversion', 'order.paid', :at)"
+                ),
+                {"id": f"order-{n}", "at": at},
+            )
+        done = await maintain(session, fresh, t0)
+    assert done.digest_events_pruned == 1
+    async with db() as session:
+        assert await count(session, "SELECT count(*) FROM digest_events") == 1
+
+
 async def test_rows_past_the_last_partition_wait_in_the_default_and_move_into_their_range(
     db: async_sessionmaker[AsyncSession], fresh: Settings
 ) -> None:
