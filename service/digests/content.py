@@ -69,7 +69,9 @@ _HTML = """\
 <ul style="padding-left:18px">
   {% for c in attributes.campaigns %}
   <li style="margin-bottom:6px"><strong>{{ c.name }}</strong>: {{ c.sent }} sent,
-      {{ c.opened }} opened, {{ c.clicked }} clicked</li>
+      {{ c.opens }} opens, {{ c.clicks }} clicks<br>
+      <span style="color:#555">so far: {{ c.total_sent }} sent, {{ c.total_opened }} opened,
+      {{ c.total_clicked }} clicked</span></li>
   {% endfor %}
 </ul>
 {% endif %}
@@ -133,6 +135,12 @@ def _appointment(row: dict[str, Any], zone: str) -> dict[str, Any]:
         "lead": lead.get("name") or row["lead_email"],
         "host": host.get("name") or host.get("email"),
     }
+
+
+# A campaign's figures for the period, then its totals since it started.
+_CAMPAIGN_FIGURES = (
+    "name", "sent", "opens", "clicks", "total_sent", "total_opened", "total_clicked",
+)  # fmt: skip
 
 
 def _event(row: dict[str, Any], zone: str) -> dict[str, Any]:
@@ -206,10 +214,7 @@ def data(
         "days": [{"label": label, "appointments": items} for label, items in days.items()],
         "replies": [_event(r, zone) for r in events if r["kind"] == "reply"],
         "conversions": [_event(r, zone) for r in events if r["kind"] == "conversion"],
-        "campaigns": [
-            {"name": r["name"], "sent": r["sent"], "opened": r["opened"], "clicked": r["clicked"]}
-            for r in campaigns
-        ],
+        "campaigns": [{k: r[k] for k in _CAMPAIGN_FIGURES} for r in campaigns],
         "held": held,
     }
 

@@ -167,32 +167,43 @@ async def booked_appointments(session: AsyncSession, window: Window) -> list[dic
     return [dict(r._mapping) for r in await session.execute(_APPOINTMENTS, params)]
 
 
-# A campaign was active in the window if it sent (``last_progress_at``), finished,
-# or had tracked activity (an hourly bucket) in it; its figures are its totals.
+# A campaign was active in the window if it sent, finished, or had tracked activity
+# (an hourly bucket) in it. Its figures are the window's: deliveries sent in it (the
+# partial index on ``sent_at``), opens and clicks of the hours starting in it (each
+# hour falls in exactly one period); and its totals beside them.
 _CAMPAIGNS = text("""
 SELECT c.id, c.name,
-       coalesce(sum(s.sent), 0)::bigint AS sent,
-       coalesce(sum(s.opened), 0)::bigint AS opened,
-       coalesce(sum(s.clicked), 0)::bigint AS clicked
+       (SELECT count(*) FROM campaign_deliveries d
+        WHERE d.campaign_id = c.id AND d.sent_at >= :start AND d.sent_at < :end) AS sent,
+       coalesce(h.opens, 0)::bigint AS opens,
+       coalesce(h.clicks, 0)::bigint AS clicks,
+       coalesce(t.sent, 0)::bigint AS total_sent,
+       coalesce(t.opened, 0)::bigint AS total_opened,
+       coalesce(t.clicked, 0)::bigint AS total_clicked
 FROM campaigns c
-LEFT JOIN campaign_stats s ON s.campaign_id = c.id
+LEFT JOIN LATERAL (
+    SELECT sum(opens) AS opens, sum(clicks) AS clicks, count(*) AS hours
+    FROM campaign_stats_hourly
+    WHERE campaign_id = c.id AND bucket >= :start AND bucket < :end
+) h ON true
+LEFT JOIN LATERAL (
+    SELECT sum(sent) AS sent, sum(opened) AS opened, sum(clicked) AS clicked
+    FROM campaign_stats WHERE campaign_id = c.id
+) t ON true
 WHERE c.sponsor_id = :sponsor_id
   AND (
     (c.last_progress_at >= :start AND c.last_progress_at < :end)
     OR (c.completed_at >= :start AND c.completed_at < :end)
-    OR EXISTS (
-        SELECT 1 FROM campaign_stats_hourly h
-        WHERE h.campaign_id = c.id AND h.bucket >= :start AND h.bucket < :end
-    )
+    OR h.hours > 0
   )
-GROUP BY c.id, c.name
 ORDER BY c.name, c.id
 LIMIT :limit
 """)
 
 
 async def campaign_results(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
-    """Campaigns active in the window, with their sent, opened and clicked totals."""
+    """Campaigns active in the window, with the window's sends, opens and clicks and
+    their totals (unique recipients sent, opened, clicked)."""
     params = {
         "sponsor_id": window.sponsor_id,
         "start": window.start,

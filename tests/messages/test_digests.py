@@ -68,7 +68,7 @@ async def test_the_built_in_digest_type_passes_the_checks_a_sponsors_edit_would(
     await types.check(MessageTypeIn(**content.type_values()))
 
 
-def test_the_digest_reads_its_leads_appointments_campaigns_and_held_alerts() -> None:
+def test_the_digest_reads_its_leads_appointments_replies_conversions_campaigns_and_alerts() -> None:
     values = content.data(
         moment=DUE,
         zone="Europe/Berlin",
@@ -85,8 +85,24 @@ def test_the_digest_reads_its_leads_appointments_campaigns_and_held_alerts() -> 
                 "details": {"title": "Product demo", "lead": {"name": "Ada Lovelace"}},
             }
         ],
-        campaigns=[{"name": "Spring launch", "sent": 100, "opened": 30, "clicked": 5}],
+        campaigns=[
+            {
+                "name": "Spring launch", "sent": 100, "opens": 30, "clicks": 5,
+                "total_sent": 400, "total_opened": 90, "total_clicked": 12,
+            }
+        ],
         held=[{"id": "1", "subject": "Deal moved: Acme", "line": "14:05 · deal.alert"}],
+        events=[
+            {
+                "kind": "reply", "type": "conversation.replied", "email": "lin@customer.example",
+                "summary": {"name": "Lin", "outcome": "asked for a demo"}, "recorded_at": DUE,
+            },
+            {
+                "kind": "conversion", "type": "order.paid", "email": "bo@customer.example",
+                "summary": {"order": "A-17", "total": "120.00", "currency": "EUR"},
+                "recorded_at": DUE,
+            },
+        ],
     )  # fmt: skip
     message = compile_message(
         types.content_of(MessageTypeIn(**content.type_values())),
@@ -97,7 +113,9 @@ def test_the_digest_reads_its_leads_appointments_campaigns_and_held_alerts() -> 
     assert rendered.subject == "Your digest for Thursday 1 April 2027"
     for expected in (
         "Grace Hopper", "hot (92/100)", "Appointments today", "14:00", "Product demo",
-        "Ada Lovelace", "Spring launch", "Deal moved: Acme", "14:05 · deal.alert",
+        "Ada Lovelace", "Spring launch", "100 sent", "30 opens", "400 sent",
+        "Deal moved: Acme", "14:05 · deal.alert", "Replies (1)", "asked for a demo",
+        "Conversions (1)", "order A-17 paid, 120.00 EUR",
     ):  # fmt: skip
         assert expected in rendered.html, expected
         assert expected in rendered.text, expected
@@ -364,7 +382,7 @@ async def test_a_lead_qualifies_by_the_threshold_of_the_sponsors_starter_rule(
     assert [lead["intent"] for lead in digest.data["leads"]] == ["60/100"]
 
 
-async def test_the_days_campaign_results_are_in_the_digest(
+async def test_the_periods_campaign_figures_count_only_the_period_beside_the_totals(
     client: httpx.AsyncClient,
     sessions: async_sessionmaker[AsyncSession],
     sponsor: str,
@@ -388,11 +406,37 @@ async def test_the_days_campaign_results_are_in_the_digest(
             ),
             {"id": campaign_id},
         )
+        # Sent the day before (two), in the period (three), and at its end (the next one's).
+        sent_at = [PERIOD_START - timedelta(hours=2)] * 2 + [PERIOD_START + timedelta(hours=1)] * 3
+        sent_at.append(DUE)
+        await session.execute(
+            text(
+                "INSERT INTO campaign_deliveries (campaign_id, lead_id, recipient_email, batch_no,"
+                " status, sent_at) SELECT :id, n, 'r' || n || '@customer.example', 0, 'sent', at"
+                " FROM unnest(CAST(:sent_at AS timestamptz[])) WITH ORDINALITY AS s(at, n)"
+            ),
+            {"id": campaign_id, "sent_at": sent_at},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO campaign_stats_hourly (campaign_id, bucket, opens, clicks)"
+                " VALUES (:id, :before, 7, 2), (:id, :inside, 3, 1), (:id, :due, 50, 9)"
+            ),
+            {
+                "id": campaign_id,
+                "before": PERIOD_START - timedelta(hours=1),
+                "inside": PERIOD_START + timedelta(hours=4),
+                "due": DUE,
+            },
+        )
     await fire(sessions, due_timer(subscription, sponsor))
     (digest,) = await digests_to(sessions, sponsor, subscription["email"])
     assert digest.data["campaigns"] == [
-        {"name": "Spring launch", "sent": 100, "opened": 30, "clicked": 5}
-    ]
+        {
+            "name": "Spring launch", "sent": 3, "opens": 3, "clicks": 1,
+            "total_sent": 100, "total_opened": 30, "total_clicked": 5,
+        }
+    ]  # fmt: skip
 
 
 async def hold(
