@@ -181,7 +181,8 @@ async def _read(
     )
     campaigns = await repository.campaign_results(session, Window(row.sponsor_id, start, end))
     events = await repository.replies_and_conversions(session, Window(row.sponsor_id, start, end))
-    held = await _held(session, row)
+    weekly = schedule.is_weekly_slot(row.time_zone, start, end)
+    held = await _held(session, row, weekly=weekly)
     return content.data(
         moment=end,
         zone=row.time_zone,
@@ -203,10 +204,13 @@ async def _opted_out(session: AsyncSession, row: DigestSubscription) -> bool:
     return any(p.category == content.PREFERENCE and p.opted_out for p in chosen)
 
 
-async def _held(session: AsyncSession, row: DigestSubscription) -> list[dict[str, Any]]:
-    """The member's held messages as digest lines, the oldest ``HELD_LIMIT``."""
-    messages = await preferences.held_messages(
-        session, row.sponsor_id, limit=HELD_LIMIT, to=row.email
+async def _held(
+    session: AsyncSession, row: DigestSubscription, *, weekly: bool
+) -> list[dict[str, Any]]:
+    """The member's held messages as digest lines, the oldest ``HELD_LIMIT``; those
+    held ``weekly`` only in the weekly slot (``schedule.is_weekly_slot``)."""
+    messages = await repository.held_for(
+        session, row.sponsor_id, row.email, limit=HELD_LIMIT, weekly=weekly
     )
     if not messages:
         return []

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select, text
+from sqlalchemy import and_, delete, func, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import Conflict, NotFound
-from service.models import DigestSubscription
+from service.models import DigestSubscription, Message, MessageType, RecipientPreference
 
 # What one digest lists at most of each kind: a digest is read, not searched.
 LIMIT = 25
@@ -211,6 +211,32 @@ async def campaign_results(session: AsyncSession, window: Window) -> list[dict[s
         "limit": LIMIT,
     }
     return [dict(r._mapping) for r in await session.execute(_CAMPAIGNS, params)]
+
+
+async def held_for(
+    session: AsyncSession, sponsor_id: str, email: str, *, limit: int, weekly: bool
+) -> list[Message]:
+    """The member's held messages, oldest first; those held by a ``weekly``
+    preference (as it stands now) only when ``weekly`` (the weekly slot)."""
+    query = select(Message).where(
+        Message.sponsor_id == sponsor_id, Message.to_email == email, Message.status == "held"
+    )
+    if not weekly:
+        preference = (
+            select(RecipientPreference.frequency)
+            .join(MessageType, MessageType.preference_category == RecipientPreference.category)
+            .where(
+                MessageType.id == Message.type_id,
+                and_(
+                    RecipientPreference.sponsor_id == Message.sponsor_id,
+                    RecipientPreference.email == Message.to_email,
+                ),
+            )
+            .scalar_subquery()
+        )
+        query = query.where(func.coalesce(preference, "") != "weekly")
+    query = query.order_by(tuple_(Message.created_at, Message.id)).limit(limit)
+    return list((await session.scalars(query)).all())
 
 
 async def mark_digested(session: AsyncSession, ids: list[uuid.UUID]) -> None:

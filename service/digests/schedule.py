@@ -6,7 +6,7 @@ a spring-forward gap or a fall-back overlap fires once, as cron does.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -48,3 +48,15 @@ def next_time(expression: str, time_zone: str, after: datetime) -> datetime:
 def previous_time(expression: str, time_zone: str, before: datetime) -> datetime:
     """The last time strictly before ``before`` that ``expression`` names in ``time_zone``."""
     return next(CronSim(expression, before.astimezone(ZoneInfo(time_zone)), reverse=True))
+
+
+def is_weekly_slot(time_zone: str, start: datetime, end: datetime) -> bool:
+    """Whether the period ``[start, end)`` is the member's weekly slot: the first
+    digest on or after Monday 00:00 in their zone (the Monday midnight falls in
+    ``(start, end]``). A weekday cron's Monday digest is one; so is a weekly one's."""
+    zone = ZoneInfo(time_zone)
+    local_end = end.astimezone(zone)
+    monday = datetime.combine(
+        local_end.date() - timedelta(days=local_end.weekday()), datetime.min.time(), zone
+    )
+    return start < monday <= end
