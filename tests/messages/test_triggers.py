@@ -287,3 +287,38 @@ async def test_a_polled_batch_fires_once_per_key_and_a_refused_action_spares_the
         await session.rollback()
     assert fired == 2
     assert queued == sorted([(team, "Ada"), (team, "Bo"), (kept, "Bo")])
+
+
+@pytest.mark.usefixtures("workers")
+async def test_the_trigger_role_keeps_paid_orders_for_the_digests_without_any_rule(
+    api: Api, sessions: async_sessionmaker[AsyncSession], migrated: Settings
+) -> None:
+    buyer = address("customer.example")
+
+    def order(status: str) -> tuple[str, str, bytes]:
+        body = {
+            "event_id": uuid.uuid4().hex,
+            "sponsor_id": api.sponsor,
+            "type": "order.updated",
+            "data": {
+                "status": status,
+                "total": 42,
+                "currency": "EUR",
+                "customer": {"email": buyer},
+            },
+        }
+        # One key for both: one partition, read in order, so the paid one comes last.
+        return (TOPIC_ORDERS, buyer, orjson.dumps(body))
+
+    await publish(migrated, [order("pending"), order("paid")])
+
+    async def kept() -> list[Any]:
+        async with sessions() as session:
+            rows = await session.execute(
+                text("SELECT kind, email, summary FROM digest_events WHERE sponsor_id = :s"),
+                {"s": api.sponsor},
+            )
+            return list(rows)
+
+    rows = await eventually(kept, within=10)
+    assert [tuple(r) for r in rows] == [("conversion", buyer, {"total": "42", "currency": "EUR"})]
