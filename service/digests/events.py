@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.events import TOPIC_CONVERSATIONS, TOPIC_ORDERS
 from service.digests import repository
+from service.leads.logic import normalize_email
+from service.triggers import condition
 from service.triggers.logic import Incoming
 
 REPLY_TYPES = frozenset({"conversation.replied", "conversation.ended"})
 # Where an upstream event may carry the lead's address, first found wins.
-_EMAIL_PATHS = (("email",), ("lead", "email"), ("customer", "email"))
+_EMAIL_PATHS = ("data.email", "data.lead.email", "data.customer.email")
 # Summary values are for one digest line, not a record of the event.
 _SUMMARY_CHARS = 200
 
@@ -41,15 +43,6 @@ def kind_of(topic: str, view: Mapping[str, Any]) -> str | None:
     if topic == TOPIC_ORDERS and (event_type == "order.paid" or data.get("status") == "paid"):
         return "conversion"
     return None
-
-
-def _lookup(data: Mapping[str, Any], path: Sequence[str]) -> Any:
-    value: Any = data
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
 
 
 def _text(value: Any) -> str | None:
@@ -67,10 +60,22 @@ def _summary(kind: str, data: Mapping[str, Any]) -> dict[str, str]:
         }
     else:
         fields = {
-            "name": data.get("customer_name") or _lookup(data, ("lead", "name")),
+            "name": data.get("customer_name") or condition.lookup(data, "lead.name"),
             "outcome": data.get("outcome") or data.get("summary"),
         }
     return {k: t for k, v in fields.items() if (t := _text(v)) is not None}
+
+
+def _email(view: Mapping[str, Any]) -> str | None:
+    """The lead's address, normalized as leads' are; None if the event has no valid one."""
+    for path in _EMAIL_PATHS:
+        value = condition.lookup(view, path)
+        if isinstance(value, str) and value:
+            try:
+                return normalize_email(value)
+            except ValueError:
+                return None
+    return None
 
 
 def row(
@@ -80,16 +85,14 @@ def row(
     kind = kind_of(topic, view)
     if kind is None:
         return None
-    data = view.get("data") or {}
-    email = next((v for p in _EMAIL_PATHS if isinstance(v := _lookup(data, p), str) and v), None)
     return {
         "topic": topic,
         "event_id": event_id,
         "sponsor_id": sponsor_id,
         "kind": kind,
         "type": str(view.get("type"))[:100],
-        "email": email.strip().lower()[:320] if email else None,
-        "summary": _summary(kind, data),
+        "email": _email(view),
+        "summary": _summary(kind, view.get("data") or {}),
     }
 
 
