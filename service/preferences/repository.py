@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.models import Message, RecipientPreference
 
 # The source of the suppressions that stand for a marketing opt-out made here:
-# messages of other categories look past them (``service/messages/repository.py``).
+# messages of other categories look past them (``service/messages/sending_repository.py``).
 SOURCE = "preferences"
 
 

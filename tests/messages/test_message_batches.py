@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.messages import MessageIn, MessageRequested
 from service import db
-from service.messages import logic, repository
+from service.messages import logic, sending_repository
 from service.settings import Settings
 from tests.conftest import RESEND_KEY, SPONSOR_MAILGUN_KEY, TokenFactory
 from tests.fakes.mailgun_server import FakeMailgun
@@ -151,7 +151,7 @@ async def test_a_batch_claimed_before_a_crash_is_sent_whole_under_its_key(
     addresses = _addresses(3)
     events = await _queued(api, sessions, [alert(to) for to in addresses])
     async with db.driver(sessions) as driver:
-        claimed = await repository.claim_send_batches(
+        claimed = await sending_repository.claim_send_batches(
             driver, {e.message_id: "msgbatch-crashed" for e in events}
         )
     assert len(claimed) == 3

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.tracking import ProviderEvent, TrackingEvent
 from service.app import create_app
 from service.kafka import Producer
-from service.messages import repository
+from service.messages import sending_repository
 from service.settings import Settings
 from tests.conftest import SPEC_DIR, TokenFactory, eventually
 from tests.fakes import sendgrid_server as sendgrid
@@ -414,8 +414,8 @@ async def test_an_event_that_overtakes_the_sender_decides_the_status_it_records(
     await ingester.handle_events([delivered])
     assert (await api.status(str(message_id)))["status"] == "queued"
     async with sessions.begin() as session:
-        outcome = repository.Outcome(message_id, "sent", "em_1", links=[TARGET])
-        assert await repository.record_outcomes(session, [outcome]) == {message_id}
+        outcome = sending_repository.Outcome(message_id, "sent", "em_1", links=[TARGET])
+        assert await sending_repository.record_outcomes(session, [outcome]) == {message_id}
     found = await api.status(str(message_id))
     assert found["status"] == "delivered"
     assert found["provider_message_id"] == "em_1"

@@ -40,7 +40,7 @@ from service.errors import (
     QuotaExceeded,
     TransientProviderError,
 )
-from service.messages import repository, retries
+from service.messages import retries, sending_repository
 from service.settings import Settings
 from worker.delivery import core
 from worker.providers.base import OutgoingEmail
@@ -73,7 +73,7 @@ class Wait:
     reason: str
 
 
-Answer = repository.Outcome | Wait
+Answer = sending_repository.Outcome | Wait
 
 
 @dataclass(slots=True)
@@ -113,7 +113,7 @@ async def plan(
             for item in account[start : start + batch_size]:
                 keys[item.event.message_id] = key
     async with db.driver(sessions) as driver:
-        claimed = await repository.claim_send_batches(driver, keys)
+        claimed = await sending_repository.claim_send_batches(driver, keys)
     for item in (item for account in fresh.values() for item in account):
         if item.event.message_id in claimed:
             item.send_batch = keys[item.event.message_id]
@@ -241,10 +241,12 @@ class MessageSends:
 def _outcome(item: Ready, provider_message_id: str | None, error: str | None) -> Answer:
     message_id = item.event.message_id
     if provider_message_id:
-        return repository.Outcome(message_id, "sent", provider_message_id, links=item.links)
-    return repository.Outcome(message_id, "failed", error=error or "no answer")
+        return sending_repository.Outcome(message_id, "sent", provider_message_id, links=item.links)
+    return sending_repository.Outcome(message_id, "failed", error=error or "no answer")
 
 
 def _failed(items: Sequence[Ready], exc: ProviderError) -> list[Answer]:
     error = f"{exc.code}: {exc.message}"
-    return [repository.Outcome(item.event.message_id, "failed", error=error) for item in items]
+    return [
+        sending_repository.Outcome(item.event.message_id, "failed", error=error) for item in items
+    ]

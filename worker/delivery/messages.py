@@ -42,7 +42,7 @@ from schemas.messages import MessageRequested
 from service.campaigns.sending_repository import Recipient
 from service.errors import AccountError
 from service.logs import bound
-from service.messages import repository, retries
+from service.messages import retries, sending_repository
 from service.messages.tracking import tracking_tag
 from service.messages.types import content_of
 from service.models import Message, MessageType, Sponsor, TemplateVersion
@@ -138,10 +138,10 @@ class MessageDeliveries:
         """Send each message still ``queued`` once; record what became of each."""
         by_id = {event.message_id: event for event in events}
         async with self.sessions() as session:
-            found = await repository.messages_to_send(session, list(by_id))
+            found = await sending_repository.messages_to_send(session, list(by_id))
             # Types that send their template's latest version: one query per template.
             latest = {
-                template_id: await repository.latest_template(session, template_id)
+                template_id: await sending_repository.latest_template(session, template_id)
                 for template_id in {
                     f.message_type.template_id
                     for f in found
@@ -151,7 +151,7 @@ class MessageDeliveries:
                 }
             }
         started = time.perf_counter()
-        outcomes: list[repository.Outcome] = []
+        outcomes: list[sending_repository.Outcome] = []
         ready: list[Ready] = []
         for item in found:
             # A member of a claimed batch that was not polled goes with its batch.
@@ -165,13 +165,13 @@ class MessageDeliveries:
                 outcomes.append(prepared)
         planned = await plan(self.sessions, ready, self._batch_size)
         answers = await self.sends.send_plan(planned)
-        outcomes += [a for a in answers if isinstance(a, repository.Outcome)]
+        outcomes += [a for a in answers if isinstance(a, sending_repository.Outcome)]
         waits = [a for a in answers if isinstance(a, Wait)]
         async with self.sessions.begin() as session:
-            moved = await repository.record_outcomes(session, outcomes)
+            moved = await sending_repository.record_outcomes(session, outcomes)
             for wait in waits:
                 await retries.retry_later(session, wait.event, wait.attempt, wait.due_at)
-                await repository.note_retry(session, wait.event.message_id, wait.reason)
+                await sending_repository.note_retry(session, wait.event.message_id, wait.reason)
         if len(moved) < len(outcomes):
             log.info("%d messages already recorded by another copy", len(outcomes) - len(moved))
         self._count([o for o in outcomes if o.message_id in moved], started)
@@ -183,9 +183,9 @@ class MessageDeliveries:
     def _prepare(
         self,
         event: MessageRequested,
-        found: repository.ToSend,
+        found: sending_repository.ToSend,
         latest: dict[uuid.UUID, TemplateVersion | None],
-    ) -> repository.Outcome | Ready:
+    ) -> sending_repository.Outcome | Ready:
         """The message rendered, or what became of it without a request."""
         message = found.message
         with bound(sponsor_id=message.sponsor_id, message_id=str(message.id)):
@@ -202,7 +202,7 @@ class MessageDeliveries:
             try:
                 delivery = self.accounts.of(found.sponsor.provider).core
             except AccountError as exc:
-                return repository.Outcome(message.id, "failed", error=str(exc))
+                return sending_repository.Outcome(message.id, "failed", error=str(exc))
             version = None
             if message_type is not None and message_type.template_id is not None:
                 version = latest.get(message_type.template_id)
@@ -212,7 +212,7 @@ class MessageDeliveries:
                 context, [recipient], lambda n_links: self._urls(message, category, n_links)
             )
             if failed:
-                return repository.Outcome(message.id, "failed", error=failed[0][1])
+                return sending_repository.Outcome(message.id, "failed", error=failed[0][1])
             email = emails[0]
             # The provider echoes this tag in its webhooks: how they find the message.
             email.campaign_id = tracking_tag(message.id)
@@ -223,7 +223,7 @@ class MessageDeliveries:
             email.attachments = _attachments(message)
             return Ready(event, email, context.message.links, message.send_batch, delivery)
 
-    def _count(self, recorded: Sequence[repository.Outcome], started: float) -> None:
+    def _count(self, recorded: Sequence[sending_repository.Outcome], started: float) -> None:
         """Metrics for the messages whose state this batch changed."""
         n_sent = sum(1 for o in recorded if o.status == "sent")
         failed = [(0, o.error or "") for o in recorded if o.status == "failed"]
@@ -342,22 +342,24 @@ def _compiled(
 
 
 def _decided(
-    message_id: uuid.UUID, checks: repository.SendChecks, category: str | None
-) -> repository.Outcome | None:
+    message_id: uuid.UUID, checks: sending_repository.SendChecks, category: str | None
+) -> sending_repository.Outcome | None:
     """Suppressed or held without a request, by suppressions and preferences; None: send."""
     if checks.suppressed:
-        return repository.Outcome(message_id, "suppressed", error=SUPPRESSED)
+        return sending_repository.Outcome(message_id, "suppressed", error=SUPPRESSED)
     if category is not None:
         decision = preferences.decide(checks.opted_out, checks.frequency)
         if decision == "suppress":
             error = f"the recipient opted out of {category}"
-            return repository.Outcome(message_id, "suppressed", error=error)
+            return sending_repository.Outcome(message_id, "suppressed", error=error)
         if decision == "hold":
-            return repository.Outcome(message_id, "held", error=f"{checks.frequency} {category}")
+            return sending_repository.Outcome(
+                message_id, "held", error=f"{checks.frequency} {category}"
+            )
     return None
 
 
-def _fields(message: Message, checks: repository.SendChecks) -> dict[str, object]:
+def _fields(message: Message, checks: sending_repository.SendChecks) -> dict[str, object]:
     """The template's variables: the message's data is read as ``attributes.*``, the
     recipient's preference for the type's category as ``preferences.*``."""
     return {
