@@ -10,7 +10,7 @@ a ``message.retry`` timer (``service.messages.retries``) until its attempts
 are spent; an exhausted quota stops this process asking the provider for
 ``MESSAGE_QUOTA_RETRY_SECONDS``, every message meanwhile waiting on a timer.
 A type's template is compiled once per type and process, and again when the
-type changes (``updated_at``). Category rules: marketing and notification
+type changes (``message_context``). Category rules: marketing and notification
 messages skip every suppression of the sponsor; transactional ones only hard
 bounces, complaints and the global list. Its pixel and links carry message
 tokens, and the provider's tags name the message (``service.messages.tracking``).
@@ -28,14 +28,8 @@ import base64
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import formataddr
-from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.messages import MessageRequested
@@ -44,21 +38,13 @@ from service.errors import AccountError
 from service.logs import bound
 from service.messages import retries, sending_repository
 from service.messages.tracking import tracking_tag
-from service.messages.types import content_of
-from service.models import Message, MessageType, Sponsor, TemplateVersion
+from service.models import Message, TemplateVersion
 from service.preferences import logic as preferences
 from service.preferences import tokens as preference_tokens
 from service.settings import Settings
-from service.templates import logic as template_logic
-from service.templates.compiled import (
-    CompiledMessage,
-    ProviderTemplate,
-    compile_message,
-    single_line,
-)
-from service.templates.content import Content
 from service.templates.urls import NO_DELIVERY, DeliveryUrls
 from worker.delivery.accounts import Accounts
+from worker.delivery.message_context import MessageContexts
 from worker.delivery.message_sends import MessageSends, Ready, Wait, plan
 from worker.providers.accounts import ProviderClients
 from worker.providers.base import Attachment, EmailProvider
@@ -66,40 +52,7 @@ from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)
 
-_INLINE_CACHE = 256
-
 SUPPRESSED = "the address is suppressed"
-
-
-@dataclass
-class TypeContext:
-    """A message type compiled for sending (``core.MessageContext``)."""
-
-    tag: str
-    sender: str
-    reply_to: str | None
-    message: CompiledMessage
-    version: datetime
-    category: str
-    preference_category: str | None
-    # The template version compiled, for a type that sends its template's latest.
-    template_version: int | None = None
-    # Messages go out whole: one message, nothing for a provider template to save.
-    template: ProviderTemplate | None = field(default=None)
-    template_id: str | None = field(default=None)
-    # ``sender``'s parts as they are: a provider API may format ``from`` its own way.
-    sender_name: str = ""
-    sender_address: str = ""
-
-    def headers(self, urls: DeliveryUrls) -> dict[str, str]:
-        # A transactional message belongs to no list: no List-Unsubscribe. Any other
-        # unsubscribes from its preference category only (RFC 8058 one-click).
-        if self.preference_category is None or not urls.preferences:
-            return {}
-        return {
-            "List-Unsubscribe": f"<{urls.unsubscribe}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
 
 
 class MessageDeliveries:
@@ -123,10 +76,7 @@ class MessageDeliveries:
         self.settings = settings
         self.accounts = Accounts(provider, pacer, settings, clients)
         self.core = self.accounts.default.core
-        self._types: dict[uuid.UUID, TypeContext] = {}
-        # One-off templates by their content and the sponsor's details they show:
-        # an application sending many of the same one compiles it once.
-        self._inline: OrderedDict[tuple[object, ...], TypeContext] = OrderedDict()
+        self.contexts = MessageContexts()
         self.sends = MessageSends(self.core, settings)
         self._public_base = settings.public_base_url.rstrip("/")
         self._batch_size = settings.provider_batch_size
@@ -206,7 +156,7 @@ class MessageDeliveries:
             version = None
             if message_type is not None and message_type.template_id is not None:
                 version = latest.get(message_type.template_id)
-            context = self._context(message, message_type, found.sponsor, version)
+            context = self.contexts.of(message, message_type, found.sponsor, version)
             recipient = Recipient(NO_DELIVERY, message.to_email, _fields(message, checks))
             emails, failed = delivery.render(
                 context, [recipient], lambda n_links: self._urls(message, category, n_links)
@@ -241,104 +191,6 @@ class MessageDeliveries:
             urls.preferences = f"{self._public_base}/preferences/{token}"
             urls.unsubscribe = urls.preferences + "/unsubscribe"
         return urls
-
-    def _context(
-        self,
-        message: Message,
-        message_type: MessageType | None,
-        sponsor: Sponsor,
-        latest: TemplateVersion | None = None,
-    ) -> TypeContext:
-        """The type compiled, from the cache while the type (and the latest version of
-        its template, if it sends the latest) is unchanged; a one-off message's own
-        template from a cache of its own."""
-        if message_type is None:
-            return self._inline_context(message.template or {}, sponsor)
-        cached = self._types.get(message_type.id)
-        version = latest.version if latest else None
-        if (
-            cached is not None
-            and cached.version == message_type.updated_at
-            and cached.template_version == version
-        ):
-            return cached
-        content = content_of(message_type)
-        if latest is not None:
-            content = Content(
-                latest.subject, latest.message_body, latest.html_body, latest.text_body
-            )
-        context = _compiled(
-            sponsor,
-            f"message:{message_type.key}",
-            content,
-            message_type.category,
-            preference_category=message_type.preference_category,
-            from_name=message_type.from_name,
-            reply_to=message_type.reply_to,
-            version=message_type.updated_at,
-        )
-        context.template_version = version
-        self._types[message_type.id] = context
-        return context
-
-    def _inline_context(self, template: dict[str, Any], sponsor: Sponsor) -> TypeContext:
-        key = (
-            orjson.dumps(template, option=orjson.OPT_SORT_KEYS),
-            sponsor.id,
-            sponsor.name,
-            sponsor.from_name,
-            sponsor.from_email,
-            sponsor.reply_to,
-            sponsor.postal_address,
-        )
-        cached = self._inline.get(key)
-        if cached is not None:
-            self._inline.move_to_end(key)
-            return cached
-        content = Content(
-            template["subject"],
-            template.get("message_body"),
-            template.get("html_body"),
-            template.get("text_body"),
-        )
-        context = _compiled(sponsor, "message:inline", content, template["category"])
-        self._inline[key] = context
-        if len(self._inline) > _INLINE_CACHE:
-            self._inline.popitem(last=False)
-        return context
-
-
-def _compiled(
-    sponsor: Sponsor,
-    tag: str,
-    content: Content,
-    category: str,
-    *,
-    preference_category: str | None = None,
-    from_name: str | None = None,
-    reply_to: str | None = None,
-    version: datetime | None = None,
-) -> TypeContext:
-    """A message's template compiled, with the sender's name and reply-to (the
-    type's, else the sponsor's)."""
-    name = single_line(from_name or sponsor.from_name or "")
-    address = single_line(sponsor.from_email)
-    reply = reply_to or sponsor.reply_to
-    return TypeContext(
-        tag=tag,
-        sender=formataddr((name, address)),
-        sender_name=name,
-        sender_address=address,
-        reply_to=single_line(reply) if reply else None,
-        message=compile_message(
-            content,
-            template_logic.brand_for(sponsor),
-            preferences=preference_category is not None,
-        ),
-        version=version or datetime.min,
-        category=category,
-        preference_category=preference_category,
-    )
 
 
 def _decided(
