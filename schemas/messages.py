@@ -284,11 +284,10 @@ class MessageDetailOut(MessageOut):
     history: list[MessageHistoryEntry]
 
 
-class MessageTypeStatsOut(BaseModel):
+class MessageTypeFigures(BaseModel):
     """A message type's figures (opened, clicked: a person's, not a machine's) and rates
     in percent (null when the denominator is 0), as campaign stats compute them."""
 
-    type_id: uuid.UUID
     key: str
     category: str
     messages: int
@@ -307,32 +306,20 @@ class MessageTypeStatsOut(BaseModel):
     click_rate: float | None
     click_to_open_rate: float | None
     complaint_rate: float | None
+
+
+class MessageTypeStatsOut(MessageTypeFigures):
+    """One type's figures, its clicks per link and, if asked, its timeline."""
+
+    type_id: uuid.UUID
     links: list[dict[str, Any]]
     timeline: list[dict[str, Any]] | None = None
 
 
-class MessageTypeFiguresRow(BaseModel):
+class MessageTypeFiguresRow(MessageTypeFigures):
     type_id: uuid.UUID | None
     # None for a platform-wide type: its figures over every sponsor (admins see them).
     sponsor_id: str | None
-    key: str
-    category: str
-    messages: int
-    queued: int
-    sent: int
-    delivered: int
-    bounced: int
-    complained: int
-    failed: int
-    suppressed: int
-    opened: int
-    clicked: int
-    delivery_rate: float | None
-    bounce_rate: float | None
-    open_rate: float | None
-    click_rate: float | None
-    click_to_open_rate: float | None
-    complaint_rate: float | None
 
 
 class AnalystMessageTypesOut(BaseModel):
