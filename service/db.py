@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -63,6 +63,12 @@ def load_stored_json(text: str) -> Any:
         return json.loads(text)
     except RecursionError:
         return {"unreadable": CUT}
+
+
+def as_columns(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, list[Any]]:
+    """Rows bound as one array per column (bind name → row key), for a statement that
+    writes a whole batch from ``unnest`` of them in one round trip."""
+    return {bind: [row[key] for row in rows] for bind, key in names.items()}
 
 
 def _ping_when_idle(pool: Pool, idle_seconds: float) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from service import db
+from service.tracking.repository import EVENT_COLUMNS
+
 
 @dataclass(frozen=True, slots=True)
 class MessageRef:
@@ -63,18 +66,7 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     """Log events; returns the ids that were new (a replayed event is skipped)."""
     if not rows:
         return set()
-    params = {
-        key: [row[name] for row in rows]
-        for key, name in (
-            ("event_ids", "event_id"),
-            ("types", "type"),
-            ("occurred", "occurred_at"),
-            ("positions", "link_position"),
-            ("machine", "is_machine"),
-            ("ip_hashes", "ip_hash"),
-            ("payloads", "payload"),
-        )
-    }
+    params = db.as_columns(rows, {"event_ids": "event_id", **EVENT_COLUMNS})
     params["message_ids"] = [str(row["message_id"]) for row in rows]
     params["type_ids"] = [str(row["type_id"]) for row in rows]
     result = await session.execute(_INSERT, params)

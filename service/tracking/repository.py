@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import db
 from service.stats import counters
 
 
@@ -129,6 +130,17 @@ def _hour(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
+# Bind name → row key of the columns both event logs share (delivery_events here,
+# message_events in service.messages.events_repository).
+EVENT_COLUMNS = {
+    "types": "type",
+    "occurred": "occurred_at",
+    "positions": "link_position",
+    "machine": "is_machine",
+    "ip_hashes": "ip_hash",
+    "payloads": "payload",
+}
+
 # The key is (event_id, occurred_at): the table is partitioned by time, and an
 # event's time travels with it, so a replay still meets its first copy.
 _INSERT_EVENTS = text("""
@@ -152,20 +164,15 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     """Log events; returns the ids that were new (a replayed event is skipped)."""
     if not rows:
         return set()
-    params = {
-        key: [row[field] for row in rows]
-        for key, field in (
-            ("event_ids", "event_id"),
-            ("delivery_ids", "delivery_id"),
-            ("campaign_ids", "campaign_id"),
-            ("types", "type"),
-            ("occurred", "occurred_at"),
-            ("positions", "link_position"),
-            ("machine", "is_machine"),
-            ("ip_hashes", "ip_hash"),
-            ("payloads", "payload"),
-        )
-    }
+    params = db.as_columns(
+        rows,
+        {
+            "event_ids": "event_id",
+            "delivery_ids": "delivery_id",
+            "campaign_ids": "campaign_id",
+            **EVENT_COLUMNS,
+        },
+    )
     result = await session.execute(_INSERT_EVENTS, params)
     return {row[0] for row in result}
 
