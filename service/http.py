@@ -110,6 +110,17 @@ def decode_id_cursor(cursor: str | None) -> int | None:
     return value
 
 
+def decode_uuid_cursor(cursor: str | None) -> uuid.UUID | None:
+    """The row id (a UUID) a keyset page starts after (None for the first page); 400
+    when the cursor is not one this API encoded."""
+    if not cursor:
+        return None
+    try:
+        return uuid.UUID(str(decode_cursor(cursor, 1)[0]))
+    except ValueError:
+        raise BadRequest(*_INVALID_CURSOR) from None
+
+
 def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     """The (created_at, id) a keyset page starts after; 400 if undecodable, 422 if out of range."""
     if not cursor:

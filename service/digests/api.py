@@ -12,8 +12,7 @@ from schemas.digests import DigestSubscriptionIn, DigestSubscriptionOut
 from schemas.http import Page
 from service.auth import require
 from service.digests import logic, repository
-from service.errors import BadRequest
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.http import Cursor, decode_uuid_cursor, encode_cursor, transaction
 from service.models import DigestSubscription
 from service.sponsors.deps import KnownSponsor
 
@@ -36,15 +35,6 @@ def _out(row: DigestSubscription, next_at: datetime | None) -> DigestSubscriptio
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-
-
-def _after(cursor: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(decode_cursor(cursor, 1)[0]))
-    except ValueError:
-        raise BadRequest(
-            "invalid_cursor", "the cursor is not one this API gave", "cursor"
-        ) from None
 
 
 @router.post(
@@ -70,7 +60,7 @@ async def create_subscription(
 async def list_subscriptions(
     sponsor_id: str, request: Request, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[DigestSubscriptionOut]:
-    after = _after(cursor) if cursor else None
+    after = decode_uuid_cursor(cursor)
     async with transaction(request) as session:
         rows = await repository.page(session, sponsor_id, limit=limit + 1, after=after)
         next_cursor = None

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from schemas.http import Page
 from schemas.triggers import StarterIn, TriggerRuleIn, TriggerRuleOut
 from service.auth import require
-from service.errors import BadRequest
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.http import Cursor, decode_uuid_cursor, encode_cursor, transaction
 from service.models import TriggerRule
 from service.sponsors.deps import KnownSponsor
 from service.triggers import logic, repository, starter
@@ -27,15 +26,6 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 
 def _out(row: TriggerRule) -> TriggerRuleOut:
     return TriggerRuleOut.model_validate(row, from_attributes=True)
-
-
-def _after(cursor: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(decode_cursor(cursor, 1)[0]))
-    except ValueError:
-        raise BadRequest(
-            "invalid_cursor", "the cursor is not one this API gave", "cursor"
-        ) from None
 
 
 @router.post(
@@ -70,7 +60,7 @@ async def install_starter(
 async def list_rules(
     sponsor_id: str, request: Request, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[TriggerRuleOut]:
-    after = _after(cursor) if cursor else None
+    after = decode_uuid_cursor(cursor)
     async with transaction(request) as session:
         rows = await repository.list_rules(session, sponsor_id, limit=limit + 1, after=after)
     next_cursor = None
