@@ -57,6 +57,19 @@ def _signer(request: Request) -> TokenSigner:
     return signer
 
 
+def _share_link(
+    request: Request, kind_path: str, report_id: uuid.UUID, body: ReportLinkIn, kind: Kind
+) -> ReportLinkOut:
+    """The public page ``/reports/{kind_path}/{report_id}`` with a token for it that
+    expires as ``body`` asks."""
+    expires_at = links.expiry(datetime.now(UTC), body.ttl_seconds)
+    token = links.sign(_signer(request), report_id, expires_at, kind)
+    base = request.app.state.settings.public_base_url.rstrip("/")
+    return ReportLinkOut(
+        url=f"{base}/reports/{kind_path}/{report_id}?token={token}", expires_at=expires_at
+    )
+
+
 @router.post(
     "/api/v1/sponsors/{sponsor_id}/campaigns/{campaign_id}/report-links",
     response_model=ReportLinkOut,
@@ -73,12 +86,7 @@ async def create_report_link(
         found = await repository.campaign_header(connection, campaign_id, sponsor_id)
     if found is None:
         raise campaigns.campaign_not_found(campaign_id)
-    expires_at = links.expiry(datetime.now(UTC), body.ttl_seconds)
-    token = links.sign(_signer(request), campaign_id, expires_at)
-    base = request.app.state.settings.public_base_url.rstrip("/")
-    return ReportLinkOut(
-        url=f"{base}/reports/campaigns/{campaign_id}?token={token}", expires_at=expires_at
-    )
+    return _share_link(request, "campaigns", campaign_id, body, Kind.REPORT)
 
 
 @public_router.get(
@@ -123,12 +131,7 @@ async def create_message_type_report_link(
         found = await repository.message_type_header(connection, type_id, sponsor_id)
     if found is None:
         raise type_not_found(type_id)
-    expires_at = links.expiry(datetime.now(UTC), body.ttl_seconds)
-    token = links.sign(_signer(request), type_id, expires_at, Kind.TYPE_REPORT)
-    base = request.app.state.settings.public_base_url.rstrip("/")
-    return ReportLinkOut(
-        url=f"{base}/reports/message-types/{type_id}?token={token}", expires_at=expires_at
-    )
+    return _share_link(request, "message-types", type_id, body, Kind.TYPE_REPORT)
 
 
 @public_router.get(
