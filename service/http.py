@@ -6,10 +6,10 @@ import base64
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 import orjson
 from fastapi import FastAPI, Path, Query, Request
@@ -43,6 +43,8 @@ _INVALID_CURSOR = ("invalid_cursor", "the cursor is not one this API gave", "cur
 _WRITE_CONFLICTS = ("40P01", "40001")
 
 log = logging.getLogger(__name__)
+
+_Row = TypeVar("_Row")
 
 
 @asynccontextmanager
@@ -95,6 +97,17 @@ def decode_cursor(cursor: str, arity: int) -> list[object]:
     return values
 
 
+def keyset_page(
+    rows: Sequence[_Row], limit: int, cursor_of: Callable[[_Row], str]
+) -> tuple[list[_Row], str | None]:
+    """The page out of ``limit + 1`` rows fetched, and the cursor of its last row when
+    the extra one shows a next page (None on the last page)."""
+    if len(rows) <= limit:
+        return list(rows), None
+    page = list(rows[:limit])
+    return page, cursor_of(page[-1])
+
+
 def decode_id_cursor(cursor: str | None) -> int | None:
     """The row id a keyset page starts after (None for the first page).
 
@@ -119,6 +132,18 @@ def decode_uuid_cursor(cursor: str | None) -> uuid.UUID | None:
         return uuid.UUID(str(decode_cursor(cursor, 1)[0]))
     except ValueError:
         raise BadRequest(*_INVALID_CURSOR) from None
+
+
+class _Timed(Protocol):
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def encode_time_cursor(row: _Timed) -> str:
+    """The cursor of a page ordered newest first on (created_at, id), to its last row."""
+    return encode_cursor(row.created_at.isoformat(), str(row.id))
 
 
 def decode_time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:

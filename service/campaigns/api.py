@@ -36,6 +36,8 @@ from service.http import (
     decode_id_cursor,
     decode_time_cursor,
     encode_cursor,
+    encode_time_cursor,
+    keyset_page,
     lookup,
     transaction,
 )
@@ -88,10 +90,7 @@ async def list_campaigns(
         rows = await repository.list_page(
             session, sponsor_id, limit=limit + 1, status=status, after=after
         )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id))
+    rows, next_cursor = keyset_page(rows, limit, encode_time_cursor)
     return Page(items=[_out(c) for c in rows], next_cursor=next_cursor)
 
 

@@ -12,7 +12,13 @@ from schemas.digests import DigestSubscriptionIn, DigestSubscriptionOut
 from schemas.http import Page
 from service.auth import require
 from service.digests import logic, repository
-from service.http import Cursor, decode_uuid_cursor, encode_cursor, transaction
+from service.http import (
+    Cursor,
+    decode_uuid_cursor,
+    encode_cursor,
+    keyset_page,
+    transaction,
+)
 from service.models import DigestSubscription
 from service.sponsors.deps import KnownSponsor
 
@@ -63,10 +69,7 @@ async def list_subscriptions(
     after = decode_uuid_cursor(cursor)
     async with transaction(request) as session:
         rows = await repository.page(session, sponsor_id, limit=limit + 1, after=after)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor(str(rows[-1].id))
+        rows, next_cursor = keyset_page(rows, limit, lambda last: encode_cursor(str(last.id)))
         due = await logic.next_digest_at(session, rows)
     return Page(items=[_out(row, due.get(row.id)) for row in rows], next_cursor=next_cursor)
 

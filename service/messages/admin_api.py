@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request, Response
 from schemas.http import Page
 from schemas.messages import MessageTypeIn, MessageTypeOut
 from service.auth import require
-from service.http import Cursor, decode_cursor, encode_cursor, transaction
+from service.http import Cursor, transaction
 from service.messages import repository, types
-from service.messages.api import Limit, type_out
+from service.messages.api import Limit, type_out, types_page
 
 router = APIRouter(
     prefix="/api/v1/admin/message-types",
@@ -37,14 +37,7 @@ async def create_platform_type(body: MessageTypeIn, request: Request) -> Message
 async def list_platform_types(
     request: Request, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[MessageTypeOut]:
-    after = str(decode_cursor(cursor, 1)[0]) if cursor else None
-    async with transaction(request) as session:
-        rows = await repository.list_types(session, None, limit=limit + 1, after=after)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].key)
-    return Page(items=[type_out(row) for row in rows], next_cursor=next_cursor)
+    return await types_page(request, None, limit, cursor)
 
 
 @router.get("/{type_id}", response_model=MessageTypeOut)

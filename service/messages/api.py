@@ -31,6 +31,8 @@ from service.http import (
     decode_cursor,
     decode_time_cursor,
     encode_cursor,
+    encode_time_cursor,
+    keyset_page,
     transaction,
 )
 from service.messages import events_repository, logic, repository, scheduling, starter, types
@@ -68,6 +70,17 @@ def _message_out(row: Message) -> MessageOut:
         sent_at=row.sent_at,
         updated_at=row.updated_at,
     )
+
+
+async def types_page(
+    request: Request, sponsor_id: str | None, limit: int, cursor: str | None
+) -> Page[MessageTypeOut]:
+    """A page of a sponsor's types (None: the platform-wide ones), by key."""
+    after = str(decode_cursor(cursor, 1)[0]) if cursor else None
+    async with transaction(request) as session:
+        rows = await repository.list_types(session, sponsor_id, limit=limit + 1, after=after)
+    rows, next_cursor = keyset_page(rows, limit, lambda last: encode_cursor(last.key))
+    return Page(items=[type_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.post(
@@ -111,14 +124,7 @@ async def install_starter_types(
 async def list_message_types(
     sponsor_id: str, request: Request, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[MessageTypeOut]:
-    after = str(decode_cursor(cursor, 1)[0]) if cursor else None
-    async with transaction(request) as session:
-        rows = await repository.list_types(session, sponsor_id, limit=limit + 1, after=after)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].key)
-    return Page(items=[type_out(row) for row in rows], next_cursor=next_cursor)
+    return await types_page(request, sponsor_id, limit, cursor)
 
 
 @router.get(
@@ -217,10 +223,7 @@ async def list_messages(
         rows = await repository.list_messages(
             session, sponsor_id, where, limit=limit + 1, after=after
         )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id))
+    rows, next_cursor = keyset_page(rows, limit, encode_time_cursor)
     return Page(items=[_message_out(row) for row in rows], next_cursor=next_cursor)
 
 

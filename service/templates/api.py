@@ -17,7 +17,14 @@ from schemas.templates import (
     TemplateVersionOut,
 )
 from service.auth import require
-from service.http import Cursor, VersionPath, decode_time_cursor, encode_cursor, transaction
+from service.http import (
+    Cursor,
+    VersionPath,
+    decode_time_cursor,
+    encode_time_cursor,
+    keyset_page,
+    transaction,
+)
 from service.models import Template, TemplateVersion
 from service.sponsors.deps import KnownSponsor
 from service.templates import logic, repository
@@ -67,10 +74,7 @@ async def list_templates(
         rows = await repository.list_page(
             session, sponsor_id, limit=limit + 1, category=category, after=after
         )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at.isoformat(), str(rows[-1].id))
+    rows, next_cursor = keyset_page(rows, limit, encode_time_cursor)
     return Page(items=[_out(t) for t in rows], next_cursor=next_cursor)
 
 

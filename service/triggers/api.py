@@ -10,7 +10,13 @@ from fastapi import APIRouter, Query, Request, Response
 from schemas.http import Page
 from schemas.triggers import StarterIn, TriggerRuleIn, TriggerRuleOut
 from service.auth import require
-from service.http import Cursor, decode_uuid_cursor, encode_cursor, transaction
+from service.http import (
+    Cursor,
+    decode_uuid_cursor,
+    encode_cursor,
+    keyset_page,
+    transaction,
+)
 from service.models import TriggerRule
 from service.sponsors.deps import KnownSponsor
 from service.triggers import logic, repository, starter
@@ -63,10 +69,7 @@ async def list_rules(
     after = decode_uuid_cursor(cursor)
     async with transaction(request) as session:
         rows = await repository.list_rules(session, sponsor_id, limit=limit + 1, after=after)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(str(rows[-1].id))
+    rows, next_cursor = keyset_page(rows, limit, lambda last: encode_cursor(str(last.id)))
     return Page(items=[_out(row) for row in rows], next_cursor=next_cursor)
 
 
