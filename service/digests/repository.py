@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, select, text, tuple_
+from sqlalchemy import TextClause, and_, delete, func, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -121,6 +121,15 @@ class Window:
     end: datetime
 
 
+async def _in_window(
+    session: AsyncSession, statement: TextClause, window: Window, **params: object
+) -> list[dict[str, Any]]:
+    """The rows a digest section's statement reads in the window, at most ``LIMIT``."""
+    bound = {"sponsor_id": window.sponsor_id, "start": window.start, "end": window.end}
+    rows = await session.execute(statement, {**bound, **params, "limit": LIMIT})
+    return [dict(r._mapping) for r in rows]
+
+
 _QUALIFIED_LEADS = text("""
 SELECT email, name, company, title, intent_level, intent_score
 FROM leads
@@ -136,14 +145,7 @@ async def qualified_leads(
     session: AsyncSession, window: Window, threshold: int
 ) -> list[dict[str, Any]]:
     """Leads added in the window that are hot or score at least ``threshold``, best first."""
-    params = {
-        "sponsor_id": window.sponsor_id,
-        "start": window.start,
-        "end": window.end,
-        "threshold": threshold,
-        "limit": LIMIT,
-    }
-    return [dict(r._mapping) for r in await session.execute(_QUALIFIED_LEADS, params)]
+    return await _in_window(session, _QUALIFIED_LEADS, window, threshold=threshold)
 
 
 _APPOINTMENTS = text("""
@@ -158,13 +160,7 @@ LIMIT :limit
 
 async def booked_appointments(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Booked appointments starting in the window, earliest first."""
-    params = {
-        "sponsor_id": window.sponsor_id,
-        "start": window.start,
-        "end": window.end,
-        "limit": LIMIT,
-    }
-    return [dict(r._mapping) for r in await session.execute(_APPOINTMENTS, params)]
+    return await _in_window(session, _APPOINTMENTS, window)
 
 
 # A campaign was active in the window if it sent, finished, or had tracked activity
@@ -204,13 +200,7 @@ LIMIT :limit
 async def campaign_results(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """Campaigns active in the window, with the window's sends, opens and clicks and
     their totals (unique recipients sent, opened, clicked)."""
-    params = {
-        "sponsor_id": window.sponsor_id,
-        "start": window.start,
-        "end": window.end,
-        "limit": LIMIT,
-    }
-    return [dict(r._mapping) for r in await session.execute(_CAMPAIGNS, params)]
+    return await _in_window(session, _CAMPAIGNS, window)
 
 
 async def held_for(
