@@ -36,7 +36,6 @@ from service.digests.repository import Window
 from service.errors import Unprocessable
 from service.leads.logic import normalize_email
 from service.messages import repository as message_repository
-from service.messages.repository import add_messages
 from service.models import DigestSubscription
 from service.preferences import repository as preferences
 from service.sponsors import repository as sponsors
@@ -141,7 +140,7 @@ async def send(
         return None
     message_type = await ensure_type(session, row.sponsor_id, content.type_values())
     message_id = uuid.uuid4()
-    await add_messages(
+    await message_repository.add_messages(
         session,
         [
             {
