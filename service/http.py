@@ -29,6 +29,8 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {
 
 # A pagination cursor as a query parameter: opaque, and bounded like every string.
 Cursor = Annotated[str | None, Query(max_length=1000)]
+# A page's size, as a query parameter.
+Limit = Annotated[int, Query(ge=1, le=500)]
 
 # Path and query numbers bounded like the columns they are compared with (bigint ids,
 # int versions): past them the driver fails the query, a 500 instead of a 422.

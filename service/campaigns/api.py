@@ -33,6 +33,7 @@ from service.http import (
     CSV_RESPONSE,
     Cursor,
     LeadIdQuery,
+    Limit,
     decode_id_cursor,
     decode_time_cursor,
     encode_cursor,
@@ -51,8 +52,6 @@ router = APIRouter(
     tags=["campaigns"],
     dependencies=[KnownSponsor],
 )
-
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _out(campaign: Campaign) -> CampaignOut:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from schemas.digests import DigestSubscriptionIn, DigestSubscriptionOut
 from schemas.http import Page
 from service.auth import require
 from service.digests import logic, repository
-from service.http import (
-    Cursor,
-    decode_uuid_cursor,
-    encode_cursor,
-    keyset_page,
-    transaction,
-)
+from service.http import Cursor, Limit, decode_uuid_cursor, encode_cursor, keyset_page, transaction
 from service.models import DigestSubscription
 from service.sponsors.deps import KnownSponsor
 
@@ -27,8 +20,6 @@ router = APIRouter(
     tags=["digests"],
     dependencies=[KnownSponsor],
 )
-
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _out(row: DigestSubscription, next_at: datetime | None) -> DigestSubscriptionOut:

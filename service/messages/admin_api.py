@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request, Response
 from schemas.http import Page
 from schemas.messages import MessageTypeIn, MessageTypeOut
 from service.auth import require
-from service.http import Cursor, transaction
+from service.http import Cursor, Limit, transaction
 from service.messages import repository, types
-from service.messages.api import Limit, type_out, types_page
+from service.messages.api import type_out, types_page
 
 router = APIRouter(
     prefix="/api/v1/admin/message-types",

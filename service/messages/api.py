@@ -28,6 +28,7 @@ from service.errors import Forbidden
 from service.http import (
     CSV_RESPONSE,
     Cursor,
+    Limit,
     decode_cursor,
     decode_time_cursor,
     encode_cursor,
@@ -46,7 +47,6 @@ router = APIRouter(
     dependencies=[KnownSponsor],
 )
 
-Limit = Annotated[int, Query(ge=1, le=500)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 

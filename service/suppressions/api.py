@@ -13,14 +13,13 @@ from schemas.http import Page, SuppressionIn, SuppressionOut
 from service import exports
 from service.auth import require
 from service.errors import NotFound
-from service.http import CSV_RESPONSE, Cursor, decode_id_cursor, encode_cursor, transaction
+from service.http import CSV_RESPONSE, Cursor, Limit, decode_id_cursor, encode_cursor, transaction
 from service.sponsors.deps import KnownSponsor
 from service.suppressions import logic, repository
 
 router = APIRouter(tags=["suppressions"])
 _SPONSOR = "/api/v1/sponsors/{sponsor_id}/suppressions"
 _GLOBAL = "/api/v1/suppressions"
-Limit = Annotated[int, Query(ge=1, le=500)]
 Format = Annotated[Literal["json", "csv"] | None, Query(alias="format")]
 
 

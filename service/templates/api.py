@@ -19,6 +19,7 @@ from schemas.templates import (
 from service.auth import require
 from service.http import (
     Cursor,
+    Limit,
     VersionPath,
     decode_time_cursor,
     encode_time_cursor,
@@ -35,8 +36,6 @@ router = APIRouter(
     dependencies=[KnownSponsor],
 )
 public_router = APIRouter(tags=["public"])
-
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _version_out(version: TemplateVersion) -> TemplateVersionOut:

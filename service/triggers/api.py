@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from schemas.http import Page
 from schemas.triggers import StarterIn, TriggerRuleIn, TriggerRuleOut
 from service.auth import require
-from service.http import (
-    Cursor,
-    decode_uuid_cursor,
-    encode_cursor,
-    keyset_page,
-    transaction,
-)
+from service.http import Cursor, Limit, decode_uuid_cursor, encode_cursor, keyset_page, transaction
 from service.models import TriggerRule
 from service.sponsors.deps import KnownSponsor
 from service.triggers import logic, repository, starter
@@ -26,8 +19,6 @@ router = APIRouter(
     tags=["triggers"],
     dependencies=[KnownSponsor],
 )
-
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _out(row: TriggerRule) -> TriggerRuleOut:
