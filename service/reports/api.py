@@ -10,13 +10,15 @@ page, the same for both, so a link cannot be probed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.stats import ReportLinkIn, ReportLinkOut
 from service.auth import require
@@ -70,6 +72,35 @@ def _share_link(
     )
 
 
+# Each kind of report: how its page is read, and the template that shows it.
+_Load = Callable[[AsyncConnection, uuid.UUID, str], Awaitable[dict[str, Any] | None]]
+_REPORTS: dict[Kind, tuple[_Load, str]] = {
+    Kind.REPORT: (logic.campaign_report, "campaign.html"),
+    Kind.TYPE_REPORT: (logic.message_type_report, "message_type.html"),
+}
+
+
+async def _page(
+    request: Request, report_id: str, token: str, timeline: str, kind: Kind
+) -> HTMLResponse:
+    """The report the token opens, or the same 404 page for a bad id, a bad or expired
+    token and a report that is gone."""
+    try:
+        subject = uuid.UUID(report_id)
+    except ValueError:
+        return _NOT_FOUND
+    if not links.verify(_signer(request), token, subject, datetime.now(UTC), kind):
+        return _NOT_FOUND
+    load, template = _REPORTS[kind]
+    unit = "day" if timeline == "day" else "hour"
+    async with autocommit(request) as connection:
+        report = await load(connection, subject, unit)
+    if report is None:
+        return _NOT_FOUND
+    html = _PAGES.get_template(template).render(report, token=token)
+    return HTMLResponse(html, headers=_HEADERS)
+
+
 @router.post(
     "/api/v1/sponsors/{sponsor_id}/campaigns/{campaign_id}/report-links",
     response_model=ReportLinkOut,
@@ -102,19 +133,7 @@ async def campaign_report_page(
 ) -> HTMLResponse:
     """The campaign's report as a printable HTML page, opened by a share link's token
     (``?timeline=day`` groups the charts by day instead of by hour)."""
-    try:
-        campaign = uuid.UUID(campaign_id)
-    except ValueError:
-        return _NOT_FOUND
-    if not links.verify(_signer(request), token, campaign, datetime.now(UTC)):
-        return _NOT_FOUND
-    unit = "day" if timeline == "day" else "hour"
-    async with autocommit(request) as connection:
-        report = await logic.campaign_report(connection, campaign, unit)
-    if report is None:
-        return _NOT_FOUND
-    html = _PAGES.get_template("campaign.html").render(report, token=token)
-    return HTMLResponse(html, headers=_HEADERS)
+    return await _page(request, campaign_id, token, timeline, Kind.REPORT)
 
 
 @router.post(
@@ -146,16 +165,4 @@ async def message_type_report_page(
     timeline: Annotated[str, Query(max_length=10)] = "hour",
 ) -> HTMLResponse:
     """The message type's report as a printable HTML page, opened by a share link."""
-    try:
-        message_type = uuid.UUID(type_id)
-    except ValueError:
-        return _NOT_FOUND
-    if not links.verify(_signer(request), token, message_type, datetime.now(UTC), Kind.TYPE_REPORT):
-        return _NOT_FOUND
-    unit = "day" if timeline == "day" else "hour"
-    async with autocommit(request) as connection:
-        report = await logic.message_type_report(connection, message_type, unit)
-    if report is None:
-        return _NOT_FOUND
-    html = _PAGES.get_template("message_type.html").render(report, token=token)
-    return HTMLResponse(html, headers=_HEADERS)
+    return await _page(request, type_id, token, timeline, Kind.TYPE_REPORT)
