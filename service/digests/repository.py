@@ -284,13 +284,7 @@ ORDER BY recorded_at, event_id
 
 async def replies_and_conversions(session: AsyncSession, window: Window) -> list[dict[str, Any]]:
     """The sponsor's replies and conversions recorded in the window, oldest first."""
-    params = {
-        "sponsor_id": window.sponsor_id,
-        "start": window.start,
-        "end": window.end,
-        "limit": LIMIT,
-    }
-    return [dict(r._mapping) for r in await session.execute(_EVENTS, params)]
+    return await _in_window(session, _EVENTS, window)
 
 
 async def prune_events(session: AsyncSession, cutoff: datetime) -> int:
