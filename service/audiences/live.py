@@ -38,7 +38,8 @@ from pyroaring import BitMap
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.audiences.bitmaps import Attribute, Index, LeadRow, Parts, Sorted, Unsupported
+from service.audiences.bitmaps import Index, LeadRow, Parts
+from service.audiences.columns import Attribute, Sorted, Unsupported
 from service.audiences.filter_language import Node
 
 OVERLAY_LIMIT = 5_000

@@ -16,8 +16,8 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import delete, func, insert, not_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.audiences import bitmaps, live, repository
-from service.audiences.bitmaps import like_regex
+from service.audiences import columns, live, repository
+from service.audiences.columns import like_regex
 from service.audiences.filter_language import parse_filter
 from service.audiences.filters import audience_clause, leads, suppressed_clause
 from service.models import Lead, Sponsor, Suppression
@@ -297,10 +297,10 @@ async def test_a_first_preview_counts_in_sql_and_has_the_index_built_apart(
 def test_a_range_over_sorted_ids_takes_whole_buckets_and_the_two_partial_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bitmaps, "BUCKET", 4)
+    monkeypatch.setattr(columns, "BUCKET", 4)
     rng = random.Random(3)
     pairs = [(float(rng.randint(0, 40)), lead) for lead in range(1, 200)]
-    column = bitmaps.Sorted.of_pairs(list(pairs))
+    column = columns.Sorted.of_pairs(list(pairs))
     for _ in range(300):
         low, high = sorted(rng.sample(range(-2, 43), 2))
         low_open, high_open = rng.random() < 0.5, rng.random() < 0.5

@@ -1,0 +1,199 @@
+"""The columns of the audience index (``service.audiences.bitmaps``): lead ids per value
+as roaring bitmaps, ordered columns in buckets, attribute keys with typed values.
+
+Each column answers one leaf of the filter language exactly as PostgreSQL would,
+or raises ``Unsupported`` so SQL counts instead.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from pyroaring import BitMap
+
+BUCKET = 4096
+DISTINCT_CAP = 20_000
+
+
+class Unsupported(Exception):
+    """The index cannot evaluate this filter exactly as PostgreSQL would."""
+
+
+def union(maps: Iterable[BitMap]) -> BitMap:
+    maps = list(maps)
+    return BitMap.union(*maps) if maps else BitMap()
+
+
+class Values:
+    """Ids per distinct value of a column; ``None`` values are absent."""
+
+    def __init__(self, groups: dict[Any, list[int]]) -> None:
+        self.present = BitMap()
+        self.by_value: dict[Any, BitMap] | None = {}
+        self.ascii = True
+        for value, ids in groups.items():
+            bitmap = BitMap(ids)
+            self.present |= bitmap
+            self.by_value[value] = bitmap
+            text = value[1] if isinstance(value, tuple) else value
+            if isinstance(text, str) and not text.isascii():
+                self.ascii = False
+        if len(groups) > DISTINCT_CAP:
+            self.by_value = None
+
+    def _values(self) -> dict[Any, BitMap]:
+        if self.by_value is None:
+            raise Unsupported("too many distinct values")
+        return self.by_value
+
+    def equal(self, values: list[Any]) -> BitMap:
+        by_value = self._values()
+        return union(by_value[v] for v in values if v in by_value)
+
+    def where(self, test: Any) -> BitMap:
+        return union(ids for value, ids in self._values().items() if test(value))
+
+    def like(self, pattern: str) -> BitMap:
+        regex = like_regex(pattern)
+        if regex is None or not self.ascii:
+            raise Unsupported("ilike beyond ASCII")
+        return self.where(lambda value: isinstance(value, str) and regex.fullmatch(value))
+
+
+class Sorted:
+    """Ids sorted by a numeric value, and bitmaps of every ``BUCKET`` of them."""
+
+    def __init__(self, values: Iterable[float], ids: Iterable[int]) -> None:
+        self.values = array("d", values)
+        self.ids = array("I", ids)
+        self.buckets = [
+            BitMap(self.ids[start : start + BUCKET]) for start in range(0, len(self.ids), BUCKET)
+        ]
+        self.present = union(self.buckets)
+
+    @classmethod
+    def of_pairs(cls, pairs: list[tuple[float, int]]) -> Sorted:
+        pairs.sort()
+        return cls((value for value, _ in pairs), (lead for _, lead in pairs))
+
+    def between(
+        self, low: float | None, low_open: bool, high: float | None, high_open: bool
+    ) -> BitMap:
+        """Ids whose value lies between the bounds (``None``: unbounded)."""
+        start = 0 if low is None else (bisect_right if low_open else bisect_left)(self.values, low)
+        end = (
+            len(self.values)
+            if high is None
+            else (bisect_left if high_open else bisect_right)(self.values, high)
+        )
+        if start >= end:
+            return BitMap()
+        first, last = -(-start // BUCKET), end // BUCKET
+        if first > last:
+            return BitMap(self.ids[start:end])
+        return union(
+            [
+                BitMap(self.ids[start : first * BUCKET]),
+                *self.buckets[first:last],
+                BitMap(self.ids[last * BUCKET : end]),
+            ]
+        )
+
+
+def like_regex(pattern: str) -> re.Pattern[str] | None:
+    """SQL ``ILIKE`` (backslash escapes) as a regex, for ASCII patterns; None otherwise."""
+    if not pattern.isascii():
+        return None
+    parts: list[str] = []
+    escaped = False
+    for char in pattern:
+        if escaped:
+            parts.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            parts.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+    if escaped:  # PostgreSQL refuses a pattern that ends with the escape character
+        return None
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL | re.ASCII)
+
+
+def json_key(value: Any) -> tuple[str, Any]:
+    """A JSON scalar as jsonb compares it: numbers by value, booleans apart from numbers."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int):
+        return ("n", Decimal(value))
+    if isinstance(value, float | Decimal):
+        return ("n", Decimal(repr(value)) if isinstance(value, float) else value)
+    return ("s", value)
+
+
+class Attribute:
+    """One attribute key while the index is built: who has it, ids per scalar value,
+    numbers in order (given sorted by the database, or sorted here)."""
+
+    def __init__(self) -> None:
+        self.present: list[int] = []
+        self.scalars: dict[tuple[str, Any], list[int]] = {}
+        self.pairs: list[tuple[float, int]] = []
+        self.numbers: Sorted | None = None
+        self.containers = False  # arrays or objects among the values
+
+    def add(self, value: Any, leads: list[int]) -> None:
+        """Leads whose attribute has this (parsed) JSON value."""
+        self.present.extend(leads)
+        if isinstance(value, list | dict):
+            self.containers = True
+        elif value is not None:
+            key = json_key(value)
+            self.scalars.setdefault(key, []).extend(leads)
+            if key[0] == "n" and self.numbers is None:
+                self.pairs.extend((float(key[1]), lead) for lead in leads)
+
+
+class FrozenAttribute:
+    def __init__(self, source: Attribute) -> None:
+        self.present = BitMap(source.present)
+        self.values = Values(source.scalars)
+        self.containers = source.containers
+        exact = all(
+            Decimal(float(number)) == number for kind, number in source.scalars if kind == "n"
+        )
+        numbers = source.numbers or Sorted.of_pairs(source.pairs)
+        self.numbers = numbers if exact else None
+
+    def leaf(self, op: str, value: Any) -> BitMap:
+        if op == "exists":
+            return self.present
+        if op == "ilike":
+            regex = like_regex(value)
+            if regex is None or not self.values.ascii:
+                raise Unsupported("ilike beyond ASCII")
+            return self.values.where(lambda v: v[0] == "s" and regex.fullmatch(v[1]))
+        if op in ("eq", "ne", "in", "not_in"):
+            if self.containers:
+                raise Unsupported("containment over arrays or objects")
+            matched = self.values.equal([json_key(v) for v in listed(value)])
+            return self.present - matched if op in ("ne", "not_in") else matched
+        if self.numbers is None:
+            raise Unsupported("numbers no float holds exactly")
+        return ordered(self.numbers, op, value)
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def ordered(column: Sorted, op: str, value: Any) -> BitMap:
+    if op == "between":
+        return column.between(value[0], False, value[1], False)
+    if op in ("gt", "gte"):
+        return column.between(value, op == "gt", None, False)
+    return column.between(None, False, value, op == "lt")
