@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -73,19 +72,6 @@ def assert_mime_carries_both(message: EmailMessage) -> None:
 # ------------------------------------------------------------------ Resend
 
 
-@pytest.fixture
-def resend_fake() -> Iterator[FakeResend]:
-    with FakeResend() as fake:  # validates every body against resend.yaml
-        yield fake
-
-
-@pytest.fixture
-async def resend_provider(resend_fake: FakeResend) -> AsyncIterator[ResendProvider]:
-    provider = ResendProvider("re_test", resend_fake.url, timeout=5.0)
-    yield provider
-    await provider.aclose()
-
-
 def decoded(attachments: list[dict[str, Any]]) -> list[tuple[str, str, bytes, str | None]]:
     return [
         (a["filename"], a["content_type"], base64.b64decode(a["content"]), a.get("content_id"))
@@ -94,9 +80,9 @@ def decoded(attachments: list[dict[str, Any]]) -> list[tuple[str, str, bytes, st
 
 
 async def test_resend_sends_an_email_with_attachments_through_the_single_endpoint(
-    resend_fake: FakeResend, resend_provider: ResendProvider
+    resend_fake: FakeResend, resend: ResendProvider
 ) -> None:
-    (result,) = await resend_provider.send_batch([outgoing(1, INVOICE, LOGO)], "key-1")
+    (result,) = await resend.send_batch([outgoing(1, INVOICE, LOGO)], "key-1")
 
     (message,) = resend_fake.messages
     assert message.path == "/emails"
@@ -110,12 +96,12 @@ async def test_resend_sends_an_email_with_attachments_through_the_single_endpoin
 
 
 async def test_resend_a_batch_mixing_emails_with_and_without_attachments_sends_each_once(
-    resend_fake: FakeResend, resend_provider: ResendProvider
+    resend_fake: FakeResend, resend: ResendProvider
 ) -> None:
     emails = [outgoing(1), outgoing(2, INVOICE), outgoing(3), outgoing(4, LOGO)]
 
-    first = await resend_provider.send_batch(emails, "mixed")
-    again = await resend_provider.send_batch(emails, "mixed")  # a retry of the batch
+    first = await resend.send_batch(emails, "mixed")
+    again = await resend.send_batch(emails, "mixed")  # a retry of the batch
 
     assert [r.delivery_id for r in first] == [3001, 3002, 3003, 3004]
     assert [r.provider_message_id for r in again] == [r.provider_message_id for r in first]
@@ -128,13 +114,11 @@ async def test_resend_a_batch_mixing_emails_with_and_without_attachments_sends_e
 
 
 async def test_resend_an_attached_email_it_refuses_is_that_emails_error_and_the_next_goes(
-    resend_fake: FakeResend, resend_provider: ResendProvider
+    resend_fake: FakeResend, resend: ResendProvider
 ) -> None:
     resend_fake.fail_next(1, 422, error_name="invalid_attachment")
 
-    refused, sent = await resend_provider.send_batch(
-        [outgoing(1, INVOICE), outgoing(2, INVOICE)], "refused"
-    )
+    refused, sent = await resend.send_batch([outgoing(1, INVOICE), outgoing(2, INVOICE)], "refused")
 
     assert refused.error is not None and "invalid_attachment" in refused.error
     assert sent.provider_message_id == resend_fake.messages[0].id
@@ -169,12 +153,6 @@ async def test_the_resend_fake_refuses_attachments_on_the_batch_endpoint_as_rese
 
 
 # ------------------------------------------------------------------ SMTP and the outbox
-
-
-@pytest.fixture(scope="module")
-def smtp_server() -> Iterator[FakeSMTP]:
-    with FakeSMTP() as server:
-        yield server
 
 
 @pytest.mark.parametrize("text", ["Your invoice is attached.", ""])
@@ -237,20 +215,6 @@ async def test_the_outbox_writes_attachments_into_the_eml_file(tmp_path: Path) -
 # ------------------------------------------------------------------ Mailgun
 
 
-@pytest.fixture(scope="module")
-def mailgun_fake() -> Iterator[FakeMailgun]:
-    with FakeMailgun("key-test") as fake:
-        yield fake
-
-
-@pytest.fixture
-async def mailgun(mailgun_fake: FakeMailgun) -> AsyncIterator[MailgunProvider]:
-    mailgun_fake.reset()
-    provider = MailgunProvider("key-test", "mg.acme.example", api_url=mailgun_fake.url)
-    yield provider
-    await provider.aclose()
-
-
 async def test_mailgun_sends_attachments_and_inline_files_as_file_parts(
     mailgun_fake: FakeMailgun, mailgun: MailgunProvider
 ) -> None:
@@ -306,20 +270,6 @@ async def test_the_mailgun_fake_takes_files_only_as_attachment_or_inline_file_pa
 
 
 # ------------------------------------------------------------------ SendGrid
-
-
-@pytest.fixture(scope="module")
-def sendgrid_fake() -> Iterator[FakeSendGrid]:
-    with FakeSendGrid("SG.test") as fake:  # validates every body against tsg_mail_v3.yaml
-        yield fake
-
-
-@pytest.fixture
-async def sendgrid(sendgrid_fake: FakeSendGrid) -> AsyncIterator[SendGridProvider]:
-    sendgrid_fake.reset()
-    provider = SendGridProvider("SG.test", sendgrid_fake.url)
-    yield provider
-    await provider.aclose()
 
 
 def sendgrid_files(attachments: list[dict[str, str]]) -> list[tuple[Any, ...]]:

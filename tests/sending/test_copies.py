@@ -4,11 +4,8 @@ and a blind copy never shows in a header a recipient can read."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.fakes.mailgun_server import FakeMailgun
 from tests.fakes.resend_server import FakeResend
@@ -42,19 +39,6 @@ def outgoing(i: int, **overrides: Any) -> OutgoingEmail:
     return OutgoingEmail(**fields)
 
 
-@pytest.fixture
-def resend_fake() -> Iterator[FakeResend]:
-    with FakeResend() as fake:  # validates every body against resend.yaml
-        yield fake
-
-
-@pytest.fixture
-async def resend(resend_fake: FakeResend) -> AsyncIterator[ResendProvider]:
-    provider = ResendProvider("re_test", resend_fake.url, timeout=5.0)
-    yield provider
-    await provider.aclose()
-
-
 async def test_resend_sends_cc_and_bcc_in_a_batch_beside_an_email_without_copies(
     resend_fake: FakeResend, resend: ResendProvider
 ) -> None:
@@ -76,12 +60,6 @@ async def test_resend_sends_copies_through_the_single_endpoint_too(
     (message,) = resend_fake.messages
     assert message.path == "/emails"
     assert (message.cc, message.bcc) == (list(CC), list(BCC))
-
-
-@pytest.fixture(scope="module")
-def smtp_server() -> Iterator[FakeSMTP]:
-    with FakeSMTP() as server:
-        yield server
 
 
 async def test_smtp_puts_cc_in_a_header_and_bcc_only_on_the_envelope(
@@ -126,20 +104,6 @@ async def test_the_outbox_writes_cc_and_keeps_bcc_out_of_the_eml_file(tmp_path: 
     assert BCC[0].encode() not in raw
 
 
-@pytest.fixture(scope="module")
-def mailgun_fake() -> Iterator[FakeMailgun]:
-    with FakeMailgun("key-test") as fake:  # validates every form against openapi.yaml
-        yield fake
-
-
-@pytest.fixture
-async def mailgun(mailgun_fake: FakeMailgun) -> AsyncIterator[MailgunProvider]:
-    mailgun_fake.reset()
-    provider = MailgunProvider("key-test", "mg.acme.example", api_url=mailgun_fake.url)
-    yield provider
-    await provider.aclose()
-
-
 async def test_mailgun_sends_an_email_with_copies_in_a_request_of_its_own(
     mailgun_fake: FakeMailgun, mailgun: MailgunProvider
 ) -> None:
@@ -153,20 +117,6 @@ async def test_mailgun_sends_an_email_with_copies_in_a_request_of_its_own(
     assert (copied.cc, copied.bcc) == (list(CC), list(BCC))
     (plain,) = mailgun_fake.messages_to("customer2@example.org")
     assert (plain.cc, plain.bcc) == ([], [])
-
-
-@pytest.fixture(scope="module")
-def sendgrid_fake() -> Iterator[FakeSendGrid]:
-    with FakeSendGrid("SG.test") as fake:  # validates every body against tsg_mail_v3.yaml
-        yield fake
-
-
-@pytest.fixture
-async def sendgrid(sendgrid_fake: FakeSendGrid) -> AsyncIterator[SendGridProvider]:
-    sendgrid_fake.reset()
-    provider = SendGridProvider("SG.test", sendgrid_fake.url)
-    yield provider
-    await provider.aclose()
 
 
 async def test_sendgrid_sends_copies_in_the_personalization(
