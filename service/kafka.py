@@ -52,12 +52,24 @@ class Producer:
 
     def _poll_loop(self) -> None:
         while self._running:
-            self._producer.poll(0.1)
+            self._poll(self._producer, 0.1)
             # Replaced producers still owe callbacks for what they hold: serve them until empty.
             for old in list(self._retired):
-                old.poll(0)
+                self._poll(old, 0)
                 if len(old) == 0:
                     self._retired.remove(old)
+
+    def _poll(self, producer: confluent_kafka.Producer, timeout: float) -> None:
+        """Serve ``producer``'s callbacks. A fatal error (an idempotent producer whose
+        broker lost its state) is raised here once, not as a delivery report: the
+        thread must live on to serve the reports that follow, and the next send
+        starts a new producer."""
+        try:
+            producer.poll(timeout)
+        except confluent_kafka.KafkaException as exc:
+            log.warning("kafka producer failed: %s", exc)
+            if producer is self._producer:
+                self._stuck = True
 
     async def send(self, messages: Iterable[Outgoing]) -> None:
         """Produce every message and wait until the broker has acknowledged all of them."""

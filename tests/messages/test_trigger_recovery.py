@@ -26,7 +26,9 @@ from service.kafka import Producer
 from service.triggers import starter
 from tests.sending.test_recovery import Cluster, cluster, db  # noqa: F401
 
-LEADS = 300
+LEADS = 600
+WAVE = 20  # leads published at once, every WAVE_EVERY seconds: 3 s for the stream
+WAVE_EVERY = 0.1
 TEAM = "team@trigger-recovery.example"
 
 
@@ -46,33 +48,29 @@ async def _sponsor_with_starter_rule(engine: AsyncEngine) -> str:
     return sponsor_id
 
 
-async def _publish_hot_leads(on: Cluster, sponsor_id: str) -> list[str]:
-    emails = [f"lead{n}@{sponsor_id}.example" for n in range(LEADS)]
-    now = datetime.now(UTC).isoformat()
-    events = [
-        (
-            TOPIC_LEADS,
-            f"{sponsor_id}:{email}",
-            orjson.dumps(
-                {
-                    "id": uuid.uuid4().hex,
-                    "type": "lead.upserted",
-                    "sponsor_id": sponsor_id,
-                    "email": email,
-                    "first_name": "Ada",
-                    "intent_level": "hot",
-                    "updated_at": now,
-                }
-            ),
-        )
-        for email in emails
-    ]
+def _hot_lead(sponsor_id: str, email: str) -> tuple[str, str, bytes]:
+    event = {
+        "id": uuid.uuid4().hex,
+        "type": "lead.upserted",
+        "sponsor_id": sponsor_id,
+        "email": email,
+        "first_name": "Ada",
+        "intent_level": "hot",
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    return TOPIC_LEADS, f"{sponsor_id}:{email}", orjson.dumps(event)
+
+
+async def _stream_hot_leads(on: Cluster, sponsor_id: str, emails: list[str]) -> None:
+    """The leads as a stream spread over seconds, not one burst: however fast the
+    trigger worker, a kill that lands early in the stream leaves events to read."""
     producer = Producer(on.settings)
     try:
-        await producer.send(events)
+        for start in range(0, len(emails), WAVE):
+            await producer.send(_hot_lead(sponsor_id, e) for e in emails[start : start + WAVE])
+            await asyncio.sleep(WAVE_EVERY)
     finally:
         await asyncio.to_thread(producer.close)
-    return emails
 
 
 async def _messages(engine: AsyncEngine, sponsor_id: str) -> dict[str, int]:
@@ -106,12 +104,14 @@ async def test_a_trigger_worker_killed_mid_stream_queues_and_sends_each_message_
     cluster.start_worker("message-sender", **fast)
     doomed = cluster.start_worker("trigger", **brief)
     sponsor_id = await _sponsor_with_starter_rule(db)
-    emails = await _publish_hot_leads(cluster, sponsor_id)
+    emails = [f"lead{n}@{sponsor_id}.example" for n in range(LEADS)]
+    stream = asyncio.create_task(_stream_hot_leads(cluster, sponsor_id, emails))
     await _wait(db, sponsor_id, lambda c: sum(c.values()) >= 200, 60)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     queued_when_killed = sum((await _messages(db, sponsor_id)).values())
     cluster.start_worker("trigger", **brief)
+    await stream
     await _wait(db, sponsor_id, lambda c: c.get("sent", 0) >= 2 * LEADS, 90)
     await asyncio.sleep(0.5)  # a duplicate queued late would show now
     counts = await _messages(db, sponsor_id)

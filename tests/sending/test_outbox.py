@@ -92,6 +92,32 @@ async def test_a_producer_that_failed_for_good_is_replaced_and_the_message_goes_
     assert isinstance(producer._producer, confluent_kafka.Producer)  # a new one
 
 
+class FailsAtPoll(FailedForGood):
+    """librdkafka raising its fatal error from ``poll``, as it does once a restarted
+    broker no longer knows the idempotent producer's id."""
+
+    def poll(self, timeout: float) -> int:
+        error = confluent_kafka.KafkaError(
+            confluent_kafka.KafkaError.UNKNOWN_PRODUCER_ID, "unknown producer id", fatal=True
+        )
+        raise confluent_kafka.KafkaException(error)
+
+
+async def test_a_fatal_error_raised_by_poll_leaves_the_producer_serving_and_replaced(
+    migrated: Settings,
+) -> None:
+    producer = Producer(migrated)
+    producer._producer = FailsAtPoll()  # type: ignore[assignment]
+    try:
+        await asyncio.sleep(0.3)  # the poll thread meets the error
+        payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
+        await asyncio.wait_for(producer.send([(TOPIC_CAMPAIGN_BATCHES, "k", payload)]), 30)
+    finally:
+        producer.close()
+
+    assert isinstance(producer._producer, confluent_kafka.Producer)  # a new one, polled
+
+
 class RecordingProducer(Producer):
     """The real producer, remembering what it was asked to send."""
 
