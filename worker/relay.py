@@ -197,6 +197,11 @@ class Relay:
                 done.moved,
                 done.kept_pending,
             )
+        pruned = (done.messages_pruned, done.firings_pruned, done.idempotency_keys_pruned)
+        if any(pruned):
+            log.info(
+                "retention: deleted %d messages, %d trigger firings, %d idempotency keys", *pruned
+            )
         return len(done.dropped)
 
     async def measure_backlog(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, delete, insert, or_, select, text
@@ -74,13 +74,16 @@ async def delete_type(session: AsyncSession, type_id: uuid.UUID) -> None:
     await session.execute(delete(MessageType).where(MessageType.id == type_id))
 
 
-# Idempotency keys count this long; an older one is taken over by the next request.
+# Idempotency keys count this long; an older one is taken over by the next request,
+# and the retention upkeep deletes it (``prune``).
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
 _CLAIM = text("""
 INSERT INTO message_idempotency_keys (sponsor_id, key, body_hash, message_ids)
 VALUES (:sponsor_id, :key, :body_hash, CAST(:ids AS uuid[]))
 ON CONFLICT (sponsor_id, key) DO UPDATE
     SET body_hash = EXCLUDED.body_hash, message_ids = EXCLUDED.message_ids, created_at = now()
-    WHERE message_idempotency_keys.created_at < now() - interval '24 hours'
+    WHERE message_idempotency_keys.created_at < now() - CAST(:window AS interval)
 RETURNING true
 """)
 
@@ -100,7 +103,13 @@ async def claim_idempotency_key(
     """
     params = {"sponsor_id": sponsor_id, "key": key}
     claimed = await session.scalar(
-        _CLAIM, {**params, "body_hash": body_hash, "ids": [str(i) for i in ids]}
+        _CLAIM,
+        {
+            **params,
+            "body_hash": body_hash,
+            "ids": [str(i) for i in ids],
+            "window": IDEMPOTENCY_WINDOW,
+        },
     )
     if claimed:
         return None
@@ -217,3 +226,23 @@ async def move_scheduled(session: AsyncSession, message_id: uuid.UUID, status: s
         _MOVE_SCHEDULED, {"id": message_id, "status": status}
     )
     return sponsor_id
+
+
+async def prune(session: AsyncSession, cutoff: datetime, keys_cutoff: datetime) -> tuple[int, int]:
+    """Delete the messages created before ``cutoff`` that are done (their events go
+    with them), and the idempotency keys claimed before ``keys_cutoff``; how many of each.
+
+    A message still ``scheduled``, ``queued`` or ``held`` stays whatever its age.
+    """
+    messages = await session.execute(
+        text(
+            "DELETE FROM messages WHERE created_at < :cutoff "
+            "AND status NOT IN ('scheduled', 'queued', 'held')"
+        ),
+        {"cutoff": cutoff},
+    )
+    keys = await session.execute(
+        text("DELETE FROM message_idempotency_keys WHERE created_at < :cutoff"),
+        {"cutoff": keys_cutoff},
+    )
+    return int(messages.rowcount), int(keys.rowcount)  # type: ignore[attr-defined]

@@ -79,6 +79,7 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_sponsor_created", "sponsor_id", "created_at", "id"),
         Index("ix_messages_type_created", "type_id", "created_at"),
+        Index("ix_messages_created", "created_at"),  # for retention
         # Held messages wait for a digest, read per sponsor in order.
         Index(
             "ix_messages_held",
@@ -161,6 +162,7 @@ class MessageIdempotencyKey(Base):
     """An ``Idempotency-Key`` a sending request used: its body's hash and the ids it got."""
 
     __tablename__ = "message_idempotency_keys"
+    __table_args__ = (Index("ix_message_idempotency_keys_created", "created_at"),)  # retention
 
     sponsor_id: Mapped[str] = mapped_column(
         ForeignKey("sponsors.id", ondelete="CASCADE"), primary_key=True

@@ -39,6 +39,7 @@ class TriggerFiring(Base):
     """A rule fired for an event: the key that makes each (rule, event) fire at most once."""
 
     __tablename__ = "trigger_firings"
+    __table_args__ = (Index("ix_trigger_firings_created", "created_at"),)  # retention
 
     rule_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("trigger_rules.id", ondelete="CASCADE"), primary_key=True

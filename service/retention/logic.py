@@ -17,7 +17,10 @@ partition a day. Each run, in one transaction:
 5. deletes the audience change log's rows older than a day (the in-memory
    audience index has read them long before: ``service/audiences/live.py``);
 6. deletes the replies and conversions kept for the digests
-   (``digest_events``) older than ``DIGEST_EVENTS_RETENTION_DAYS``.
+   (``digest_events``) older than ``DIGEST_EVENTS_RETENTION_DAYS``;
+7. deletes the transactional messages older than ``RETENTION_DAYS`` that are
+   done (with their events), the trigger firings as old, and the idempotency
+   keys past their 24 hours.
 
 See docs/operations.md, "Retention and partitions".
 """
@@ -32,9 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audiences import live as live_counts
 from service.digests import repository as digests
+from service.messages import repository as messages
 from service.retention import repository
 from service.retention.repository import DELIVERIES, EVENTS
 from service.settings import Settings
+from service.triggers import repository as triggers
 
 DELIVERY_PARTITIONS_AHEAD = 2
 EVENT_DAYS_AHEAD = 3
@@ -50,6 +55,9 @@ class Maintenance:
     trimmed: int = 0
     audience_changes_pruned: int = 0
     digest_events_pruned: int = 0
+    messages_pruned: int = 0
+    firings_pruned: int = 0
+    idempotency_keys_pruned: int = 0
 
 
 async def maintain(
@@ -76,6 +84,10 @@ async def maintain(
     done.audience_changes_pruned = await live_counts.prune_changes(session, now)
     kept_since = now - timedelta(days=settings.digest_events_retention_days)
     done.digest_events_pruned = await digests.prune_events(session, kept_since)
+    done.messages_pruned, done.idempotency_keys_pruned = await messages.prune(
+        session, cutoff, now - messages.IDEMPOTENCY_WINDOW
+    )
+    done.firings_pruned = await triggers.prune_firings(session, cutoff)
     return done
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from sqlalchemy import delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -83,3 +84,12 @@ async def claim_firings(
         {"rule_ids": [rule_id for rule_id, _ in pairs], "event_ids": [key for _, key in pairs]},
     )
     return {(row.rule_id, row.event_id) for row in rows}
+
+
+async def prune_firings(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete the firings recorded before ``cutoff``; how many were. The topics keep
+    their events for less than that (docs/operations.md): no replay brings one back."""
+    result = await session.execute(
+        text("DELETE FROM trigger_firings WHERE created_at < :cutoff"), {"cutoff": cutoff}
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

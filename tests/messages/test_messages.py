@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.events import TOPIC_MESSAGES
@@ -128,6 +129,25 @@ async def test_an_idempotency_key_reused_with_another_body_is_a_409(api: Api) ->
     reused = await api.send(alert("b@customer.example"), key="k-1")
     assert reused.status_code == 409
     assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_an_idempotency_key_past_its_24_hours_is_free_for_another_body(
+    api: Api, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await api.add_type()
+    first = await api.send(alert("a@customer.example"), key="k-day")
+    assert first.status_code == 202, first.text
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE message_idempotency_keys SET created_at = now() - interval '25 hours' "
+                "WHERE sponsor_id = :s AND key = 'k-day'"
+            ),
+            {"s": api.sponsor},
+        )
+    later = await api.send(alert("b@customer.example"), key="k-day")
+    assert later.status_code == 202, later.text
+    assert later.json()["ids"] != first.json()["ids"]
 
 
 async def test_missing_and_unknown_variables_are_a_422_naming_each(api: Api) -> None:

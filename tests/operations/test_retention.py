@@ -310,6 +310,76 @@ async def test_the_upkeep_deletes_replies_and_conversions_past_their_retention(
         assert await count(session, "SELECT count(*) FROM digest_events") == 1
 
 
+async def test_the_upkeep_deletes_old_finished_messages_firings_and_idempotency_keys(
+    db: async_sessionmaker[AsyncSession], fresh: Settings
+) -> None:
+    t0 = datetime.now(UTC)
+    old, recent = t0 - timedelta(days=fresh.retention_days + 1), t0 - timedelta(days=1)
+    async with db.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO sponsors (id, name, from_email, postal_address) "
+                "VALUES ('s', 'S', 's@s.example', '1 Road')"
+            )
+        )
+        messages = {  # (created, status): id
+            (at, status): uuid.uuid4()
+            for at in (old, recent)
+            for status in ("sent", "failed", "queued", "scheduled", "held")
+        }
+        for (at, status), message_id in messages.items():
+            await session.execute(
+                text(
+                    "INSERT INTO messages (id, sponsor_id, to_email, status, created_at) "
+                    "VALUES (:id, 's', 'a@b.example', :status, :at)"
+                ),
+                {"id": message_id, "status": status, "at": at},
+            )
+            await session.execute(
+                text(
+                    "INSERT INTO message_events (event_id, message_id, type_id, type, occurred_at) "
+                    "VALUES (:e, :id, :id, 'opened', :at)"
+                ),
+                {"e": f"e-{message_id}", "id": message_id, "at": at},
+            )
+        rule = await session.scalar(
+            text(
+                "INSERT INTO trigger_rules (id, sponsor_id, name, topic, condition, actions) "
+                "VALUES (gen_random_uuid(), 's', 'r', 'leads.v1', '{}', '[]') RETURNING id"
+            )
+        )
+        for n, at in enumerate((old, recent)):
+            await session.execute(
+                text(
+                    "INSERT INTO trigger_firings (rule_id, event_id, created_at) "
+                    "VALUES (:r, :e, :at)"
+                ),
+                {"r": rule, "e": f"event-{n}", "at": at},
+            )
+        for key, at in (("day-old", t0 - timedelta(hours=25)), ("fresh", t0 - timedelta(hours=1))):
+            await session.execute(
+                text(
+                    "INSERT INTO message_idempotency_keys (sponsor_id, key, body_hash, "
+                    "message_ids, created_at) VALUES ('s', :k, '\\x00', '{}', :at)"
+                ),
+                {"k": key, "at": at},
+            )
+        done = await maintain(session, fresh, t0)
+
+    assert (done.messages_pruned, done.firings_pruned, done.idempotency_keys_pruned) == (2, 1, 1)
+    async with db() as session:
+        left = set((await session.scalars(text("SELECT id FROM messages"))).all())
+        waiting = ("queued", "scheduled", "held")  # still to send: kept, however old
+        assert left == {
+            i for (at, status), i in messages.items() if at == recent or status in waiting
+        }
+        events = "SELECT count(*) FROM message_events"
+        assert await count(session, events) == len(left)  # the deleted messages' events went too
+        assert await count(session, "SELECT count(*) FROM trigger_firings") == 1
+        keys = (await session.scalars(text("SELECT key FROM message_idempotency_keys"))).all()
+        assert keys == ["fresh"]
+
+
 async def test_rows_past_the_last_partition_wait_in_the_default_and_move_into_their_range(
     db: async_sessionmaker[AsyncSession], fresh: Settings
 ) -> None:
