@@ -61,15 +61,18 @@ class Producer:
 
     def _poll(self, producer: confluent_kafka.Producer, timeout: float) -> None:
         """Serve ``producer``'s callbacks. A fatal error (an idempotent producer whose
-        broker lost its state) is raised here once, not as a delivery report: the
-        thread must live on to serve the reports that follow, and the next send
-        starts a new producer."""
+        broker lost its state) is raised here once, not as a delivery report, and so
+        is an exception from a callback: the thread must live on to serve the reports
+        that follow, or every later send would wait forever. After a fatal error the
+        next send starts a new producer."""
         try:
             producer.poll(timeout)
         except confluent_kafka.KafkaException as exc:
             log.warning("kafka producer failed: %s", exc)
             if producer is self._producer:
                 self._stuck = True
+        except Exception:
+            log.exception("kafka producer callback failed")
 
     async def send(self, messages: Iterable[Outgoing]) -> None:
         """Produce every message and wait until the broker has acknowledged all of them."""
