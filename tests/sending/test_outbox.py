@@ -118,6 +118,29 @@ async def test_a_fatal_error_raised_by_poll_leaves_the_producer_serving_and_repl
     assert isinstance(producer._producer, confluent_kafka.Producer)  # a new one, polled
 
 
+class CallbackFails(FailedForGood):
+    """A delivery callback that raised: ``poll`` raises its exception."""
+
+    def poll(self, timeout: float) -> int:
+        raise RuntimeError("Event loop is closed")
+
+
+async def test_an_exception_from_a_callback_leaves_the_poll_thread_serving(
+    migrated: Settings,
+) -> None:
+    producer = Producer(migrated)
+    real = producer._producer
+    producer._producer = CallbackFails()  # type: ignore[assignment]
+    try:
+        await asyncio.sleep(0.3)  # the poll thread meets the exception
+        assert producer._thread.is_alive()
+        producer._producer = real
+        payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
+        await asyncio.wait_for(producer.send([(TOPIC_CAMPAIGN_BATCHES, "k", payload)]), 30)
+    finally:
+        producer.close()
+
+
 class RecordingProducer(Producer):
     """The real producer, remembering what it was asked to send."""
 
