@@ -3,10 +3,13 @@
 The file is read through ``csv`` from a binary file object (the API spools the
 request body to a temporary file first, the CLI opens the file), so a
 1,000,000-row file never sits in memory: rows are parsed and written
-``CHUNK_ROWS`` at a time. Each chunk is copied (binary COPY) into a staging
-table and upserted with one set-based statement. Duplicate addresses across
-the whole upload are found in a temporary table, not a Python set, for the
-same reason; within a chunk, in a dict that lives as long as the chunk.
+``CHUNK_ROWS`` at a time. A row of common shape goes straight from its cells
+to its staging record (``service.leads.csv_rows``), any other row through the
+full validation. Each chunk is written out as COPY's CSV in the parser's
+thread, copied into a staging table and upserted with one set-based
+statement. Duplicate addresses across the whole upload are found in a
+temporary table, not a Python set, for the same reason (memory); within a
+chunk, in a dict that lives as long as the chunk.
 
 Format: UTF-8 (a BOM is fine), a header row, ``email`` required. Columns named
 like a lead field fill it; ``tags`` holds tags separated by ``;``; any other
@@ -19,25 +22,32 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.http import ImportRejectedRow, LeadIn, LeadsImportOut
 from service.errors import Unprocessable
 from service.leads import repository
+from service.leads.csv_rows import ATTRIBUTE_PREFIX, RowPlan, copy_ready, split_tags
 from service.leads.logic import validate_lead
 
 CHUNK_ROWS = 20_000
 MAX_REPORTED = 1000
 MAX_COLUMNS = 200
 LEAD_COLUMNS = frozenset(LeadIn.model_fields) - {"attributes"}
-_TAG_SPLIT = re.compile(r"[;|]")
 
-Parsed = tuple[int, dict[str, Any] | tuple[str, str, str | None]]
+
+class Rejection(NamedTuple):
+    code: str
+    message: str
+    field: str | None
+
+
+# A row as (line, its staging record or why it is rejected).
+Parsed = tuple[int, tuple[Any, ...] | Rejection]
 
 
 class CsvLeads:
@@ -61,6 +71,7 @@ class CsvLeads:
             raise Unprocessable("empty_file", "the file has no header row", "header")
         self.columns = [name.strip().lower() for name in header]
         self._check_header()
+        self._plan = RowPlan(self.columns, LEAD_COLUMNS)
 
     def _check_header(self) -> None:
         if len(self.columns) > MAX_COLUMNS:
@@ -95,7 +106,7 @@ class CsvLeads:
                 break
             except csv.Error as exc:
                 self._last_line = self._reader.line_num
-                chunk.append((line, ("malformed_row", str(exc), None)))
+                chunk.append((line, Rejection("malformed_row", str(exc), None)))
                 continue
             except UnicodeDecodeError:
                 raise Unprocessable(
@@ -106,10 +117,18 @@ class CsvLeads:
                 continue  # blank line
             if len(record) != len(self.columns):
                 message = f"expected {len(self.columns)} fields, found {len(record)}"
-                chunk.append((line, ("malformed_row", message, None)))
+                chunk.append((line, Rejection("malformed_row", message, None)))
                 continue
-            chunk.append((line, validate_lead(self._row(record))))
+            chunk.append((line, self._record(line, record)))
         return chunk
+
+    def _record(self, line: int, record: list[str]) -> tuple[Any, ...] | Rejection:
+        if self._plan.usable and (staged := self._plan.record(line, record)) is not None:
+            return staged
+        result = validate_lead(self._row(record))
+        if isinstance(result, tuple):
+            return Rejection(*result)
+        return copy_ready(repository.staged_record(line, result))
 
     def _row(self, record: list[str]) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -119,11 +138,11 @@ class CsvLeads:
             if not value:
                 continue
             if name == "tags":
-                row["tags"] = [t.strip() for t in _TAG_SPLIT.split(value) if t.strip()]
+                row["tags"] = split_tags(value)
             elif name in LEAD_COLUMNS:
                 row[name] = value
             else:
-                attributes[name.removeprefix("attributes.")] = value
+                attributes[name.removeprefix(ATTRIBUTE_PREFIX)] = value
         if attributes:
             row["attributes"] = attributes
         return row
@@ -131,34 +150,41 @@ class CsvLeads:
 
 @dataclass
 class Chunk:
-    """A chunk of rows ready for the database: the records to stage (one per
-    address within the chunk) and the rows rejected, by line."""
+    """A chunk of rows ready for the database: the staging records (one per
+    address within the chunk) as COPY's CSV, and the rows rejected, by line."""
 
     rows: int
-    records: list[tuple[Any, ...]]
+    staged: bytes
     rejected: list[tuple[int, str, str, str | None]]
     lines: dict[str, int]  # address → its line in this chunk
     bytes_read: int  # of the file, up to the end of this chunk
 
 
 def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
-    """The next chunk of the file, validated and deduplicated within itself; None at the end."""
+    """The next chunk of the file, validated and deduplicated within itself; None at the end.
+
+    The records are written out as text here, in the parser's thread: no
+    per-row objects outlive the row (so the garbage collector has nothing to
+    walk), and the event loop only sends bytes.
+    """
     parsed = parser.next_chunk(size)
     if not parsed:
         return None
-    records: list[tuple[Any, ...]] = []
+    staged = io.StringIO()
+    # COPY's CSV: an empty field is NULL; a staged text is never empty.
+    writer = csv.writer(staged, lineterminator="\n")
     rejected: list[tuple[int, str, str, str | None]] = []
     first_lines: dict[str, int] = {}
     for line, result in parsed:
-        if isinstance(result, tuple):
+        if isinstance(result, Rejection):
             rejected.append((line, *result))
             continue
-        email = result["email"]
+        email = result[1]
         if (first := first_lines.setdefault(email, line)) != line:
             rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
             continue
-        records.append(repository.staged_record(line, result))
-    return Chunk(len(parsed), records, rejected, first_lines, parser.bytes_read)
+        writer.writerow(result)
+    return Chunk(len(parsed), staged.getvalue().encode(), rejected, first_lines, parser.bytes_read)
 
 
 @dataclass
@@ -190,8 +216,7 @@ async def _load(
     session: AsyncSession, sponsor_id: str, chunk: Chunk, number: int, tally: ImportTally
 ) -> None:
     rejected = list(chunk.rejected)
-    if chunk.records:
-        await repository.stage(session, chunk.records)
+    if chunk.staged:
         for email, first in (await repository.claim_staged(session, number)).items():
             message = f"same address as line {first}"
             rejected.append((chunk.lines[email], "duplicate_in_upload", message, "email"))
@@ -221,6 +246,10 @@ async def import_csv(
     number = 0
     try:
         while (chunk := await upcoming) is not None:
+            # Staged before the next chunk's parsing starts: the thread would
+            # slow every step of the event loop's down while it holds the GIL.
+            if chunk.staged:
+                await repository.stage_csv(session, chunk.staged)
             upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
             number += 1
             await _load(session, sponsor_id, chunk, number, tally)

@@ -31,6 +31,9 @@ _FIELDS = {
     "attributes": "jsonb",
 }
 _BITS = {name: 1 << i for i, name in enumerate(_FIELDS)}
+# The staging record is (line, email, present, *STAGED_FIELDS); FIELD_BITS are the present bits.
+STAGED_FIELDS = tuple(_FIELDS)
+FIELD_BITS = dict(_BITS)
 _COLUMNS = ("line", "email", "present", *_FIELDS)
 _RECORD = ", ".join(
     ["line integer", "email text", "present integer", *(f"{k} {v}" for k, v in _FIELDS.items())]
@@ -137,6 +140,17 @@ async def stage(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
     await session.execute(_CLEAR_STAGE)
     driver = await asyncpg_connection(session)
     await driver.copy_records_to_table("lead_import_rows", records=records, columns=_COLUMNS)
+
+
+async def stage_csv(session: AsyncSession, staged: bytes) -> None:
+    """Replace the staging table's rows with ``staged``: records as COPY's CSV, an empty
+    field NULL, tags an array literal, attributes JSON text."""
+    await session.execute(_STAGE)
+    await session.execute(_CLEAR_STAGE)
+    driver = await asyncpg_connection(session)
+    # A view: bytes would be taken for a path.
+    view = memoryview(staged)
+    await driver.copy_to_table("lead_import_rows", source=view, columns=_COLUMNS, format="csv")
 
 
 async def upsert_staged(session: AsyncSession, sponsor_id: str) -> tuple[int, int]:

@@ -3,6 +3,7 @@ and the staged, set-based upsert keeps the cells rule and the tallies exact."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
@@ -12,7 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.leads import repository
-from service.leads.csv_import import CHUNK_ROWS
+from service.leads.csv_import import CHUNK_ROWS, CsvLeads
+from service.leads.csv_rows import copy_ready
 from service.leads.logic import full_validation, validate_lead
 from service.leads.validation import fast_email, fast_lead
 from tests.audiences.test_audience_tallies import _check
@@ -134,6 +136,60 @@ def test_common_rows_take_the_fast_path() -> None:
     }
     assert fast_lead(row) == {**row, "email": "ada@example.com", "intent_score": 90}
     assert fast_email("first.last+tag@mail.example.co.uk") == "first.last+tag@mail.example.co.uk"
+
+
+CSV_HEADER = "email,name,intent_level,intent_score,tags,follow_up_status,booth,attributes.Note"
+CSV_ROWS: list[list[str]] = [
+    ["Ada@Example.com", "Ada", "hot", "90", "vip;enterprise", "new", "A1", "x"],
+    [" a@b.com ", " Ada ", "", "", "", "", "", ""],
+    ["a@b.com", "", "", "", ";", "", "", ""],
+    ["a@b.com", "", "", "", " a | b ;; c ", "", "", ""],
+    ["a@b.com", "", "", "", 'q"uote;back\\slash', "", "", ""],
+    ["a@b.com", "", "", "", ";".join(["t"] * 51), "", "", ""],
+    ["a@b.com", "", "", "", "t" * 101, "", "", ""],
+    ["a@b.com", "", "", "", "t\x00", "", "", ""],
+    ["a@b.com", "x" * 201, "", "", "", "", "", ""],
+    ["a@b.com", "a\x00b", "", "", "", "", "", ""],
+    ["a@b.com", "", "HOT", "", "", "", "", ""],
+    ["a@b.com", "", "", "101", "", "", "", ""],
+    ["a@b.com", "", "", "090", "", "", "", ""],
+    ["a@b.com", "", "", "٣", "", "", "", ""],
+    ["a@b.com", "", "", "", "", "s" * 41, "", ""],
+    ["a@b.com", "", "", "", "", "", 'say "hi", then\nleave', "é" * 2000],
+    ["a@b.com", "", "", "", "", "", 'say "hi", then\nleave', "\\N"],
+    ["a@b.com", "", "", "", "", "", "x" * 16_400, ""],
+    ["a@b.com", "", "", "", "", "", "a\x00", ""],
+    ["é@b.com", "", "", "", "", "", "", ""],
+    ["x@localhost", "", "", "", "", "", "", ""],
+    ["", "Nobody", "", "", "", "", "", ""],
+]
+
+
+def _general_record(parser: CsvLeads, line: int, cells: list[str]) -> Any:
+    result = validate_lead(parser._row(cells))
+    return (
+        result if isinstance(result, tuple) else copy_ready(repository.staged_record(line, result))
+    )
+
+
+@pytest.mark.parametrize("cells", CSV_ROWS, ids=[str(i) for i in range(len(CSV_ROWS))])
+def test_the_csv_row_plan_agrees_with_the_general_path(cells: list[str]) -> None:
+    parser = CsvLeads(io.BytesIO(CSV_HEADER.encode()))
+    planned = parser._plan.record(7, cells)
+    assert planned is None or planned == _general_record(parser, 7, cells)
+
+
+def test_common_csv_rows_take_the_row_plan() -> None:
+    parser = CsvLeads(io.BytesIO(CSV_HEADER.encode()))
+    planned = parser._plan.record(2, CSV_ROWS[0])
+    assert planned is not None and planned == _general_record(parser, 2, CSV_ROWS[0])
+    assert planned[1] == "ada@example.com"
+    assert '{"vip","enterprise"}' in planned
+
+
+def test_a_header_with_a_column_the_plan_has_no_rule_for_takes_the_general_path() -> None:
+    assert not CsvLeads(io.BytesIO(b"email,attributes. x\n"))._plan.usable
+    assert CsvLeads(io.BytesIO(b"email,attributes.x\n"))._plan.usable
 
 
 async def test_a_big_import_with_updates_and_duplicates_keeps_the_tallies_exact(
