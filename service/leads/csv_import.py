@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.http import ImportRejectedRow, LeadIn, LeadsImportOut
 from service.errors import Unprocessable
-from service.leads import repository
+from service.leads import import_repository, repository
 from service.leads.csv_rows import ATTRIBUTE_PREFIX, RowPlan, copy_ready, split_tags
 from service.leads.logic import validate_lead
 
@@ -156,7 +156,6 @@ class Chunk:
     rows: int
     staged: bytes
     rejected: list[tuple[int, str, str, str | None]]
-    lines: dict[str, int]  # address → its line in this chunk
     bytes_read: int  # of the file, up to the end of this chunk
 
 
@@ -184,7 +183,7 @@ def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
             rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
             continue
         writer.writerow(result)
-    return Chunk(len(parsed), staged.getvalue().encode(), rejected, first_lines, parser.bytes_read)
+    return Chunk(len(parsed), staged.getvalue().encode(), rejected, parser.bytes_read)
 
 
 @dataclass
@@ -212,17 +211,15 @@ class ImportTally:
         )
 
 
-async def _load(
-    session: AsyncSession, sponsor_id: str, chunk: Chunk, number: int, tally: ImportTally
-) -> None:
+async def _load(session: AsyncSession, sponsor_id: str, chunk: Chunk, tally: ImportTally) -> None:
     rejected = list(chunk.rejected)
     if chunk.staged:
-        for email, first in (await repository.claim_staged(session, number)).items():
+        done = await import_repository.upsert(session, sponsor_id)
+        tally.inserted += done.inserted
+        tally.updated += done.updated
+        for line, first in done.duplicates:
             message = f"same address as line {first}"
-            rejected.append((chunk.lines[email], "duplicate_in_upload", message, "email"))
-        inserted, updated = await repository.upsert_staged(session, sponsor_id)
-        tally.inserted += inserted
-        tally.updated += updated
+            rejected.append((line, "duplicate_in_upload", message, "email"))
     tally.rows += chunk.rows
     for rejection in sorted(rejected):
         tally.reject(*rejection)
@@ -241,18 +238,16 @@ async def import_csv(
     """
     parser = await asyncio.to_thread(CsvLeads, binary)
     tally = ImportTally()
-    await repository.start_import(session)
+    await import_repository.start(session)
     upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
-    number = 0
     try:
         while (chunk := await upcoming) is not None:
             # Staged before the next chunk's parsing starts: the thread would
             # slow every step of the event loop's down while it holds the GIL.
             if chunk.staged:
-                await repository.stage_csv(session, chunk.staged)
+                await import_repository.stage(session, chunk.staged)
             upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
-            number += 1
-            await _load(session, sponsor_id, chunk, number, tally)
+            await _load(session, sponsor_id, chunk, tally)
             if progress is not None:
                 progress(chunk.bytes_read)
     finally:

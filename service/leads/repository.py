@@ -35,6 +35,7 @@ _BITS = {name: 1 << i for i, name in enumerate(_FIELDS)}
 STAGED_FIELDS = tuple(_FIELDS)
 FIELD_BITS = dict(_BITS)
 _COLUMNS = ("line", "email", "present", *_FIELDS)
+STAGED_COLUMNS = _COLUMNS
 _RECORD = ", ".join(
     ["line integer", "email text", "present integer", *(f"{k} {v}" for k, v in _FIELDS.items())]
 )
@@ -45,6 +46,8 @@ _DEFAULTS = {"tags": "'{}'::text[]", "follow_up_status": "'new'", "attributes": 
 _INSERT_VALUES = ", ".join(
     f"coalesce(i.{k}, {_DEFAULTS[k]})" if k in _DEFAULTS else f"i.{k}" for k in _FIELDS
 )
+# For statements of other modules over staged rows ``i`` and leads ``l``.
+SET_SENT_FIELDS, INSERT_VALUES = _UPDATES, _INSERT_VALUES
 
 
 # One address's lead, probed in the (sponsor, email) index. The sponsor comes
@@ -134,23 +137,17 @@ async def asyncpg_connection(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
+async def clear_stage(session: AsyncSession) -> None:
+    """An empty staging table ``lead_import_rows`` (temporary, gone at commit)."""
+    await session.execute(_STAGE)
+    await session.execute(_CLEAR_STAGE)
+
+
 async def stage(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
     """Replace the staging table's rows with ``records`` (see ``staged_record``)."""
-    await session.execute(_STAGE)
-    await session.execute(_CLEAR_STAGE)
+    await clear_stage(session)
     driver = await asyncpg_connection(session)
     await driver.copy_records_to_table("lead_import_rows", records=records, columns=_COLUMNS)
-
-
-async def stage_csv(session: AsyncSession, staged: bytes) -> None:
-    """Replace the staging table's rows with ``staged``: records as COPY's CSV, an empty
-    field NULL, tags an array literal, attributes JSON text."""
-    await session.execute(_STAGE)
-    await session.execute(_CLEAR_STAGE)
-    driver = await asyncpg_connection(session)
-    # A view: bytes would be taken for a path.
-    view = memoryview(staged)
-    await driver.copy_to_table("lead_import_rows", source=view, columns=_COLUMNS, format="csv")
 
 
 async def upsert_staged(session: AsyncSession, sponsor_id: str) -> tuple[int, int]:
@@ -176,44 +173,6 @@ async def upsert_many(
         )
     ).one()
     return int(result.inserted), int(result.updated)
-
-
-# ---------------------------------------------------------------- CSV import
-
-_START_IMPORT = text(
-    "CREATE TEMP TABLE IF NOT EXISTS lead_import_emails "
-    "(email text PRIMARY KEY, line integer NOT NULL, chunk integer NOT NULL) ON COMMIT DROP"
-)
-# The staged rows' addresses are claimed for this upload. An address an earlier
-# chunk claimed conflicts; the no-op update makes the statement return that
-# row, with the line and chunk that claimed it. Each row is one index probe,
-# never a join with the whole table of the upload's addresses.
-_CLAIM = text("""
-WITH claimed AS (
-    INSERT INTO lead_import_emails (email, line, chunk)
-    SELECT email, line, :chunk FROM lead_import_rows
-    ON CONFLICT (email) DO UPDATE SET chunk = lead_import_emails.chunk
-    RETURNING email, line, chunk
-)
-SELECT email, line FROM claimed WHERE chunk <> :chunk
-""")
-_UNSTAGE = text("DELETE FROM lead_import_rows WHERE email = ANY(CAST(:emails AS text[]))")
-
-
-async def start_import(session: AsyncSession) -> None:
-    """A temporary table of the addresses seen in this upload (gone at commit)."""
-    await session.execute(_START_IMPORT)
-
-
-async def claim_staged(session: AsyncSession, chunk: int) -> dict[str, int]:
-    """Claim the staged rows' addresses for this upload (rows must have distinct
-    addresses, ``chunk`` must number this chunk); rows whose address an earlier
-    chunk claimed are unstaged, their addresses returned with the line first seen."""
-    claimed = await session.execute(_CLAIM, {"chunk": chunk})
-    duplicates = {row.email: int(row.line) for row in claimed}
-    if duplicates:
-        await session.execute(_UNSTAGE, {"emails": list(duplicates)})
-    return duplicates
 
 
 # ---------------------------------------------------------------- reading and deleting
