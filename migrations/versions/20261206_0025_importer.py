@@ -1,7 +1,7 @@
 """leads: five indexes no longer needed are dropped, so a bulk import maintains seven, not twelve
 
 Revision ID: 0025_importer
-Revises: 0024_digests2
+Revises: 0025_msgretention
 Create Date: 2026-12-06
 
 Every lead written maintains every index of ``leads``; at a million rows an
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0025_importer"
-down_revision: str | Sequence[str] | None = "0024_digests2"
+down_revision: str | Sequence[str] | None = "0025_msgretention"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
