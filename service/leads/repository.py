@@ -30,24 +30,21 @@ _FIELDS = {
     "event_id": "text",
     "attributes": "jsonb",
 }
-_BITS = {name: 1 << i for i, name in enumerate(_FIELDS)}
-# The staging record is (line, email, present, *STAGED_FIELDS); FIELD_BITS are the present bits.
+FIELD_BITS = {name: 1 << i for i, name in enumerate(_FIELDS)}
+# The staging record is (line, email, present, *STAGED_FIELDS).
 STAGED_FIELDS = tuple(_FIELDS)
-FIELD_BITS = dict(_BITS)
-_COLUMNS = ("line", "email", "present", *_FIELDS)
-STAGED_COLUMNS = _COLUMNS
+STAGED_COLUMNS = ("line", "email", "present", *_FIELDS)
 _RECORD = ", ".join(
     ["line integer", "email text", "present integer", *(f"{k} {v}" for k, v in _FIELDS.items())]
 )
-_UPDATES = ",\n    ".join(
-    f"{k} = CASE WHEN i.present & {bit} <> 0 THEN i.{k} ELSE l.{k} END" for k, bit in _BITS.items()
+SET_SENT_FIELDS = ",\n    ".join(
+    f"{k} = CASE WHEN i.present & {bit} <> 0 THEN i.{k} ELSE l.{k} END"
+    for k, bit in FIELD_BITS.items()
 )
 _DEFAULTS = {"tags": "'{}'::text[]", "follow_up_status": "'new'", "attributes": "'{}'::jsonb"}
-_INSERT_VALUES = ", ".join(
+INSERT_VALUES = ", ".join(
     f"coalesce(i.{k}, {_DEFAULTS[k]})" if k in _DEFAULTS else f"i.{k}" for k in _FIELDS
 )
-# For statements of other modules over staged rows ``i`` and leads ``l``.
-SET_SENT_FIELDS, INSERT_VALUES = _UPDATES, _INSERT_VALUES
 
 
 # One address's lead, probed in the (sponsor, email) index. The sponsor comes
@@ -81,14 +78,14 @@ WITH existing AS MATERIALIZED (
     ) AS m
 ), updated AS (
     UPDATE leads l SET
-    {_UPDATES},
+    {SET_SENT_FIELDS},
     updated_at = now()
     FROM existing i
     WHERE l.id = ANY(ARRAY(SELECT lead_id FROM existing)) AND l.id = i.lead_id
     RETURNING 1
 ), inserted AS (
     INSERT INTO leads (sponsor_id, email, {", ".join(_FIELDS)})
-    SELECT :sponsor_id, i.email, {_INSERT_VALUES}
+    SELECT :sponsor_id, i.email, {INSERT_VALUES}
     FROM {source}
     WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.email = i.email)
     ON CONFLICT (sponsor_id, email) DO NOTHING
@@ -111,7 +108,7 @@ def present_mask(lead: dict[str, Any]) -> int:
     """The ``present`` bits of a row: which fields it sent."""
     mask = 0
     for name in lead:
-        mask |= _BITS.get(name, 0)
+        mask |= FIELD_BITS.get(name, 0)
     return mask
 
 
@@ -147,7 +144,7 @@ async def stage(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
     """Replace the staging table's rows with ``records`` (see ``staged_record``)."""
     await clear_stage(session)
     driver = await asyncpg_connection(session)
-    await driver.copy_records_to_table("lead_import_rows", records=records, columns=_COLUMNS)
+    await driver.copy_records_to_table("lead_import_rows", records=records, columns=STAGED_COLUMNS)
 
 
 async def upsert_staged(session: AsyncSession, sponsor_id: str) -> tuple[int, int]:
