@@ -164,6 +164,22 @@ async def test_a_second_import_updates_only_the_cells_sent(
     assert (lead["name"], lead["company"]) == ("Dee", "Globex")
 
 
+async def test_a_stored_lead_sent_in_two_chunks_is_updated_by_the_first_row_only(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    headers = token(sponsor)
+    await _import(client, sponsor, headers, "email,name\nold@example.com,Old\n")
+    filler = [f"f{i}@example.com,F" for i in range(CHUNK_ROWS)]
+    rows = ["old@example.com,First", *filler, "OLD@example.com,Second"]
+    response = await _import(client, sponsor, headers, "email,name\n" + "\n".join(rows) + "\n")
+    body = response.json()
+    assert (body["inserted"], body["updated"]) == (CHUNK_ROWS, 1)
+    assert [(r["line"], r["message"]) for r in body["rejected"]] == [
+        (CHUNK_ROWS + 3, "same address as line 2")
+    ]
+    assert (await _lead(client, sponsor, headers, "old@example.com"))["name"] == "First"
+
+
 async def test_a_file_without_an_email_column_is_a_422(
     client: httpx.AsyncClient, sponsor: str, token: Any
 ) -> None:
