@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple
 
@@ -95,19 +95,24 @@ class CsvLeads:
         except (OSError, ValueError):
             return 0
 
-    def next_chunk(self, size: int = CHUNK_ROWS) -> list[Parsed]:
-        """Up to ``size`` rows as (line, values or rejection); empty at the end of the file."""
-        chunk: list[Parsed] = []
-        while len(chunk) < size:
+    def rows(self, size: int = CHUNK_ROWS) -> Iterator[Parsed]:
+        """The next ``size`` rows (fewer at the end of the file), one at a time."""
+        for _ in range(size):
+            if (row := self._next_row()) is None:
+                return
+            yield row
+
+    def _next_row(self) -> Parsed | None:
+        """The next row that is not blank, None at the end of the file."""
+        while True:
             line = self._last_line + 1
             try:
                 record = next(self._reader)
             except StopIteration:
-                break
+                return None
             except csv.Error as exc:
                 self._last_line = self._reader.line_num
-                chunk.append((line, Rejection("malformed_row", str(exc), None)))
-                continue
+                return line, Rejection("malformed_row", str(exc), None)
             except UnicodeDecodeError:
                 raise Unprocessable(
                     "invalid_encoding", f"near line {line}: the file is not UTF-8", None
@@ -117,10 +122,8 @@ class CsvLeads:
                 continue  # blank line
             if len(record) != len(self.columns):
                 message = f"expected {len(self.columns)} fields, found {len(record)}"
-                chunk.append((line, Rejection("malformed_row", message, None)))
-                continue
-            chunk.append((line, self._record(line, record)))
-        return chunk
+                return line, Rejection("malformed_row", message, None)
+            return line, self._record(line, record)
 
     def _record(self, line: int, record: list[str]) -> tuple[Any, ...] | Rejection:
         if self._plan.usable and (staged := self._plan.record(line, record)) is not None:
@@ -166,15 +169,14 @@ def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
     per-row objects outlive the row (so the garbage collector has nothing to
     walk), and the event loop only sends bytes.
     """
-    parsed = parser.next_chunk(size)
-    if not parsed:
-        return None
+    rows = 0
     staged = io.StringIO()
     # COPY's CSV: an empty field is NULL; a staged text is never empty.
     writer = csv.writer(staged, lineterminator="\n")
     rejected: list[tuple[int, str, str, str | None]] = []
     first_lines: dict[str, int] = {}
-    for line, result in parsed:
+    for line, result in parser.rows(size):
+        rows += 1
         if isinstance(result, Rejection):
             rejected.append((line, *result))
             continue
@@ -183,7 +185,9 @@ def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
             rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
             continue
         writer.writerow(result)
-    return Chunk(len(parsed), staged.getvalue().encode(), rejected, parser.bytes_read)
+    if not rows:
+        return None
+    return Chunk(rows, staged.getvalue().encode(), rejected, parser.bytes_read)
 
 
 @dataclass
