@@ -32,6 +32,8 @@ _START = text(
     "CREATE TEMP TABLE IF NOT EXISTS lead_import_leads "
     "(lead_id bigint PRIMARY KEY, line integer NOT NULL) ON COMMIT DROP"
 )
+# A second upload in the same transaction starts from nothing again.
+_CLEAR = text("TRUNCATE lead_import_leads")
 
 # As ``repository._upsert``, and: existing leads this upload wrote are left
 # alone and returned as duplicates; every lead written is recorded with its line.
@@ -83,6 +85,7 @@ class Upserted:
 async def start(session: AsyncSession) -> None:
     """The upload's record of the leads it wrote (a temporary table, gone at commit)."""
     await session.execute(_START)
+    await session.execute(_CLEAR)
 
 
 async def stage(session: AsyncSession, staged: bytes) -> None:

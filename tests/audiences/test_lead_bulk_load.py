@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.leads import repository
-from service.leads.csv_import import CHUNK_ROWS, CsvLeads
+from service.leads.csv_import import CHUNK_ROWS, CsvLeads, import_csv
 from service.leads.csv_rows import copy_ready
 from service.leads.logic import full_validation, validate_lead
 from service.leads.validation import fast_email, fast_lead
@@ -236,6 +236,17 @@ async def test_a_big_import_with_updates_and_duplicates_keeps_the_tallies_exact(
             {"s": sponsor, "e": "b1600@tally.example"},
         )
     assert kept == levels[1600 % 4]
+
+
+async def test_two_uploads_in_one_transaction_each_find_only_their_own_duplicates(
+    sponsor: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    body = b"email,name\na@two.example,A\nb@two.example,B\n"
+    async with sessions.begin() as session:
+        first = await import_csv(session, sponsor, io.BytesIO(body))
+        second = await import_csv(session, sponsor, io.BytesIO(body))
+    assert (first.inserted, first.updated, first.rejected_count) == (2, 0, 0)
+    assert (second.inserted, second.updated, second.rejected_count) == (0, 2, 0)
 
 
 async def test_a_large_bulk_upsert_is_staged_and_changes_only_the_fields_sent(
