@@ -310,5 +310,41 @@ async def test_an_import_probes_existing_leads_by_address_for_a_sponsor_the_stat
     assert len(indexes) == 1 and next(iter(indexes)).endswith("sponsor_id_email_key")
 
 
+async def test_a_filtered_lead_list_reads_the_sponsors_leads_even_when_they_come_last(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A sponsor whose leads all come after another's, in a table its statistics
+    know: a page filtered by level must be read through a (sponsor, …) index,
+    never by walking the primary key through the other sponsor's leads first.
+    Planned against a copy of ``leads`` (in a transaction rolled back)."""
+    async with sessions() as session:
+        await session.execute(text("CREATE SCHEMA list_probe"))
+        await session.execute(
+            text("CREATE TABLE list_probe.leads (LIKE public.leads INCLUDING ALL)")
+        )
+        for sponsor, count in (("zbig", 100_000), ("alate", 20_000)):
+            await session.execute(
+                text(
+                    "INSERT INTO list_probe.leads (sponsor_id, email, intent_level, name) "
+                    "SELECT :s, 'k' || g || '@list.example', "
+                    "(ARRAY['hot', 'warm', 'cold'])[g % 3 + 1], 'Lead ' || g "
+                    "FROM generate_series(1, :n) AS g"
+                ),
+                {"s": sponsor, "n": count},
+            )
+        await session.execute(text("ANALYZE list_probe.leads"))
+        await session.execute(text("SET LOCAL search_path = list_probe"))
+        query = repository.list_query(
+            "alate", limit=51, after_id=None, filters={"intent_level": "hot"}
+        )
+        compiled = query.compile(
+            dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan = await session.scalar(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
+        await session.rollback()
+    indexes = {node["Index Name"] for node in _plan_nodes(plan[0]["Plan"]) if "Index Name" in node}
+    assert indexes and all("sponsor_id" in name for name in indexes)
+
+
 def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
