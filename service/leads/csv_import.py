@@ -3,10 +3,13 @@
 The file is read through ``csv`` from a binary file object (the API spools the
 request body to a temporary file first, the CLI opens the file), so a
 1,000,000-row file never sits in memory: rows are parsed and written
-``CHUNK_ROWS`` at a time. Each chunk is copied (binary COPY) into a staging
-table and upserted with one set-based statement. Duplicate addresses across
-the whole upload are found in a temporary table, not a Python set, for the
-same reason; within a chunk, in a dict that lives as long as the chunk.
+``CHUNK_ROWS`` at a time. A row of common shape goes straight from its cells
+to its staging record (``service.leads.csv_rows``), any other row through the
+full validation. Each chunk is written out as COPY's CSV in the parser's
+thread, copied into a staging table and upserted with one set-based
+statement. Duplicate addresses across the whole upload are found in a
+temporary table, not a Python set, for the same reason (memory); within a
+chunk, in a dict that lives as long as the chunk.
 
 Format: UTF-8 (a BOM is fine), a header row, ``email`` required. Columns named
 like a lead field fill it; ``tags`` holds tags separated by ``;``; any other
@@ -19,25 +22,32 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.http import ImportRejectedRow, LeadIn, LeadsImportOut
 from service.errors import Unprocessable
-from service.leads import repository
+from service.leads import import_repository, repository
+from service.leads.csv_rows import ATTRIBUTE_PREFIX, RowPlan, copy_ready, split_tags
 from service.leads.logic import validate_lead
 
 CHUNK_ROWS = 20_000
 MAX_REPORTED = 1000
 MAX_COLUMNS = 200
 LEAD_COLUMNS = frozenset(LeadIn.model_fields) - {"attributes"}
-_TAG_SPLIT = re.compile(r"[;|]")
 
-Parsed = tuple[int, dict[str, Any] | tuple[str, str, str | None]]
+
+class Rejection(NamedTuple):
+    code: str
+    message: str
+    field: str | None
+
+
+# A row as (line, its staging record or why it is rejected).
+Parsed = tuple[int, tuple[Any, ...] | Rejection]
 
 
 class CsvLeads:
@@ -61,6 +71,7 @@ class CsvLeads:
             raise Unprocessable("empty_file", "the file has no header row", "header")
         self.columns = [name.strip().lower() for name in header]
         self._check_header()
+        self._plan = RowPlan(self.columns, LEAD_COLUMNS)
 
     def _check_header(self) -> None:
         if len(self.columns) > MAX_COLUMNS:
@@ -84,19 +95,24 @@ class CsvLeads:
         except (OSError, ValueError):
             return 0
 
-    def next_chunk(self, size: int = CHUNK_ROWS) -> list[Parsed]:
-        """Up to ``size`` rows as (line, values or rejection); empty at the end of the file."""
-        chunk: list[Parsed] = []
-        while len(chunk) < size:
+    def rows(self, size: int = CHUNK_ROWS) -> Iterator[Parsed]:
+        """The next ``size`` rows (fewer at the end of the file), one at a time."""
+        for _ in range(size):
+            if (row := self._next_row()) is None:
+                return
+            yield row
+
+    def _next_row(self) -> Parsed | None:
+        """The next row that is not blank, None at the end of the file."""
+        while True:
             line = self._last_line + 1
             try:
                 record = next(self._reader)
             except StopIteration:
-                break
+                return None
             except csv.Error as exc:
                 self._last_line = self._reader.line_num
-                chunk.append((line, ("malformed_row", str(exc), None)))
-                continue
+                return line, Rejection("malformed_row", str(exc), None)
             except UnicodeDecodeError:
                 raise Unprocessable(
                     "invalid_encoding", f"near line {line}: the file is not UTF-8", None
@@ -106,10 +122,16 @@ class CsvLeads:
                 continue  # blank line
             if len(record) != len(self.columns):
                 message = f"expected {len(self.columns)} fields, found {len(record)}"
-                chunk.append((line, ("malformed_row", message, None)))
-                continue
-            chunk.append((line, validate_lead(self._row(record))))
-        return chunk
+                return line, Rejection("malformed_row", message, None)
+            return line, self._record(line, record)
+
+    def _record(self, line: int, record: list[str]) -> tuple[Any, ...] | Rejection:
+        if self._plan.usable and (staged := self._plan.record(line, record)) is not None:
+            return staged
+        result = validate_lead(self._row(record))
+        if isinstance(result, tuple):
+            return Rejection(*result)
+        return copy_ready(repository.staged_record(line, result))
 
     def _row(self, record: list[str]) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -119,11 +141,11 @@ class CsvLeads:
             if not value:
                 continue
             if name == "tags":
-                row["tags"] = [t.strip() for t in _TAG_SPLIT.split(value) if t.strip()]
+                row["tags"] = split_tags(value)
             elif name in LEAD_COLUMNS:
                 row[name] = value
             else:
-                attributes[name.removeprefix("attributes.")] = value
+                attributes[name.removeprefix(ATTRIBUTE_PREFIX)] = value
         if attributes:
             row["attributes"] = attributes
         return row
@@ -131,34 +153,41 @@ class CsvLeads:
 
 @dataclass
 class Chunk:
-    """A chunk of rows ready for the database: the records to stage (one per
-    address within the chunk) and the rows rejected, by line."""
+    """A chunk of rows ready for the database: the staging records (one per
+    address within the chunk) as COPY's CSV, and the rows rejected, by line."""
 
     rows: int
-    records: list[tuple[Any, ...]]
+    staged: bytes
     rejected: list[tuple[int, str, str, str | None]]
-    lines: dict[str, int]  # address → its line in this chunk
     bytes_read: int  # of the file, up to the end of this chunk
 
 
 def prepare(parser: CsvLeads, size: int = CHUNK_ROWS) -> Chunk | None:
-    """The next chunk of the file, validated and deduplicated within itself; None at the end."""
-    parsed = parser.next_chunk(size)
-    if not parsed:
-        return None
-    records: list[tuple[Any, ...]] = []
+    """The next chunk of the file, validated and deduplicated within itself; None at the end.
+
+    The records are written out as text here, in the parser's thread: no
+    per-row objects outlive the row (so the garbage collector has nothing to
+    walk), and the event loop only sends bytes.
+    """
+    rows = 0
+    staged = io.StringIO()
+    # COPY's CSV: an empty field is NULL; a staged text is never empty.
+    writer = csv.writer(staged, lineterminator="\n")
     rejected: list[tuple[int, str, str, str | None]] = []
     first_lines: dict[str, int] = {}
-    for line, result in parsed:
-        if isinstance(result, tuple):
+    for line, result in parser.rows(size):
+        rows += 1
+        if isinstance(result, Rejection):
             rejected.append((line, *result))
             continue
-        email = result["email"]
+        email = result[1]
         if (first := first_lines.setdefault(email, line)) != line:
             rejected.append((line, "duplicate_in_upload", f"same address as line {first}", "email"))
             continue
-        records.append(repository.staged_record(line, result))
-    return Chunk(len(parsed), records, rejected, first_lines, parser.bytes_read)
+        writer.writerow(result)
+    if not rows:
+        return None
+    return Chunk(rows, staged.getvalue().encode(), rejected, parser.bytes_read)
 
 
 @dataclass
@@ -186,18 +215,15 @@ class ImportTally:
         )
 
 
-async def _load(
-    session: AsyncSession, sponsor_id: str, chunk: Chunk, number: int, tally: ImportTally
-) -> None:
+async def _load(session: AsyncSession, sponsor_id: str, chunk: Chunk, tally: ImportTally) -> None:
     rejected = list(chunk.rejected)
-    if chunk.records:
-        await repository.stage(session, chunk.records)
-        for email, first in (await repository.claim_staged(session, number)).items():
+    if chunk.staged:
+        done = await import_repository.upsert(session, sponsor_id)
+        tally.inserted += done.inserted
+        tally.updated += done.updated
+        for line, first in done.duplicates:
             message = f"same address as line {first}"
-            rejected.append((chunk.lines[email], "duplicate_in_upload", message, "email"))
-        inserted, updated = await repository.upsert_staged(session, sponsor_id)
-        tally.inserted += inserted
-        tally.updated += updated
+            rejected.append((line, "duplicate_in_upload", message, "email"))
     tally.rows += chunk.rows
     for rejection in sorted(rejected):
         tally.reject(*rejection)
@@ -216,14 +242,16 @@ async def import_csv(
     """
     parser = await asyncio.to_thread(CsvLeads, binary)
     tally = ImportTally()
-    await repository.start_import(session)
+    await import_repository.start(session)
     upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
-    number = 0
     try:
         while (chunk := await upcoming) is not None:
+            # Staged before the next chunk's parsing starts: the thread would
+            # slow every step of the event loop's down while it holds the GIL.
+            if chunk.staged:
+                await import_repository.stage(session, chunk.staged)
             upcoming = asyncio.ensure_future(asyncio.to_thread(prepare, parser))
-            number += 1
-            await _load(session, sponsor_id, chunk, number, tally)
+            await _load(session, sponsor_id, chunk, tally)
             if progress is not None:
                 progress(chunk.bytes_read)
     finally:

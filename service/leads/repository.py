@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import Select, select, text
 from sqlalchemy import delete as sa_delete
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import NotFound
@@ -30,16 +30,19 @@ _FIELDS = {
     "event_id": "text",
     "attributes": "jsonb",
 }
-_BITS = {name: 1 << i for i, name in enumerate(_FIELDS)}
-_COLUMNS = ("line", "email", "present", *_FIELDS)
+FIELD_BITS = {name: 1 << i for i, name in enumerate(_FIELDS)}
+# The staging record is (line, email, present, *STAGED_FIELDS).
+STAGED_FIELDS = tuple(_FIELDS)
+STAGED_COLUMNS = ("line", "email", "present", *_FIELDS)
 _RECORD = ", ".join(
     ["line integer", "email text", "present integer", *(f"{k} {v}" for k, v in _FIELDS.items())]
 )
-_UPDATES = ",\n    ".join(
-    f"{k} = CASE WHEN i.present & {bit} <> 0 THEN i.{k} ELSE l.{k} END" for k, bit in _BITS.items()
+SET_SENT_FIELDS = ",\n    ".join(
+    f"{k} = CASE WHEN i.present & {bit} <> 0 THEN i.{k} ELSE l.{k} END"
+    for k, bit in FIELD_BITS.items()
 )
 _DEFAULTS = {"tags": "'{}'::text[]", "follow_up_status": "'new'", "attributes": "'{}'::jsonb"}
-_INSERT_VALUES = ", ".join(
+INSERT_VALUES = ", ".join(
     f"coalesce(i.{k}, {_DEFAULTS[k]})" if k in _DEFAULTS else f"i.{k}" for k in _FIELDS
 )
 
@@ -75,14 +78,14 @@ WITH existing AS MATERIALIZED (
     ) AS m
 ), updated AS (
     UPDATE leads l SET
-    {_UPDATES},
+    {SET_SENT_FIELDS},
     updated_at = now()
     FROM existing i
     WHERE l.id = ANY(ARRAY(SELECT lead_id FROM existing)) AND l.id = i.lead_id
     RETURNING 1
 ), inserted AS (
     INSERT INTO leads (sponsor_id, email, {", ".join(_FIELDS)})
-    SELECT :sponsor_id, i.email, {_INSERT_VALUES}
+    SELECT :sponsor_id, i.email, {INSERT_VALUES}
     FROM {source}
     WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.email = i.email)
     ON CONFLICT (sponsor_id, email) DO NOTHING
@@ -105,7 +108,7 @@ def present_mask(lead: dict[str, Any]) -> int:
     """The ``present`` bits of a row: which fields it sent."""
     mask = 0
     for name in lead:
-        mask |= _BITS.get(name, 0)
+        mask |= FIELD_BITS.get(name, 0)
     return mask
 
 
@@ -131,12 +134,17 @@ async def asyncpg_connection(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
-async def stage(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
-    """Replace the staging table's rows with ``records`` (see ``staged_record``)."""
+async def clear_stage(session: AsyncSession) -> None:
+    """An empty staging table ``lead_import_rows`` (temporary, gone at commit)."""
     await session.execute(_STAGE)
     await session.execute(_CLEAR_STAGE)
+
+
+async def stage(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
+    """Replace the staging table's rows with ``records`` (see ``staged_record``)."""
+    await clear_stage(session)
     driver = await asyncpg_connection(session)
-    await driver.copy_records_to_table("lead_import_rows", records=records, columns=_COLUMNS)
+    await driver.copy_records_to_table("lead_import_rows", records=records, columns=STAGED_COLUMNS)
 
 
 async def upsert_staged(session: AsyncSession, sponsor_id: str) -> tuple[int, int]:
@@ -164,50 +172,34 @@ async def upsert_many(
     return int(result.inserted), int(result.updated)
 
 
-# ---------------------------------------------------------------- CSV import
-
-_START_IMPORT = text(
-    "CREATE TEMP TABLE IF NOT EXISTS lead_import_emails "
-    "(email text PRIMARY KEY, line integer NOT NULL, chunk integer NOT NULL) ON COMMIT DROP"
-)
-# The staged rows' addresses are claimed for this upload. An address an earlier
-# chunk claimed conflicts; the no-op update makes the statement return that
-# row, with the line and chunk that claimed it. Each row is one index probe,
-# never a join with the whole table of the upload's addresses.
-_CLAIM = text("""
-WITH claimed AS (
-    INSERT INTO lead_import_emails (email, line, chunk)
-    SELECT email, line, :chunk FROM lead_import_rows
-    ON CONFLICT (email) DO UPDATE SET chunk = lead_import_emails.chunk
-    RETURNING email, line, chunk
-)
-SELECT email, line FROM claimed WHERE chunk <> :chunk
-""")
-_UNSTAGE = text("DELETE FROM lead_import_rows WHERE email = ANY(CAST(:emails AS text[]))")
-
-
-async def start_import(session: AsyncSession) -> None:
-    """A temporary table of the addresses seen in this upload (gone at commit)."""
-    await session.execute(_START_IMPORT)
-
-
-async def claim_staged(session: AsyncSession, chunk: int) -> dict[str, int]:
-    """Claim the staged rows' addresses for this upload (rows must have distinct
-    addresses, ``chunk`` must number this chunk); rows whose address an earlier
-    chunk claimed are unstaged, their addresses returned with the line first seen."""
-    claimed = await session.execute(_CLAIM, {"chunk": chunk})
-    duplicates = {row.email: int(row.line) for row in claimed}
-    if duplicates:
-        await session.execute(_UNSTAGE, {"emails": list(duplicates)})
-    return duplicates
-
-
 # ---------------------------------------------------------------- reading and deleting
 
 _LEAD_COLUMNS = (
     "id, email, name, first_name, last_name, company, title, intent_level, intent_score, "
     "tags, follow_up_status, event_id, attributes, created_at, updated_at"
 )
+
+
+def list_query(
+    sponsor_id: str, *, limit: int, after_id: int | None, filters: dict[str, Any]
+) -> Select[Lead]:
+    """The statement of ``list_page``."""
+    # The sponsor as a range, the order (sponsor_id, id): with an equality the
+    # planner may walk the primary key in id order through every other
+    # sponsor's leads, betting a filter matches early; its statistics cannot
+    # tell that a sponsor's leads sit together, maybe at the end. Only the
+    # (sponsor_id, …) indexes give this order, so a page reads that sponsor's.
+    query = select(Lead).where(Lead.sponsor_id >= sponsor_id, Lead.sponsor_id <= sponsor_id)
+    for name, value in filters.items():
+        if name == "tag":
+            query = query.where(Lead.tags.contains([value]))
+        elif name == "email":
+            query = query.where(Lead.email == value)
+        else:
+            query = query.where(getattr(Lead, name) == value)
+    if after_id is not None:
+        query = query.where(Lead.id > after_id)
+    return query.order_by(Lead.sponsor_id, Lead.id).limit(limit)
 
 
 async def list_page(
@@ -219,17 +211,8 @@ async def list_page(
     filters: dict[str, Any],
 ) -> list[Lead]:
     """The sponsor's leads in id order, keyset-paginated; ``filters`` are equality tests."""
-    query = select(Lead).where(Lead.sponsor_id == sponsor_id)
-    for name, value in filters.items():
-        if name == "tag":
-            query = query.where(Lead.tags.contains([value]))
-        elif name == "email":
-            query = query.where(Lead.email == value)
-        else:
-            query = query.where(getattr(Lead, name) == value)
-    if after_id is not None:
-        query = query.where(Lead.id > after_id)
-    return list((await session.scalars(query.order_by(Lead.id).limit(limit))).all())
+    query = list_query(sponsor_id, limit=limit, after_id=after_id, filters=filters)
+    return list((await session.scalars(query)).all())
 
 
 async def get(session: AsyncSession, sponsor_id: str, lead_id: int) -> Lead:

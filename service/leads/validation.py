@@ -32,7 +32,7 @@ _COMMON_ADDRESS = re.compile(
 _FAST_MAX_LENGTH = 200
 _SPECIAL_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
-_TEXT_LIMITS = {
+TEXT_LIMITS = {
     "name": 200,
     "first_name": 100,
     "last_name": 100,
@@ -40,8 +40,8 @@ _TEXT_LIMITS = {
     "title": 200,
     "event_id": 64,
 }
-_INTENT_LEVELS = frozenset({"hot", "warm", "cold"})
-_MAX_TAGS, _MAX_TAG, _MAX_ATTRIBUTES, _MAX_KEY = 50, 100, 100, 100
+INTENT_LEVELS = frozenset({"hot", "warm", "cold"})
+MAX_TAGS, MAX_TAG, MAX_ATTRIBUTES, _MAX_KEY = 50, 100, 100, 100
 # Safe JSON integers; bigger ones go the full way.
 _MAX_PLAIN_INT = 2**53
 
@@ -68,7 +68,8 @@ def _plain_text(value: Any, limit: int) -> bool:
     )
 
 
-def _score(value: Any) -> int | None:
+def fast_score(value: Any) -> int | None:
+    """An intent score of the usual shape (0 to 100, as a number or digits), else None."""
     if type(value) is int and 0 <= value <= 100:
         return value
     if type(value) is str and 0 < len(value) <= 3 and value.isascii() and value.isdigit():
@@ -78,9 +79,9 @@ def _score(value: Any) -> int | None:
 
 
 def _tags(value: Any) -> list[str] | None:
-    if type(value) is not list or len(value) > _MAX_TAGS:
+    if type(value) is not list or len(value) > MAX_TAGS:
         return None
-    if all(_plain_text(tag, _MAX_TAG) for tag in value):
+    if all(_plain_text(tag, MAX_TAG) for tag in value):
         return list(value)
     return None
 
@@ -89,12 +90,22 @@ def _plain_int(value: Any) -> bool:
     return type(value) is int and abs(value) < _MAX_PLAIN_INT
 
 
+def plain_key(key: Any) -> bool:
+    """An attribute key the fast path takes as it is."""
+    return type(key) is str and len(key) <= _MAX_KEY and "\x00" not in key and key.strip() == key
+
+
+def json_fits(size: int) -> bool:
+    """Whether attributes of ``size`` (see ``_attributes``) are surely within the JSON limit."""
+    return size * 12 <= MAX_FREE_JSON_BYTES
+
+
 def _attributes(value: Any) -> dict[str, Any] | None:
-    if type(value) is not dict or len(value) > _MAX_ATTRIBUTES:
+    if type(value) is not dict or len(value) > MAX_ATTRIBUTES:
         return None
     size = 2
     for key, item in value.items():
-        if type(key) is not str or len(key) > _MAX_KEY or "\x00" in key or key.strip() != key:
+        if not plain_key(key):
             return None
         if type(item) is str:
             if "\x00" in item:
@@ -105,7 +116,7 @@ def _attributes(value: Any) -> dict[str, Any] | None:
         # Each character escapes to at most 12 bytes of JSON; keys and
         # punctuation are counted the same way, so the bound is never low.
         size += len(key) + 22
-    return dict(value) if size * 12 <= MAX_FREE_JSON_BYTES else None
+    return dict(value) if json_fits(size) else None
 
 
 def fast_lead(raw: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -115,18 +126,18 @@ def fast_lead(raw: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     values: dict[str, Any] = {"email": normalized}
     for key, value in raw.items():
-        if key in _TEXT_LIMITS:
-            if value is not None and not _plain_text(value, _TEXT_LIMITS[key]):
+        if key in TEXT_LIMITS:
+            if value is not None and not _plain_text(value, TEXT_LIMITS[key]):
                 return None
             values[key] = value
         elif key == "email":
             continue
         elif key == "intent_level":
-            if value is not None and value not in _INTENT_LEVELS:
+            if value is not None and value not in INTENT_LEVELS:
                 return None
             values[key] = value
         elif key == "intent_score":
-            if value is not None and (value := _score(value)) is None:
+            if value is not None and (value := fast_score(value)) is None:
                 return None
             values[key] = value
         elif key == "tags":

@@ -34,32 +34,13 @@ class Lead(Base):
             "email",
             name="uq_leads_sponsor_email",
         ),
-        Index("ix_leads_sponsor_intent", "sponsor_id", "intent_level"),
+        # Only what lists, digests and lead writes need: every index costs
+        # each lead an import writes (migration 0025).
         Index("ix_leads_sponsor_follow_up", "sponsor_id", "follow_up_status"),
         Index("ix_leads_sponsor_id", "sponsor_id", "id"),
-        Index("ix_leads_sponsor_score", "sponsor_id", "intent_score"),
-        Index("ix_leads_sponsor_created", "sponsor_id", "created_at"),
         Index("ix_leads_sponsor_event", "sponsor_id", "event_id"),
+        Index("ix_leads_sponsor_created", "sponsor_id", "created_at"),
         Index("ix_leads_tags", "tags", postgresql_using="gin"),
-        Index(
-            "ix_leads_attributes",
-            "attributes",
-            postgresql_using="gin",
-            postgresql_ops={"attributes": "jsonb_path_ops"},
-        ),
-        # Trigrams: ``ilike`` audience filters (migration 0017).
-        Index(
-            "ix_leads_company_trgm",
-            "company",
-            postgresql_using="gin",
-            postgresql_ops={"company": "gin_trgm_ops"},
-        ),
-        Index(
-            "ix_leads_title_trgm",
-            "title",
-            postgresql_using="gin",
-            postgresql_ops={"title": "gin_trgm_ops"},
-        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

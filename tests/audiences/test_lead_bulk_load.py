@@ -3,6 +3,7 @@ and the staged, set-based upsert keeps the cells rule and the tallies exact."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import httpx
@@ -12,7 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.leads import repository
-from service.leads.csv_import import CHUNK_ROWS
+from service.leads.csv_import import CHUNK_ROWS, CsvLeads, import_csv
+from service.leads.csv_rows import copy_ready
 from service.leads.logic import full_validation, validate_lead
 from service.leads.validation import fast_email, fast_lead
 from tests.audiences.test_audience_tallies import _check
@@ -136,6 +138,60 @@ def test_common_rows_take_the_fast_path() -> None:
     assert fast_email("first.last+tag@mail.example.co.uk") == "first.last+tag@mail.example.co.uk"
 
 
+CSV_HEADER = "email,name,intent_level,intent_score,tags,follow_up_status,booth,attributes.Note"
+CSV_ROWS: list[list[str]] = [
+    ["Ada@Example.com", "Ada", "hot", "90", "vip;enterprise", "new", "A1", "x"],
+    [" a@b.com ", " Ada ", "", "", "", "", "", ""],
+    ["a@b.com", "", "", "", ";", "", "", ""],
+    ["a@b.com", "", "", "", " a | b ;; c ", "", "", ""],
+    ["a@b.com", "", "", "", 'q"uote;back\\slash', "", "", ""],
+    ["a@b.com", "", "", "", ";".join(["t"] * 51), "", "", ""],
+    ["a@b.com", "", "", "", "t" * 101, "", "", ""],
+    ["a@b.com", "", "", "", "t\x00", "", "", ""],
+    ["a@b.com", "x" * 201, "", "", "", "", "", ""],
+    ["a@b.com", "a\x00b", "", "", "", "", "", ""],
+    ["a@b.com", "", "HOT", "", "", "", "", ""],
+    ["a@b.com", "", "", "101", "", "", "", ""],
+    ["a@b.com", "", "", "090", "", "", "", ""],
+    ["a@b.com", "", "", "٣", "", "", "", ""],
+    ["a@b.com", "", "", "", "", "s" * 41, "", ""],
+    ["a@b.com", "", "", "", "", "", 'say "hi", then\nleave', "é" * 2000],
+    ["a@b.com", "", "", "", "", "", 'say "hi", then\nleave', "\\N"],
+    ["a@b.com", "", "", "", "", "", "x" * 16_400, ""],
+    ["a@b.com", "", "", "", "", "", "a\x00", ""],
+    ["é@b.com", "", "", "", "", "", "", ""],
+    ["x@localhost", "", "", "", "", "", "", ""],
+    ["", "Nobody", "", "", "", "", "", ""],
+]
+
+
+def _general_record(parser: CsvLeads, line: int, cells: list[str]) -> Any:
+    result = validate_lead(parser._row(cells))
+    return (
+        result if isinstance(result, tuple) else copy_ready(repository.staged_record(line, result))
+    )
+
+
+@pytest.mark.parametrize("cells", CSV_ROWS, ids=[str(i) for i in range(len(CSV_ROWS))])
+def test_the_csv_row_plan_agrees_with_the_general_path(cells: list[str]) -> None:
+    parser = CsvLeads(io.BytesIO(CSV_HEADER.encode()))
+    planned = parser._plan.record(7, cells)
+    assert planned is None or planned == _general_record(parser, 7, cells)
+
+
+def test_common_csv_rows_take_the_row_plan() -> None:
+    parser = CsvLeads(io.BytesIO(CSV_HEADER.encode()))
+    planned = parser._plan.record(2, CSV_ROWS[0])
+    assert planned is not None and planned == _general_record(parser, 2, CSV_ROWS[0])
+    assert planned[1] == "ada@example.com"
+    assert '{"vip","enterprise"}' in planned
+
+
+def test_a_header_with_a_column_the_plan_has_no_rule_for_takes_the_general_path() -> None:
+    assert not CsvLeads(io.BytesIO(b"email,attributes. x\n"))._plan.usable
+    assert CsvLeads(io.BytesIO(b"email,attributes.x\n"))._plan.usable
+
+
 async def test_a_big_import_with_updates_and_duplicates_keeps_the_tallies_exact(
     client: httpx.AsyncClient,
     sponsor: str,
@@ -180,6 +236,17 @@ async def test_a_big_import_with_updates_and_duplicates_keeps_the_tallies_exact(
             {"s": sponsor, "e": "b1600@tally.example"},
         )
     assert kept == levels[1600 % 4]
+
+
+async def test_two_uploads_in_one_transaction_each_find_only_their_own_duplicates(
+    sponsor: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    body = b"email,name\na@two.example,A\nb@two.example,B\n"
+    async with sessions.begin() as session:
+        first = await import_csv(session, sponsor, io.BytesIO(body))
+        second = await import_csv(session, sponsor, io.BytesIO(body))
+    assert (first.inserted, first.updated, first.rejected_count) == (2, 0, 0)
+    assert (second.inserted, second.updated, second.rejected_count) == (0, 2, 0)
 
 
 async def test_a_large_bulk_upsert_is_staged_and_changes_only_the_fields_sent(
@@ -241,6 +308,42 @@ async def test_an_import_probes_existing_leads_by_address_for_a_sponsor_the_stat
         await session.rollback()
     indexes = {node["Index Name"] for node in _plan_nodes(plan[0]["Plan"]) if "Index Name" in node}
     assert len(indexes) == 1 and next(iter(indexes)).endswith("sponsor_id_email_key")
+
+
+async def test_a_filtered_lead_list_reads_the_sponsors_leads_even_when_they_come_last(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A sponsor whose leads all come after another's, in a table its statistics
+    know: a page filtered by level must be read through a (sponsor, …) index,
+    never by walking the primary key through the other sponsor's leads first.
+    Planned against a copy of ``leads`` (in a transaction rolled back)."""
+    async with sessions() as session:
+        await session.execute(text("CREATE SCHEMA list_probe"))
+        await session.execute(
+            text("CREATE TABLE list_probe.leads (LIKE public.leads INCLUDING ALL)")
+        )
+        for sponsor, count in (("zbig", 100_000), ("alate", 20_000)):
+            await session.execute(
+                text(
+                    "INSERT INTO list_probe.leads (sponsor_id, email, intent_level, name) "
+                    "SELECT :s, 'k' || g || '@list.example', "
+                    "(ARRAY['hot', 'warm', 'cold'])[g % 3 + 1], 'Lead ' || g "
+                    "FROM generate_series(1, :n) AS g"
+                ),
+                {"s": sponsor, "n": count},
+            )
+        await session.execute(text("ANALYZE list_probe.leads"))
+        await session.execute(text("SET LOCAL search_path = list_probe"))
+        query = repository.list_query(
+            "alate", limit=51, after_id=None, filters={"intent_level": "hot"}
+        )
+        compiled = query.compile(
+            dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan = await session.scalar(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
+        await session.rollback()
+    indexes = {node["Index Name"] for node in _plan_nodes(plan[0]["Plan"]) if "Index Name" in node}
+    assert indexes and all("sponsor_id" in name for name in indexes)
 
 
 def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,24 @@ async def test_a_csv_file_is_imported_with_fields_tags_and_attributes(
     assert ada["attributes"] == {"booth": "A1"}
     bob = await _lead(client, sponsor, headers, "bob@example.com")
     assert bob["company"] is None and bob["attributes"] == {}
+
+
+async def test_quotes_commas_backslashes_and_line_breaks_come_through_unchanged(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    headers = token(sponsor)
+    name, company = 'O"Brien, \\N', "a\n\\.\nb"
+    tags = ['q"uote', "back\\slash", "{brace}", "com,ma", "NULL"]
+    note = 'say "hi",\nthen \\. leave'
+    rows = [["email", "name", "company", "tags", "note"], ["q@example.com", name, company]]
+    rows[1] += [";".join(tags), note]
+    body = io.StringIO()
+    csv.writer(body).writerows(rows)
+    response = await _import(client, sponsor, headers, body.getvalue())
+    assert response.json()["inserted"] == 1, response.text
+    lead = await _lead(client, sponsor, headers, "q@example.com")
+    assert (lead["name"], lead["company"], lead["tags"]) == (name, company, tags)
+    assert lead["attributes"] == {"note": note}
 
 
 async def test_a_bom_and_mixed_case_headers_are_understood(
@@ -142,6 +162,22 @@ async def test_a_second_import_updates_only_the_cells_sent(
     assert (response.json()["inserted"], response.json()["updated"]) == (0, 1)
     lead = await _lead(client, sponsor, headers, "d@example.com")
     assert (lead["name"], lead["company"]) == ("Dee", "Globex")
+
+
+async def test_a_stored_lead_sent_in_two_chunks_is_updated_by_the_first_row_only(
+    client: httpx.AsyncClient, sponsor: str, token: Any
+) -> None:
+    headers = token(sponsor)
+    await _import(client, sponsor, headers, "email,name\nold@example.com,Old\n")
+    filler = [f"f{i}@example.com,F" for i in range(CHUNK_ROWS)]
+    rows = ["old@example.com,First", *filler, "OLD@example.com,Second"]
+    response = await _import(client, sponsor, headers, "email,name\n" + "\n".join(rows) + "\n")
+    body = response.json()
+    assert (body["inserted"], body["updated"]) == (CHUNK_ROWS, 1)
+    assert [(r["line"], r["message"]) for r in body["rejected"]] == [
+        (CHUNK_ROWS + 3, "same address as line 2")
+    ]
+    assert (await _lead(client, sponsor, headers, "old@example.com"))["name"] == "First"
 
 
 async def test_a_file_without_an_email_column_is_a_422(
