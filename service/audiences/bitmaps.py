@@ -13,8 +13,9 @@ A leaf the index cannot decide exactly as PostgreSQL does raises
 ``Unsupported`` and SQL counts instead: ``ilike`` beyond ASCII (case folding
 is the database's locale), equality on an attribute key with arrays or objects
 among its values (containment has its own rules there), ranges on an
-attribute with a number no float holds exactly (compared as ``numeric``),
-equality or ``ilike`` on a column of more than ``DISTINCT_CAP`` values.
+attribute with a number no float holds exactly (compared as ``numeric``).
+An ``ilike`` reads all of a column's distinct values in one regex search
+(``columns.Joined``), however many there are.
 """
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 from pyroaring import BitMap
 
 BUCKET = 4096
-DISTINCT_CAP = 20_000
 
 
 class Unsupported(Exception):
@@ -29,40 +29,64 @@ def union(maps: Iterable[BitMap]) -> BitMap:
     return BitMap.union(*maps) if maps else BitMap()
 
 
-class Values:
-    """Ids per distinct value of a column; ``None`` values are absent."""
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
-    def __init__(self, groups: dict[Any, list[int]]) -> None:
+
+class Values:
+    """Ids per distinct value of a column; ``None`` values are absent.
+
+    ``text_of`` gives the text an ``ilike`` reads of a value (None: not text).
+    """
+
+    def __init__(
+        self, groups: dict[Any, list[int]], text_of: Callable[[Any], str | None] = _text
+    ) -> None:
         self.present = BitMap()
-        self.by_value: dict[Any, BitMap] | None = {}
+        self.by_value: dict[Any, BitMap] = {}
         self.ascii = True
+        self._text_of = text_of
+        self._joined: Joined | None = None
         for value, ids in groups.items():
             bitmap = BitMap(ids)
             self.present |= bitmap
             self.by_value[value] = bitmap
-            text = value[1] if isinstance(value, tuple) else value
-            if isinstance(text, str) and not text.isascii():
+            text = text_of(value)
+            if text is not None and not text.isascii():
                 self.ascii = False
-        if len(groups) > DISTINCT_CAP:
-            self.by_value = None
-
-    def _values(self) -> dict[Any, BitMap]:
-        if self.by_value is None:
-            raise Unsupported("too many distinct values")
-        return self.by_value
 
     def equal(self, values: list[Any]) -> BitMap:
-        by_value = self._values()
+        by_value = self.by_value
         return union(by_value[v] for v in values if v in by_value)
 
     def where(self, test: Any) -> BitMap:
-        return union(ids for value, ids in self._values().items() if test(value))
+        """The values ``test`` accepts (the score's ranges: a hundred values at most)."""
+        return union(ids for value, ids in self.by_value.items() if test(value))
 
     def like(self, pattern: str) -> BitMap:
         regex = like_regex(pattern)
         if regex is None or not self.ascii:
             raise Unsupported("ilike beyond ASCII")
-        return self.where(lambda value: isinstance(value, str) and regex.fullmatch(value))
+        if self._joined is None:  # built at the first ilike on this column, then kept
+            self._joined = Joined(self.by_value, self._text_of)
+        return union(self.by_value[value] for value in self._joined.matching(regex))
+
+
+class Joined:
+    """A column's texts in one string, each after a NUL (which no PostgreSQL text
+    holds): one regex search finds every value an ``ilike`` matches, in C, however
+    many distinct values the column has."""
+
+    def __init__(self, values: Iterable[Any], text_of: Callable[[Any], str | None]) -> None:
+        texts = [(value, text) for value in values if (text := text_of(value)) is not None]
+        self.values = [value for value, _ in texts]
+        self.text = "".join(f"\0{text}" for _, text in texts)
+        lengths = (len(text) + 1 for _, text in texts)
+        self.starts = array("Q", accumulate(lengths, initial=0))
+
+    def matching(self, regex: re.Pattern[str]) -> Iterator[Any]:
+        for match in regex.finditer(self.text):
+            yield self.values[bisect_left(self.starts, match.start())]
 
 
 class Sorted:
@@ -106,7 +130,8 @@ class Sorted:
 
 
 def like_regex(pattern: str) -> re.Pattern[str] | None:
-    """SQL ``ILIKE`` (backslash escapes) as a regex, for ASCII patterns; None otherwise."""
+    """SQL ``ILIKE`` (backslash escapes) as a regex over ``Joined`` text: it matches a
+    NUL and the whole text after it; None for a pattern beyond ASCII."""
     if not pattern.isascii():
         return None
     parts: list[str] = []
@@ -118,10 +143,14 @@ def like_regex(pattern: str) -> re.Pattern[str] | None:
         elif char == "\\":
             escaped = True
         else:
-            parts.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+            parts.append(_WILDCARDS.get(char) or re.escape(char))
     if escaped:  # PostgreSQL refuses a pattern that ends with the escape character
         return None
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL | re.ASCII)
+    return re.compile(f"\\x00(?:{''.join(parts)})(?=\\x00|\\Z)", re.IGNORECASE | re.ASCII)
+
+
+# Wildcards stay within one text of the joined string.
+_WILDCARDS = {"%": "[^\\x00]*", "_": "[^\\x00]"}
 
 
 def json_key(value: Any) -> tuple[str, Any]:
@@ -161,7 +190,7 @@ class Attribute:
 class FrozenAttribute:
     def __init__(self, source: Attribute) -> None:
         self.present = BitMap(source.present)
-        self.values = Values(source.scalars)
+        self.values = Values(source.scalars, _string_scalar)
         self.containers = source.containers
         exact = all(
             Decimal(float(number)) == number for kind, number in source.scalars if kind == "n"
@@ -173,10 +202,7 @@ class FrozenAttribute:
         if op == "exists":
             return self.present
         if op == "ilike":
-            regex = like_regex(value)
-            if regex is None or not self.values.ascii:
-                raise Unsupported("ilike beyond ASCII")
-            return self.values.where(lambda v: v[0] == "s" and regex.fullmatch(v[1]))
+            return self.values.like(value)
         if op in ("eq", "ne", "in", "not_in"):
             if self.containers:
                 raise Unsupported("containment over arrays or objects")
@@ -185,6 +211,10 @@ class FrozenAttribute:
         if self.numbers is None:
             raise Unsupported("numbers no float holds exactly")
         return ordered(self.numbers, op, value)
+
+
+def _string_scalar(key: tuple[str, Any]) -> str | None:
+    return key[1] if key[0] == "s" else None
 
 
 def listed(value: Any) -> list[Any]:
