@@ -67,11 +67,12 @@ class SlotTemplate:
     ``render`` evaluates the slots, then one ``itemgetter`` lays slot values and
     static pieces out in order and one ``join`` glues them: both loops run in C.
     (``str.format`` was slower, and much slower still with ``Markup`` values.)
+    ``render_json`` fills one bytes format instead (see ``__init__``).
     """
 
     __slots__ = (
-        "_json_layout",
-        "_json_statics",
+        "_json_format",
+        "_json_values",
         "_layout",
         "_order",
         "_slots",
@@ -109,10 +110,26 @@ class SlotTemplate:
         order.append(len(slots) + len(statics) - 1)
         self._layout = operator.itemgetter(*order)
         # The same layout as a JSON string literal in UTF-8: JSON escapes character by
-        # character, so the escaped pieces joined are the escaped whole.
-        self._json_statics = [orjson.dumps(piece)[1:-1] for piece in statics] + [b'"']
-        quote = len(slots) + len(self._json_statics) - 1
-        self._json_layout = operator.itemgetter(quote, *order, quote)
+        # character, so the escaped pieces joined are the escaped whole. Laid out by
+        # one bytes format, its static text escaped for ``%`` and ``%s`` where each
+        # slot's text goes: fewer steps per piece than an itemgetter and a join.
+        self._json_format = b"".join(
+            [b'"']
+            + [
+                b"%s"
+                if i < len(slots)
+                else orjson.dumps(statics[i - len(slots)])[1:-1].replace(b"%", b"%%")
+                for i in order
+            ]
+            + [b'"']
+        )
+        occurrences = [i for i in order if i < len(slots)]
+        # itemgetter of one index returns the item, not a 1-tuple.
+        self._json_values: Callable[[list[bytes]], tuple[bytes, ...]] = (
+            operator.itemgetter(*occurrences)
+            if len(occurrences) > 1
+            else lambda values: tuple(values[i] for i in occurrences)
+        )
 
     @property
     def slot_count(self) -> int:
@@ -145,7 +162,7 @@ class SlotTemplate:
     def render_json(self, context: Context) -> bytes:
         """``orjson.dumps(self.render(context))``, without encoding the static text again."""
         values = [orjson.dumps(slot(context))[1:-1] for slot in self._slots]
-        return b"".join(self._json_layout(values + self._json_statics))
+        return self._json_format % self._json_values(values)
 
 
 def compile_slots(

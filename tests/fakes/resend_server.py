@@ -121,6 +121,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
+from worker.allocator import tune_allocator
+
 __all__ = [
     "MAX_ATTACHMENTS_BASE64",
     "MAX_BATCH",
@@ -1774,6 +1776,9 @@ def main(argv: list[str] | None = None) -> None:
     # collected (a cycle that lives long enough to be old is left to the exit).
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, _NEVER)
+    # Each 4 MB batch body is read into a buffer of its own: as the workers do, keep
+    # freed heap memory for the next one rather than map and fault it in anew.
+    tune_allocator()
     sock = _bind(args.host, args.port)
     fake.port = sock.getsockname()[1]
     print(f"listening on {fake.url}", flush=True)  # the harness waits for this line

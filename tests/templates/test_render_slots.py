@@ -63,6 +63,11 @@ CASES: dict[str, Content] = {
         subject="Hello {{ name }}",
         html_body='<p><a href="{{ attributes.booth }}">booth</a> {{ email }} &amp; {{ "{" }}</p>',
     ),
+    # Static text a bytes format would read as conversions, in both parts.
+    "percent_signs": Content(
+        subject="100% for {{ name }}",
+        message_body="Save 50%% or 100%, {{ name }}: a %s and %(x)s off for {{ company }}%",
+    ),
     "assignments_stay_on_jinja": Content(
         subject="{% set who = name %}Hi {{ who }}",
         message_body="{% set who = first_name %}{{ who }}",
