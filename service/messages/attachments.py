@@ -23,13 +23,25 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.messages import AttachmentIn
 from service.errors import Unprocessable
-from worker.providers.base import Attachment
 
-__all__ = ["MESSAGE_LIMITS", "check_attachments", "check_rules"]
+__all__ = ["MESSAGE_LIMITS", "Attachment", "check_attachments", "check_rules"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a message; with ``content_id`` it is inline, shown where the
+    HTML says ``cid:<content_id>`` instead of in the list of attachments."""
+
+    filename: str
+    content_type: str  # "type/subtype", no parameters
+    content: bytes
+    content_id: str | None = None
+
 
 MB = 1_000_000
 # The largest message each provider takes, attachments included; None: not

@@ -14,12 +14,12 @@ import pytest
 
 from schemas.messages import AttachmentIn
 from service.errors import Unprocessable
-from service.messages.attachments import MESSAGE_LIMITS, check_attachments
+from service.messages.attachments import MESSAGE_LIMITS, Attachment, check_attachments
 from tests.fakes.mailgun_server import FakeMailgun
 from tests.fakes.resend_server import FakeResend
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.fakes.smtp_server import FakeSMTP, parse_email
-from worker.providers.base import Attachment, OutgoingEmail
+from worker.providers.base import OutgoingEmail
 from worker.providers.mailgun import MailgunProvider
 from worker.providers.outbox import OutboxProvider
 from worker.providers.resend import ResendProvider

@@ -7,11 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from service.messages.attachments import Attachment
 from tests.fakes.mailgun_server import FakeMailgun
 from tests.fakes.resend_server import FakeResend
 from tests.fakes.sendgrid_server import FakeSendGrid
 from tests.fakes.smtp_server import FakeSMTP, parse_email
-from worker.providers.base import Attachment, OutgoingEmail
+from worker.providers.base import OutgoingEmail
 from worker.providers.mailgun import MailgunProvider
 from worker.providers.outbox import OutboxProvider
 from worker.providers.resend import ResendProvider

@@ -37,6 +37,7 @@ from service.campaigns.sending_repository import Recipient
 from service.errors import AccountError
 from service.logs import bound
 from service.messages import retries, sending_repository
+from service.messages.attachments import Attachment
 from service.messages.tracking import tracking_tag
 from service.models import Message, TemplateVersion
 from service.preferences import logic as preferences
@@ -47,7 +48,7 @@ from worker.delivery.accounts import Accounts
 from worker.delivery.message_context import MessageContexts
 from worker.delivery.message_sends import MessageSends, Ready, Wait, plan
 from worker.providers.accounts import ProviderClients
-from worker.providers.base import Attachment, EmailProvider
+from worker.providers.base import EmailProvider
 from worker.ratelimit import Pacer
 
 log = logging.getLogger(__name__)

@@ -6,16 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """A file sent with a message; with ``content_id`` it is inline, shown where the
-    HTML says ``cid:<content_id>`` instead of in the list of attachments."""
-
-    filename: str
-    content_type: str  # "type/subtype", no parameters
-    content: bytes
-    content_id: str | None = None
+from service.messages.attachments import Attachment
 
 
 # Not frozen: built once per recipient, and a frozen dataclass's __init__ costs

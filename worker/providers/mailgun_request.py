@@ -35,8 +35,9 @@ from typing import Any
 
 import orjson
 
+from service.messages.attachments import Attachment
 from service.messages.tracking import TAG_PREFIX as MESSAGE_TAG_PREFIX
-from worker.providers.base import Attachment, OutgoingEmail
+from worker.providers.base import OutgoingEmail
 
 __all__ = ["MAX_RECIPIENTS", "MAX_REQUEST_BYTES", "MailgunRequest", "encode_multipart", "requests"]
 

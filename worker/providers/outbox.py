@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from worker.providers.base import Attachment, OutgoingEmail, SendResult
+from service.messages.attachments import Attachment
+from worker.providers.base import OutgoingEmail, SendResult
 
 
 class OutboxProvider:

@@ -18,7 +18,8 @@ import orjson
 import resend
 
 from service.errors import PermanentProviderError
-from worker.providers.base import Attachment, OutgoingEmail, SendResult
+from service.messages.attachments import Attachment
+from worker.providers.base import OutgoingEmail, SendResult
 
 __all__ = ["email_params", "pair_results", "resend_from", "single_key"]
 

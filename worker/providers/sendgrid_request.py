@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from worker.providers.base import Attachment, OutgoingEmail
+from service.messages.attachments import Attachment
+from worker.providers.base import OutgoingEmail
 
 __all__ = [
     "MAX_SUBSTITUTION_BYTES",

@@ -26,7 +26,8 @@ from urllib.parse import quote
 import dkim
 import dkim.crypto
 
-from worker.providers.base import Attachment, OutgoingEmail
+from service.messages.attachments import Attachment
+from worker.providers.base import OutgoingEmail
 
 __all__ = ["DKIMSigner", "build_message", "dkim_signer_from", "message_id"]
 
