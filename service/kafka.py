@@ -140,9 +140,12 @@ class Producer:
         An idempotent producer whose broker lost its state (a restarted broker
         without storage, a new cluster) keeps retrying with a producer id the
         broker no longer knows, and every message times out; a new producer
-        gets a new id and works at once.
+        gets a new id and works at once. What the old one still holds fails now
+        (purged) rather than each message at its timeout: the callers retry
+        through the new one.
         """
         log.warning("kafka producer timed out or failed; starting a new one")
+        self._producer.purge(blocking=False)
         self._retired.append(self._producer)
         self._producer = confluent_kafka.Producer(self._config)
         self._stuck = False

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from schemas.events import TOPIC_CAMPAIGN_BATCHES, TOPIC_CAMPAIGNS, CampaignBatch
 from service import outbox
 from service.campaigns import logic, repository, sending_repository
+from service.errors import KafkaUnavailable
 from service.http import transaction
 from service.kafka import Outgoing, Producer
 from service.settings import Settings
@@ -74,6 +75,9 @@ class FailedForGood:
     def flush(self, timeout: float) -> int:
         return 0
 
+    def purge(self, blocking: bool = True) -> None:
+        return None
+
     def __len__(self) -> int:
         return 0
 
@@ -116,6 +120,22 @@ async def test_a_fatal_error_raised_by_poll_leaves_the_producer_serving_and_repl
         producer.close()
 
     assert isinstance(producer._producer, confluent_kafka.Producer)  # a new one, polled
+
+
+async def test_a_replaced_producer_fails_what_it_held_at_once_for_the_callers_to_retry(
+    migrated: Settings,
+) -> None:
+    down = migrated.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+    producer = Producer(down)  # messages wait 30 s before they time out
+    try:
+        payload = CampaignBatch(campaign_id=uuid.uuid4(), batch_no=0).to_bytes()
+        held = asyncio.create_task(producer.send([(TOPIC_CAMPAIGN_BATCHES, "k", payload)]))
+        await asyncio.sleep(0.2)
+        producer._renew()
+        with pytest.raises(KafkaUnavailable):
+            await asyncio.wait_for(held, 5)
+    finally:
+        producer.close(timeout=0.1)
 
 
 class CallbackFails(FailedForGood):
