@@ -15,7 +15,8 @@ is the database's locale), equality on an attribute key with arrays or objects
 among its values (containment has its own rules there), ranges on an
 attribute with a number no float holds exactly (compared as ``numeric``).
 An ``ilike`` reads all of a column's distinct values in one regex search
-(``columns.Joined``), however many there are.
+(``columns.Joined``); past ``DISTINCT_CAP`` values a column of texts is kept
+as that joined text alone, and any other steps aside for equality and ``ilike``.
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any
 
 from pyroaring import BitMap
 
 BUCKET = 4096
+DISTINCT_CAP = 20_000
 
 
 class Unsupported(Exception):
@@ -37,56 +38,92 @@ class Values:
     """Ids per distinct value of a column; ``None`` values are absent.
 
     ``text_of`` gives the text an ``ilike`` reads of a value (None: not text).
+    Up to ``DISTINCT_CAP`` values, a bitmap per value. Past it, a bitmap per value
+    would cost a few hundred bytes each, for ever: a column of texts only is then
+    kept as ``Joined`` text alone (equality a search, ``ilike`` a regex over it),
+    any other steps aside.
     """
 
     def __init__(
-        self, groups: dict[Any, list[int]], text_of: Callable[[Any], str | None] = _text
+        self, groups: Mapping[Any, list[int]], text_of: Callable[[Any], str | None] = _text
     ) -> None:
-        self.present = BitMap()
-        self.by_value: dict[Any, BitMap] = {}
         self.ascii = True
         self._text_of = text_of
-        self._joined: Joined | None = None
-        for value, ids in groups.items():
-            bitmap = BitMap(ids)
-            self.present |= bitmap
-            self.by_value[value] = bitmap
+        texts_only = True
+        for value in groups:
             text = text_of(value)
-            if text is not None and not text.isascii():
+            if text is None:
+                texts_only = False
+            elif not text.isascii():
                 self.ascii = False
+        self.by_value: dict[Any, BitMap] | None = None
+        self._joined: Joined | None = None
+        if len(groups) <= DISTINCT_CAP:
+            self.by_value = {value: BitMap(ids) for value, ids in groups.items()}
+            self.present = union(self.by_value.values())
+        elif texts_only:
+            self._joined = Joined(groups, text_of)
+            self.present = BitMap(self._joined.order)
+        else:
+            self.present = BitMap(chain.from_iterable(groups.values()))
 
     def equal(self, values: list[Any]) -> BitMap:
-        by_value = self.by_value
-        return union(by_value[v] for v in values if v in by_value)
+        if self.by_value is not None:
+            return union(self.by_value[v] for v in values if v in self.by_value)
+        if self._joined is None:
+            raise Unsupported("too many distinct values")
+        return self._joined.equal(t for v in values if (t := self._text_of(v)) is not None)
 
     def where(self, test: Any) -> BitMap:
         """The values ``test`` accepts (the score's ranges: a hundred values at most)."""
+        if self.by_value is None:
+            raise Unsupported("too many distinct values")
         return union(ids for value, ids in self.by_value.items() if test(value))
 
     def like(self, pattern: str) -> BitMap:
         regex = like_regex(pattern)
         if regex is None or not self.ascii:
             raise Unsupported("ilike beyond ASCII")
-        if self._joined is None:  # built at the first ilike on this column, then kept
-            self._joined = Joined(self.by_value, self._text_of)
-        return union(self.by_value[value] for value in self._joined.matching(regex))
+        if self._joined is None:
+            if self.by_value is None:
+                raise Unsupported("too many distinct values")
+            self._joined = Joined(self.by_value, self._text_of)  # at the first ilike, kept
+        return self._joined.like(regex)
 
 
 class Joined:
     """A column's texts in one string, each after a NUL (which no PostgreSQL text
-    holds): one regex search finds every value an ``ilike`` matches, in C, however
-    many distinct values the column has."""
+    holds), and the ids of each: one regex search finds every value an ``ilike``
+    matches, in C, however many distinct values the column has."""
 
-    def __init__(self, values: Iterable[Any], text_of: Callable[[Any], str | None]) -> None:
-        texts = [(value, text) for value in values if (text := text_of(value)) is not None]
-        self.values = [value for value, _ in texts]
-        self.text = "".join(f"\0{text}" for _, text in texts)
-        lengths = (len(text) + 1 for _, text in texts)
-        self.starts = array("Q", accumulate(lengths, initial=0))
+    def __init__(
+        self, groups: Mapping[Any, Iterable[int]], text_of: Callable[[Any], str | None]
+    ) -> None:
+        texts: list[str] = []
+        self.order = array("I")  # the ids of each text, one text after another
+        self.offsets = array("Q", [0])  # where each text's ids start in ``order``
+        for value, ids in groups.items():
+            if (text := text_of(value)) is not None:
+                texts.append(text)
+                self.order.extend(ids)
+                self.offsets.append(len(self.order))
+        self.text = "".join(f"\0{text}" for text in texts) + "\0"
+        self.starts = array("Q", accumulate((len(text) + 1 for text in texts), initial=0))
 
-    def matching(self, regex: re.Pattern[str]) -> Iterator[Any]:
-        for match in regex.finditer(self.text):
-            yield self.values[bisect_left(self.starts, match.start())]
+    def like(self, regex: re.Pattern[str]) -> BitMap:
+        return self._ids(match.start() for match in regex.finditer(self.text))
+
+    def equal(self, texts: Iterable[str]) -> BitMap:
+        return self._ids(at for text in texts if (at := self.text.find(f"\0{text}\0")) >= 0)
+
+    def _ids(self, starts: Iterable[int]) -> BitMap:
+        """The ids of the texts that start (their NUL) at these positions; the last NUL
+        starts none."""
+        order, offsets, last = self.order, self.offsets, len(self.offsets) - 1
+        found = (bisect_left(self.starts, at) for at in starts)
+        return BitMap(
+            chain.from_iterable(order[offsets[i] : offsets[i + 1]] for i in found if i < last)
+        )
 
 
 class Sorted:
