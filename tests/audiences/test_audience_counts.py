@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -147,46 +148,28 @@ async def test_every_reader_counts_a_preset_alike(
     assert counts == dict.fromkeys(counts, expected)
 
 
-async def _churn(
-    sessions: async_sessionmaker[AsyncSession], sponsor_id: str, stop: asyncio.Event
+LeadWrite = Callable[[AsyncSession, int, str], Awaitable[None]]
+
+
+async def churn(
+    sessions: async_sessionmaker[AsyncSession],
+    sponsor_id: str,
+    stop: asyncio.Event,
+    rng: random.Random,
+    email_of: Callable[[], str],
+    actions: Sequence[str],
+    lead_writes: Mapping[str, LeadWrite],
 ) -> None:
-    """Add, change, suppress and delete leads until told to stop, one commit at a time."""
-    rng = random.Random(7)
+    """One commit at a time until told to stop: an action drawn from ``actions``, either
+    one of the caller's ``lead_writes`` (session, step, email) or ``suppress``, ``lift``
+    or ``delete`` of the address."""
     n = 0
     while not stop.is_set():
         n += 1
-        email = f"churn{rng.randint(0, 40)}@churn.example"
+        email, action = email_of(), rng.choice(actions)
         async with sessions.begin() as session:
-            action = rng.choice(["add", "add", "change", "suppress", "lift", "delete"])
-            if action == "add":
-                row = _random_leads(1, seed=n)[0] | {"email": email, "sponsor_id": sponsor_id}
-                await session.execute(
-                    text(
-                        "INSERT INTO leads (sponsor_id, email, intent_level, intent_score, "
-                        "follow_up_status) VALUES (:s, :e, :l, :score, :f) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    {
-                        "s": sponsor_id,
-                        "e": email,
-                        "l": row["intent_level"],
-                        "score": row["intent_score"],
-                        "f": row["follow_up_status"],
-                    },
-                )
-            elif action == "change":
-                await session.execute(
-                    text(
-                        "UPDATE leads SET intent_level = :l, intent_score = :score "
-                        "WHERE sponsor_id = :s AND email = :e"
-                    ),
-                    {
-                        "s": sponsor_id,
-                        "e": email,
-                        "l": rng.choice(["hot", "cold", None]),
-                        "score": rng.randint(0, 100),
-                    },
-                )
+            if action in lead_writes:
+                await lead_writes[action](session, n, email)
             elif action == "suppress":
                 await session.execute(
                     text(
@@ -202,6 +185,54 @@ async def _churn(
                     delete(Lead).where(Lead.sponsor_id == sponsor_id, Lead.email == email)
                 )
         await asyncio.sleep(0)
+
+
+async def _churn(
+    sessions: async_sessionmaker[AsyncSession], sponsor_id: str, stop: asyncio.Event
+) -> None:
+    """Add, change, suppress and delete leads until told to stop, one commit at a time."""
+    rng = random.Random(7)
+
+    async def add(session: AsyncSession, n: int, email: str) -> None:
+        row = _random_leads(1, seed=n)[0]
+        await session.execute(
+            text(
+                "INSERT INTO leads (sponsor_id, email, intent_level, intent_score, "
+                "follow_up_status) VALUES (:s, :e, :l, :score, :f) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {
+                "s": sponsor_id,
+                "e": email,
+                "l": row["intent_level"],
+                "score": row["intent_score"],
+                "f": row["follow_up_status"],
+            },
+        )
+
+    async def change(session: AsyncSession, n: int, email: str) -> None:
+        await session.execute(
+            text(
+                "UPDATE leads SET intent_level = :l, intent_score = :score "
+                "WHERE sponsor_id = :s AND email = :e"
+            ),
+            {
+                "s": sponsor_id,
+                "e": email,
+                "l": rng.choice(["hot", "cold", None]),
+                "score": rng.randint(0, 100),
+            },
+        )
+
+    await churn(
+        sessions,
+        sponsor_id,
+        stop,
+        rng,
+        lambda: f"churn{rng.randint(0, 40)}@churn.example",
+        ["add", "add", "change", "suppress", "lift", "delete"],
+        {"add": add, "change": change},
+    )
 
 
 async def test_every_reader_agrees_while_leads_and_suppressions_change(

@@ -21,6 +21,7 @@ from service.audiences.columns import like_regex
 from service.audiences.filter_language import parse_filter
 from service.audiences.filters import audience_clause, leads, suppressed_clause
 from service.models import Lead, Sponsor, Suppression
+from tests.audiences.test_audience_counts import churn
 from tests.audiences.test_audience_filters import _random_leads, filters
 
 
@@ -141,47 +142,39 @@ async def _churn(
 ) -> None:
     """Single and bulk writes of leads and suppressions, one commit each, until told to stop."""
     rng = random.Random(5)
-    n = 0
-    while not stop.is_set():
-        n += 1
-        email = f"p{rng.randint(0, 200)}@churn-index.example"
-        action = rng.choice(["add", "change", "bulk", "suppress", "lift", "delete"])
-        async with sessions.begin() as session:
-            if action == "add":
-                row = _random_leads(1, seed=n)[0] | {"email": email, "sponsor_id": sponsor_id}
-                exists = select(Lead.id).where(Lead.sponsor_id == sponsor_id, Lead.email == email)
-                if await session.scalar(exists) is None:
-                    await session.execute(insert(Lead).values(row))
-            elif action == "change":
-                await session.execute(
-                    update(Lead)
-                    .where(Lead.sponsor_id == sponsor_id, Lead.email == email)
-                    .values(intent_score=rng.randint(0, 100), tags=rng.sample(["vip", "smb"], 1))
-                )
-            elif action == "bulk":  # one statement over many leads
-                await session.execute(
-                    text(
-                        "UPDATE leads SET intent_score = (intent_score + 7) % 101, "
-                        "attributes = attributes || jsonb_build_object('region', 'EU') "
-                        "WHERE sponsor_id = :s AND id % 5 = :r"
-                    ),
-                    {"s": sponsor_id, "r": rng.randint(0, 4)},
-                )
-            elif action == "suppress":
-                await session.execute(
-                    text(
-                        "INSERT INTO suppressions (sponsor_id, email, reason) "
-                        "VALUES (:s, :e, 'manual') ON CONFLICT DO NOTHING"
-                    ),
-                    {"s": rng.choice([sponsor_id, None]), "e": email},
-                )
-            elif action == "lift":
-                await session.execute(delete(Suppression).where(Suppression.email == email))
-            else:
-                await session.execute(
-                    delete(Lead).where(Lead.sponsor_id == sponsor_id, Lead.email == email)
-                )
-        await asyncio.sleep(0)
+
+    async def add(session: AsyncSession, n: int, email: str) -> None:
+        row = _random_leads(1, seed=n)[0] | {"email": email, "sponsor_id": sponsor_id}
+        exists = select(Lead.id).where(Lead.sponsor_id == sponsor_id, Lead.email == email)
+        if await session.scalar(exists) is None:
+            await session.execute(insert(Lead).values(row))
+
+    async def change(session: AsyncSession, n: int, email: str) -> None:
+        await session.execute(
+            update(Lead)
+            .where(Lead.sponsor_id == sponsor_id, Lead.email == email)
+            .values(intent_score=rng.randint(0, 100), tags=rng.sample(["vip", "smb"], 1))
+        )
+
+    async def bulk(session: AsyncSession, n: int, email: str) -> None:  # one statement, many
+        await session.execute(
+            text(
+                "UPDATE leads SET intent_score = (intent_score + 7) % 101, "
+                "attributes = attributes || jsonb_build_object('region', 'EU') "
+                "WHERE sponsor_id = :s AND id % 5 = :r"
+            ),
+            {"s": sponsor_id, "r": rng.randint(0, 4)},
+        )
+
+    await churn(
+        sessions,
+        sponsor_id,
+        stop,
+        rng,
+        lambda: f"p{rng.randint(0, 200)}@churn-index.example",
+        ["add", "change", "bulk", "suppress", "lift", "delete"],
+        {"add": add, "change": change, "bulk": bulk},
+    )
 
 
 async def test_the_index_stays_exact_while_leads_and_suppressions_change(

@@ -5,7 +5,6 @@ as ``tests/sending/test_recovery.py``)."""
 from __future__ import annotations
 
 import signal
-import uuid
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +20,7 @@ from tests.sending.test_recovery import (  # noqa: F401 - fixtures
     cluster,
     db,
     done,
+    sponsor_with_leads,
     wait_for,
 )
 
@@ -30,23 +30,7 @@ LEADS = 1000
 async def ab_campaign(engine: AsyncEngine) -> tuple[str, str]:
     """A sponsor with ``LEADS`` leads and a queued A/B campaign choosing as soon as its
     test share is sent."""
-    sponsor_id = f"rec-{uuid.uuid4().hex[:8]}"
-    async with engine.begin() as connection:
-        await connection.execute(
-            text(
-                "INSERT INTO sponsors (id, name, from_email, postal_address) "
-                "VALUES (:s, 'R', 'r@rec.example', '1 Recovery Road')"
-            ),
-            {"s": sponsor_id},
-        )
-        await connection.execute(
-            text(
-                "INSERT INTO leads (sponsor_id, email, name) SELECT CAST(:s AS text), "
-                "'p' || n || '@' || CAST(:s AS text) || '.example', 'P' || n "
-                "FROM generate_series(1, :n) n"
-            ),
-            {"s": sponsor_id, "n": LEADS},
-        )
+    sponsor_id = await sponsor_with_leads(engine, LEADS)
     async with session_factory(engine).begin() as session:
         sponsor = await sponsors.get(session, sponsor_id)
         campaign = await logic.create(

@@ -105,8 +105,8 @@ async def db(cluster: Cluster) -> AsyncIterator[AsyncEngine]:
     cluster.fake.reset()
 
 
-async def new_campaign(cluster: Cluster, engine: AsyncEngine, recipients: int) -> tuple[str, str]:
-    """A sponsor with ``recipients`` leads and a queued campaign; the relay publishes it."""
+async def sponsor_with_leads(engine: AsyncEngine, leads: int) -> str:
+    """A new sponsor with ``leads`` leads (``p<n>@<sponsor>.example``); its id."""
     sponsor_id = f"rec-{uuid.uuid4().hex[:8]}"
     async with engine.begin() as connection:
         await connection.execute(
@@ -122,8 +122,14 @@ async def new_campaign(cluster: Cluster, engine: AsyncEngine, recipients: int) -
                 "'p' || n || '@' || CAST(:s AS text) || '.example', 'P' || n "
                 "FROM generate_series(1, :n) n"
             ),
-            {"s": sponsor_id, "n": recipients},
+            {"s": sponsor_id, "n": leads},
         )
+    return sponsor_id
+
+
+async def new_campaign(cluster: Cluster, engine: AsyncEngine, recipients: int) -> tuple[str, str]:
+    """A sponsor with ``recipients`` leads and a queued campaign; the relay publishes it."""
+    sponsor_id = await sponsor_with_leads(engine, recipients)
     async with session_factory(engine).begin() as session:
         sponsor = await sponsors.get(session, sponsor_id)
         campaign = await logic.create(
